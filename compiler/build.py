@@ -1,0 +1,103 @@
+"""specs + target -> one shared library and its manifest.json (the contract with the loader)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from compiler import ops
+from compiler.specs import KernelSpec
+from compiler.toolchain import Toolchain
+
+MANIFEST_SCHEMA_VERSION = 1
+LIBRARY_NAME = "kernels.so"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def lower_kernel(spec: KernelSpec, target):
+    """The scheduled PrimFunc for one spec, plus its manifest entry (without the tuning record)."""
+    import tvm
+    from tvm import s_tir
+
+    import schedules
+
+    op = ops.get(spec.op)
+    layout = schedules.layout(spec, target)
+    func = op.build(spec, layout).with_attr("global_symbol", spec.name)
+    sch = s_tir.Schedule(tvm.IRModule({spec.name: func}))
+    sch.work_on(spec.name)
+    schedules.schedule(sch, spec, target)
+    entry = {
+        "op": spec.op,
+        "spec": spec.to_json(),
+        "layout": layout,
+        "args": [a.to_json() for a in op.arguments(spec, layout)],
+        "tuning": "default",
+    }
+    return sch.mod[spec.name], entry
+
+
+def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain: Toolchain,
+          model: dict | None = None, progress: Callable[[str], None] = print) -> Path:
+    """Schedule, compile and link every spec; write out_dir/{kernels.so, manifest.json}. Returns the manifest path."""
+    import tvm
+
+    if not specs:
+        raise ValueError("nothing to build: the selection of ops left no kernels")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    funcs, kernels = {}, {}
+    for index, spec in enumerate(specs, 1):
+        progress(f"[{index}/{len(specs)}] scheduling {spec.name}")
+        funcs[spec.name], kernels[spec.name] = lower_kernel(spec, target)
+    progress(f"compiling {len(specs)} kernels for {target.name} ({target.llvm.get('mtriple', 'host')})")
+    exe = tvm.compile(tvm.IRModule(funcs), target.tvm_target())
+    progress(f"linking with {toolchain.describe()}")
+    library = out_dir / LIBRARY_NAME
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        staged = Path(tmp) / LIBRARY_NAME
+        exe.export_library(str(staged), fcompile=toolchain.fcompile())
+        os.replace(staged, library)
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "target": target.to_json(),
+        "model": model,
+        "library": LIBRARY_NAME,
+        "artifacts": {LIBRARY_NAME: sha256_of(library)},
+        "tools": {
+            "apache-tvm": _version("apache-tvm"),
+            "apache-tvm-ffi": _version("apache-tvm-ffi"),
+            "numpy": _version("numpy"),
+            "python": platform.python_version(),
+            "toolchain": f"{toolchain.describe()} ({toolchain.version()})",
+        },
+        "kernels": kernels,
+    }
+    manifest_path = out_dir / "manifest.json"
+    staged_manifest = manifest_path.with_suffix(".json.tmp")
+    staged_manifest.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(staged_manifest, manifest_path)
+    progress(f"built {len(specs)} kernels into {out_dir} in {time.time() - start:.1f} s")
+    return manifest_path
+

@@ -1,0 +1,134 @@
+"""python -m compiler build | list | verify | setup-emulator"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from compiler import models, ops
+
+
+def _split_list(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [v for value in values for v in value.split(",") if v]
+
+
+def _model(args):
+    return models.from_config(args.config) if args.config else models.preset(args.model)
+
+
+def cmd_list(args) -> int:
+    import targets
+
+    print("targets:")
+    for t in targets.all_targets():
+        print(f"  {t.name:12} {t.description}")
+    print("model presets:")
+    for name, m in models.PRESETS.items():
+        default = " (default)" if name == models.DEFAULT_PRESET else ""
+        print(f"  {name:14} hidden {m.hidden}, heads {m.heads}/{m.kv_heads} kv, head dim {m.head_dim}, "
+              f"ffn {m.ffn}{default}")
+    print("ops:")
+    for name in ops.names():
+        print(f"  {name}")
+    return 0
+
+
+def cmd_build(args) -> int:
+    import targets
+    from compiler import build, toolchain
+
+    target = targets.get(args.target)
+    model = _model(args)
+    wanted_ops = _split_list(args.ops)
+    for name in wanted_ops or ():
+        ops.get(name)  # an unknown op is an error, not an empty build
+    quants = tuple(_split_list(args.quant) or models.QUANT_FORMS)
+    bad = [q for q in quants if q not in models.QUANT_FORMS]
+    if bad:
+        raise ValueError(f"unknown quantized form(s) {bad}; known: {', '.join(models.QUANT_FORMS)}")
+    tools = toolchain.for_target(target, cc=args.cc, ndk=args.ndk, android_api=args.android_api)
+    specs = models.kernel_specs(model, ops=wanted_ops, quants=quants)
+    out = Path(args.out) if args.out else Path("build") / target.name
+    print(f"building {len(specs)} kernels of {model.name} for {target.name} into {out}")
+    build.build(specs, target, out, toolchain=tools, model=models.describe(model))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    import numpy as np
+
+    from compiler import loader, verify
+
+    lib = loader.load(args.dir, emulate=True if args.emulate else None)
+    print(f"verifying {len(lib.kernels)} kernels of {args.dir} ({lib.target['name']}, {lib.mode})")
+    rng = np.random.default_rng(args.seed)
+    failures = 0
+    with lib:
+        for name in lib.kernels:
+            kernel = lib[name]
+            for size in (1, args.size):
+                sizes = {d: size for d in verify.symbolic_dims(kernel.spec)}
+                for check in verify.check_kernel(kernel, sizes, rng):
+                    print(check, flush=True)
+                    failures += not check.ok
+    print("all kernels match numpy" if not failures else f"{failures} check(s) failed")
+    return 1 if failures else 0
+
+
+def cmd_setup_emulator(args) -> int:
+    from compiler import emulate
+
+    emulate.setup_sysroot(args.isa)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m compiler", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="schedule, compile and link a model's kernels for a target")
+    b.add_argument("--target", required=True, help="target name (see `list`)")
+    source = b.add_mutually_exclusive_group()
+    source.add_argument("--model", default=models.DEFAULT_PRESET, help=f"model preset (default {models.DEFAULT_PRESET})")
+    source.add_argument("--config", help="JSON/TOML file with hidden, heads, kv_heads, head_dim, ffn, ...")
+    b.add_argument("--ops", action="append", help="only these ops (comma-separated or repeated)")
+    b.add_argument("--quant", action="append", help=f"only these forms of {', '.join(models.QUANT_FORMS)}")
+    b.add_argument("--out", help="output directory (default build/<target>)")
+    b.add_argument("--cc", help="compiler driver to link with instead of zig, e.g. aarch64-linux-gnu-g++")
+    b.add_argument("--ndk", help="Android NDK root: link with its clang for the target")
+    b.add_argument("--android-api", type=int, default=28, help="Android API level with --ndk (default 28)")
+    b.set_defaults(func=cmd_build)
+
+    ls = sub.add_parser("list", help="targets, model presets and ops")
+    ls.set_defaults(func=cmd_list)
+
+    v = sub.add_parser("verify", help="run every kernel of a build against numpy (emulated if needed)")
+    v.add_argument("dir", help="build directory (with manifest.json)")
+    v.add_argument("--emulate", action="store_true", help="run under the emulator even if native works")
+    v.add_argument("--size", type=int, default=33, help="length for M/S/L besides 1 (default 33)")
+    v.add_argument("--seed", type=int, default=0)
+    v.set_defaults(func=cmd_verify)
+
+    e = sub.add_parser("setup-emulator", help="create the qemu userland that runs ARM builds here")
+    e.add_argument("--isa", default="aarch64")
+    e.set_defaults(func=cmd_setup_emulator)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from compiler.emulate import EmulatorSetupError
+    from compiler.loader import LoaderError
+    from compiler.toolchain import ToolchainError
+
+    try:
+        return args.func(args)
+    except (ValueError, ToolchainError, LoaderError, EmulatorSetupError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,467 @@
+"""The small loader: run built kernels with numpy (or any DLPack) arrays.
+
+Depends only on numpy and the TVM runtime (`tvm_ffi` + `libtvm_runtime.so`), never on the compiler,
+so it runs on a board that has only those. The manifest is the contract: every argument is checked
+against it before a call, so a mistake is a ValueError naming the argument, never a crash.
+
+A library built for another ISA (an ARM build on an x86 workstation) runs in a worker process: an
+aarch64 CPython under qemu-user, which loads the same library with this same file
+(`python3 loader.py --serve LIB`) and answers calls over a pipe.
+
+    lib = load("build/arm")
+    gemm = lib["qgemm_w8a8_n896_k896"]
+    weights = gemm.pack(w=w_int8, w_scale=scales)
+    y = gemm(x=x_int8, x_scale=x_scales, **weights)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.util
+import json
+import os
+import pickle
+import platform
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class LoaderError(RuntimeError):
+    """The library cannot be loaded or run here (bad manifest, wrong hash, no way to run the ISA)."""
+
+
+# -- where things live ---------------------------------------------------------------------------
+
+def cache_dir() -> Path:
+    """Downloaded and built helpers (emulator sysroots): $EKC_CACHE_DIR, else .cache/ in a checkout."""
+    if os.environ.get("EKC_CACHE_DIR"):
+        return Path(os.environ["EKC_CACHE_DIR"])
+    if (_PROJECT_ROOT / "pyproject.toml").is_file():
+        return _PROJECT_ROOT / ".cache"
+    return Path.home() / ".cache" / "edge-kernel-compiler"
+
+
+def sysroot_dir(isa: str) -> Path:
+    """Emulated userland for `isa`: root/ (libc, CPython) and site/ (numpy, tvm_ffi, the TVM runtime)."""
+    return cache_dir() / "sysroot" / isa
+
+
+def _tvm_runtime_path() -> Path:
+    if os.environ.get("EKC_TVM_RUNTIME"):
+        return Path(os.environ["EKC_TVM_RUNTIME"])
+    spec = importlib.util.find_spec("tvm")
+    if spec is None or not spec.submodule_search_locations:
+        raise LoaderError("the TVM runtime library was not found: install apache-tvm or set EKC_TVM_RUNTIME")
+    return Path(spec.submodule_search_locations[0]) / "lib" / "libtvm_runtime.so"
+
+
+_RUNTIME_LOADED = False
+
+
+def _load_runtime():
+    """tvm_ffi alone runs simple kernels, but kernels that allocate a workspace call
+    TVMBackendAllocWorkspace, which only libtvm_runtime provides: load it globally first."""
+    global _RUNTIME_LOADED
+    import tvm_ffi
+
+    if not _RUNTIME_LOADED:
+        path = _tvm_runtime_path()
+        if not path.is_file():
+            raise LoaderError(f"the TVM runtime library {path} does not exist")
+        ctypes.CDLL(str(path), ctypes.RTLD_GLOBAL)
+        _RUNTIME_LOADED = True
+    return tvm_ffi
+
+
+# -- memory ------------------------------------------------------------------------------------------
+
+# TVM kernels assume 64-byte aligned data (they emit aligned vector loads); numpy promises only 16.
+ALIGNMENT = 64
+
+
+def empty(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data is ALIGNMENT-aligned: kernels take it without a copy."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, np.uint8)
+    start = (-raw.ctypes.data) % ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def aligned(array: np.ndarray) -> np.ndarray:
+    """`array` itself when its data is aligned, else an aligned copy."""
+    if array.ctypes.data % ALIGNMENT == 0:
+        return array
+    out = empty(array.shape, array.dtype)
+    out[...] = array
+    return out
+
+
+# -- packing (numpy steps named in the manifest) --------------------------------------------------
+
+def _apply_step(name: str, array: np.ndarray, step: dict[str, Any]) -> np.ndarray:
+    op = step["op"]
+    if op == "check_range":
+        if array.size and (array.min() < step["min"] or array.max() > step["max"]):
+            raise ValueError(f"argument {name!r} has values outside [{step['min']}, {step['max']}] "
+                             f"(found {array.min()}..{array.max()})")
+        return array
+    if op == "reshape":
+        return array.reshape(step["shape"])
+    if op == "transpose":
+        return array.transpose(step["axes"])
+    if op == "nibbles":  # adjacent pairs of the last axis -> one byte, first element in the low nibble
+        low = array[..., 0::2].astype(np.uint8) & 0xF
+        high = array[..., 1::2].astype(np.uint8) & 0xF
+        return (low | (high << 4)).view(np.int8)
+    raise LoaderError(f"manifest names an unknown packing step {op!r}")
+
+
+# -- argument checks ---------------------------------------------------------------------------------
+
+def _as_array(kernel: str, name: str, value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "__dlpack__"):
+        try:
+            return np.from_dlpack(value)
+        except (TypeError, RuntimeError, BufferError) as err:
+            raise ValueError(f"{kernel}: argument {name!r} is a DLPack tensor numpy cannot read "
+                             f"(is it on the CPU?): {err}") from None
+    raise ValueError(f"{kernel}: argument {name!r} must be a numpy array or a DLPack tensor, "
+                     f"got {type(value).__name__}")
+
+
+def _check_names(kernel: str, expected: list[str], given: dict[str, Any]) -> None:
+    missing = [n for n in expected if n not in given]
+    if missing:
+        raise ValueError(f"{kernel}: missing argument(s) {', '.join(map(repr, missing))}")
+    extra = [n for n in given if n not in expected]
+    if extra:
+        raise ValueError(f"{kernel}: unexpected argument(s) {', '.join(map(repr, extra))}; "
+                         f"expected {', '.join(expected)}")
+
+
+def _bind_shape(kernel: str, name: str, array: np.ndarray, shape: list, dtype: str,
+                sizes: dict[str, int]) -> None:
+    if array.dtype != np.dtype(dtype):
+        raise ValueError(f"{kernel}: argument {name!r} must have dtype {dtype}, got {array.dtype}")
+    if array.ndim != len(shape):
+        raise ValueError(f"{kernel}: argument {name!r} must have {len(shape)} dims {shape}, "
+                         f"got shape {list(array.shape)}")
+    for axis, (want, got) in enumerate(zip(shape, array.shape)):
+        if isinstance(want, str):
+            if got < 1:
+                raise ValueError(f"{kernel}: argument {name!r}: {want} must be at least 1, got {got}")
+            if sizes.setdefault(want, got) != got:
+                raise ValueError(f"{kernel}: argument {name!r} axis {axis} has {want}={got}, "
+                                 f"but another argument has {want}={sizes[want]}")
+        elif want != got:
+            raise ValueError(f"{kernel}: argument {name!r} must have shape {shape}, got {list(array.shape)}")
+
+
+class Kernel:
+    """One kernel: `.spec` is its manifest entry; call it with keyword arrays."""
+
+    def __init__(self, name: str, entry: dict[str, Any], backend):
+        self.name = name
+        self.spec = entry
+        self._backend = backend
+        self._inputs = [a for a in entry["args"] if a["role"] != "output"]
+        self._outputs = [a for a in entry["args"] if a["role"] == "output"]
+
+    def __repr__(self) -> str:
+        sig = ", ".join(f"{a['name']}: {a['dtype']}{a['shape']}" for a in self._inputs)
+        return f"<Kernel {self.name}({sig})>"
+
+    def pack(self, **logical: Any) -> dict[str, np.ndarray]:
+        """Weights in their logical layouts (e.g. int8 w [N, K]) -> the arrays this kernel takes."""
+        weights = [a for a in self._inputs if a["role"] == "weight"]
+        _check_names(self.name, [a["name"] for a in weights], logical)
+        packed = {}
+        for arg in weights:
+            name = arg["name"]
+            array = _as_array(self.name, name, logical[name])
+            _bind_shape(self.name, name, array, arg.get("logical_shape", arg["shape"]),
+                        arg.get("logical_dtype", arg["dtype"]), {})
+            for step in arg.get("pack", ()):
+                array = _apply_step(name, array, step)
+            packed[name] = aligned(np.ascontiguousarray(array, dtype=arg["dtype"]))
+        return packed
+
+    def __call__(self, **inputs: Any):
+        _check_names(self.name, [a["name"] for a in self._inputs], inputs)
+        sizes: dict[str, int] = {}
+        arrays = []
+        for arg in self._inputs:
+            name = arg["name"]
+            array = _as_array(self.name, name, inputs[name])
+            _bind_shape(self.name, name, array, arg["shape"], arg["dtype"], sizes)
+            if not array.flags.c_contiguous:
+                raise ValueError(f"{self.name}: argument {name!r} is not C-contiguous "
+                                 "(np.ascontiguousarray makes a contiguous copy)")
+            arrays.append(aligned(array))  # a copy only when the caller's data is misaligned
+        out_specs = [(tuple(sizes[d] if isinstance(d, str) else d for d in a["shape"]), a["dtype"])
+                     for a in self._outputs]
+        outputs = self._backend.call(self.name, arrays, out_specs)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+class Library:
+    """A built library: `lib.kernels` lists names; `lib[name]` or `lib.<name>` gives a Kernel."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], backend):
+        self.directory = directory
+        self.manifest = manifest
+        self.target = manifest["target"]
+        self.mode = backend.mode
+        self._backend = backend
+        self._kernels = {name: Kernel(name, entry, backend) for name, entry in manifest["kernels"].items()}
+
+    @property
+    def kernels(self) -> list[str]:
+        return list(self._kernels)
+
+    def __getitem__(self, name: str) -> Kernel:
+        if name not in self._kernels:
+            raise KeyError(f"no kernel {name!r} in {self.directory}; kernels: {', '.join(self._kernels)}")
+        return self._kernels[name]
+
+    def __getattr__(self, name: str) -> Kernel:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError as err:
+            raise AttributeError(str(err)) from None
+
+    def __dir__(self):
+        return [*super().__dir__(), *self._kernels]
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# -- backends ----------------------------------------------------------------------------------------
+
+class NativeBackend:
+    mode = "native"
+
+    def __init__(self, library: Path):
+        self._ffi = _load_runtime()
+        self._module = self._ffi.load_module(str(library))
+        self._functions: dict[str, Any] = {}
+
+    def call(self, name: str, inputs: list[np.ndarray], out_specs) -> list[np.ndarray]:
+        if name not in self._functions:
+            self._functions[name] = self._module[name]
+        outputs = [empty(shape, dtype) for shape, dtype in out_specs]
+        self._functions[name](*[self._ffi.from_dlpack(a) for a in (*inputs, *outputs)])
+        return outputs
+
+    def close(self) -> None:
+        self._functions.clear()
+
+
+def _send(stream, message) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(struct.pack("<Q", len(data)))
+    stream.write(data)
+    stream.flush()
+
+
+def _receive(stream):
+    header = stream.read(8)
+    if len(header) < 8:
+        return None
+    (size,) = struct.unpack("<Q", header)
+    return pickle.loads(stream.read(size))
+
+
+class EmulatedBackend:
+    """The same library, run by this file in a worker process under qemu-user."""
+
+    mode = "emulated"
+
+    def __init__(self, library: Path, isa: str, emulator: str):
+        import shutil
+
+        qemu = shutil.which(emulator)
+        if qemu is None:
+            raise LoaderError(f"{library} is built for {isa}, which this machine runs only under "
+                              f"{emulator}; it is not installed (Debian: apt-get install qemu-user)")
+        root = sysroot_dir(isa)
+        python = root / "root" / "usr" / "bin" / "python3.11"
+        if not python.is_file():
+            raise LoaderError(f"no {isa} userland for {emulator} at {root}; "
+                              f"create it with: python -m compiler setup-emulator --isa {isa}")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(root / "site"),
+            "EKC_TVM_RUNTIME": str(root / "site" / "tvm_runtime" / "libtvm_runtime.so"),
+            "QEMU_LD_PREFIX": str(root / "root"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        self._stderr_path = library.parent / f".worker-{os.getpid()}.log"
+        self._stderr = open(self._stderr_path, "w+b")
+        self._proc = subprocess.Popen(
+            [qemu, str(python), str(Path(__file__).resolve()), "--serve", str(library)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
+        self._request(("ping",))
+
+    def _request(self, message):
+        if self._proc.poll() is not None:
+            raise LoaderError(f"the emulated worker has exited: {self._worker_log()}")
+        try:
+            _send(self._proc.stdin, message)
+            reply = _receive(self._proc.stdout)
+        except (BrokenPipeError, OSError):
+            reply = None
+        if reply is None:
+            self._proc.wait(timeout=10)
+            raise LoaderError(f"the emulated worker died (exit {self._proc.returncode}): {self._worker_log()}")
+        status, payload = reply
+        if status == "error":
+            raise LoaderError(f"kernel failed under emulation: {payload}")
+        return payload
+
+    def _worker_log(self) -> str:
+        self._stderr.flush()
+        self._stderr.seek(0)
+        text = self._stderr.read().decode(errors="replace").strip()
+        return text[-2000:] or "(no output)"
+
+    def call(self, name, inputs, out_specs):
+        return self._request(("call", name, inputs, out_specs))
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                _send(self._proc.stdin, ("exit",))
+                self._proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self._proc.kill()
+        self._stderr.close()
+        self._stderr_path.unlink(missing_ok=True)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def _serve(library: str) -> None:
+    """Worker loop: the protocol owns stdout; anything else printed goes to stderr."""
+    channel = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    requests = sys.stdin.buffer
+    backend = NativeBackend(Path(library))
+    while True:
+        message = _receive(requests)
+        if message is None or message[0] == "exit":
+            return
+        if message[0] == "ping":
+            _send(channel, ("ok", platform.machine()))
+            continue
+        _, name, inputs, out_specs = message
+        try:
+            _send(channel, ("ok", backend.call(name, inputs, out_specs)))
+        except Exception as err:  # noqa: BLE001 - reported to the caller, worker stays up
+            _send(channel, ("error", f"{type(err).__name__}: {err}"))
+
+
+# -- entry point -----------------------------------------------------------------------------------
+
+def _cpu_features() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    features: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            features.update(value.split())
+    return features
+
+
+def native_ok(target: dict[str, Any]) -> tuple[bool, str]:
+    """Can this machine run the target's code directly? (ok, reason when not)"""
+    if platform.machine() != target["isa"]:
+        return False, f"this machine is {platform.machine()}, the library is {target['isa']}"
+    missing = sorted(set(target.get("cpu_features", ())) - _cpu_features())
+    if missing:
+        return False, f"this CPU lacks {', '.join(missing)}"
+    return True, ""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
+    directory = Path(directory)
+    path = directory / "manifest.json"
+    if not path.is_file():
+        raise LoaderError(f"no manifest.json in {directory} (build it with: python -m compiler build)")
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as err:
+        raise LoaderError(f"{path} is not valid JSON: {err}") from None
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise LoaderError(f"{path} has schema version {manifest.get('schema_version')!r}; "
+                          f"this loader reads version {SCHEMA_VERSION}")
+    for name, digest in manifest["artifacts"].items():
+        artifact = directory / name
+        if not artifact.is_file():
+            raise LoaderError(f"artifact {artifact} named in the manifest is missing")
+        if _sha256(artifact) != digest:
+            raise LoaderError(f"artifact {artifact} does not match the sha256 in the manifest; refusing to load it")
+    return manifest
+
+
+def load(directory: str | os.PathLike, *, emulate: bool | None = None) -> Library:
+    """Load a build directory. emulate=None runs natively when this machine can, else under the
+    target's emulator; True forces the emulator; False refuses to emulate."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    target = manifest["target"]
+    library = (directory / manifest["library"]).resolve()
+    ok, reason = native_ok(target)
+    if emulate is None:
+        emulate = not ok
+    if not emulate:
+        if not ok:
+            raise LoaderError(f"cannot run {target['name']} natively: {reason}")
+        return Library(directory, manifest, NativeBackend(library))
+    if not target.get("emulator"):
+        raise LoaderError(f"target {target['name']} has no emulator here"
+                          + (f" and cannot run natively: {reason}" if reason else ""))
+    return Library(directory, manifest, EmulatedBackend(library, target["isa"], target["emulator"]))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        _serve(sys.argv[2])
+    else:
+        sys.exit("usage: python -m compiler.loader --serve LIBRARY")

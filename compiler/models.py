@@ -1,0 +1,88 @@
+"""Model presets (real shapes of published models) and the kernel specs a decoder layer needs."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from compiler.specs import KernelSpec, make_spec
+
+QUANT_FORMS = ("w8a8", "w4a8", "w4a16")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    name: str
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    qkv_bias: bool = False
+    rope_theta: float = 10000.0
+    group: int = 128  # int4 group size
+    description: str = ""
+
+
+PRESETS = {m.name: m for m in (
+    ModelShape("smollm2-135m", 576, 9, 3, 64, 1536, False, 100000.0, 32, "SmolLM2-135M (llama architecture)"),
+    ModelShape("qwen2.5-0.5b", 896, 14, 2, 64, 4864, True, 1000000.0, 128, "Qwen2.5-0.5B (GQA 7:1, QKV bias)"),
+    ModelShape("llama-3.2-1b", 2048, 32, 8, 64, 8192, False, 500000.0, 128, "Llama-3.2-1B"),
+    ModelShape("mistral-7b", 4096, 32, 8, 128, 14336, False, 10000.0, 128, "Mistral-7B-v0.1"),
+)}
+DEFAULT_PRESET = "qwen2.5-0.5b"
+
+
+def preset(name: str) -> ModelShape:
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def from_config(path: str | Path) -> ModelShape:
+    """A model shape from a JSON or TOML file with ModelShape's fields (name defaults to the file stem)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+    except (ValueError, tomllib.TOMLDecodeError) as err:
+        raise ValueError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {err}") from None
+    known = {f.name for f in fields(ModelShape)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"config file {path}: unknown field(s) {sorted(unknown)}; known: {sorted(known)}")
+    raw.setdefault("name", path.stem)
+    missing = {"hidden", "heads", "kv_heads", "head_dim", "ffn"} - set(raw)
+    if missing:
+        raise ValueError(f"config file {path}: missing field(s) {sorted(missing)}")
+    return ModelShape(**raw)
+
+
+def kernel_specs(model: ModelShape, *, ops: list[str] | None = None,
+                 quants: tuple[str, ...] = QUANT_FORMS) -> list[KernelSpec]:
+    """Every kernel of one decoder layer, in each quantized form; `ops` keeps only those ops."""
+    m = model
+    attn_width = m.heads * m.head_dim
+    projections = [(m.hidden, attn_width), (2 * m.ffn, m.hidden), (m.hidden, m.ffn)]  # o, gate+up, down
+    specs: list[KernelSpec] = []
+    for q in quants:
+        int4 = {"group": m.group} if q != "w8a8" else {}
+        specs.append(make_spec("qkv_proj", hq=m.heads, hkv=m.kv_heads, d=m.head_dim, k=m.hidden, quant=q,
+                               bias=m.qkv_bias, rope=True, rope_theta=float(m.rope_theta), **int4))
+        for n, k in projections:
+            specs.append(make_spec(f"qgemm_{q}", n=n, k=k, **int4))
+    if any(q != "w4a16" for q in quants):
+        specs += [make_spec("quantize_per_token", k=k) for k in (m.hidden, attn_width, m.ffn)]
+    specs.append(make_spec("attention_prefill", hq=m.heads, hkv=m.kv_heads, d=m.head_dim))
+    specs.append(make_spec("attention_decode", hq=m.heads, hkv=m.kv_heads, d=m.head_dim))
+    if ops:
+        specs = [s for s in specs if s.op in ops]
+    unique = {s.name: s for s in specs}
+    return list(unique.values())
+
+
+def describe(model: ModelShape) -> dict:
+    return asdict(model)

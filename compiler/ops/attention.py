@@ -1,0 +1,254 @@
+"""Causal grouped-query attention: prefill (flash-style) and decode (flash-decoding, split over L).
+
+Online softmax cannot be written as a tensor expression, so these are TensorIR functions. Each is a
+grid of independent blocks that the schedule parallelises ("row": one query position for all query
+heads sharing a KV head; "split": one KV chunk for the same heads), whose bodies run an online
+softmax over KV tiles of `kv_tile` keys: the S x S (or L-long) score row is never materialised.
+K and V rows are read once for all Hq/Hkv query heads of a group. fp32 throughout.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from compiler.ops.base import Arg, OpDef, Option, check_divisible
+from compiler.specs import KernelSpec
+
+NEG_INF = -3.0e38  # finite: exp(NEG_INF - m) is 0 without inf - inf = NaN
+
+
+class AttentionPrefill(OpDef):
+    def __init__(self):
+        super().__init__("attention_prefill", ("hq", "hkv", "d"), {"causal": Option(True, (True,), tag=lambda c: "")})
+
+    def validate(self, spec: KernelSpec) -> None:
+        check_divisible(self.name, "hq", spec.dim("hq"), spec.dim("hkv"))
+        if spec.dim("d") % 4:
+            raise ValueError(f"{self.name}: d={spec.dim('d')} must be a multiple of 4")
+
+    def arguments(self, spec: KernelSpec, layout) -> list[Arg]:
+        hq, hkv, d = spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
+        return [Arg("q", (hq, "S", d), "float32", "input"), Arg("k", (hkv, "S", d), "float32", "input"),
+                Arg("v", (hkv, "S", d), "float32", "input"), Arg("o", (hq, "S", d), "float32", "output")]
+
+    def build(self, spec: KernelSpec, layout: dict[str, Any]):
+        return prefill_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout["kv_tile"], layout["lanes"])
+
+    def reference(self, spec, q, k, v):
+        return {"o": attention_reference(q, k, v, causal_offset=0)}
+
+    def random_inputs(self, spec, sizes, rng):
+        s, hq, hkv, d = sizes["S"], spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
+        return {"q": rng.standard_normal((hq, s, d)).astype(np.float32),
+                "k": rng.standard_normal((hkv, s, d)).astype(np.float32),
+                "v": rng.standard_normal((hkv, s, d)).astype(np.float32)}
+
+
+class AttentionDecode(OpDef):
+    def __init__(self):
+        super().__init__("attention_decode", ("hq", "hkv", "d"))
+
+    validate = AttentionPrefill.validate
+
+    def arguments(self, spec: KernelSpec, layout) -> list[Arg]:
+        hq, hkv, d = spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
+        return [Arg("q", (hq, d), "float32", "input"),
+                Arg("k_cache", (hkv, "L", d), "float32", "input", doc="keys of positions 0..L-1"),
+                Arg("v_cache", (hkv, "L", d), "float32", "input"),
+                Arg("o", (hq, d), "float32", "output")]
+
+    def build(self, spec: KernelSpec, layout: dict[str, Any]):
+        return decode_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout["kv_tile"], layout["lanes"],
+                          layout["split_len"])
+
+    def reference(self, spec, q, k_cache, v_cache):
+        length = k_cache.shape[1]
+        o = attention_reference(q[:, None, :], k_cache, v_cache, causal_offset=length - 1)
+        return {"o": o[:, 0, :]}
+
+    def random_inputs(self, spec, sizes, rng):
+        n, hq, hkv, d = sizes["L"], spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
+        return {"q": rng.standard_normal((hq, d)).astype(np.float32),
+                "k_cache": rng.standard_normal((hkv, n, d)).astype(np.float32),
+                "v_cache": rng.standard_normal((hkv, n, d)).astype(np.float32)}
+
+
+def attention_reference(q, k, v, causal_offset: int) -> np.ndarray:
+    """softmax(q k^T / sqrt(D)) v in float64; query row i sees keys j <= i + causal_offset."""
+    hq, s, d = q.shape
+    hkv, n, _ = k.shape
+    group = hq // hkv
+    kk = np.repeat(k.astype(np.float64), group, axis=0)
+    vv = np.repeat(v.astype(np.float64), group, axis=0)
+    scores = np.einsum("hsd,hnd->hsn", q.astype(np.float64), kk) / math.sqrt(d)
+    mask = np.arange(n)[None, :] > (np.arange(s)[:, None] + causal_offset)
+    scores = np.where(mask[None], -np.inf, scores)
+    scores -= scores.max(-1, keepdims=True)
+    p = np.exp(scores)
+    p /= p.sum(-1, keepdims=True)
+    return np.einsum("hsn,hnd->hsd", p, vv)
+
+
+def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int):
+    from tvm.script import tirx as T
+
+    G = HQ // HKV
+    DV = D // VL
+    scale = 1.0 / math.sqrt(D)
+
+    @T.prim_func(s_tir=True)
+    def attention_prefill(q_h: T.handle, k_h: T.handle, v_h: T.handle, o_h: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        S = T.int32()
+        Q = T.match_buffer(q_h, (HQ, S, D), "float32")
+        K = T.match_buffer(k_h, (HKV, S, D), "float32")
+        V = T.match_buffer(v_h, (HKV, S, D), "float32")
+        O = T.match_buffer(o_h, (HQ, S, D), "float32")
+        for hk, i in T.grid(HKV, S):
+            with T.sblock("row"):
+                vh, vi = T.axis.remap("SS", [hk, i])
+                T.reads(Q[vh * G: vh * G + G, vi, 0:D], K[vh, 0:vi + 1, 0:D], V[vh, 0:vi + 1, 0:D])
+                T.writes(O[vh * G: vh * G + G, vi, 0:D])
+                m = T.sblock_alloc_buffer((G,), "float32", scope="local")
+                l = T.sblock_alloc_buffer((G,), "float32", scope="local")
+                acc = T.sblock_alloc_buffer((G, D), "float32", scope="local")
+                sc = T.sblock_alloc_buffer((G, BK), "float32", scope="local")
+                part = T.sblock_alloc_buffer((VL,), "float32", scope="local")
+                mt = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                for g in range(G):
+                    m[g] = T.float32(NEG_INF)
+                    l[g] = T.float32(0)
+                    for d in T.vectorized(D):
+                        acc[g, d] = T.float32(0)
+                for t in range((vi + BK) // BK):
+                    for c in range(BK):
+                        for g in range(G):
+                            if t * BK + c <= vi:
+                                for u in T.vectorized(VL):
+                                    part[u] = T.float32(0)
+                                for d0 in range(DV):
+                                    for u in T.vectorized(VL):
+                                        part[u] = part[u] + Q[vh * G + g, vi, d0 * VL + u] * K[vh, t * BK + c, d0 * VL + u]
+                                sc[g, c] = T.float32(0)
+                                for u in range(VL):
+                                    sc[g, c] = sc[g, c] + part[u]
+                                sc[g, c] = sc[g, c] * T.float32(scale)
+                            else:
+                                sc[g, c] = T.float32(NEG_INF)
+                    for g in range(G):
+                        mt[0] = m[g]
+                        for c in range(BK):
+                            mt[0] = T.max(mt[0], sc[g, c])
+                        for d in T.vectorized(D):
+                            acc[g, d] = acc[g, d] * T.exp(m[g] - mt[0])
+                        l[g] = l[g] * T.exp(m[g] - mt[0])
+                        m[g] = mt[0]
+                        for c in range(BK):
+                            sc[g, c] = T.exp(sc[g, c] - mt[0])
+                            l[g] = l[g] + sc[g, c]
+                    for c in range(BK):
+                        if t * BK + c <= vi:
+                            for g in range(G):
+                                for d in T.vectorized(D):
+                                    acc[g, d] = acc[g, d] + sc[g, c] * V[vh, t * BK + c, d]
+                for g in range(G):
+                    for d in T.vectorized(D):
+                        O[vh * G + g, vi, d] = acc[g, d] / l[g]
+
+    return attention_prefill
+
+
+def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int):
+    """Flash-decoding: blocks over (KV head, chunk of SPLIT keys) write partial (max, sum, acc); a
+    second grid merges the chunks. SPLIT is a multiple of BK."""
+    from tvm.script import tirx as T
+
+    G = HQ // HKV
+    DV = D // VL
+    scale = 1.0 / math.sqrt(D)
+
+    @T.prim_func(s_tir=True)
+    def attention_decode(q_h: T.handle, k_h: T.handle, v_h: T.handle, o_h: T.handle):
+        T.func_attr({"tirx.noalias": True})
+        L = T.int32()
+        Q = T.match_buffer(q_h, (HQ, D), "float32")
+        K = T.match_buffer(k_h, (HKV, L, D), "float32")
+        V = T.match_buffer(v_h, (HKV, L, D), "float32")
+        O = T.match_buffer(o_h, (HQ, D), "float32")
+        pm = T.sblock_alloc_buffer((HQ, (L + SPLIT - 1) // SPLIT), "float32")
+        pl = T.sblock_alloc_buffer((HQ, (L + SPLIT - 1) // SPLIT), "float32")
+        pacc = T.sblock_alloc_buffer((HQ, (L + SPLIT - 1) // SPLIT, D), "float32")
+        for hk, sp in T.grid(HKV, (L + SPLIT - 1) // SPLIT):
+            with T.sblock("split"):
+                vh, vs = T.axis.remap("SS", [hk, sp])
+                T.reads(Q[vh * G: vh * G + G, 0:D], K[vh, vs * SPLIT: vs * SPLIT + SPLIT, 0:D],
+                        V[vh, vs * SPLIT: vs * SPLIT + SPLIT, 0:D])
+                T.writes(pm[vh * G: vh * G + G, vs], pl[vh * G: vh * G + G, vs],
+                         pacc[vh * G: vh * G + G, vs, 0:D])
+                sc = T.sblock_alloc_buffer((G, BK), "float32", scope="local")
+                part = T.sblock_alloc_buffer((VL,), "float32", scope="local")
+                mt = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                for g in range(G):
+                    pm[vh * G + g, vs] = T.float32(NEG_INF)
+                    pl[vh * G + g, vs] = T.float32(0)
+                    for d in T.vectorized(D):
+                        pacc[vh * G + g, vs, d] = T.float32(0)
+                for t in range(SPLIT // BK):
+                    if vs * SPLIT + t * BK < L:
+                        for c in range(BK):
+                            for g in range(G):
+                                if vs * SPLIT + t * BK + c < L:
+                                    for u in T.vectorized(VL):
+                                        part[u] = T.float32(0)
+                                    for d0 in range(DV):
+                                        for u in T.vectorized(VL):
+                                            part[u] = part[u] + Q[vh * G + g, d0 * VL + u] * K[vh, vs * SPLIT + t * BK + c, d0 * VL + u]
+                                    sc[g, c] = T.float32(0)
+                                    for u in range(VL):
+                                        sc[g, c] = sc[g, c] + part[u]
+                                    sc[g, c] = sc[g, c] * T.float32(scale)
+                                else:
+                                    sc[g, c] = T.float32(NEG_INF)
+                        for g in range(G):
+                            mt[0] = pm[vh * G + g, vs]
+                            for c in range(BK):
+                                mt[0] = T.max(mt[0], sc[g, c])
+                            for d in T.vectorized(D):
+                                pacc[vh * G + g, vs, d] = pacc[vh * G + g, vs, d] * T.exp(pm[vh * G + g, vs] - mt[0])
+                            pl[vh * G + g, vs] = pl[vh * G + g, vs] * T.exp(pm[vh * G + g, vs] - mt[0])
+                            pm[vh * G + g, vs] = mt[0]
+                            for c in range(BK):
+                                sc[g, c] = T.exp(sc[g, c] - mt[0])
+                                pl[vh * G + g, vs] = pl[vh * G + g, vs] + sc[g, c]
+                        for c in range(BK):
+                            if vs * SPLIT + t * BK + c < L:
+                                for g in range(G):
+                                    for d in T.vectorized(D):
+                                        pacc[vh * G + g, vs, d] = pacc[vh * G + g, vs, d] + sc[g, c] * V[vh, vs * SPLIT + t * BK + c, d]
+        for h in range(HQ):
+            with T.sblock("merge"):
+                vh = T.axis.remap("S", [h])
+                T.reads(pm[vh, 0:(L + SPLIT - 1) // SPLIT], pl[vh, 0:(L + SPLIT - 1) // SPLIT], pacc[vh, 0:(L + SPLIT - 1) // SPLIT, 0:D])
+                T.writes(O[vh, 0:D])
+                gm = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                gl = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                gm[0] = T.float32(NEG_INF)
+                gl[0] = T.float32(0)
+                for s in range((L + SPLIT - 1) // SPLIT):
+                    gm[0] = T.max(gm[0], pm[vh, s])
+                for d in T.vectorized(D):
+                    O[vh, d] = T.float32(0)
+                for s in range((L + SPLIT - 1) // SPLIT):
+                    gl[0] = gl[0] + pl[vh, s] * T.exp(pm[vh, s] - gm[0])
+                    for d in T.vectorized(D):
+                        O[vh, d] = O[vh, d] + pacc[vh, s, d] * T.exp(pm[vh, s] - gm[0])
+                for d in T.vectorized(D):
+                    O[vh, d] = O[vh, d] / gl[0]
+
+    return attention_decode
+
+
+OPS = {"attention_prefill": AttentionPrefill(), "attention_decode": AttentionDecode()}

@@ -1,0 +1,171 @@
+"""What every op definition shares: spec construction and naming, argument descriptions, placeholders.
+
+An op's arguments are described once, as `Arg`s; the tensor expression's placeholders, the
+manifest's argument list and the loader's validation and weight packing all come from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+
+from compiler.specs import KernelSpec
+
+# Symbolic (runtime) dims: token count, prefill sequence length, KV length.
+SYMBOLIC_DIMS = ("M", "S", "L")
+
+Shape = tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One kernel argument as the manifest and loader see it.
+
+    role: "input" (activation), "weight" (packed once with `pack`) or "output".
+    logical_shape/logical_dtype: what the user hands to `pack` when it differs from the kernel's form.
+    pack: numpy steps (interpreted by the loader) that turn the logical weight into the kernel's form.
+    """
+
+    name: str
+    shape: Shape
+    dtype: str
+    role: str
+    logical_shape: Shape | None = None
+    logical_dtype: str | None = None
+    pack: tuple[dict[str, Any], ...] = ()
+    doc: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "role": self.role}
+        if self.logical_shape is not None:
+            out["logical_shape"] = list(self.logical_shape)
+            out["logical_dtype"] = self.logical_dtype
+            out["pack"] = [dict(s) for s in self.pack]
+        if self.doc:
+            out["doc"] = self.doc
+        return out
+
+
+@dataclass(frozen=True)
+class Option:
+    default: Any
+    choices: tuple[Any, ...] | None = None  # None: any value of the default's type
+    tag: Callable[[Any], str] | None = None  # how the option appears in the spec name ("" to omit)
+
+
+@dataclass
+class OpDef:
+    """An op family member. Subclasses fill in `arguments`, `build`, `reference`, `random_inputs`."""
+
+    name: str
+    dims: tuple[str, ...]
+    options: dict[str, Option] = field(default_factory=dict)
+
+    # -- specs -------------------------------------------------------------------------------
+    def make(self, **values: Any) -> KernelSpec:
+        unknown = set(values) - set(self.dims) - set(self.options)
+        if unknown:
+            raise ValueError(f"{self.name}: unknown parameter(s) {sorted(unknown)}; "
+                             f"dims {list(self.dims)}, options {list(self.options)}")
+        dims = []
+        for d in self.dims:
+            if d not in values:
+                raise ValueError(f"{self.name}: missing dim {d!r}")
+            v = values[d]
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
+                raise ValueError(f"{self.name}: dim {d!r} must be a positive integer, got {v!r}")
+            dims.append((d, int(v)))
+        opts = []
+        for o, option in self.options.items():
+            v = values.get(o, option.default)
+            if option.choices is not None and v not in option.choices:
+                raise ValueError(f"{self.name}: option {o!r} must be one of {list(option.choices)}, got {v!r}")
+            if option.choices is None and type(v) is not type(option.default):
+                raise ValueError(f"{self.name}: option {o!r} must be a {type(option.default).__name__}, got {v!r}")
+            opts.append((o, v))
+        spec = KernelSpec(self.name, tuple(dims), tuple(opts))
+        self.validate(spec)
+        return spec
+
+    def validate(self, spec: KernelSpec) -> None:
+        """Raise ValueError when the dims cannot be built (e.g. not divisible by a group size)."""
+
+    def spec_name(self, spec: KernelSpec) -> str:
+        parts = [self.name]
+        for o, option in self.options.items():
+            v = spec.opt(o)
+            tag = option.tag(v) if option.tag else (o if v is True else "" if v is False else f"{o}{v}")
+            if tag:
+                parts.append(tag)
+        parts += [f"{d}{v}" for d, v in spec.dims]
+        return "_".join(parts)
+
+    # -- per op --------------------------------------------------------------------------------
+    def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
+        raise NotImplementedError
+
+    def build(self, spec: KernelSpec, layout: dict[str, Any]):
+        """The kernel as a TVM PrimFunc (unscheduled)."""
+        raise NotImplementedError
+
+    def reference(self, spec: KernelSpec, **inputs: np.ndarray) -> dict[str, np.ndarray]:
+        """Outputs from logical inputs, in numpy (float64 for float math)."""
+        raise NotImplementedError
+
+    # Allowed error per output: |out - ref| <= atol * max|ref| + rtol * |ref|. 0, 0 means bit-exact.
+    tolerance: ClassVar[tuple[float, float]] = (1e-4, 1e-4)
+
+    def tolerances(self, spec: KernelSpec) -> dict[str, tuple[float, float]]:
+        return {}  # per-output overrides of `tolerance`
+
+    def random_inputs(self, spec: KernelSpec, sizes: dict[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Logical inputs and weights of realistic magnitude, for tests and benchmarks."""
+        raise NotImplementedError
+
+
+def check_divisible(op: str, what: str, value: int, by: int) -> None:
+    if value % by:
+        raise ValueError(f"{op}: {what}={value} must be a multiple of {by}")
+
+
+class Placeholders:
+    """te placeholders for a kernel's Args, with one te.var per symbolic dim name."""
+
+    def __init__(self, args: list[Arg]):
+        from tvm import te
+
+        self.vars: dict[str, Any] = {}
+        self.tensors: dict[str, Any] = {}
+        for a in args:
+            if a.role == "output":
+                continue
+            shape = [self.var(s) if isinstance(s, str) else s for s in a.shape]
+            self.tensors[a.name] = te.placeholder(shape, a.dtype, name=a.name)
+
+    def var(self, name: str):
+        from tvm import te
+
+        if name not in self.vars:
+            self.vars[name] = te.var(name, "int32")
+        return self.vars[name]
+
+    def __getitem__(self, name: str):
+        return self.tensors[name]
+
+    def prim_func(self, args: list[Arg], outputs: dict[str, Any]):
+        from tvm import te
+
+        order = [self.tensors[a.name] if a.role != "output" else outputs[a.name] for a in args]
+        return te.create_prim_func(order)
+
+
+def int4_nibble(byte, high):
+    """Signed 4-bit value held in an int8 `byte` (low nibble: high=0): shift it to the top, shift back."""
+    return (byte.astype("int32") << (28 - 4 * high)) >> 28
+
+
+def pack_nibbles_steps() -> tuple[dict, ...]:
+    """Pack steps pairing adjacent elements of the last axis into one byte (first element low)."""
+    return ({"op": "check_range", "min": -8, "max": 7}, {"op": "nibbles"})

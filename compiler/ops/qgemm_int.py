@@ -1,0 +1,139 @@
+"""Integer-activation GEMMs: W8A8 (per-channel weights) and W4A8 (group-wise int4 weights).
+
+y[m, n] = x_scale[m] * sum_g w_scale[n, g] * (sum_{k in group g} x[m, k] * w[n, k]) + bias[n]
+with the inner sums in int32, so dot-product instructions (SDOT, VRMPY, VNNI) do the work.
+The weight is stored tiled [N/nt, K/kt, nt, kt] (int4: two k-neighbours per byte), the tile
+(nt, kt) chosen by the target's schedule family to match its dot-product instruction.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from compiler.ops.base import Arg, OpDef, Option, Placeholders, check_divisible, int4_nibble
+from compiler.specs import KernelSpec
+
+
+class IntGemm(OpDef):
+    tolerance = (1e-5, 1e-5)  # int32 sums are exact; only the fp32 scaling rounds
+    def __init__(self, name: str, weight_bits: int):
+        options = {"bias": Option(False)}
+        if weight_bits == 4:
+            options = {"group": Option(128, (32, 64, 128), tag=lambda g: f"g{g}"), **options}
+        super().__init__(name, ("n", "k"), options)
+        self.weight_bits = weight_bits
+
+    def group(self, spec: KernelSpec) -> int:
+        return spec.opt("group") if self.weight_bits == 4 else spec.dim("k")
+
+    def validate(self, spec: KernelSpec) -> None:
+        check_divisible(self.name, "k", spec.dim("k"), 4)
+        check_divisible(self.name, "n", spec.dim("n"), 4)
+        check_divisible(self.name, "k", spec.dim("k"), self.group(spec))
+
+    def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
+        n, k = spec.dim("n"), spec.dim("k")
+        return int_gemm_arguments(n, k, self.weight_bits, self.group(spec), spec.opt("bias"), layout, out="y")
+
+    def build(self, spec: KernelSpec, layout: dict[str, Any]):
+        args = self.arguments(spec, layout)
+        ph = Placeholders(args)
+        y = int_gemm_te(ph, spec.dim("n"), spec.dim("k"), self.weight_bits, self.group(spec), layout, "y")
+        return ph.prim_func(args, {"y": y})
+
+    def reference(self, spec: KernelSpec, **inp: np.ndarray) -> dict[str, np.ndarray]:
+        y = int_gemm_reference(inp["x"], inp["x_scale"], inp["w"], inp["w_scale"], self.group(spec), inp.get("bias"))
+        return {"y": y}
+
+    def random_inputs(self, spec, sizes, rng):
+        return int_gemm_random(spec.dim("n"), spec.dim("k"), sizes["M"], self.weight_bits, self.group(spec),
+                               spec.opt("bias"), rng)
+
+
+# -- shared with qkv_proj -------------------------------------------------------------------------
+
+def int_gemm_arguments(n, k, bits, group, bias, layout, out) -> list[Arg]:
+    nt, kt = layout["n_tile"], layout["k_tile"]
+    check_divisible("int gemm", "n", n, nt)
+    check_divisible("int gemm", "k", k, kt)
+    tile = [{"op": "reshape", "shape": [n // nt, nt, k // kt, kt]}, {"op": "transpose", "axes": [0, 2, 1, 3]}]
+    if bits == 8:
+        w = Arg("w", (n // nt, k // kt, nt, kt), "int8", "weight", (n, k), "int8", tuple(tile),
+                doc="int8 weight [N, K]")
+        w_scale = Arg("w_scale", (n,), "float32", "weight", doc="per-output-channel weight scale")
+    else:
+        steps = ({"op": "check_range", "min": -8, "max": 7}, *tile, {"op": "nibbles"})
+        w = Arg("w", (n // nt, k // kt, nt, kt // 2), "int8", "weight", (n, k), "int8", steps,
+                doc="int4 weight values in [-8, 7], given as int8 [N, K]")
+        w_scale = Arg("w_scale", (n, k // group), "float32", "weight", doc="per-group weight scale")
+    args = [
+        Arg("x", ("M", k), "int8", "input", doc="per-token quantized activations"),
+        Arg("x_scale", ("M",), "float32", "input"),
+        w,
+        w_scale,
+    ]
+    if bias:
+        args.append(Arg("bias", (n,), "float32", "weight"))
+    args.append(Arg(out, ("M", n), "float32", "output"))
+    return args
+
+
+def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name):
+    """y = x_scale * sum_g w_scale * int32-dot(x, w) + bias, as te stages acc -> (ysum) -> y."""
+    from tvm import te
+
+    nt, kt = layout["n_tile"], layout["k_tile"]
+    x, xs, w, ws = ph["x"], ph["x_scale"], ph["w"], ph["w_scale"]
+    m = x.shape[0]
+    ngroups = k // group
+    if bits == 4:
+        # Unpacked int8 weights as their own stage: the dot-product intrinsic reads an int8 tile.
+        w = te.compute((n // nt, k // kt, nt, kt),
+                       lambda a, b, c, d: int4_nibble(w[a, b, c, d // 2], d % 2).astype("int8"), name="w_unpack")
+    kk = te.reduce_axis((0, group), name="kk")
+    acc = te.compute(
+        (m, ngroups, n),  # group before column: a dot-product instruction writes 4 adjacent columns
+        lambda i, g, j: te.sum(
+            x[i, g * group + kk].astype("int32")
+            * w[j // nt, (g * group + kk) // kt, j % nt, (g * group + kk) % kt].astype("int32"),
+            axis=kk),
+        name="acc")
+    bias = ph.tensors.get("bias")
+
+    def epilogue(i, j, value):
+        value = value * xs[i]
+        return value + bias[j] if bias is not None else value
+
+    if ngroups == 1:
+        return te.compute((m, n), lambda i, j: epilogue(i, j, acc[i, 0, j].astype("float32") * ws[j]), name=name)
+    g = te.reduce_axis((0, ngroups), name="g")
+    ysum = te.compute((m, n), lambda i, j: te.sum(acc[i, g, j].astype("float32") * ws[j, g], axis=g), name="ysum")
+    return te.compute((m, n), lambda i, j: epilogue(i, j, ysum[i, j]), name=name)
+
+
+def int_gemm_reference(x, x_scale, w, w_scale, group, bias=None) -> np.ndarray:
+    m, k = x.shape
+    n = w.shape[0]
+    acc = np.einsum("mgk,ngk->mng", x.astype(np.int64).reshape(m, k // group, group),
+                    w.astype(np.int64).reshape(n, k // group, group))
+    ws = w_scale.astype(np.float64).reshape(n, -1)
+    y = (acc * ws[None]).sum(-1) * x_scale.astype(np.float64)[:, None]
+    return y + bias.astype(np.float64)[None] if bias is not None else y
+
+
+def int_gemm_random(n, k, m, bits, group, bias, rng) -> dict[str, np.ndarray]:
+    lo, hi = (-127, 128) if bits == 8 else (-8, 8)
+    out = {
+        "x": rng.integers(-127, 128, (m, k), dtype=np.int8),
+        "x_scale": rng.uniform(0.005, 0.02, m).astype(np.float32),
+        "w": rng.integers(lo, hi, (n, k), dtype=np.int8),
+        "w_scale": rng.uniform(0.001, 0.01, (n,) if bits == 8 else (n, k // group)).astype(np.float32),
+    }
+    if bias:
+        out["bias"] = rng.standard_normal(n).astype(np.float32)
+    return out
+
+
+OPS = {"qgemm_w8a8": IntGemm("qgemm_w8a8", 8), "qgemm_w4a8": IntGemm("qgemm_w4a8", 4)}

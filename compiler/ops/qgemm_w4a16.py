@@ -1,0 +1,126 @@
+"""Weight-only int4 GEMM with float activations (W4A16): the decode workhorse on memory-bound devices.
+
+y[m, n] = sum_k x[m, k] * (w[n, k] - w_zero[n, k/g]) * w_scale[n, k/g] + bias[n]
+The weight is stored [N/nt, K, nt/2] bytes: for each k, the nt outputs of a tile are adjacent, so
+the schedule vectorises over outputs; byte l holds output l (low nibble) and l + nt/2 (high nibble),
+so each half of the tile unpacks with one constant shift.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from compiler.ops.base import Arg, OpDef, Option, Placeholders, check_divisible, int4_nibble
+from compiler.specs import KernelSpec
+
+ACT_DTYPES = ("float32", "float16")
+
+
+class W4A16Gemm(OpDef):
+    def __init__(self):
+        super().__init__("qgemm_w4a16", ("n", "k"), {
+            "group": Option(128, (32, 64, 128), tag=lambda g: f"g{g}"),
+            "zero": Option(False, tag=lambda z: "asym" if z else ""),
+            "act": Option("float32", ACT_DTYPES, tag=lambda a: "" if a == "float32" else "f16"),
+            "bias": Option(False),
+        })
+
+    def validate(self, spec: KernelSpec) -> None:
+        check_divisible(self.name, "k", spec.dim("k"), spec.opt("group"))
+        check_divisible(self.name, "n", spec.dim("n"), 2)
+
+    def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
+        n, k = spec.dim("n"), spec.dim("k")
+        return w4a16_arguments(n, k, spec.opt("group"), spec.opt("zero"), spec.opt("act"), spec.opt("bias"),
+                               layout, out="y")
+
+    def build(self, spec: KernelSpec, layout: dict[str, Any]):
+        args = self.arguments(spec, layout)
+        ph = Placeholders(args)
+        y = w4a16_te(ph, spec.dim("n"), spec.dim("k"), spec.opt("group"), layout, "y")
+        return ph.prim_func(args, {"y": y})
+
+    def reference(self, spec: KernelSpec, **inp: np.ndarray) -> dict[str, np.ndarray]:
+        return {"y": w4a16_reference(inp["x"], inp["w"], inp["w_scale"], inp.get("w_zero"), spec.opt("group"),
+                                     inp.get("bias"))}
+
+    def random_inputs(self, spec, sizes, rng):
+        return w4a16_random(spec.dim("n"), spec.dim("k"), sizes["M"], spec.opt("group"), spec.opt("zero"),
+                            spec.opt("act"), spec.opt("bias"), rng)
+
+
+def w4a16_arguments(n, k, group, zero, act, bias, layout, out) -> list[Arg]:
+    nt = layout["n_tile"]
+    check_divisible("qgemm_w4a16", "n", n, nt)
+    steps = (
+        {"op": "check_range", "min": -8, "max": 7},
+        {"op": "reshape", "shape": [n // nt, nt, k]},
+        {"op": "transpose", "axes": [0, 2, 1]},
+        {"op": "reshape", "shape": [n // nt, k, 2, nt // 2]},
+        {"op": "transpose", "axes": [0, 1, 3, 2]},
+        {"op": "nibbles"},
+        {"op": "reshape", "shape": [n // nt, k, nt // 2]},
+    )
+    args = [
+        Arg("x", ("M", k), act, "input"),
+        Arg("w", (n // nt, k, nt // 2), "int8", "weight", (n, k), "int8", steps,
+            doc="int4 weight values in [-8, 7], given as int8 [N, K]"),
+        Arg("w_scale", (n, k // group), "float32", "weight"),
+    ]
+    if zero:
+        args.append(Arg("w_zero", (n, k // group), "float32", "weight",
+                        doc="zero point in the int4 domain: w_real = (w - w_zero) * w_scale"))
+    if bias:
+        args.append(Arg("bias", (n,), "float32", "weight"))
+    args.append(Arg(out, ("M", n), "float32", "output"))
+    return args
+
+
+def w4a16_te(ph: Placeholders, n, k, group, layout, name):
+    from tvm import te
+
+    nt = layout["n_tile"]
+    half = nt // 2
+    x, w, ws = ph["x"], ph["w"], ph["w_scale"]
+    wz, bias = ph.tensors.get("w_zero"), ph.tensors.get("bias")
+    m = x.shape[0]
+
+    def dequant(j, kk):
+        lane = j % nt
+        q = int4_nibble(w[j // nt, kk, lane % half], lane // half).astype("float32")
+        if wz is not None:
+            q = q - wz[j, kk // group]
+        return q * ws[j, kk // group]
+
+    r = te.reduce_axis((0, k), name="r")
+    acc_name = name if bias is None else "acc"
+    acc = te.compute((m, n), lambda i, j: te.sum(x[i, r].astype("float32") * dequant(j, r), axis=r), name=acc_name)
+    if bias is None:
+        return acc
+    return te.compute((m, n), lambda i, j: acc[i, j] + bias[j], name=name)
+
+
+def w4a16_reference(x, w, w_scale, w_zero, group, bias=None) -> np.ndarray:
+    n, k = w.shape
+    s = np.repeat(w_scale.astype(np.float64), group, axis=1)
+    z = np.repeat(w_zero.astype(np.float64), group, axis=1) if w_zero is not None else 0.0
+    y = x.astype(np.float64) @ ((w.astype(np.float64) - z) * s).T
+    return y + bias.astype(np.float64)[None] if bias is not None else y
+
+
+def w4a16_random(n, k, m, group, zero, act, bias, rng) -> dict[str, np.ndarray]:
+    out = {
+        "x": rng.standard_normal((m, k)).astype(act),
+        "w": rng.integers(-8, 8, (n, k), dtype=np.int8),
+        "w_scale": rng.uniform(0.005, 0.02, (n, k // group)).astype(np.float32),
+    }
+    if zero:
+        out["w_zero"] = rng.uniform(-1.0, 1.0, (n, k // group)).astype(np.float32)
+    if bias:
+        out["bias"] = rng.standard_normal(n).astype(np.float32)
+    return out
+
+
+OPS = {"qgemm_w4a16": W4A16Gemm()}

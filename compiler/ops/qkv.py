@@ -1,0 +1,169 @@
+"""Fused QKV projection: one quantized GEMM for Q, K and V, RoPE on Q and K, head-major outputs.
+
+proj[m, :] = x[m] @ W^T (W = [Wq; Wk; Wv], (Hq + 2 Hkv) * D rows) in any of the quantized forms,
+then q[h, m, :] = rope(proj[m, h*D : (h+1)*D], positions[m]) (rotate-half, theta given), likewise k,
+and v copied, all written in the [heads, tokens, D] layout attention reads.
+The rotation angles are computed once per token in float64 (cos/sin table), so long positions lose
+no precision; every head reuses the table.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from compiler.ops.base import Arg, OpDef, Option, Placeholders, check_divisible
+from compiler.ops.qgemm_int import int_gemm_arguments, int_gemm_random, int_gemm_reference, int_gemm_te
+from compiler.ops.qgemm_w4a16 import w4a16_arguments, w4a16_random, w4a16_reference, w4a16_te
+from compiler.specs import KernelSpec
+
+QUANT_FORMS = ("w8a8", "w4a8", "w4a16")
+
+
+class QKVProj(OpDef):
+    def __init__(self):
+        super().__init__("qkv_proj", ("hq", "hkv", "d", "k"), {
+            "quant": Option("w8a8", QUANT_FORMS, tag=str),
+            "group": Option(128, (32, 64, 128), tag=lambda g: f"g{g}"),
+            "zero": Option(False, tag=lambda z: "asym" if z else ""),
+            "bias": Option(False),
+            "rope": Option(True),
+            "rope_theta": Option(10000.0, tag=lambda t: ""),
+        })
+
+    @staticmethod
+    def n_total(spec: KernelSpec) -> int:
+        return (spec.dim("hq") + 2 * spec.dim("hkv")) * spec.dim("d")
+
+    def spec_name(self, spec: KernelSpec) -> str:
+        # The group only matters for int4 forms and theta only with RoPE: keep names short and stable.
+        name = super().spec_name(spec)
+        if spec.opt("quant") == "w8a8":
+            name = name.replace(f"_g{spec.opt('group')}", "")
+        if spec.opt("rope"):
+            theta = spec.opt("rope_theta")
+            name += f"_theta{int(theta)}" if float(theta).is_integer() else f"_theta{theta:g}".replace(".", "p")
+        return name
+
+    def validate(self, spec: KernelSpec) -> None:
+        hq, hkv, d, k = (spec.dim(x) for x in ("hq", "hkv", "d", "k"))
+        check_divisible(self.name, "hq", hq, hkv)
+        check_divisible(self.name, "d", d, 2)
+        check_divisible(self.name, "k", k, 4)
+        if spec.opt("quant") != "w8a8":
+            check_divisible(self.name, "k", k, spec.opt("group"))
+        if spec.opt("zero") and spec.opt("quant") != "w4a16":
+            raise ValueError("qkv_proj: a weight zero point is only supported with quant='w4a16'")
+        if not spec.opt("rope_theta") > 0:
+            raise ValueError("qkv_proj: rope_theta must be positive")
+
+    def tolerances(self, spec: KernelSpec):
+        exact_sums = spec.opt("quant") != "w4a16"
+        return {name: (2e-5, 2e-5) if exact_sums else self.tolerance for name in ("q", "k", "v")}
+
+    def _gemm_args(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
+        n, k, quant = self.n_total(spec), spec.dim("k"), spec.opt("quant")
+        if quant == "w4a16":
+            return w4a16_arguments(n, k, spec.opt("group"), spec.opt("zero"), "float32", spec.opt("bias"), layout,
+                                   out="proj")
+        bits = 8 if quant == "w8a8" else 4
+        group = k if bits == 8 else spec.opt("group")
+        return int_gemm_arguments(n, k, bits, group, spec.opt("bias"), layout, out="proj")
+
+    def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
+        hq, hkv, d = spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
+        args = [a for a in self._gemm_args(spec, layout) if a.role != "output"]
+        for i, a in enumerate(args):
+            if a.name == "w":
+                args[i] = Arg(a.name, a.shape, a.dtype, a.role, a.logical_shape, a.logical_dtype, a.pack,
+                              doc=a.doc + ": rows are Wq, then Wk, then Wv, concatenated")
+        if spec.opt("rope"):
+            args.append(Arg("positions", ("M",), "int32", "input", doc="token positions for RoPE"))
+        args += [Arg("q", (hq, "M", d), "float32", "output"),
+                 Arg("k", (hkv, "M", d), "float32", "output"),
+                 Arg("v", (hkv, "M", d), "float32", "output")]
+        return args
+
+    def build(self, spec: KernelSpec, layout: dict[str, Any]):
+        from tvm import te, tirx
+
+        args = self.arguments(spec, layout)
+        ph = Placeholders(args)
+        hq, hkv, d, k = (spec.dim(x) for x in ("hq", "hkv", "d", "k"))
+        n, quant = self.n_total(spec), spec.opt("quant")
+        if quant == "w4a16":
+            proj = w4a16_te(ph, n, k, spec.opt("group"), layout, "proj")
+        else:
+            bits = 8 if quant == "w8a8" else 4
+            proj = int_gemm_te(ph, n, k, bits, k if bits == 8 else spec.opt("group"), layout, "proj")
+        m = proj.shape[0]
+        half = d // 2
+
+        if spec.opt("rope"):
+            pos = ph["positions"]
+            log_theta = math.log(spec.opt("rope_theta"))
+
+            def angle(i, f):
+                inv_freq = te.exp(tirx.const(-2.0 * log_theta / d, "float64") * f.astype("float64"))
+                return pos[i].astype("float64") * inv_freq
+
+            cos = te.compute((m, half), lambda i, f: te.cos(angle(i, f)).astype("float32"), name="rope_cos")
+            sin = te.compute((m, half), lambda i, f: te.sin(angle(i, f)).astype("float32"), name="rope_sin")
+
+            def rotated(base):
+                def f(h, i, c):
+                    col = base + h * d
+                    sign = te.if_then_else(c < half, tirx.const(-1.0, "float32"), tirx.const(1.0, "float32"))
+                    partner = proj[i, col + (c + half) % d] * sign
+                    return proj[i, col + c] * cos[i, c % half] + partner * sin[i, c % half]
+                return f
+        else:
+            def rotated(base):
+                return lambda h, i, c: proj[i, base + h * d + c]
+
+        q = te.compute((hq, m, d), rotated(0), name="q_out")
+        kk = te.compute((hkv, m, d), rotated(hq * d), name="k_out")
+        v = te.compute((hkv, m, d), lambda h, i, c: proj[i, (hq + hkv) * d + h * d + c], name="v_out")
+        return ph.prim_func(args, {"q": q, "k": kk, "v": v})
+
+    def reference(self, spec: KernelSpec, **inp: np.ndarray) -> dict[str, np.ndarray]:
+        hq, hkv, d, k = (spec.dim(x) for x in ("hq", "hkv", "d", "k"))
+        quant = spec.opt("quant")
+        if quant == "w4a16":
+            proj = w4a16_reference(inp["x"], inp["w"], inp["w_scale"], inp.get("w_zero"), spec.opt("group"),
+                                   inp.get("bias"))
+        else:
+            group = k if quant == "w8a8" else spec.opt("group")
+            proj = int_gemm_reference(inp["x"], inp["x_scale"], inp["w"], inp["w_scale"], group, inp.get("bias"))
+        m = proj.shape[0]
+        heads = proj.reshape(m, hq + 2 * hkv, d).transpose(1, 0, 2)
+        q, kk, v = heads[:hq], heads[hq:hq + hkv], heads[hq + hkv:]
+        if spec.opt("rope"):
+            q, kk = (rope_reference(t, inp["positions"], spec.opt("rope_theta")) for t in (q, kk))
+        return {"q": q, "k": kk, "v": v}
+
+    def random_inputs(self, spec, sizes, rng):
+        m, n, k, quant = sizes["M"], self.n_total(spec), spec.dim("k"), spec.opt("quant")
+        if quant == "w4a16":
+            out = w4a16_random(n, k, m, spec.opt("group"), spec.opt("zero"), "float32", spec.opt("bias"), rng)
+        else:
+            bits = 8 if quant == "w8a8" else 4
+            out = int_gemm_random(n, k, m, bits, k if bits == 8 else spec.opt("group"), spec.opt("bias"), rng)
+        if spec.opt("rope"):
+            out["positions"] = rng.integers(0, 8192, m).astype(np.int32)
+        return out
+
+
+def rope_reference(t: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
+    """Rotate-half RoPE of t [heads, M, D] in float64."""
+    d = t.shape[-1]
+    inv_freq = theta ** (-np.arange(0, d // 2, dtype=np.float64) * 2.0 / d)
+    ang = positions.astype(np.float64)[:, None] * inv_freq[None]
+    cos, sin = np.cos(ang), np.sin(ang)
+    x1, x2 = t[..., : d // 2], t[..., d // 2:]
+    return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+OPS = {"qkv_proj": QKVProj()}

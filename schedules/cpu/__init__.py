@@ -1,0 +1,37 @@
+"""CPU family (ARM NEON/dot-product, x86 AVX2/AVX-512): one schedule function per op."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schedules.cpu import attention, gemm_float, gemm_int, pointwise
+
+_SCHEDULES = {
+    "qgemm_w8a8": gemm_int.schedule_gemm,
+    "qgemm_w4a8": gemm_int.schedule_gemm,
+    "qgemm_w4a16": gemm_float.schedule_gemm,
+    "qkv_proj": pointwise.schedule_qkv,
+    "quantize_per_token": pointwise.schedule_quantize,
+    "attention_prefill": attention.schedule_prefill,
+    "attention_decode": attention.schedule_decode,
+}
+
+
+def layout(spec, target) -> dict[str, Any]:
+    return {
+        # int8 weights tiled for the 4x4 dot-product intrinsics (SDOT / SMULL fallback).
+        "n_tile": 2 * target.float_lanes if _float_weights(spec) else 4,
+        "k_tile": 4,
+        # attention: keys per online-softmax step, SIMD lanes, keys per decode split.
+        "kv_tile": 32,
+        "lanes": target.float_lanes,
+        "split_len": 256,
+    }
+
+
+def _float_weights(spec) -> bool:
+    return spec.op == "qgemm_w4a16" or (spec.op == "qkv_proj" and spec.opt("quant") == "w4a16")
+
+
+def schedule(sch, spec, target) -> None:
+    _SCHEDULES[spec.op](sch, spec, target)

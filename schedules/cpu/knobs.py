@@ -1,0 +1,17 @@
+"""Tunable decisions as sch.sample_* calls with target-derived defaults.
+
+Outside tuning, the default decision is what is applied; MetaSchedule re-samples the same calls,
+so the default schedule and the tuning space are one function.
+"""
+
+from __future__ import annotations
+
+
+def sample_divisor(sch, n: int, *, multiple_of: int, preferred: int, limit: int):
+    """A tile size dividing n (so no tail predicates break tensorisation), default `preferred`."""
+    candidates = [c for c in (1, 2, 4, 8, 16, 32, 64, 128) if c % multiple_of == 0 and n % c == 0 and c <= limit]
+    if not candidates:
+        raise ValueError(f"no tile divides {n} in multiples of {multiple_of}")
+    default = max((c for c in candidates if c <= preferred), default=candidates[0])
+    return sch.sample_categorical(candidates, [1.0 / len(candidates)] * len(candidates),
+                                  decision=candidates.index(default))

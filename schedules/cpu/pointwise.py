@@ -1,0 +1,33 @@
+"""CPU schedules for the memory-bound kernels around the GEMMs: quantisation and the fused-QKV epilogue."""
+
+from __future__ import annotations
+
+from schedules.cpu.gemm_float import schedule_w4a16
+from schedules.cpu.gemm_int import schedule_int_gemm
+
+
+def schedule_quantize(sch, spec, target) -> None:
+    """One row per task: max |x|, scale, then a SIMD quantise of the row."""
+    scale = sch.get_sblock("scale")
+    (i,) = sch.get_loops(scale)
+    sch.compute_at(sch.get_sblock("amax"), i)
+    q = sch.get_sblock("q")
+    sch.reverse_compute_at(q, i)
+    sch.parallel(i)
+    _, lanes = sch.split(sch.get_loops(q)[-1], [None, target.float_lanes])
+    sch.vectorize(lanes)
+
+
+def schedule_qkv(sch, spec, target) -> None:
+    n = (spec.dim("hq") + 2 * spec.dim("hkv")) * spec.dim("d")
+    if spec.opt("quant") == "w4a16":
+        schedule_w4a16(sch, target, n=n, out="proj", n_tile=2 * target.float_lanes)
+    else:
+        schedule_int_gemm(sch, target, n=n, out="proj")
+    # Epilogue: RoPE (or copy) of each head, token rows in parallel, SIMD over the head dim.
+    for name in ("q_out", "k_out", "v_out"):
+        block = sch.get_sblock(name)
+        h, i, c = sch.get_loops(block)
+        sch.reorder(i, h, c)
+        sch.parallel(i)
+        sch.vectorize(c)

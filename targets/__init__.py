@@ -1,0 +1,91 @@
+"""Targets as data: one TOML file per target in this folder, read into a frozen `Target`.
+
+Schedules read facts from a Target (vector width, int8 dot-product kind, cache sizes), never its
+name, so a new device variant is a new TOML file and no code.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_DIR = Path(__file__).resolve().parent
+
+INT8_DOT_KINDS = ("sdot", "neon", "none")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    family: str  # schedule family in schedules/ (e.g. "cpu")
+    isa: str  # machine this code runs on, as platform.machine() names it
+    triple: str  # toolchain triple for the cross linker
+    llvm: dict[str, Any]  # TVM target as a JSON dict
+    vector_bits: int
+    int8_dot: str  # one of INT8_DOT_KINDS
+    l1d_kib: int
+    l2_kib: int
+    cpu_features: tuple[str, ...]  # /proc/cpuinfo flags needed to run natively
+    emulator: str | None = None  # qemu-user binary that runs this ISA elsewhere
+
+    @property
+    def float_lanes(self) -> int:
+        return self.vector_bits // 32
+
+    def tvm_target(self):
+        import tvm
+
+        return tvm.target.Target(dict(self.llvm))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "isa": self.isa,
+            "triple": self.triple,
+            "llvm": dict(self.llvm),
+            "cpu_features": list(self.cpu_features),
+            "emulator": self.emulator,
+        }
+
+
+def _load(path: Path) -> Target:
+    raw = tomllib.loads(path.read_text())
+    try:
+        target = Target(
+            name=path.stem,
+            description=raw["description"],
+            family=raw["family"],
+            isa=raw["isa"],
+            triple=raw["triple"],
+            llvm=dict(raw["llvm"]),
+            vector_bits=int(raw["vector_bits"]),
+            int8_dot=raw["int8_dot"],
+            l1d_kib=int(raw["l1d_kib"]),
+            l2_kib=int(raw["l2_kib"]),
+            cpu_features=tuple(raw.get("cpu_features", ())),
+            emulator=raw.get("emulator"),
+        )
+    except KeyError as missing:
+        raise ValueError(f"target file {path} lacks the field {missing}") from None
+    if target.int8_dot not in INT8_DOT_KINDS:
+        raise ValueError(f"target file {path}: int8_dot must be one of {INT8_DOT_KINDS}")
+    return target
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in _DIR.glob("*.toml"))
+
+
+def get(name: str) -> Target:
+    path = _DIR / f"{name}.toml"
+    if not path.is_file():
+        raise ValueError(f"unknown target {name!r}; known targets: {', '.join(names())}")
+    return _load(path)
+
+
+def all_targets() -> list[Target]:
+    return [get(n) for n in names()]
