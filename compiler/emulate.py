@@ -121,6 +121,7 @@ def setup_sysroot(isa: str = "aarch64", *, progress: Callable[[str], None] = pri
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         staging = Path(tmp) / isa
         progress(f"unpacking into {dest}")
+        (staging / "root").mkdir(parents=True)
         for deb in debs:
             _run(["dpkg", "-x", str(deb), str(staging / "root")])
         _extract_wheels(wheels, staging / "site")

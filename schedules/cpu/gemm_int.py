@@ -9,13 +9,8 @@ unpacked copy of the weight ever exists in memory.
 
 from __future__ import annotations
 
+from schedules.cpu.intrinsics import dot_4x4_intrinsic, has_dot_4x4
 from schedules.cpu.knobs import sample_divisor
-
-# Which TVM tensor intrinsic does a 4-channel x 4-k int8 dot product, by target fact `int8_dot`.
-_DOT_INTRINSICS = {
-    "sdot": "dot_4x4_i8i8s32_sdot",
-    "neon": "dot_4x4_i8i8s32_neon",
-}
 
 
 def schedule_gemm(sch, spec, target) -> None:
@@ -31,9 +26,6 @@ def _has_block(sch, name: str) -> bool:
 
 
 def schedule_int_gemm(sch, target, n: int, out: str) -> None:
-    if target.int8_dot in _DOT_INTRINSICS:
-        import tvm.s_tir.tensor_intrin.arm_cpu  # noqa: F401  (registers the ARM intrinsics)
-
     y = sch.get_sblock(out)
     acc = sch.get_sblock("acc")
     i, j = sch.get_loops(y)
@@ -62,10 +54,8 @@ def schedule_int_gemm(sch, target, n: int, out: str) -> None:
         sch.compute_at(unpack, ako)
         sch.vectorize(sch.fuse(*sch.get_loops(unpack)[-2:]))
     sch.unroll(aj4)
-    intrinsic = _DOT_INTRINSICS.get(target.int8_dot)
-    if intrinsic is None:
-        sch.decompose_reduction(acc, ako)
-        sch.unroll(akl)
-        return
     sch.decompose_reduction(acc, ako)
-    sch.tensorize(ajl, intrinsic)
+    if has_dot_4x4(target.int8_dot):
+        sch.tensorize(ajl, dot_4x4_intrinsic(target.int8_dot))
+    else:
+        sch.unroll(akl)
