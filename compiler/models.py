@@ -49,7 +49,8 @@ def from_config(path: str | Path) -> ModelShape:
     try:
         raw = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
     except (ValueError, tomllib.TOMLDecodeError) as err:
-        raise ValueError(f"config file {path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {err}") from None
+        kind = "TOML" if path.suffix == ".toml" else "JSON"
+        raise ValueError(f"config file {path} is not valid {kind}: {err}") from None
     known = {f.name for f in fields(ModelShape)}
     unknown = set(raw) - known
     if unknown:

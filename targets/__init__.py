@@ -76,11 +76,38 @@ def _load(path: Path) -> Target:
     return target
 
 
+def _host_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return flags
+
+
+def host() -> Target:
+    """The widest target of this machine's ISA whose required CPU features the OS reports."""
+    import platform
+
+    flags = _host_flags()
+    fits = [t for t in all_targets() if t.isa == platform.machine() and set(t.cpu_features) <= flags]
+    if not fits:
+        raise ValueError(f"no target runs natively on this {platform.machine()} CPU")
+    return max(fits, key=lambda t: (t.vector_bits, len(t.cpu_features)))
+
+
 def names() -> list[str]:
     return sorted(p.stem for p in _DIR.glob("*.toml"))
 
 
 def get(name: str) -> Target:
+    """A target by name; "host" picks the best one for this machine."""
+    if name == "host":
+        return host()
     path = _DIR / f"{name}.toml"
     if not path.is_file():
         raise ValueError(f"unknown target {name!r}; known targets: {', '.join(names())}")

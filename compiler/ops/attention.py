@@ -83,13 +83,13 @@ def attention_reference(q, k, v, causal_offset: int) -> np.ndarray:
     group = hq // hkv
     kk = np.repeat(k.astype(np.float64), group, axis=0)
     vv = np.repeat(v.astype(np.float64), group, axis=0)
-    scores = np.einsum("hsd,hnd->hsn", q.astype(np.float64), kk) / math.sqrt(d)
+    scores = q.astype(np.float64) @ kk.transpose(0, 2, 1) / math.sqrt(d)
     mask = np.arange(n)[None, :] > (np.arange(s)[:, None] + causal_offset)
     scores = np.where(mask[None], -np.inf, scores)
     scores -= scores.max(-1, keepdims=True)
     p = np.exp(scores)
     p /= p.sum(-1, keepdims=True)
-    return np.einsum("hsn,hnd->hsd", p, vv)
+    return p @ vv
 
 
 def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int):

@@ -106,10 +106,14 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name):
         value = value * xs[i]
         return value + bias[j] if bias is not None else value
 
+    def scale(j, g):  # W8A8: per channel [N]; W4A8: per group [N, K/group]
+        return ws[j] if bits == 8 else ws[j, g]
+
     if ngroups == 1:
-        return te.compute((m, n), lambda i, j: epilogue(i, j, acc[i, 0, j].astype("float32") * ws[j]), name=name)
+        return te.compute((m, n), lambda i, j: epilogue(i, j, acc[i, 0, j].astype("float32") * scale(j, 0)),
+                          name=name)
     g = te.reduce_axis((0, ngroups), name="g")
-    ysum = te.compute((m, n), lambda i, j: te.sum(acc[i, g, j].astype("float32") * ws[j, g], axis=g), name="ysum")
+    ysum = te.compute((m, n), lambda i, j: te.sum(acc[i, g, j].astype("float32") * scale(j, g), axis=g), name="ysum")
     return te.compute((m, n), lambda i, j: epilogue(i, j, ysum[i, j]), name=name)
 
 

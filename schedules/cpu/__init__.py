@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from schedules.cpu import attention, gemm_float, gemm_int, pointwise
+from schedules.cpu.gemm_float import w4a16_tile
 
 _SCHEDULES = {
     "qgemm_w8a8": gemm_int.schedule_gemm,
@@ -19,14 +20,21 @@ _SCHEDULES = {
 
 def layout(spec, target) -> dict[str, Any]:
     return {
-        # int8 weights tiled for the 4x4 dot-product intrinsics (SDOT / SMULL fallback).
-        "n_tile": 2 * target.float_lanes if _float_weights(spec) else 4,
+        # int8 weights tiled for the 4x4 dot-product intrinsics (SDOT / SMULL fallback); int4 weights
+        # of W4A16 tiled to two SIMD registers of output columns.
+        "n_tile": w4a16_tile(_gemm_n(spec), target) if _float_weights(spec) else 4,
         "k_tile": 4,
         # attention: keys per online-softmax step, SIMD lanes, keys per decode split.
         "kv_tile": 32,
         "lanes": target.float_lanes,
         "split_len": 256,
     }
+
+
+def _gemm_n(spec) -> int:
+    if spec.op == "qkv_proj":
+        return (spec.dim("hq") + 2 * spec.dim("hkv")) * spec.dim("d")
+    return spec.dim("n")
 
 
 def _float_weights(spec) -> bool:

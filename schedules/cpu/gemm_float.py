@@ -10,8 +10,15 @@ from __future__ import annotations
 from schedules.cpu.knobs import sample_divisor
 
 
+def w4a16_tile(n: int, target) -> int:
+    """Output columns per weight tile: two SIMD registers' worth when n allows, else the largest even divisor."""
+    lanes = target.float_lanes
+    return next(t for t in (2 * lanes, lanes, lanes // 2, 4, 2) if t >= 2 and n % t == 0)
+
+
 def schedule_gemm(sch, spec, target) -> None:
-    schedule_w4a16(sch, target, n=spec.dim("n"), out="y", n_tile=2 * target.float_lanes)
+    n = spec.dim("n")
+    schedule_w4a16(sch, target, n=n, out="y", n_tile=w4a16_tile(n, target))
 
 
 def schedule_w4a16(sch, target, n: int, out: str, n_tile: int) -> None:

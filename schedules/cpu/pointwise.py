@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schedules.cpu.gemm_float import schedule_w4a16
+from schedules.cpu.gemm_float import schedule_w4a16, w4a16_tile
 from schedules.cpu.gemm_int import schedule_int_gemm
 
 
@@ -21,7 +21,7 @@ def schedule_quantize(sch, spec, target) -> None:
 def schedule_qkv(sch, spec, target) -> None:
     n = (spec.dim("hq") + 2 * spec.dim("hkv")) * spec.dim("d")
     if spec.opt("quant") == "w4a16":
-        schedule_w4a16(sch, target, n=n, out="proj", n_tile=2 * target.float_lanes)
+        schedule_w4a16(sch, target, n=n, out="proj", n_tile=w4a16_tile(n, target))
     else:
         schedule_int_gemm(sch, target, n=n, out="proj")
     # Epilogue: RoPE (or copy) of each head, token rows in parallel, SIMD over the head dim.

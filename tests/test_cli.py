@@ -1,0 +1,103 @@
+"""The command line: the main job end to end, and clear errors (message + non-zero exit) for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from compiler import loader, models
+from conftest import assert_matches, coverage_specs, require_emulator
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "compiler", *args], capture_output=True, text=True, timeout=900,
+                          cwd=cwd)
+
+
+def test_list_names_targets_presets_and_ops():
+    proc = run("list")
+    assert proc.returncode == 0
+    for word in ("arm", "arm-a53", "arm-i8mm", "x86", "qwen2.5-0.5b", "llama-3.2-1b", "mistral-7b", "attention_decode"):
+        assert word in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["build", "--target", "nope"], "unknown target 'nope'"),
+    (["build", "--target", "arm", "--model", "nope"], "unknown model preset 'nope'"),
+    (["build", "--target", "arm", "--ops", "nope"], "unknown op 'nope'"),
+    (["build", "--target", "arm", "--quant", "w3a3"], "unknown quantized form"),
+    (["build", "--target", "arm", "--cc", "/nonexistent/aarch64-gcc"], "compiler '/nonexistent/aarch64-gcc' not found"),
+    (["build", "--target", "arm", "--ndk", "/nonexistent/ndk"], "no NDK clang"),
+    (["build", "--target", "arm", "--config", "/nonexistent.json"], "does not exist"),
+    (["verify", "/nonexistent/dir"], "no manifest.json"),
+    (["setup-emulator", "--isa", "mips"], "no emulated userland recipe"),
+])
+def test_bad_input_is_a_clear_error(args, message):
+    proc = run(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_config_files(tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{ hidden: ")
+    proc = run("build", "--target", "x86", "--config", str(broken))
+    assert proc.returncode == 2 and "is not valid JSON" in proc.stderr
+    odd = tmp_path / "odd.json"
+    odd.write_text(json.dumps({"hidden": 64, "heads": 2, "kv_heads": 1, "head_dim": 32, "ffn": 128, "layers": 2}))
+    proc = run("build", "--target", "x86", "--config", str(odd))
+    assert proc.returncode == 2 and "unknown field(s) ['layers']" in proc.stderr
+    indivisible = tmp_path / "indivisible.json"
+    indivisible.write_text(json.dumps({"hidden": 96, "heads": 3, "kv_heads": 2, "head_dim": 32, "ffn": 128}))
+    proc = run("build", "--target", "x86", "--config", str(indivisible))
+    assert proc.returncode == 2 and "hq=3 must be a multiple of 2" in proc.stderr
+
+
+def test_build_from_config_and_verify(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text('hidden = 128\nheads = 4\nkv_heads = 2\nhead_dim = 32\nffn = 192\ngroup = 32\nqkv_bias = true\n')
+    out = tmp_path / "out"
+    proc = run("build", "--target", "x86", "--config", str(config), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "[1/" in proc.stdout  # progress
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["name"] == "tiny" and manifest["schema_version"] == 1
+    for entry in manifest["kernels"].values():
+        assert entry["tuning"] == "default"
+        assert any(isinstance(d, str) for a in entry["args"] for d in a["shape"])  # symbolic dims named
+    proc = run("verify", str(out), "--size", "5")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "all kernels match numpy" in proc.stdout
+
+
+@pytest.mark.emulated
+def test_default_arm_build_runs_under_emulation(tmp_path):
+    """The README's main job: `build --target arm` on the default preset, then the loader runs it."""
+    out = tmp_path / "arm"
+    proc = run("build", "--target", "arm", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    expected = {s.name for s in models.kernel_specs(models.preset(models.DEFAULT_PRESET))}
+    require_emulator("aarch64")
+    with loader.load(out) as lib:
+        assert set(lib.kernels) == expected and lib.mode == "emulated"
+        for name in lib.kernels:
+            if name.startswith(("qkv_proj_w8a8", "qgemm_w4a16", "attention_decode", "quantize")):
+                sizes = {"L": 130} if name.startswith("attention") else {"M": 2}
+                assert_matches(lib[name], sizes)
+
+
+def test_verify_reports_a_wrong_kernel(build_library, tmp_path, monkeypatch):
+    """`verify` must be able to fail: with a corrupted reference the same kernels mismatch."""
+    from compiler.ops import qgemm_int
+
+    monkeypatch.setattr(qgemm_int, "int_gemm_reference", lambda *a, **k: np.zeros((1, 1)) + 1e9)
+    from compiler import verify
+
+    with loader.load(build_library("x86", coverage_specs())) as lib:
+        checks = verify.check_kernel(lib["qgemm_w8a8_n64_k128"], {"M": 2}, np.random.default_rng(0))
+    assert not any(c.ok for c in checks)

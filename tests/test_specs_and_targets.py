@@ -1,0 +1,66 @@
+"""Specs, presets and targets are plain data with stable names and clear validation errors."""
+
+from __future__ import annotations
+
+import pytest
+
+import schedules
+import targets
+from compiler import models, ops
+from compiler.specs import make_spec
+
+
+def test_spec_names_are_stable_and_readable():
+    assert make_spec("qgemm_w4a16", n=2048, k=2048).name == "qgemm_w4a16_g128_n2048_k2048"
+    assert make_spec("qgemm_w8a8", n=896, k=896, bias=True).name == "qgemm_w8a8_bias_n896_k896"
+    assert make_spec("qgemm_w4a16", n=64, k=64, group=32, zero=True, act="float16").name == \
+        "qgemm_w4a16_g32_asym_f16_n64_k64"
+    assert make_spec("qkv_proj", hq=14, hkv=2, d=64, k=896, bias=True, rope_theta=1e6).name == \
+        "qkv_proj_w8a8_bias_rope_hq14_hkv2_d64_k896_theta1000000"
+    assert make_spec("attention_decode", hq=32, hkv=8, d=128).name == "attention_decode_hq32_hkv8_d128"
+
+
+@pytest.mark.parametrize("op, kw, message", [
+    ("qgemm_w4a16", dict(n=64, k=100), "k=100 must be a multiple of 128"),
+    ("qgemm_w8a8", dict(n=64, k=30), "k=30 must be a multiple of 4"),
+    ("qgemm_w8a8", dict(n=64), "missing dim 'k'"),
+    ("qgemm_w8a8", dict(n=64, k=64, group=32), "unknown parameter"),
+    ("qgemm_w4a8", dict(n=64, k=128, group=48), "option 'group' must be one of"),
+    ("qgemm_w8a8", dict(n=-4, k=64), "must be a positive integer"),
+    ("attention_prefill", dict(hq=6, hkv=4, d=64), "hq=6 must be a multiple of 4"),
+    ("qkv_proj", dict(hq=4, hkv=2, d=64, k=64, quant="w8a8", zero=True), "zero point is only supported"),
+    ("nope", dict(), "unknown op 'nope'"),
+])
+def test_invalid_specs_are_rejected(op, kw, message):
+    with pytest.raises(ValueError, match=message):
+        make_spec(op, **kw)
+
+
+@pytest.mark.parametrize("name", models.PRESETS)
+def test_presets_give_every_op(name):
+    specs = models.kernel_specs(models.preset(name))
+    assert {s.op for s in specs} == set(ops.names())
+    assert len({s.name for s in specs}) == len(specs)
+
+
+def test_preset_shapes_are_real_models():
+    qwen, llama, mistral = (models.preset(n) for n in ("qwen2.5-0.5b", "llama-3.2-1b", "mistral-7b"))
+    assert (qwen.hidden, qwen.heads, qwen.kv_heads, qwen.head_dim) == (896, 14, 2, 64)
+    assert (llama.hidden, llama.heads, llama.kv_heads, llama.head_dim) == (2048, 32, 8, 64)
+    assert (mistral.hidden, mistral.heads, mistral.kv_heads, mistral.head_dim) == (4096, 32, 8, 128)
+
+
+def test_targets_are_data():
+    for target in targets.all_targets():
+        assert target.family == "cpu" and target.vector_bits in (128, 256, 512)
+    assert targets.get("arm").int8_dot == "sdot"
+    assert targets.get("arm-a53").int8_dot == "neon"
+    assert "+i8mm" in targets.get("arm-i8mm").llvm["mattr"]
+    with pytest.raises(ValueError, match="unknown target 'mips'.*known targets: arm"):
+        targets.get("mips")
+
+
+def test_layout_follows_target_facts():
+    spec = make_spec("qgemm_w4a16", n=64, k=128)
+    assert schedules.layout(spec, targets.get("x86"))["n_tile"] == 16  # 2 x 8 fp32 lanes (AVX2)
+    assert schedules.layout(spec, targets.get("arm"))["n_tile"] == 8  # 2 x 4 fp32 lanes (NEON)
