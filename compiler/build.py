@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -13,19 +12,12 @@ from pathlib import Path
 from typing import Callable
 
 from compiler import ops
+from compiler.loader import sha256_of
 from compiler.specs import KernelSpec
 from compiler.toolchain import Toolchain
 
 MANIFEST_SCHEMA_VERSION = 1
 LIBRARY_NAME = "kernels.so"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _version(dist: str) -> str:

@@ -26,6 +26,7 @@ import platform
 import struct
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -317,8 +318,7 @@ class EmulatedBackend:
             "QEMU_LD_PREFIX": str(root / "root"),
             "PYTHONDONTWRITEBYTECODE": "1",
         }
-        self._stderr_path = library.parent / f".worker-{os.getpid()}.log"
-        self._stderr = open(self._stderr_path, "w+b")
+        self._stderr = tempfile.TemporaryFile()  # the worker's messages, quoted if it fails
         self._proc = subprocess.Popen(
             [qemu, str(python), str(Path(__file__).resolve()), "--serve", str(library)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env)
@@ -357,7 +357,6 @@ class EmulatedBackend:
             except (OSError, subprocess.TimeoutExpired):
                 self._proc.kill()
         self._stderr.close()
-        self._stderr_path.unlink(missing_ok=True)
 
     def __del__(self):
         try:
@@ -411,7 +410,7 @@ def native_ok(target: dict[str, Any]) -> tuple[bool, str]:
     return True, ""
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -435,7 +434,7 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
         artifact = directory / name
         if not artifact.is_file():
             raise LoaderError(f"artifact {artifact} named in the manifest is missing")
-        if _sha256(artifact) != digest:
+        if sha256_of(artifact) != digest:
             raise LoaderError(f"artifact {artifact} does not match the sha256 in the manifest; refusing to load it")
     return manifest
 

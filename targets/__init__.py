@@ -76,25 +76,13 @@ def _load(path: Path) -> Target:
     return target
 
 
-def _host_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    flags: set[str] = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags.update(value.split())
-    return flags
-
-
 def host() -> Target:
-    """The widest target of this machine's ISA whose required CPU features the OS reports."""
+    """The widest target this machine runs natively (its ISA, and every CPU feature it needs)."""
     import platform
 
-    flags = _host_flags()
-    fits = [t for t in all_targets() if t.isa == platform.machine() and set(t.cpu_features) <= flags]
+    from compiler.loader import native_ok
+
+    fits = [t for t in all_targets() if native_ok(t.to_json())[0]]
     if not fits:
         raise ValueError(f"no target runs natively on this {platform.machine()} CPU")
     return max(fits, key=lambda t: (t.vector_bits, len(t.cpu_features)))

@@ -92,12 +92,63 @@ def attention_reference(q, k, v, causal_offset: int) -> np.ndarray:
     return p @ vv
 
 
+def _online_softmax(G: int, D: int, BK: int, VL: int):
+    """TVMScript macros shared by prefill and decode: the running (max, sum, acc) of G query rows
+    `q` [G, D] against one tile of BK keys starting at `base`, keys at or beyond `limit` masked."""
+    from tvm.script import tirx as T
+
+    DV = D // VL
+    scale = 1.0 / math.sqrt(D)
+
+    @T.macro
+    def init(m, l, acc):
+        for g in range(G):
+            m[g] = T.float32(NEG_INF)
+            l[g] = T.float32(0)
+            for d in T.vectorized(D):
+                acc[g, d] = T.float32(0)
+
+    @T.macro
+    def tile(q, K, V, vh, base, limit, m, l, acc, sc, part, mt):
+        for c in range(BK):  # scores: each key row is read once for all G query rows
+            for g in range(G):
+                if base + c < limit:
+                    for u in T.vectorized(VL):
+                        part[u] = T.float32(0)
+                    for d0 in range(DV):
+                        for u in T.vectorized(VL):
+                            part[u] = part[u] + q[g, d0 * VL + u] * K[vh, base + c, d0 * VL + u]
+                    sc[g, c] = T.float32(0)
+                    for u in range(VL):
+                        sc[g, c] = sc[g, c] + part[u]
+                    sc[g, c] = sc[g, c] * T.float32(scale)
+                else:
+                    sc[g, c] = T.float32(NEG_INF)
+        for g in range(G):  # rescale the running state to the new max, then p = exp(s - max)
+            mt[0] = m[g]
+            for c in range(BK):
+                mt[0] = T.max(mt[0], sc[g, c])
+            for d in T.vectorized(D):
+                acc[g, d] = acc[g, d] * T.exp(m[g] - mt[0])
+            l[g] = l[g] * T.exp(m[g] - mt[0])
+            m[g] = mt[0]
+            for c in range(BK):
+                sc[g, c] = T.exp(sc[g, c] - mt[0])
+                l[g] = l[g] + sc[g, c]
+        for c in range(BK):  # acc += p v, each value row read once
+            if base + c < limit:
+                for g in range(G):
+                    for d in T.vectorized(D):
+                        acc[g, d] = acc[g, d] + sc[g, c] * V[vh, base + c, d]
+
+    return init, tile
+
+
 def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int):
     from tvm.script import tirx as T
 
     G = HQ // HKV
-    DV = D // VL
-    scale = 1.0 / math.sqrt(D)
+    init, tile = _online_softmax(G, D, BK, VL)
 
     @T.prim_func(s_tir=True)
     def attention_prefill(q_h: T.handle, k_h: T.handle, v_h: T.handle, o_h: T.handle):
@@ -112,6 +163,7 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int):
                 vh, vi = T.axis.remap("SS", [hk, i])
                 T.reads(Q[vh * G: vh * G + G, vi, 0:D], K[vh, 0:vi + 1, 0:D], V[vh, 0:vi + 1, 0:D])
                 T.writes(O[vh * G: vh * G + G, vi, 0:D])
+                q = T.sblock_alloc_buffer((G, D), "float32", scope="local")
                 m = T.sblock_alloc_buffer((G,), "float32", scope="local")
                 l = T.sblock_alloc_buffer((G,), "float32", scope="local")
                 acc = T.sblock_alloc_buffer((G, D), "float32", scope="local")
@@ -119,41 +171,11 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int):
                 part = T.sblock_alloc_buffer((VL,), "float32", scope="local")
                 mt = T.sblock_alloc_buffer((1,), "float32", scope="local")
                 for g in range(G):
-                    m[g] = T.float32(NEG_INF)
-                    l[g] = T.float32(0)
                     for d in T.vectorized(D):
-                        acc[g, d] = T.float32(0)
-                for t in range((vi + BK) // BK):
-                    for c in range(BK):
-                        for g in range(G):
-                            if t * BK + c <= vi:
-                                for u in T.vectorized(VL):
-                                    part[u] = T.float32(0)
-                                for d0 in range(DV):
-                                    for u in T.vectorized(VL):
-                                        part[u] = part[u] + Q[vh * G + g, vi, d0 * VL + u] * K[vh, t * BK + c, d0 * VL + u]
-                                sc[g, c] = T.float32(0)
-                                for u in range(VL):
-                                    sc[g, c] = sc[g, c] + part[u]
-                                sc[g, c] = sc[g, c] * T.float32(scale)
-                            else:
-                                sc[g, c] = T.float32(NEG_INF)
-                    for g in range(G):
-                        mt[0] = m[g]
-                        for c in range(BK):
-                            mt[0] = T.max(mt[0], sc[g, c])
-                        for d in T.vectorized(D):
-                            acc[g, d] = acc[g, d] * T.exp(m[g] - mt[0])
-                        l[g] = l[g] * T.exp(m[g] - mt[0])
-                        m[g] = mt[0]
-                        for c in range(BK):
-                            sc[g, c] = T.exp(sc[g, c] - mt[0])
-                            l[g] = l[g] + sc[g, c]
-                    for c in range(BK):
-                        if t * BK + c <= vi:
-                            for g in range(G):
-                                for d in T.vectorized(D):
-                                    acc[g, d] = acc[g, d] + sc[g, c] * V[vh, t * BK + c, d]
+                        q[g, d] = Q[vh * G + g, vi, d]
+                init(m, l, acc)
+                for t in range((vi + BK) // BK):  # causal: only tiles up to the diagonal
+                    tile(q, K, V, vh, t * BK, vi + 1, m, l, acc, sc, part, mt)
                 for g in range(G):
                     for d in T.vectorized(D):
                         O[vh * G + g, vi, d] = acc[g, d] / l[g]
@@ -167,8 +189,7 @@ def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int):
     from tvm.script import tirx as T
 
     G = HQ // HKV
-    DV = D // VL
-    scale = 1.0 / math.sqrt(D)
+    init, tile = _online_softmax(G, D, BK, VL)
 
     @T.prim_func(s_tir=True)
     def attention_decode(q_h: T.handle, k_h: T.handle, v_h: T.handle, o_h: T.handle):
@@ -188,50 +209,30 @@ def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int):
                         V[vh, vs * SPLIT: vs * SPLIT + SPLIT, 0:D])
                 T.writes(pm[vh * G: vh * G + G, vs], pl[vh * G: vh * G + G, vs],
                          pacc[vh * G: vh * G + G, vs, 0:D])
+                q = T.sblock_alloc_buffer((G, D), "float32", scope="local")
+                m = T.sblock_alloc_buffer((G,), "float32", scope="local")
+                l = T.sblock_alloc_buffer((G,), "float32", scope="local")
+                acc = T.sblock_alloc_buffer((G, D), "float32", scope="local")
                 sc = T.sblock_alloc_buffer((G, BK), "float32", scope="local")
                 part = T.sblock_alloc_buffer((VL,), "float32", scope="local")
                 mt = T.sblock_alloc_buffer((1,), "float32", scope="local")
                 for g in range(G):
-                    pm[vh * G + g, vs] = T.float32(NEG_INF)
-                    pl[vh * G + g, vs] = T.float32(0)
                     for d in T.vectorized(D):
-                        pacc[vh * G + g, vs, d] = T.float32(0)
+                        q[g, d] = Q[vh * G + g, d]
+                init(m, l, acc)
                 for t in range(SPLIT // BK):
                     if vs * SPLIT + t * BK < L:
-                        for c in range(BK):
-                            for g in range(G):
-                                if vs * SPLIT + t * BK + c < L:
-                                    for u in T.vectorized(VL):
-                                        part[u] = T.float32(0)
-                                    for d0 in range(DV):
-                                        for u in T.vectorized(VL):
-                                            part[u] = part[u] + Q[vh * G + g, d0 * VL + u] * K[vh, vs * SPLIT + t * BK + c, d0 * VL + u]
-                                    sc[g, c] = T.float32(0)
-                                    for u in range(VL):
-                                        sc[g, c] = sc[g, c] + part[u]
-                                    sc[g, c] = sc[g, c] * T.float32(scale)
-                                else:
-                                    sc[g, c] = T.float32(NEG_INF)
-                        for g in range(G):
-                            mt[0] = pm[vh * G + g, vs]
-                            for c in range(BK):
-                                mt[0] = T.max(mt[0], sc[g, c])
-                            for d in T.vectorized(D):
-                                pacc[vh * G + g, vs, d] = pacc[vh * G + g, vs, d] * T.exp(pm[vh * G + g, vs] - mt[0])
-                            pl[vh * G + g, vs] = pl[vh * G + g, vs] * T.exp(pm[vh * G + g, vs] - mt[0])
-                            pm[vh * G + g, vs] = mt[0]
-                            for c in range(BK):
-                                sc[g, c] = T.exp(sc[g, c] - mt[0])
-                                pl[vh * G + g, vs] = pl[vh * G + g, vs] + sc[g, c]
-                        for c in range(BK):
-                            if vs * SPLIT + t * BK + c < L:
-                                for g in range(G):
-                                    for d in T.vectorized(D):
-                                        pacc[vh * G + g, vs, d] = pacc[vh * G + g, vs, d] + sc[g, c] * V[vh, vs * SPLIT + t * BK + c, d]
+                        tile(q, K, V, vh, vs * SPLIT + t * BK, L, m, l, acc, sc, part, mt)
+                for g in range(G):
+                    pm[vh * G + g, vs] = m[g]
+                    pl[vh * G + g, vs] = l[g]
+                    for d in T.vectorized(D):
+                        pacc[vh * G + g, vs, d] = acc[g, d]
         for h in range(HQ):
             with T.sblock("merge"):
                 vh = T.axis.remap("S", [h])
-                T.reads(pm[vh, 0:(L + SPLIT - 1) // SPLIT], pl[vh, 0:(L + SPLIT - 1) // SPLIT], pacc[vh, 0:(L + SPLIT - 1) // SPLIT, 0:D])
+                T.reads(pm[vh, 0:(L + SPLIT - 1) // SPLIT], pl[vh, 0:(L + SPLIT - 1) // SPLIT],
+                        pacc[vh, 0:(L + SPLIT - 1) // SPLIT, 0:D])
                 T.writes(O[vh, 0:D])
                 gm = T.sblock_alloc_buffer((1,), "float32", scope="local")
                 gl = T.sblock_alloc_buffer((1,), "float32", scope="local")
