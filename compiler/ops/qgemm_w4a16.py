@@ -63,15 +63,18 @@ def w4a16_arguments(n, k, group, zero, act, bias, layout, out) -> list[Arg]:
         {"op": "nibbles"},
         {"op": "reshape", "shape": [n // nt, k, nt // 2]},
     )
+    # Scales (and zeros) tiled like the weight, [N/nt, K/g, nt]: one vector load per group.
+    tiled = ({"op": "reshape", "shape": [n // nt, nt, k // group]}, {"op": "transpose", "axes": [0, 2, 1]})
     args = [
         Arg("x", ("M", k), act, "input"),
         Arg("w", (n // nt, k, nt // 2), "int8", "weight", (n, k), "int8", steps,
             doc="int4 weight values in [-8, 7], given as int8 [N, K]"),
-        Arg("w_scale", (n, k // group), "float32", "weight"),
+        Arg("w_scale", (n // nt, k // group, nt), "float32", "weight", (n, k // group), "float32", tiled,
+            doc="per-group scale [N, K/group]"),
     ]
     if zero:
-        args.append(Arg("w_zero", (n, k // group), "float32", "weight",
-                        doc="zero point in the int4 domain: w_real = (w - w_zero) * w_scale"))
+        args.append(Arg("w_zero", (n // nt, k // group, nt), "float32", "weight", (n, k // group), "float32", tiled,
+                        doc="per-group zero point in the int4 domain: w_real = (w - w_zero) * w_scale"))
     if bias:
         args.append(Arg("bias", (n,), "float32", "weight"))
     args.append(Arg(out, ("M", n), "float32", "output"))
@@ -79,6 +82,9 @@ def w4a16_arguments(n, k, group, zero, act, bias, layout, out) -> list[Arg]:
 
 
 def w4a16_te(ph: Placeholders, n, k, group, layout, name):
+    """Stages: acc[m, g, n] (group partial sums of x * int4, unscaled) -> ysum[m, n] (scaled, summed
+    over groups; a zero point subtracts zero * sum(x over the group)) -> y (+ bias). Scaling once
+    per group instead of per weight is what keeps the inner loop at shift, convert, FMA."""
     from tvm import te
 
     nt = layout["n_tile"]
@@ -86,20 +92,31 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name):
     x, w, ws = ph["x"], ph["w"], ph["w_scale"]
     wz, bias = ph.tensors.get("w_zero"), ph.tensors.get("bias")
     m = x.shape[0]
+    ngroups = k // group
 
-    def dequant(j, kk):
+    def weight(j, kk):
         lane = j % nt
-        q = int4_nibble(w[j // nt, kk, lane % half], lane // half).astype("float32")
-        if wz is not None:
-            q = q - wz[j, kk // group]
-        return q * ws[j, kk // group]
+        return int4_nibble(w[j // nt, kk, lane % half], lane // half).astype("float32")
 
-    r = te.reduce_axis((0, k), name="r")
-    acc_name = name if bias is None else "acc"
-    acc = te.compute((m, n), lambda i, j: te.sum(x[i, r].astype("float32") * dequant(j, r), axis=r), name=acc_name)
+    r = te.reduce_axis((0, group), name="r")
+    acc = te.compute((m, ngroups, n), lambda i, g, j: te.sum(
+        x[i, g * group + r].astype("float32") * weight(j, g * group + r), axis=r), name="acc")
+    if wz is not None:
+        rs = te.reduce_axis((0, group), name="rs")
+        xsum = te.compute((m, ngroups), lambda i, g: te.sum(x[i, g * group + rs].astype("float32"), axis=rs),
+                          name="xsum")
+
+    def scaled(i, g, j):
+        partial = acc[i, g, j]
+        if wz is not None:
+            partial = partial - wz[j // nt, g, j % nt] * xsum[i, g]
+        return partial * ws[j // nt, g, j % nt]
+
+    rg = te.reduce_axis((0, ngroups), name="rg")
+    ysum = te.compute((m, n), lambda i, j: te.sum(scaled(i, rg, j), axis=rg), name="ysum")
     if bias is None:
-        return acc
-    return te.compute((m, n), lambda i, j: acc[i, j] + bias[j], name=name)
+        return te.compute((m, n), lambda i, j: ysum[i, j], name=name)
+    return te.compute((m, n), lambda i, j: ysum[i, j] + bias[j], name=name)
 
 
 def w4a16_reference(x, w, w_scale, w_zero, group, bias=None) -> np.ndarray:

@@ -1,12 +1,14 @@
 """CPU schedule for the weight-only int4 GEMM (W4A16) and its fused-QKV form.
 
-Per tile of `n_block` output columns (parallel over tiles) and per token row, a register tile of
-accumulators walks K; at each k the weight bytes of the tile are contiguous, so the int4 unpack
-(one constant shift per half-tile), dequantisation and FMA are SIMD over output columns.
+Per tile of `n_block` output columns (parallel over tiles) and per token row: for each K group, a
+register tile of fp32 partial sums walks the group; at each k the tile's weight bytes are
+contiguous, so the int4 unpack (one constant shift per half-tile), convert and FMA are SIMD over
+output columns. The group's scale (and zero point) is applied once per group, also SIMD.
 """
 
 from __future__ import annotations
 
+from schedules.cpu.blocks import has_block
 from schedules.cpu.knobs import sample_divisor
 
 
@@ -22,23 +24,28 @@ def schedule_gemm(sch, spec, target) -> None:
 
 
 def schedule_w4a16(sch, target, n: int, out: str, n_tile: int) -> None:
-    try:  # with a bias the reduction is its own block "acc", feeding the output block
-        reduce_block = sch.get_sblock("acc")
-        store_block = sch.get_sblock(out)
-    except Exception:  # noqa: BLE001 - no bias: accumulate in a local tile, then store
-        reduce_block = sch.get_sblock(out)
-        store_block = sch.cache_write(reduce_block, 0, "local")  # the copy local -> out
-    i, j = sch.get_loops(store_block)
+    store = sch.get_sblock(out)
+    i, j = sch.get_loops(store)
     n_block = sample_divisor(sch, n, multiple_of=n_tile, preferred=2 * n_tile, limit=8 * n_tile)
     jo, ji = sch.split(j, [None, n_block])
     sch.reorder(jo, i, ji)
     sch.parallel(jo)
     sch.vectorize(ji)
-    sch.compute_at(reduce_block, i)
-    rj, rk = sch.get_loops(reduce_block)[-2:]
-    tiles, half, lanes = sch.split(rj, [None, 2, n_tile // 2])
-    sch.reorder(rk, tiles, half, lanes)
+
+    ysum = sch.get_sblock("ysum")
+    sch.compute_at(ysum, i)
+    yj, yg = sch.get_loops(ysum)[-2:]
+    sch.reorder(yg, yj)
+    sch.vectorize(yj)
+    acc = sch.get_sblock("acc")
+    sch.compute_at(acc, yg)
+    if has_block(sch, "xsum"):  # zero points: sum of x over the group
+        sch.compute_at(sch.get_sblock("xsum"), yg)
+    aj, ak = sch.get_loops(acc)[-2:]
+    tiles, half, lanes = sch.split(aj, [None, 2, n_tile // 2])
+    sch.reorder(ak, tiles, half, lanes)
     sch.unroll(tiles)
     sch.unroll(half)
     sch.vectorize(lanes)
-    sch.decompose_reduction(reduce_block, rk)
+    sch.decompose_reduction(acc, ak)
+    sch.decompose_reduction(ysum, yg)

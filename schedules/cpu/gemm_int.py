@@ -9,20 +9,13 @@ unpacked copy of the weight ever exists in memory.
 
 from __future__ import annotations
 
+from schedules.cpu.blocks import has_block
 from schedules.cpu.intrinsics import dot_4x4_intrinsic, has_dot_4x4
 from schedules.cpu.knobs import sample_divisor
 
 
 def schedule_gemm(sch, spec, target) -> None:
     schedule_int_gemm(sch, target, n=spec.dim("n"), out="y")
-
-
-def _has_block(sch, name: str) -> bool:
-    try:
-        sch.get_sblock(name)
-        return True
-    except Exception:  # noqa: BLE001 - TVM raises a generic error for a missing block
-        return False
 
 
 def schedule_int_gemm(sch, target, n: int, out: str) -> None:
@@ -35,7 +28,7 @@ def schedule_int_gemm(sch, target, n: int, out: str) -> None:
     sch.parallel(jo)
     sch.vectorize(ji)
 
-    if _has_block(sch, "ysum"):  # group-wise scales: int32 sums per group, scaled and summed in fp32
+    if has_block(sch, "ysum"):  # group-wise scales: int32 sums per group, scaled and summed in fp32
         ysum = sch.get_sblock("ysum")
         sch.compute_at(ysum, i)
         yj, yg = sch.get_loops(ysum)[-2:]
@@ -49,7 +42,7 @@ def schedule_int_gemm(sch, target, n: int, out: str) -> None:
     aj4, ajl = sch.split(aj, [None, 4])
     ako, akl = sch.split(ak, [None, 4])
     sch.reorder(ako, aj4, ajl, akl)
-    if _has_block(sch, "w_unpack"):
+    if has_block(sch, "w_unpack"):
         unpack = sch.get_sblock("w_unpack")
         sch.compute_at(unpack, ako)
         sch.vectorize(sch.fuse(*sch.get_loops(unpack)[-2:]))
