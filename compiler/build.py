@@ -27,27 +27,42 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def lower_kernel(spec: KernelSpec, target):
-    """The scheduled PrimFunc for one spec, plus its manifest entry (without the tuning record)."""
+def variant_symbol(spec: KernelSpec, bucket: dict[str, int]) -> str:
+    """Exported name of one length variant: the spec name, plus e.g. "__m1" for the M=1 bucket."""
+    return spec.name + "".join(f"__{dim.lower()}{value}" for dim, value in sorted(bucket.items()))
+
+
+def lower_kernel(spec: KernelSpec, target, bucket: dict[str, int] | None = None):
+    """The scheduled PrimFunc of one length variant of a spec, plus its layout."""
     import tvm
     from tvm import s_tir
 
     import schedules
 
-    op = ops.get(spec.op)
+    bucket = bucket or {}
+    symbol = variant_symbol(spec, bucket)
+    layout = schedules.layout(spec, target, bucket)
+    func = ops.get(spec.op).build(spec, layout).with_attr("global_symbol", symbol)
+    sch = s_tir.Schedule(tvm.IRModule({symbol: func}))
+    sch.work_on(symbol)
+    schedules.schedule(sch, spec, target, bucket)
+    return sch.mod[symbol], layout
+
+
+def manifest_entry(spec: KernelSpec, target) -> dict:
+    """A kernel's arguments (the same for all its variants) and its variants, most specific first."""
+    import schedules
+
     layout = schedules.layout(spec, target)
-    func = op.build(spec, layout).with_attr("global_symbol", spec.name)
-    sch = s_tir.Schedule(tvm.IRModule({spec.name: func}))
-    sch.work_on(spec.name)
-    schedules.schedule(sch, spec, target)
-    entry = {
+    variants = [{"symbol": variant_symbol(spec, b), "bucket": b, "tuning": "default"}
+                for b in schedules.buckets(spec, target)]
+    return {
         "op": spec.op,
         "spec": spec.to_json(),
-        "layout": layout,
-        "args": [a.to_json() for a in op.arguments(spec, layout)],
-        "tuning": "default",
+        "layout": {k: v for k, v in layout.items() if k not in ("bucket", "m_tile")},
+        "args": [a.to_json() for a in ops.get(spec.op).arguments(spec, layout)],
+        "variants": variants,
     }
-    return sch.mod[spec.name], entry
 
 
 def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain: Toolchain,
@@ -62,8 +77,10 @@ def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain: Toolchai
     funcs, kernels = {}, {}
     for index, spec in enumerate(specs, 1):
         progress(f"[{index}/{len(specs)}] scheduling {spec.name}")
-        funcs[spec.name], kernels[spec.name] = lower_kernel(spec, target)
-    progress(f"compiling {len(specs)} kernels for {target.name} ({target.llvm.get('mtriple', 'host')})")
+        kernels[spec.name] = manifest_entry(spec, target)
+        for variant in kernels[spec.name]["variants"]:
+            funcs[variant["symbol"]], _ = lower_kernel(spec, target, variant["bucket"])
+    progress(f"compiling {len(funcs)} functions of {len(specs)} kernels for {target.name} ({target.llvm.get('mtriple', 'host')})")
     exe = tvm.compile(tvm.IRModule(funcs), target.tvm_target())
     progress(f"linking with {toolchain.describe()}")
     library = out_dir / LIBRARY_NAME

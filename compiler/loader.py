@@ -184,6 +184,14 @@ class Kernel:
         sig = ", ".join(f"{a['name']}: {a['dtype']}{a['shape']}" for a in self._inputs)
         return f"<Kernel {self.name}({sig})>"
 
+    def variant_for(self, sizes: dict[str, int]) -> dict[str, Any]:
+        """The build variant serving these runtime lengths: the first whose bucket they match
+        (e.g. the M=1 decode GEMV), else the any-length one."""
+        for variant in self.spec["variants"]:
+            if all(sizes.get(dim) == value for dim, value in variant["bucket"].items()):
+                return variant
+        raise LoaderError(f"{self.name}: no variant serves {sizes}")
+
     def pack(self, **logical: Any) -> dict[str, np.ndarray]:
         """Weights in their logical layouts (e.g. int8 w [N, K]) -> the arrays this kernel takes."""
         weights = [a for a in self._inputs if a["role"] == "weight"]
@@ -213,7 +221,7 @@ class Kernel:
             arrays.append(aligned(array))  # a copy only when the caller's data is misaligned
         out_specs = [(tuple(sizes[d] if isinstance(d, str) else d for d in a["shape"]), a["dtype"])
                      for a in self._outputs]
-        outputs = self._backend.call(self.name, arrays, out_specs)
+        outputs = self._backend.call(self.variant_for(sizes)["symbol"], arrays, out_specs)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 

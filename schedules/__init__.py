@@ -1,9 +1,14 @@
-"""Schedules, one package per target family, each exposing the same two functions:
+"""Schedules, one package per target family, each exposing the same three functions:
 
-    layout(spec, target) -> dict     structural choices the op's tensor expression needs
-                                     (weight tiles matching the dot-product instruction, KV tiles)
-    schedule(sch, spec, target)      schedule the kernel in place; every choice is drawn with
-                                     sch.sample_* so this one function is also the tuning space
+    buckets(spec, target) -> [dict]          the length buckets to build, most specific first:
+                                             {"M": 1} is a variant specialised to one token
+                                             (decode GEMV), {} serves every length
+    layout(spec, target, bucket) -> dict     structural choices the op's tensor expression needs
+                                             (weight tiles matching the dot-product instruction,
+                                             accumulator row tiles, KV tiles, the bucket itself)
+    schedule(sch, spec, target, bucket)      schedule the kernel in place; every choice is drawn
+                                             with sch.sample_* so this one function is also the
+                                             tuning space
 
 Families are imported lazily: a missing dependency of one family never breaks another.
 """
@@ -21,9 +26,13 @@ def _family(target):
         raise ValueError(f"target {target.name!r}: no schedule family {target.family!r} ({err})") from None
 
 
-def layout(spec, target) -> dict[str, Any]:
-    return _family(target).layout(spec, target)
+def buckets(spec, target) -> list[dict[str, int]]:
+    return _family(target).buckets(spec, target)
 
 
-def schedule(sch, spec, target) -> None:
-    _family(target).schedule(sch, spec, target)
+def layout(spec, target, bucket: dict[str, int] | None = None) -> dict[str, Any]:
+    return _family(target).layout(spec, target, bucket or {})
+
+
+def schedule(sch, spec, target, bucket: dict[str, int] | None = None) -> None:
+    _family(target).schedule(sch, spec, target, bucket or {})

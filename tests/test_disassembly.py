@@ -53,8 +53,9 @@ def int8_kernels():
 def test_int8_kernels_use_dot_instructions_in_loops(build_library, target, instruction):
     funcs = functions(build_library(target, coverage_specs()) / "kernels.so")
     for spec in int8_kernels():
-        body = funcs[f"{spec.name}_compute_"]
-        assert in_loop(body, instruction), f"{spec.name} on {target}: no {instruction} inside a loop"
+        for symbol in (spec.name, f"{spec.name}__m1"):  # the any-length GEMM and the decode GEMV
+            body = funcs[f"{symbol}_compute_"]
+            assert in_loop(body, instruction), f"{symbol} on {target}: no {instruction} inside a loop"
 
 
 @pytest.mark.skipif(OBJDUMP is None, reason="needs aarch64-linux-gnu-objdump (binutils-aarch64-linux-gnu)")

@@ -144,3 +144,11 @@ print(bad)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]"
+
+
+def test_length_buckets_pick_the_decode_variant(lib):
+    kernel = lib[GEMM]
+    assert [v["bucket"] for v in kernel.spec["variants"]] == [{"M": 1}, {}]
+    assert kernel.variant_for({"M": 1})["symbol"] == f"{GEMM}__m1"
+    assert kernel.variant_for({"M": 2})["symbol"] == GEMM
+    assert lib["attention_decode_hq4_hkv4_d128"].variant_for({"L": 1})["bucket"] == {}

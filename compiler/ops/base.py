@@ -131,12 +131,13 @@ def check_divisible(op: str, what: str, value: int, by: int) -> None:
 
 
 class Placeholders:
-    """te placeholders for a kernel's Args, with one te.var per symbolic dim name."""
+    """te placeholders for a kernel's Args, with one te.var per symbolic dim name, or a constant
+    for the dims the layout's length bucket fixes (e.g. {"M": 1} for the decode variant)."""
 
-    def __init__(self, args: list[Arg]):
+    def __init__(self, args: list[Arg], layout: dict[str, Any] | None = None):
         from tvm import te
 
-        self.vars: dict[str, Any] = {}
+        self.vars: dict[str, Any] = dict((layout or {}).get("bucket", {}))
         self.tensors: dict[str, Any] = {}
         for a in args:
             if a.role == "output":
@@ -169,3 +170,14 @@ def int4_nibble(byte, high):
 def pack_nibbles_steps() -> tuple[dict, ...]:
     """Pack steps pairing adjacent elements of the last axis into one byte (first element low)."""
     return ({"op": "check_range", "min": -8, "max": 7}, {"op": "nibbles"})
+
+
+def padded_rows(m, m_tile: int):
+    """(row count, row index map) for a GEMM's accumulator computed in whole tiles of m_tile rows:
+    the rows past m re-read row m-1 and are never stored, so no tile needs a bounds predicate
+    (predicates stop tensorisation). m_tile=1 is the plain m rows."""
+    from tvm import te
+
+    if m_tile == 1:
+        return m, lambda i: i
+    return (m + m_tile - 1) // m_tile * m_tile, lambda i: te.min(i, m - 1)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler.ops.base import Arg, OpDef, Option, Placeholders, check_divisible, int4_nibble
+from compiler.ops.base import Arg, OpDef, Option, Placeholders, check_divisible, int4_nibble, padded_rows
 from compiler.specs import KernelSpec
 
 
@@ -39,7 +39,7 @@ class IntGemm(OpDef):
 
     def build(self, spec: KernelSpec, layout: dict[str, Any]):
         args = self.arguments(spec, layout)
-        ph = Placeholders(args)
+        ph = Placeholders(args, layout)
         y = int_gemm_te(ph, spec.dim("n"), spec.dim("k"), self.weight_bits, self.group(spec), layout, "y")
         return ph.prim_func(args, {"y": y})
 
@@ -92,11 +92,12 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name):
         # Unpacked int8 weights as their own stage: the dot-product intrinsic reads an int8 tile.
         w = te.compute((n // nt, k // kt, nt, kt),
                        lambda a, b, c, d: int4_nibble(w[a, b, c, d // 2], d % 2).astype("int8"), name="w_unpack")
+    rows, row = padded_rows(m, layout.get("m_tile", 1))
     kk = te.reduce_axis((0, group), name="kk")
     acc = te.compute(
-        (m, ngroups, n),  # group before column: a dot-product instruction writes 4 adjacent columns
+        (rows, ngroups, n),  # group before column: a dot-product instruction writes 4 adjacent columns
         lambda i, g, j: te.sum(
-            x[i, g * group + kk].astype("int32")
+            x[row(i), g * group + kk].astype("int32")
             * w[j // nt, (g * group + kk) // kt, j % nt, (g * group + kk) % kt].astype("int32"),
             axis=kk),
         name="acc")
@@ -113,7 +114,8 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name):
         return te.compute((m, n), lambda i, j: epilogue(i, j, acc[i, 0, j].astype("float32") * scale(j, 0)),
                           name=name)
     g = te.reduce_axis((0, ngroups), name="g")
-    ysum = te.compute((m, n), lambda i, j: te.sum(acc[i, g, j].astype("float32") * scale(j, g), axis=g), name="ysum")
+    ysum = te.compute((rows, n), lambda i, j: te.sum(acc[i, g, j].astype("float32") * scale(j, g), axis=g),
+                      name="ysum")
     return te.compute((m, n), lambda i, j: epilogue(i, j, ysum[i, j]), name=name)
 
 

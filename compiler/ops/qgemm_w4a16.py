@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler.ops.base import Arg, OpDef, Option, Placeholders, check_divisible, int4_nibble
+from compiler.ops.base import Arg, OpDef, Option, Placeholders, check_divisible, int4_nibble, padded_rows
 from compiler.specs import KernelSpec
 
 ACT_DTYPES = ("float32", "float16")
@@ -38,7 +38,7 @@ class W4A16Gemm(OpDef):
 
     def build(self, spec: KernelSpec, layout: dict[str, Any]):
         args = self.arguments(spec, layout)
-        ph = Placeholders(args)
+        ph = Placeholders(args, layout)
         y = w4a16_te(ph, spec.dim("n"), spec.dim("k"), spec.opt("group"), layout, "y")
         return ph.prim_func(args, {"y": y})
 
@@ -82,9 +82,9 @@ def w4a16_arguments(n, k, group, zero, act, bias, layout, out) -> list[Arg]:
 
 
 def w4a16_te(ph: Placeholders, n, k, group, layout, name):
-    """Stages: acc[m, g, n] (group partial sums of x * int4, unscaled) -> ysum[m, n] (scaled, summed
-    over groups; a zero point subtracts zero * sum(x over the group)) -> y (+ bias). Scaling once
-    per group instead of per weight is what keeps the inner loop at shift, convert, FMA."""
+    """Stages: acc[m, g, n] (group partial sums of x * (int4 - zero), unscaled) -> ysum[m, n] (scaled
+    once per group, summed over groups) -> y (+ bias). Scaling per group instead of per weight keeps
+    the inner loop at shift, convert, (subtract,) FMA."""
     from tvm import te
 
     nt = layout["n_tile"]
@@ -94,26 +94,21 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name):
     m = x.shape[0]
     ngroups = k // group
 
-    def weight(j, kk):
+    def weight(j, kk):  # the int4 value minus its group's zero point, unscaled
         lane = j % nt
-        return int4_nibble(w[j // nt, kk, lane % half], lane // half).astype("float32")
+        q = int4_nibble(w[j // nt, kk, lane % half], lane // half).astype("float32")
+        return q - wz[j // nt, kk // group, lane] if wz is not None else q
 
+    rows, row = padded_rows(m, layout.get("m_tile", 1))
     r = te.reduce_axis((0, group), name="r")
-    acc = te.compute((m, ngroups, n), lambda i, g, j: te.sum(
-        x[i, g * group + r].astype("float32") * weight(j, g * group + r), axis=r), name="acc")
-    if wz is not None:
-        rs = te.reduce_axis((0, group), name="rs")
-        xsum = te.compute((m, ngroups), lambda i, g: te.sum(x[i, g * group + rs].astype("float32"), axis=rs),
-                          name="xsum")
+    acc = te.compute((rows, ngroups, n), lambda i, g, j: te.sum(
+        x[row(i), g * group + r].astype("float32") * weight(j, g * group + r), axis=r), name="acc")
 
     def scaled(i, g, j):
-        partial = acc[i, g, j]
-        if wz is not None:
-            partial = partial - wz[j // nt, g, j % nt] * xsum[i, g]
-        return partial * ws[j // nt, g, j % nt]
+        return acc[i, g, j] * ws[j // nt, g, j % nt]
 
     rg = te.reduce_axis((0, ngroups), name="rg")
-    ysum = te.compute((m, n), lambda i, j: te.sum(scaled(i, rg, j), axis=rg), name="ysum")
+    ysum = te.compute((rows, n), lambda i, j: te.sum(scaled(i, rg, j), axis=rg), name="ysum")
     if bias is None:
         return te.compute((m, n), lambda i, j: ysum[i, j], name=name)
     return te.compute((m, n), lambda i, j: ysum[i, j] + bias[j], name=name)

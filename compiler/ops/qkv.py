@@ -90,7 +90,7 @@ class QKVProj(OpDef):
         from tvm import te, tirx
 
         args = self.arguments(spec, layout)
-        ph = Placeholders(args)
+        ph = Placeholders(args, layout)
         hq, hkv, d, k = (spec.dim(x) for x in ("hq", "hkv", "d", "k"))
         n, quant = self.n_total(spec), spec.opt("quant")
         if quant == "w4a16":

@@ -31,7 +31,7 @@ class QuantizePerToken(OpDef):
         from tvm import te, tirx
 
         args = self.arguments(spec, layout)
-        ph = Placeholders(args)
+        ph = Placeholders(args, layout)
         x = ph["x"]
         m, k = x.shape
         r = te.reduce_axis((0, k), name="r")

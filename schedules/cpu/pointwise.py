@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from schedules.cpu.gemm_float import schedule_w4a16, w4a16_tile
+from schedules.cpu.gemm_float import schedule_w4a16
 from schedules.cpu.gemm_int import schedule_int_gemm
 
 
-def schedule_quantize(sch, spec, target) -> None:
+def schedule_quantize(sch, spec, target, layout) -> None:
     """One row per task: max |x|, scale, then a SIMD quantise of the row."""
     scale = sch.get_sblock("scale")
     (i,) = sch.get_loops(scale)
@@ -18,12 +18,12 @@ def schedule_quantize(sch, spec, target) -> None:
     sch.vectorize(lanes)
 
 
-def schedule_qkv(sch, spec, target) -> None:
+def schedule_qkv(sch, spec, target, layout) -> None:
     n = (spec.dim("hq") + 2 * spec.dim("hkv")) * spec.dim("d")
     if spec.opt("quant") == "w4a16":
-        schedule_w4a16(sch, target, n=n, out="proj", n_tile=w4a16_tile(n, target))
+        schedule_w4a16(sch, target, layout, n=n, out="proj")
     else:
-        schedule_int_gemm(sch, target, n=n, out="proj")
+        schedule_int_gemm(sch, target, layout, n=n, out="proj")
     # Epilogue: RoPE (or copy) of each head, token rows in parallel, SIMD over the head dim.
     for name in ("q_out", "k_out", "v_out"):
         block = sch.get_sblock(name)

@@ -1,0 +1,31 @@
+"""The loop nest every CPU GEMM shares: tiles of `n_block` output columns (parallel) x `m_tile`
+token rows, walked group by group over K; the caller's micro-kernel fills the inner (rows x
+columns x k) tile; scaling (`ysum`, per group) and the epilogue (`out`) follow per tile."""
+
+from __future__ import annotations
+
+from schedules.cpu.blocks import has_block
+from schedules.cpu.knobs import sample_divisor
+
+
+def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferred: int, n_limit: int,
+              micro_kernel) -> None:
+    """micro_kernel(sch, acc, k_loop, row_loop, col_loop) splits, orders and vectorises/tensorises
+    the block `acc` below its group loop; it receives the loops of one K group."""
+    acc = sch.get_sblock("acc")
+    i, g, j, k = sch.get_loops(acc)
+    io, ii = sch.split(i, [None, m_tile])
+    n_block = sample_divisor(sch, n, multiple_of=n_multiple, preferred=n_preferred, limit=n_limit)
+    jo, jb = sch.split(j, [None, n_block])
+    sch.reorder(jo, io, g, k, ii, jb)
+    sch.parallel(jo)
+    if has_block(sch, "ysum"):  # group scales: fp32 sum over groups, one SIMD pass per group
+        sch.reverse_compute_at(sch.get_sblock("ysum"), g)
+    store = sch.get_sblock(out)
+    sch.reverse_compute_at(store, io)
+    sch.vectorize(sch.get_loops(store)[-1])
+    if has_block(sch, "ysum"):
+        # Its column loop is left to LLVM's loop vectoriser: TVM refuses to vectorise a reduction
+        # update split from its init.
+        sch.decompose_reduction(sch.get_sblock("ysum"), g)
+    micro_kernel(sch, acc, k, ii, jb)
