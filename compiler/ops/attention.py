@@ -26,8 +26,8 @@ class AttentionPrefill(OpDef):
 
     def validate(self, spec: KernelSpec) -> None:
         check_divisible(self.name, "hq", spec.dim("hq"), spec.dim("hkv"))
-        if spec.dim("d") % 4:
-            raise ValueError(f"{self.name}: d={spec.dim('d')} must be a multiple of 4")
+        if spec.dim("d") % 2:
+            raise ValueError(f"{self.name}: d={spec.dim('d')} must be even")
 
     def arguments(self, spec: KernelSpec, layout) -> list[Arg]:
         hq, hkv, d = spec.dim("hq"), spec.dim("hkv"), spec.dim("d")

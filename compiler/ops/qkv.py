@@ -54,6 +54,8 @@ class QKVProj(OpDef):
         check_divisible(self.name, "k", k, 4)
         if spec.opt("quant") != "w8a8":
             check_divisible(self.name, "k", k, spec.opt("group"))
+        if spec.opt("quant") != "w4a16":  # int8 weight tiles hold 4 output columns
+            check_divisible(self.name, "(hq + 2 hkv) * d", self.n_total(spec), 4)
         if spec.opt("zero") and spec.opt("quant") != "w4a16":
             raise ValueError("qkv_proj: a weight zero point is only supported with quant='w4a16'")
         if not spec.opt("rope_theta") > 0:

@@ -38,9 +38,15 @@ def layout(spec, target, bucket: dict[str, int]) -> dict[str, Any]:
         "m_tile": 1 if bucket.get("M") == 1 else GEMM_ROW_TILE,
         # attention: keys per online-softmax step, SIMD lanes, keys per decode split.
         "kv_tile": 32,
-        "lanes": target.float_lanes,
+        "lanes": _attention_lanes(spec, target),
         "split_len": 256,
     }
+
+
+def _attention_lanes(spec, target) -> int:
+    """SIMD lanes over the head dim: the widest that divides D (D=40 on AVX-512 takes 8)."""
+    d = dict(spec.dims).get("d", target.float_lanes)
+    return next(lanes for lanes in (target.float_lanes, 8, 4, 2, 1) if lanes <= target.float_lanes and d % lanes == 0)
 
 
 def _gemm_n(spec) -> int:

@@ -14,8 +14,10 @@ def schedule_quantize(sch, spec, target, layout) -> None:
     q = sch.get_sblock("q")
     sch.reverse_compute_at(q, i)
     sch.parallel(i)
-    _, lanes = sch.split(sch.get_loops(q)[-1], [None, target.float_lanes])
-    sch.vectorize(lanes)
+    row_loops = sch.get_loops(q)[1:]  # none when K == 1 (TVM drops unit loops)
+    if row_loops:
+        _, lanes = sch.split(row_loops[-1], [None, target.float_lanes])
+        sch.vectorize(lanes)
 
 
 def schedule_qkv(sch, spec, target, layout) -> None:
