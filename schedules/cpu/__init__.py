@@ -6,6 +6,7 @@ from typing import Any
 
 from schedules.cpu import attention, gemm_float, gemm_int, pointwise
 from schedules.cpu.gemm_float import w4a16_tile
+from schedules.cpu.intrinsics import dot_tile
 
 _SCHEDULES = {
     "qgemm_w8a8": gemm_int.schedule_gemm,
@@ -29,18 +30,29 @@ def buckets(spec, target) -> list[dict[str, int]]:
 
 
 def layout(spec, target, bucket: dict[str, int]) -> dict[str, Any]:
+    dot = _int8_dot(spec, target)
     return {
         "bucket": dict(bucket),
-        # int8 weights tiled for the 4x4 dot-product intrinsics (SDOT / SMULL fallback); int4 weights
-        # of W4A16 tiled to two SIMD registers of output columns.
-        "n_tile": w4a16_tile(_gemm_n(spec), target) if _float_weights(spec) else 4,
-        "k_tile": 4,
+        # int8 weights tiled as the dot-product intrinsic consumes them (SDOT: 4 channels x 4 k);
+        # int4 weights of W4A16 tiled to two SIMD registers of output columns.
+        "int8_dot": dot,
+        "n_tile": w4a16_tile(_gemm_n(spec), target) if _float_weights(spec) else dot_tile(dot)[0],
+        "k_tile": dot_tile(dot)[1],
         "m_tile": 1 if bucket.get("M") == 1 else GEMM_ROW_TILE,
         # attention: keys per online-softmax step, SIMD lanes, keys per decode split.
         "kv_tile": 32,
         "lanes": _attention_lanes(spec, target),
         "split_len": 256,
     }
+
+
+def _int8_dot(spec, target) -> str:
+    """The target's int8 dot-product instruction, unless the GEMM's N or K does not fit its tile
+    (then the portable 4 x 4 tile, vectorised by LLVM)."""
+    if spec.op not in _GEMMS or _float_weights(spec):
+        return target.int8_dot
+    nt, kt = dot_tile(target.int8_dot)
+    return target.int8_dot if _gemm_n(spec) % nt == 0 and spec.dim("k") % kt == 0 else "none"
 
 
 def _attention_lanes(spec, target) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from schedules.cpu.blocks import has_block
 from schedules.cpu.gemm_tiles import tile_gemm
-from schedules.cpu.intrinsics import dot_4x4_intrinsic, has_dot_4x4
+from schedules.cpu.intrinsics import dot_intrinsic, has_dot_intrinsic
 
 
 def schedule_gemm(sch, spec, target, layout) -> None:
@@ -19,21 +19,25 @@ def schedule_gemm(sch, spec, target, layout) -> None:
 
 
 def schedule_int_gemm(sch, target, layout, *, n: int, out: str) -> None:
-    def micro_kernel(sch, acc, k, rows, cols):
-        ko, kl = sch.split(k, [None, 4])
-        c4, cl = sch.split(cols, [None, 4])
-        sch.reorder(ko, rows, c4, cl, kl)
-        if has_block(sch, "w_unpack"):
+    nt, kt = layout["n_tile"], layout["k_tile"]
+
+    unpack_int4 = has_block(sch, "w_unpack")
+
+    def micro_kernel(sch, acc, k, rows, cols, group):
+        ko, kl = sch.split(k, [None, kt])
+        ct, cl = sch.split(cols, [None, nt])
+        sch.reorder(ko, rows, ct, cl, kl)
+        if unpack_int4:  # the group's int4 tile, unpacked once for every row tile
             unpack = sch.get_sblock("w_unpack")
-            sch.compute_at(unpack, ko)
+            sch.compute_at(unpack, group)
             sch.vectorize(sch.fuse(*sch.get_loops(unpack)[-2:]))
         sch.unroll(rows)
-        sch.unroll(c4)
+        sch.unroll(ct)
         sch.decompose_reduction(acc, ko)
-        if has_dot_4x4(target.int8_dot):
-            sch.tensorize(cl, dot_4x4_intrinsic(target.int8_dot))
+        if has_dot_intrinsic(layout["int8_dot"]):
+            sch.tensorize(cl, dot_intrinsic(layout["int8_dot"]))
         else:
             sch.unroll(kl)
 
-    tile_gemm(sch, n=n, out=out, m_tile=layout["m_tile"], n_multiple=4, n_preferred=16, n_limit=64,
-              micro_kernel=micro_kernel)
+    tile_gemm(sch, n=n, out=out, m_tile=layout["m_tile"], n_multiple=nt, n_preferred=max(16, nt),
+              n_limit=max(64, 4 * nt), micro_kernel=micro_kernel, groups_outside_rows=unpack_int4)
