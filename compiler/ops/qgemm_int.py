@@ -88,18 +88,17 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name):
     x, xs, w, ws = ph["x"], ph["x_scale"], ph["w"], ph["w_scale"]
     m = x.shape[0]
     ngroups = k // group
-    if bits == 4:
-        # Unpacked int8 weights as their own stage: the dot-product intrinsic reads an int8 tile.
-        w = te.compute((n // nt, k // kt, nt, kt),
-                       lambda a, b, c, d: int4_nibble(w[a, b, c, d // 2], d % 2).astype("int8"), name="w_unpack")
+
+    def weight(j, kg):  # int32 value of W[j, kg]; int4 nibbles unpacked where they are used
+        if bits == 8:
+            return w[j // nt, kg // kt, j % nt, kg % kt].astype("int32")
+        return int4_nibble(w[j // nt, kg // kt, j % nt, (kg % kt) // 2], kg % 2)
+
     rows, row = padded_rows(m, layout.get("m_tile", 1))
     kk = te.reduce_axis((0, group), name="kk")
     acc = te.compute(
-        (rows, ngroups, n),  # group before column: a dot-product instruction writes 4 adjacent columns
-        lambda i, g, j: te.sum(
-            x[row(i), g * group + kk].astype("int32")
-            * w[j // nt, (g * group + kk) // kt, j % nt, (g * group + kk) % kt].astype("int32"),
-            axis=kk),
+        (rows, ngroups, n),  # group before column: a dot-product instruction writes adjacent columns
+        lambda i, g, j: te.sum(x[row(i), g * group + kk].astype("int32") * weight(j, g * group + kk), axis=kk),
         name="acc")
     bias = ph.tensors.get("bias")
 

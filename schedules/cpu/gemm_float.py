@@ -24,7 +24,7 @@ def schedule_gemm(sch, spec, target, layout) -> None:
 def schedule_w4a16(sch, target, layout, *, n: int, out: str) -> None:
     n_tile = layout["n_tile"]
 
-    def micro_kernel(sch, acc, k, rows, cols, group):
+    def micro_kernel(sch, acc, k, rows, cols):
         tiles, half, lanes = sch.split(cols, [None, 2, n_tile // 2])
         sch.reorder(k, rows, tiles, half, lanes)
         sch.unroll(rows)

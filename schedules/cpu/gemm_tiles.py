@@ -9,31 +9,23 @@ from schedules.cpu.knobs import sample_divisor
 
 
 def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferred: int, n_limit: int,
-              micro_kernel, groups_outside_rows: bool = False) -> None:
+              micro_kernel) -> None:
     """micro_kernel(sch, acc, k_loop, row_loop, col_loop) splits, orders and vectorises/tensorises
-    the block `acc` below its group loop; it receives the loops of one K group.
-
-    groups_outside_rows: walk K groups outermost within a column tile, so per-group work on the
-    weight (int4 unpacking) is done once for all row tiles; the scaled sums of every row then
-    live in a per-task buffer until the last group."""
+    the block `acc` below its group loop; it receives the loops of one K group."""
     acc = sch.get_sblock("acc")
     i, g, j, k = sch.get_loops(acc)
     io, ii = sch.split(i, [None, m_tile])
     n_block = sample_divisor(sch, n, multiple_of=n_multiple, preferred=n_preferred, limit=n_limit)
     jo, jb = sch.split(j, [None, n_block])
-    groups_first = groups_outside_rows and has_block(sch, "ysum")
-    if groups_first:
-        sch.reorder(jo, g, io, k, ii, jb)
-    else:
-        sch.reorder(jo, io, g, k, ii, jb)
+    sch.reorder(jo, io, g, k, ii, jb)
     sch.parallel(jo)
     if has_block(sch, "ysum"):  # group scales: fp32 sum over groups, one SIMD pass per group
-        sch.reverse_compute_at(sch.get_sblock("ysum"), io if groups_first else g)
+        sch.reverse_compute_at(sch.get_sblock("ysum"), g)
     store = sch.get_sblock(out)
-    sch.reverse_compute_at(store, jo if groups_first else io)
+    sch.reverse_compute_at(store, io)
     sch.vectorize(sch.get_loops(store)[-1])
     if has_block(sch, "ysum"):
         # Its column loop is left to LLVM's loop vectoriser: TVM refuses to vectorise a reduction
         # update split from its init.
         sch.decompose_reduction(sch.get_sblock("ysum"), g)
-    micro_kernel(sch, acc, k, ii, jb, g)
+    micro_kernel(sch, acc, k, ii, jb)

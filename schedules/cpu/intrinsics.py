@@ -11,51 +11,94 @@ builds every CUDA intrinsic (~20 s), and which has no AVX2 int8 intrinsic.
 
 from __future__ import annotations
 
-_REGISTERED: dict[str, str] = {}
+_REGISTERED: dict[tuple[str, int], str] = {}
 
 
-def _desc(nt: int = 4, kt: int = 4):
+def _desc(nt: int, kt: int, bits: int):
+    """C[c] += sum_k A[k] * W[c, k]; W int8 [nt, kt], or int4 packed [nt, kt/2] (k pairs per byte,
+    even k in the low nibble) written exactly as the ops' tensor expressions unpack it."""
     from tvm.script import tirx as T
+
+    def weight(B, c, k):
+        if bits == 8:
+            return T.Cast("int32", B[c, k])
+        return T.shift_right(T.shift_left(T.Cast("int32", B[c, k // 2]), 28 - 4 * (k % 2)), 28)
+
+    b_cols = kt if bits == 8 else kt // 2
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle):
         A = T.match_buffer(a, (kt,), "int8", offset_factor=1)
-        B = T.match_buffer(b, (nt, kt), "int8", offset_factor=1)
+        B = T.match_buffer(b, (nt, b_cols), "int8", offset_factor=1)
         C = T.match_buffer(c, (nt,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:nt], A[0:kt], B[0:nt, 0:kt])
+            T.reads(C[0:nt], A[0:kt], B[0:nt, 0:b_cols])
             T.writes(C[0:nt])
             for i, k in T.grid(nt, kt):
                 with T.sblock("update"):
                     vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vi, vk])
+                    C[vi] = C[vi] + T.Cast("int32", A[vk]) * weight(B, vi, vk)
 
     return desc
 
 
-def _sdot_impl():
+def _interleave(lo, hi, lanes: int):
+    """[lo0, hi0, lo1, hi1, ...] of two `lanes`-wide vectors."""
     from tvm.script import tirx as T
+
+    return T.Shuffle([lo, hi], [i // 2 + (i % 2) * lanes for i in range(2 * lanes)])
+
+
+def _int8_weights(B, n: int, bits: int):
+    """The weight tile as n int8 lanes in (channel, k) order; int4 nibbles unpacked in registers."""
+    from tvm.script import tirx as T
+
+    if bits == 8:
+        return B.vload([0, 0], f"int8x{n}")
+    packed = B.vload([0, 0], f"int8x{n // 2}")
+    four = T.Broadcast(T.int8(4), n // 2)
+    return _interleave(T.shift_right(T.shift_left(packed, four), four), T.shift_right(packed, four), n // 2)
+
+
+def _int16_weights(B, n: int, bits: int):
+    """The weight tile as n sign-extended int16 lanes in (channel, k) order."""
+    from tvm.script import tirx as T
+
+    if bits == 8:
+        return T.Cast(f"int16x{n}", B.vload([0, 0], f"int8x{n}"))
+    wide = T.Cast(f"int16x{n // 2}", B.vload([0, 0], f"int8x{n // 2}"))
+    low = T.shift_right(T.shift_left(wide, T.Broadcast(T.int16(12), n // 2)), T.Broadcast(T.int16(12), n // 2))
+    high = T.shift_right(T.shift_left(wide, T.Broadcast(T.int16(8), n // 2)), T.Broadcast(T.int16(12), n // 2))
+    return _interleave(low, high, n // 2)
+
+
+def _sdot_impl(bits: int):
+    from tvm.script import tirx as T
+
+    b_cols = 4 if bits == 8 else 2
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle):
         A = T.match_buffer(a, (4,), "int8", offset_factor=1)
-        B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
+        B = T.match_buffer(b, (4, b_cols), "int8", offset_factor=1)
         C = T.match_buffer(c, (4,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:4], A[0:4], B[0:4, 0:4])
+            T.reads(C[0:4], A[0:4], B[0:4, 0:b_cols])
             T.writes(C[0:4])
             # The 4 activation bytes as one int32, broadcast to all 4 lanes.
             a_vec = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 4),
                                   dtype="int8x16")
             C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
-                C.vload([0], "int32x4"), a_vec, B.vload([0, 0], "int8x16"), dtype="int32x4")
+                C.vload([0], "int32x4"), a_vec, _int8_weights(B, 16, bits), dtype="int32x4")
 
     return impl
 
 
-def _neon_impl():
+def _neon_impl(bits: int):
     from tvm.script import tirx as T
+
+    b_cols = 4 if bits == 8 else 2
 
     def smull(x, y):
         return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.smull.v8i16"), x, y,
@@ -68,15 +111,15 @@ def _neon_impl():
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle):
         A = T.match_buffer(a, (4,), "int8", offset_factor=1)
-        B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
+        B = T.match_buffer(b, (4, b_cols), "int8", offset_factor=1)
         C = T.match_buffer(c, (4,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:4], A[0:4], B[0:4, 0:4])
+            T.reads(C[0:4], A[0:4], B[0:4, 0:b_cols])
             T.writes(C[0:4])
             # [a0..a3, a0..a3] against channels (0, 1) and (2, 3): products, then sums of pairs twice.
             a_vec = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 2),
                                   dtype="int8x8")
-            b_vec = B.vload([0, 0], "int8x16")
+            b_vec = _int8_weights(B, 16, bits)
             low = pairwise(smull(a_vec, T.vectorlow(b_vec, dtype="int8x8")))
             high = pairwise(smull(a_vec, T.vectorhigh(b_vec, dtype="int8x8")))
             C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + T.call_llvm_pure_intrin(
@@ -85,33 +128,34 @@ def _neon_impl():
     return impl
 
 
-def _madd_impl(nt: int, llvm_name: str):
+def _madd_impl(nt: int, llvm_name: str, bits: int):
     from tvm.script import tirx as T
+
+    b_cols = 2 if bits == 8 else 1
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle):
         A = T.match_buffer(a, (2,), "int8", offset_factor=1)
-        B = T.match_buffer(b, (nt, 2), "int8", offset_factor=1)
+        B = T.match_buffer(b, (nt, b_cols), "int8", offset_factor=1)
         C = T.match_buffer(c, (nt,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:nt], A[0:2], B[0:nt, 0:2])
+            T.reads(C[0:nt], A[0:2], B[0:nt, 0:b_cols])
             T.writes(C[0:nt])
             # (a0, a1) sign-extended to int16, as one int32 broadcast: [a0, a1, a0, a1, ...].
             a_pair = T.reinterpret(T.Cast("int16x2", A.vload([0], "int8x2")), dtype="int32")
             a_vec = T.reinterpret(T.broadcast(a_pair, nt), dtype=f"int16x{2 * nt}")
-            b_vec = T.Cast(f"int16x{2 * nt}", B.vload([0, 0], f"int8x{2 * nt}"))
             C[T.ramp(T.int32(0), 1, nt)] = C.vload([0], f"int32x{nt}") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(llvm_name), a_vec, b_vec, dtype=f"int32x{nt}")
+                T.llvm_lookup_intrinsic_id(llvm_name), a_vec, _int16_weights(B, 2 * nt, bits), dtype=f"int32x{nt}")
 
     return impl
 
 
-# kind -> (channels per tile, k per tile, implementation factory)
+# kind -> (channels per tile, k per tile, implementation factory taking the weight bits)
 _KINDS = {
     "sdot": (4, 4, _sdot_impl),
     "neon": (4, 4, _neon_impl),
-    "avx2_madd": (8, 2, lambda: _madd_impl(8, "llvm.x86.avx2.pmadd.wd")),
-    "avx512_madd": (16, 2, lambda: _madd_impl(16, "llvm.x86.avx512.pmaddw.d.512")),
+    "avx2_madd": (8, 2, lambda bits: _madd_impl(8, "llvm.x86.avx2.pmadd.wd", bits)),
+    "avx512_madd": (16, 2, lambda bits: _madd_impl(16, "llvm.x86.avx512.pmaddw.d.512", bits)),
 }
 
 
@@ -121,16 +165,16 @@ def dot_tile(kind: str) -> tuple[int, int]:
     return nt, kt
 
 
-def dot_intrinsic(kind: str) -> str:
-    """The registered name of the int8 dot-product intrinsic for target fact `int8_dot`."""
-    if kind not in _REGISTERED:
+def dot_intrinsic(kind: str, bits: int) -> str:
+    """The registered name of the dot-product intrinsic for target fact `int8_dot` and int8 or int4 weights."""
+    if (kind, bits) not in _REGISTERED:
         from tvm.s_tir import TensorIntrin
 
         nt, kt, impl = _KINDS[kind]
-        name = f"ekc_dot_{nt}x{kt}_i8i32_{kind}"
-        TensorIntrin.register(name, _desc(nt, kt), impl())
-        _REGISTERED[kind] = name
-    return _REGISTERED[kind]
+        name = f"ekc_dot_{nt}x{kt}_w{bits}_{kind}"
+        TensorIntrin.register(name, _desc(nt, kt, bits), impl(bits))
+        _REGISTERED[(kind, bits)] = name
+    return _REGISTERED[(kind, bits)]
 
 
 def has_dot_intrinsic(kind: str) -> bool:

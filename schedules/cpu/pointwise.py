@@ -25,7 +25,7 @@ def schedule_qkv(sch, spec, target, layout) -> None:
     if spec.opt("quant") == "w4a16":
         schedule_w4a16(sch, target, layout, n=n, out="proj")
     else:
-        schedule_int_gemm(sch, target, layout, n=n, out="proj")
+        schedule_int_gemm(sch, target, layout, n=n, out="proj", weight_bits=4 if spec.opt("quant") == "w4a8" else 8)
     # Epilogue: RoPE (or copy) of each head, token rows in parallel, SIMD over the head dim.
     for name in ("q_out", "k_out", "v_out"):
         block = sch.get_sblock(name)
