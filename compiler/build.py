@@ -33,7 +33,7 @@ def variant_symbol(spec: KernelSpec, bucket: dict[str, int]) -> str:
 
 
 def lower_kernel(spec: KernelSpec, target, bucket: dict[str, int] | None = None):
-    """The scheduled PrimFunc of one length variant of a spec, plus its layout."""
+    """The scheduled PrimFunc of one length variant of a spec, plus the knob values it used."""
     import tvm
     from tvm import s_tir
 
@@ -46,7 +46,7 @@ def lower_kernel(spec: KernelSpec, target, bucket: dict[str, int] | None = None)
     sch = s_tir.Schedule(tvm.IRModule({symbol: func}))
     sch.work_on(symbol)
     schedules.schedule(sch, spec, target, bucket)
-    return sch.mod[symbol], layout
+    return sch.mod[symbol], schedules.knobs(sch)
 
 
 def manifest_entry(spec: KernelSpec, target) -> dict:
@@ -79,7 +79,7 @@ def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain: Toolchai
         progress(f"[{index}/{len(specs)}] scheduling {spec.name}")
         kernels[spec.name] = manifest_entry(spec, target)
         for variant in kernels[spec.name]["variants"]:
-            funcs[variant["symbol"]], _ = lower_kernel(spec, target, variant["bucket"])
+            funcs[variant["symbol"]], variant["knobs"] = lower_kernel(spec, target, variant["bucket"])
     progress(f"compiling {len(funcs)} functions of {len(specs)} kernels for {target.name} ({target.llvm.get('mtriple', 'host')})")
     exe = tvm.compile(tvm.IRModule(funcs), target.tvm_target())
     progress(f"linking with {toolchain.describe()}")

@@ -19,6 +19,18 @@ import importlib
 from typing import Any
 
 
+KNOB_PREFIX = "ekc.knob."
+
+
+def knobs(sch) -> dict[str, int]:
+    """The named decisions a scheduled kernel used ({"n_block": 16}), read from its trace."""
+    values = {}
+    for inst in sch.trace.insts:
+        if inst.kind.name == "Annotate" and str(inst.attrs[0]).startswith(KNOB_PREFIX):
+            values[str(inst.attrs[0])[len(KNOB_PREFIX):]] = int(sch.get(inst.inputs[1]))
+    return values
+
+
 def _family(target):
     try:
         return importlib.import_module(f"schedules.{target.family}")

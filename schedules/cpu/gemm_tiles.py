@@ -15,7 +15,7 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
     acc = sch.get_sblock("acc")
     i, g, j, k = sch.get_loops(acc)
     io, ii = sch.split(i, [None, m_tile])
-    n_block = sample_divisor(sch, n, multiple_of=n_multiple, preferred=n_preferred, limit=n_limit)
+    n_block = sample_divisor(sch, "n_block", acc, n, multiple_of=n_multiple, preferred=n_preferred, limit=n_limit)
     jo, jb = sch.split(j, [None, n_block])
     sch.reorder(jo, io, g, k, ii, jb)
     sch.parallel(jo)
