@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from compiler import ops
 from compiler.loader import sha256_of
 from compiler.specs import KernelSpec
@@ -32,8 +34,9 @@ def variant_symbol(spec: KernelSpec, bucket: dict[str, int]) -> str:
     return spec.name + "".join(f"__{dim.lower()}{value}" for dim, value in sorted(bucket.items()))
 
 
-def lower_kernel(spec: KernelSpec, target, bucket: dict[str, int] | None = None):
-    """The scheduled PrimFunc of one length variant of a spec, plus the knob values it used."""
+def lower_kernel(spec: KernelSpec, target, bucket: dict[str, int] | None = None, database=None):
+    """The scheduled PrimFunc of one length variant of a spec, the knob values it used, and its
+    tuning: the best record of `database` for this variant replayed, else "default"."""
     import tvm
     from tvm import s_tir
 
@@ -42,11 +45,20 @@ def lower_kernel(spec: KernelSpec, target, bucket: dict[str, int] | None = None)
     bucket = bucket or {}
     symbol = variant_symbol(spec, bucket)
     layout = schedules.layout(spec, target, bucket)
-    func = ops.get(spec.op).build(spec, layout).with_attr("global_symbol", symbol)
-    sch = s_tir.Schedule(tvm.IRModule({symbol: func}))
-    sch.work_on(symbol)
-    schedules.schedule(sch, spec, target, bucket)
-    return sch.mod[symbol], schedules.knobs(sch)
+    func = ops.get(spec.op).build(spec, layout)
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}))  # traces name the function "main"
+    record = None
+    if database is not None:
+        from compiler.tune import best_record
+
+        record = best_record(database, spec, target, bucket)
+    if record is not None:
+        record.trace.apply_to_schedule(sch, remove_postproc=True)
+        tuning = {"run_ms": round(float(np.median([float(t) for t in record.run_secs])) * 1e3, 6)}
+    else:
+        schedules.schedule(sch, spec, target, bucket)
+        tuning = "default"
+    return sch.mod["main"].with_attr("global_symbol", symbol), schedules.knobs(sch), tuning
 
 
 def manifest_entry(spec: KernelSpec, target) -> dict:
@@ -66,20 +78,36 @@ def manifest_entry(spec: KernelSpec, target) -> dict:
 
 
 def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain: Toolchain,
-          model: dict | None = None, progress: Callable[[str], None] = print) -> Path:
-    """Schedule, compile and link every spec; write out_dir/{kernels.so, manifest.json}. Returns the manifest path."""
+          model: dict | None = None, tuning_dir: Path | None = None,
+          progress: Callable[[str], None] = print) -> Path:
+    """Schedule (replaying the best tuning record from `tuning_dir` where there is one), compile and
+    link every spec; write out_dir/{kernels.so, manifest.json}. Returns the manifest path."""
     import tvm
 
     if not specs:
         raise ValueError("nothing to build: the selection of ops left no kernels")
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
+    database = None
+    if tuning_dir is not None and tuning_dir.is_dir():
+        from compiler.tuning_db import open_database
+
+        database = open_database(tuning_dir, warn=progress)
+        progress(f"using tuning records from {tuning_dir}")
+    elif tuning_dir is not None:
+        progress(f"no tuning records at {tuning_dir}: every kernel uses its default schedule")
     funcs, kernels = {}, {}
     for index, spec in enumerate(specs, 1):
         progress(f"[{index}/{len(specs)}] scheduling {spec.name}")
         kernels[spec.name] = manifest_entry(spec, target)
         for variant in kernels[spec.name]["variants"]:
-            funcs[variant["symbol"]], variant["knobs"] = lower_kernel(spec, target, variant["bucket"])
+            symbol = variant["symbol"]
+            funcs[symbol], variant["knobs"], variant["tuning"] = lower_kernel(spec, target, variant["bucket"], database)
+            if variant["tuning"] == "default" and database is not None:
+                progress(f"      {symbol}: no tuning record, default schedule")
+            elif variant["tuning"] != "default":
+                variant["tuning"]["database"] = str(tuning_dir)
+                progress(f"      {symbol}: tuned record ({variant['tuning']['run_ms']:.4f} ms at its tuning shape)")
     progress(f"compiling {len(funcs)} functions of {len(specs)} kernels for {target.name} ({target.llvm.get('mtriple', 'host')})")
     exe = tvm.compile(tvm.IRModule(funcs), target.tvm_target())
     progress(f"linking with {toolchain.describe()}")

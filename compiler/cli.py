@@ -1,4 +1,4 @@
-"""python -m compiler build | list | verify | setup-emulator"""
+"""python -m compiler build | tune | list | verify | setup-emulator"""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from compiler import models, ops
+from compiler import models, ops, tuning_db
 
 
 def _split_list(values: list[str] | None) -> list[str] | None:
@@ -42,6 +42,17 @@ def cmd_build(args) -> int:
 
     target = targets.get(args.target)
     model = _model(args)
+    tools = toolchain.for_target(target, cc=args.cc, ndk=args.ndk, android_api=args.android_api)
+    specs = _specs(args)
+    out = Path(args.out) if args.out else Path("build") / target.name
+    tuning = None if args.no_tuning else tuning_db.device_dir(Path(args.tuning_logs), target.name,
+                                                               args.device or tuning_db.host_device())
+    print(f"building {len(specs)} kernels of {model.name} for {target.name} into {out}")
+    build.build(specs, target, out, toolchain=tools, model=models.describe(model), tuning_dir=tuning)
+    return 0
+
+
+def _specs(args):
     wanted_ops = _split_list(args.ops)
     for name in wanted_ops or ():
         ops.get(name)  # an unknown op is an error, not an empty build
@@ -49,11 +60,22 @@ def cmd_build(args) -> int:
     bad = [q for q in quants if q not in models.QUANT_FORMS]
     if bad:
         raise ValueError(f"unknown quantized form(s) {bad}; known: {', '.join(models.QUANT_FORMS)}")
-    tools = toolchain.for_target(target, cc=args.cc, ndk=args.ndk, android_api=args.android_api)
-    specs = models.kernel_specs(model, ops=wanted_ops, quants=quants)
-    out = Path(args.out) if args.out else Path("build") / target.name
-    print(f"building {len(specs)} kernels of {model.name} for {target.name} into {out}")
-    build.build(specs, target, out, toolchain=tools, model=models.describe(model))
+    return models.kernel_specs(_model(args), ops=wanted_ops, quants=quants)
+
+
+def cmd_tune(args) -> int:
+    import targets
+    from compiler import tune
+
+    target = targets.get(args.target)
+    from compiler.loader import native_ok
+
+    ok, reason = native_ok(target.to_json())
+    if not ok:
+        raise ValueError(f"tuning {target.name} needs a device of that target ({reason}); measuring over "
+                         "TVM RPC is not wired yet")
+    tune.tune(_specs(args), target, device=args.device or tuning_db.host_device(),
+              logs_root=Path(args.tuning_logs), trials=args.trials, progress=lambda line: print(line, flush=True))
     return 0
 
 
@@ -85,22 +107,35 @@ def cmd_setup_emulator(args) -> int:
     return 0
 
 
+def _selection_args(p) -> None:
+    p.add_argument("--target", required=True, help="target name (see `list`), or host")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--model", default=models.DEFAULT_PRESET, help=f"model preset (default {models.DEFAULT_PRESET})")
+    source.add_argument("--config", help="JSON/TOML file with hidden, heads, kv_heads, head_dim, ffn, ...")
+    p.add_argument("--ops", action="append", help="only these ops (comma-separated or repeated)")
+    p.add_argument("--quant", action="append", help=f"only these forms of {', '.join(models.QUANT_FORMS)}")
+    p.add_argument("--tuning-logs", default=str(tuning_db.default_logs_root()),
+                   help="root of the tuning databases (default: the project's tuning_logs/)")
+    p.add_argument("--device", help="device name of the tuning database (default: this machine's CPU)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m compiler", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build", help="schedule, compile and link a model's kernels for a target")
-    b.add_argument("--target", required=True, help="target name (see `list`)")
-    source = b.add_mutually_exclusive_group()
-    source.add_argument("--model", default=models.DEFAULT_PRESET, help=f"model preset (default {models.DEFAULT_PRESET})")
-    source.add_argument("--config", help="JSON/TOML file with hidden, heads, kv_heads, head_dim, ffn, ...")
-    b.add_argument("--ops", action="append", help="only these ops (comma-separated or repeated)")
-    b.add_argument("--quant", action="append", help=f"only these forms of {', '.join(models.QUANT_FORMS)}")
+    _selection_args(b)
     b.add_argument("--out", help="output directory (default build/<target>)")
     b.add_argument("--cc", help="compiler driver to link with instead of zig, e.g. aarch64-linux-gnu-g++")
     b.add_argument("--ndk", help="Android NDK root: link with its clang for the target")
     b.add_argument("--android-api", type=int, default=28, help="Android API level with --ndk (default 28)")
+    b.add_argument("--no-tuning", action="store_true", help="ignore tuning records: default schedules only")
     b.set_defaults(func=cmd_build)
+
+    t = sub.add_parser("tune", help="autotune a model's kernels on this machine (MetaSchedule + XGBoost)")
+    _selection_args(t)
+    t.add_argument("--trials", type=int, default=64, help="measurements over all kernels (default 64)")
+    t.set_defaults(func=cmd_tune)
 
     ls = sub.add_parser("list", help="targets, model presets and ops")
     ls.set_defaults(func=cmd_list)

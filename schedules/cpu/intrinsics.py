@@ -179,3 +179,10 @@ def dot_intrinsic(kind: str, bits: int) -> str:
 
 def has_dot_intrinsic(kind: str) -> bool:
     return kind in _KINDS
+
+
+def register_all() -> None:
+    """Register every intrinsic (traces in a tuning database name them and fail to parse otherwise)."""
+    for kind in _KINDS:
+        for bits in (8, 4):
+            dot_intrinsic(kind, bits)

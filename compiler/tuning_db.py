@@ -1,0 +1,129 @@
+"""Tuning records on disk: MetaSchedule's JSON database (database_workload.json +
+database_tuning_record.json) in tuning_logs/<target>/<device>/, guarded so that records survive.
+
+- An exclusive lock file serialises runs that write the same database.
+- Before MetaSchedule reads the files, lines that are not valid records (a line cut by an
+  interrupted run, hand edits, another tool's output) are moved to rejected.jsonl with a warning
+  and the remaining records renumbered: one bad line never costs the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import platform
+import re
+import sys
+from pathlib import Path
+
+WORKLOADS = "database_workload.json"
+RECORDS = "database_tuning_record.json"
+REJECTED = "rejected.jsonl"
+
+
+def default_logs_root() -> Path:
+    return Path(__file__).resolve().parents[1] / "tuning_logs"
+
+
+def host_device() -> str:
+    """A stable name for this machine's CPU: its model and core count ("amd-epyc-2c")."""
+    model = "unknown-cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1]
+                break
+    except OSError:
+        pass
+    slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-") or platform.machine()
+    return f"{slug}-{os.cpu_count()}c"
+
+
+def device_dir(root: Path, target_name: str, device: str) -> Path:
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", device):
+        raise ValueError(f"device name {device!r} may only use letters, digits, '.', '_' and '-'")
+    return Path(root) / target_name / device
+
+
+@contextlib.contextmanager
+def locked(directory: Path):
+    """Hold the database's lock; a second run writing the same database waits for the first."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another tuning run using {directory}", file=sys.stderr, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _valid_workload(line: str) -> bool:
+    try:
+        item = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
+
+
+def _valid_record(line: str, workloads: int) -> bool:
+    try:
+        item = json.loads(line)
+    except ValueError:
+        return False
+    return (isinstance(item, list) and len(item) == 2 and isinstance(item[0], int) and 0 <= item[0] < workloads
+            and isinstance(item[1], list) and len(item[1]) >= 2)
+
+
+def sanitize(directory: Path, warn=lambda message: print(message, file=sys.stderr)) -> int:
+    """Move invalid lines of the database in `directory` to rejected.jsonl; returns how many."""
+    workload_path, record_path = directory / WORKLOADS, directory / RECORDS
+    workloads = workload_path.read_text().splitlines() if workload_path.is_file() else []
+    records = record_path.read_text().splitlines() if record_path.is_file() else []
+    rejected, kept_workloads, renumber = [], [], {}
+    for index, line in enumerate(workloads):
+        if not line.strip():
+            continue
+        if _valid_workload(line):
+            renumber[index] = len(kept_workloads)
+            kept_workloads.append(line)
+        else:
+            rejected.append({"file": WORKLOADS, "line": index + 1, "text": line})
+    kept_records = []
+    for index, line in enumerate(records):
+        if not line.strip():
+            continue
+        if _valid_record(line, len(workloads)) and json.loads(line)[0] in renumber:
+            item = json.loads(line)
+            kept_records.append(line if renumber[item[0]] == item[0] else json.dumps([renumber[item[0]], item[1]]))
+        else:
+            rejected.append({"file": RECORDS, "line": index + 1, "text": line})
+    if not rejected:
+        return 0
+    warn(f"warning: {len(rejected)} unreadable line(s) in the tuning database {directory} skipped "
+         f"(kept in {directory / REJECTED})")
+    with open(directory / REJECTED, "a") as f:
+        for item in rejected:
+            f.write(json.dumps(item) + "\n")
+    for path, lines in ((workload_path, kept_workloads), (record_path, kept_records)):
+        staged = path.with_suffix(".json.tmp")
+        staged.write_text("".join(line + "\n" for line in lines))
+        os.replace(staged, path)
+    return len(rejected)
+
+
+def open_database(directory: Path, warn=lambda message: print(message, file=sys.stderr)):
+    """The MetaSchedule JSON database in `directory` (created if missing), after sanitize()."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from schedules.cpu.intrinsics import register_all
+
+    register_all()  # records' traces name our tensor intrinsics
+    directory.mkdir(parents=True, exist_ok=True)
+    sanitize(directory, warn)
+    return ms.database.JSONDatabase(str(directory / WORKLOADS), str(directory / RECORDS), allow_missing=True)

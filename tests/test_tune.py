@@ -1,0 +1,80 @@
+"""The autotuner: records land in the MetaSchedule JSON database, survive bad lines, and `build`
+replays them (visibly, in the manifest) with the same numerical results."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import targets
+from compiler import build, loader, toolchain, tune, tuning_db
+from compiler.specs import make_spec
+from conftest import assert_matches
+
+
+def _write_lines(path, lines):
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+def test_sanitize_moves_bad_lines_aside_and_renumbers(tmp_path):
+    good_workload = json.dumps(["0x1", "mod-a"])
+    other_workload = json.dumps(["0x2", "mod-b"])
+    _write_lines(tmp_path / tuning_db.WORKLOADS, [good_workload, "{not json", other_workload])
+    record_b = json.dumps([2, [["trace"], [0.5], {"kind": "llvm"}, []]])
+    _write_lines(tmp_path / tuning_db.RECORDS, [
+        json.dumps([0, [["trace"], [0.1], {"kind": "llvm"}, []]]),
+        json.dumps([1, [["trace"], [0.2], {"kind": "llvm"}, []]]),  # its workload line is corrupt
+        record_b,
+        '[0, [["trace"], [0.3]',  # cut short by an interrupted run
+        "hello from another tool",
+    ])
+    warnings = []
+    assert tuning_db.sanitize(tmp_path, warn=warnings.append) == 4
+    assert "4 unreadable line(s)" in warnings[0]
+    assert (tmp_path / tuning_db.WORKLOADS).read_text().splitlines() == [good_workload, other_workload]
+    records = [json.loads(line) for line in (tmp_path / tuning_db.RECORDS).read_text().splitlines()]
+    assert [r[0] for r in records] == [0, 1]  # the record of workload 2 now points at line 1
+    assert len((tmp_path / tuning_db.REJECTED).read_text().splitlines()) == 4
+    assert tuning_db.sanitize(tmp_path, warn=warnings.append) == 0  # clean now, nothing more moved
+
+
+def test_device_names_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="device name"):
+        tuning_db.device_dir(tmp_path, "x86", "../escape")
+
+
+def test_tune_then_build_replays_the_records(tmp_path):
+    target = targets.get("x86")
+    spec = make_spec("qgemm_w8a8", n=64, k=128)
+    lines = []
+    directory = tune.tune([spec], target, device="test-host", logs_root=tmp_path / "logs", trials=4,
+                          progress=lines.append)
+    assert any("trials" in line and "best" in line for line in lines)  # live progress
+    records = (directory / tuning_db.RECORDS).read_text().splitlines()
+    assert len(records) >= 2
+    # A damaged line appended to the database must not cost the build its records.
+    with open(directory / tuning_db.RECORDS, "a") as f:
+        f.write('[0, [["cut short"\n')
+
+    out = tmp_path / "lib"
+    build.build([spec], target, out, toolchain=toolchain.for_target(target), tuning_dir=directory,
+                progress=lines.append)
+    manifest = json.loads((out / "manifest.json").read_text())
+    variants = manifest["kernels"][spec.name]["variants"]
+    assert all(v["tuning"] != "default" and v["tuning"]["run_ms"] > 0 for v in variants)
+    assert all(v["knobs"]["n_block"] in (8, 16, 32, 64) for v in variants)
+    with loader.load(out) as lib:
+        for m in (1, 5):
+            assert_matches(lib[spec.name], {"M": m}, seed=m)
+
+
+def test_build_without_records_says_default(tmp_path):
+    target = targets.get("x86")
+    spec = make_spec("qgemm_w8a8", n=32, k=64)
+    lines = []
+    build.build([spec], target, tmp_path / "lib", toolchain=toolchain.for_target(target),
+                tuning_dir=tmp_path / "no-such-db", progress=lines.append)
+    assert any("default schedule" in line for line in lines)
+    manifest = json.loads((tmp_path / "lib" / "manifest.json").read_text())
+    assert all(v["tuning"] == "default" for v in manifest["kernels"][spec.name]["variants"])
