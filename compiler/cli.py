@@ -1,4 +1,4 @@
-"""python -m compiler build | tune | list | verify | setup-emulator"""
+"""python -m compiler build | tune | bench | list | verify | setup-emulator"""
 
 from __future__ import annotations
 
@@ -79,6 +79,18 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    import targets
+    from compiler import bench, toolchain
+
+    target = targets.get(args.target)
+    tuning = None if args.no_tuning else tuning_db.device_dir(Path(args.tuning_logs), target.name,
+                                                               args.device or tuning_db.host_device())
+    bench.run(_specs(args), target, toolchain=toolchain.for_target(target), tuning_dir=tuning, quick=args.quick,
+              json_path=Path(args.json) if args.json else None, progress=lambda line: print(line, flush=True))
+    return 0
+
+
 def cmd_verify(args) -> int:
     import numpy as np
 
@@ -136,6 +148,13 @@ def parser() -> argparse.ArgumentParser:
     _selection_args(t)
     t.add_argument("--trials", type=int, default=64, help="measurements over all kernels (default 64)")
     t.set_defaults(func=cmd_tune)
+
+    bn = sub.add_parser("bench", help="our kernels vs PyTorch / numpy, same inputs, one process")
+    _selection_args(bn)
+    bn.add_argument("--quick", action="store_true", help="one length per kernel, few rounds")
+    bn.add_argument("--json", help="write every row and the machine facts to this file")
+    bn.add_argument("--no-tuning", action="store_true", help="default schedules even where records exist")
+    bn.set_defaults(func=cmd_bench)
 
     ls = sub.add_parser("list", help="targets, model presets and ops")
     ls.set_defaults(func=cmd_list)

@@ -101,3 +101,22 @@ def test_verify_reports_a_wrong_kernel(build_library, tmp_path, monkeypatch):
     with loader.load(build_library("x86", coverage_specs())) as lib:
         checks = verify.check_kernel(lib["qgemm_w8a8_n64_k128"], {"M": 2}, np.random.default_rng(0))
     assert not any(c.ok for c in checks)
+
+
+def test_bench_quick_writes_well_formed_json(tmp_path):
+    """Not a speed test: bench must run side by side with its contenders and write every row."""
+    config = tmp_path / "tiny.toml"
+    config.write_text('hidden = 128\nheads = 4\nkv_heads = 2\nhead_dim = 32\nffn = 192\ngroup = 32\n')
+    out = tmp_path / "bench.json"
+    proc = run("bench", "--target", "x86", "--config", str(config), "--quick", "--no-tuning",
+               "--ops", "qgemm_w8a8,qgemm_w4a16,attention_prefill,attention_decode", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["machine"]["memory_bandwidth_gbs"] > 0 and result["target"] == "x86"
+    kernels = {r["kernel"] for r in result["rows"]}
+    assert any(k.startswith("qgemm_w8a8") for k in kernels) and any(k.startswith("qgemm_w4a16") for k in kernels)
+    for kernel in kernels:  # each of our kernels ran alongside at least one contender
+        contestants = [r["contestant"] for r in result["rows"] if r["kernel"] == kernel]
+        assert "ours" in contestants and len(contestants) >= 2
+    for row in result["rows"]:
+        assert row["median_ms"] > 0 and row["min_ms"] <= row["median_ms"] <= row["max_ms"]

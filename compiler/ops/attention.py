@@ -37,6 +37,10 @@ class AttentionPrefill(OpDef):
     def build(self, spec: KernelSpec, layout: dict[str, Any]):
         return prefill_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout["kv_tile"], layout["lanes"])
 
+    def flops(self, spec, sizes):
+        s = sizes["S"]  # causal: about half of the S x S scores
+        return 4.0 * spec.dim("hq") * spec.dim("d") * s * (s + 1) / 2
+
     def reference(self, spec, q, k, v):
         return {"o": attention_reference(q, k, v, causal_offset=0)}
 
@@ -63,6 +67,9 @@ class AttentionDecode(OpDef):
     def build(self, spec: KernelSpec, layout: dict[str, Any]):
         return decode_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout["kv_tile"], layout["lanes"],
                           layout["split_len"])
+
+    def flops(self, spec, sizes):
+        return 4.0 * spec.dim("hq") * spec.dim("d") * sizes["L"]
 
     def reference(self, spec, q, k_cache, v_cache):
         length = k_cache.shape[1]

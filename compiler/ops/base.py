@@ -120,6 +120,15 @@ class OpDef:
     def tolerances(self, spec: KernelSpec) -> dict[str, tuple[float, float]]:
         return {}  # per-output overrides of `tolerance`
 
+    def flops(self, spec: KernelSpec, sizes: dict[str, int]) -> float:
+        """Arithmetic of one call (multiply-add = 2), for GFLOP/s."""
+        raise NotImplementedError
+
+    def bytes_moved(self, spec: KernelSpec, sizes: dict[str, int], layout: dict[str, Any]) -> float:
+        """Bytes one call must read and write at least: every argument once, weights as packed."""
+        return float(sum(int(np.prod([sizes.get(d, d) for d in a.shape])) * np.dtype(a.dtype).itemsize
+                         for a in self.arguments(spec, layout)))
+
     def random_inputs(self, spec: KernelSpec, sizes: dict[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Logical inputs and weights of realistic magnitude, for tests and benchmarks."""
         raise NotImplementedError

@@ -43,6 +43,9 @@ class IntGemm(OpDef):
         y = int_gemm_te(ph, spec.dim("n"), spec.dim("k"), self.weight_bits, self.group(spec), layout, "y")
         return ph.prim_func(args, {"y": y})
 
+    def flops(self, spec, sizes):
+        return 2.0 * sizes["M"] * spec.dim("n") * spec.dim("k")
+
     def reference(self, spec: KernelSpec, **inp: np.ndarray) -> dict[str, np.ndarray]:
         y = int_gemm_reference(inp["x"], inp["x_scale"], inp["w"], inp["w_scale"], self.group(spec), inp.get("bias"))
         return {"y": y}

@@ -42,6 +42,9 @@ class W4A16Gemm(OpDef):
         y = w4a16_te(ph, spec.dim("n"), spec.dim("k"), spec.opt("group"), layout, "y")
         return ph.prim_func(args, {"y": y})
 
+    def flops(self, spec, sizes):
+        return 2.0 * sizes["M"] * spec.dim("n") * spec.dim("k")
+
     def reference(self, spec: KernelSpec, **inp: np.ndarray) -> dict[str, np.ndarray]:
         return {"y": w4a16_reference(inp["x"], inp["w"], inp["w_scale"], inp.get("w_zero"), spec.opt("group"),
                                      inp.get("bias"))}

@@ -130,6 +130,9 @@ class QKVProj(OpDef):
         v = te.compute((hkv, m, d), lambda h, i, c: proj[i, (hq + hkv) * d + h * d + c], name="v_out")
         return ph.prim_func(args, {"q": q, "k": kk, "v": v})
 
+    def flops(self, spec, sizes):
+        return 2.0 * sizes["M"] * self.n_total(spec) * spec.dim("k")
+
     def reference(self, spec: KernelSpec, **inp: np.ndarray) -> dict[str, np.ndarray]:
         hq, hkv, d, k = (spec.dim(x) for x in ("hq", "hkv", "d", "k"))
         quant = spec.opt("quant")

@@ -46,6 +46,9 @@ class QuantizePerToken(OpDef):
         q = te.compute((m, k), quant, name="q")
         return ph.prim_func(args, {"q": q, "scale": scale})
 
+    def flops(self, spec, sizes):
+        return 3.0 * sizes["M"] * spec.dim("k")  # |x| and max, divide, round
+
     def reference(self, spec: KernelSpec, x: np.ndarray) -> dict[str, np.ndarray]:
         return dict(zip(("q", "scale"), quantize_reference(x)))
 

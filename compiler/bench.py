@@ -1,0 +1,142 @@
+"""python -m compiler bench: our built kernels against what users would run instead (compiler/
+contenders.py), in one process, on the same logical inputs, alternating so that drift hits all.
+
+Per kernel and length: median / min / max time of each contestant, GFLOP/s, GB/s of the bytes that
+must move (and that as a fraction of the memory bandwidth measured at start-up), and our speed
+over the best alternative. Not a test: timings on a shared machine are noisy, hence medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from compiler import contenders, loader, ops
+
+# Lengths benchmarked per runtime dim: decode (one token) and prefill / long context.
+LENGTHS = {"M": (1, 128), "S": (512,), "L": (2048,)}
+
+
+def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """GB/s of a large numpy copy (read + write), the roofline for memory-bound kernels."""
+    src = np.ones(megabytes * (1 << 20) // 4, np.float32)
+    dst = np.empty_like(src)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - start)
+    return 2 * src.nbytes / min(times) / 1e9
+
+
+def time_alternating(contestants: list[tuple[str, Callable]], *, rounds: int, min_seconds: float) -> dict:
+    """Seconds per call of each contestant per round; each round runs all of them, order rotating."""
+    calls = {}
+    for name, fn in contestants:  # warm-up, and enough calls per round for a readable timer
+        start = time.perf_counter()
+        fn()
+        calls[name] = max(1, int(min_seconds / max(time.perf_counter() - start, 1e-7)))
+    samples: dict[str, list[float]] = {name: [] for name, _ in contestants}
+    for r in range(rounds):
+        order = contestants[r % len(contestants):] + contestants[:r % len(contestants)]
+        for name, fn in order:
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                fn()
+            samples[name].append((time.perf_counter() - start) / calls[name])
+    return samples
+
+
+def _machine(bandwidth: float) -> dict:
+    flags = loader._cpu_features()
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    versions = {}
+    for dist in ("apache-tvm", "numpy", "torch"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {"cpu": model, "machine": platform.machine(), "threads": os.cpu_count(),
+            "simd_flags": sorted(f for f in flags if f.startswith(("avx", "fma", "asimd", "sve"))),
+            "memory_bandwidth_gbs": round(bandwidth, 2), "versions": versions}
+
+
+def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, seed: int = 0) -> dict:
+    """Benchmark every kernel of a loaded (native) library."""
+    from compiler.verify import spec_of, symbolic_dims
+
+    if lib.mode != "native":
+        raise ValueError("bench measures kernels natively; this library runs only under emulation here")
+    bandwidth = memory_bandwidth()
+    progress(f"memory bandwidth (numpy copy): {bandwidth:.1f} GB/s")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name in lib.kernels:
+        kernel = lib[name]
+        spec = spec_of(kernel.spec)
+        op = ops.get(spec.op)
+        dims = symbolic_dims(kernel.spec)
+        for length in LENGTHS[dims[0]][:1] if quick else LENGTHS[dims[0]]:
+            sizes = {d: length for d in dims}
+            logical = op.random_inputs(spec, sizes, rng)
+            weights = kernel.pack(**{a["name"]: logical[a["name"]] for a in kernel.spec["args"] if a["role"] == "weight"})
+            inputs = {a["name"]: loader.aligned(np.ascontiguousarray(logical[a["name"]]))
+                      for a in kernel.spec["args"] if a["role"] == "input"}
+            contestants = [("ours", lambda kernel=kernel, inputs=inputs, weights=weights: kernel(**inputs, **weights))]
+            contestants += contenders.for_kernel(spec, logical)
+            samples = time_alternating(contestants, rounds=3 if quick else 9, min_seconds=0.02 if quick else 0.1)
+            flops = op.flops(spec, sizes)
+            nbytes = op.bytes_moved(spec, sizes, kernel.spec["layout"])
+            medians = {n: statistics.median(t) for n, t in samples.items()}
+            best_other = min((t for n, t in medians.items() if n != "ours"), default=None)
+            for contestant, times in samples.items():
+                median = medians[contestant]
+                rows.append({
+                    "kernel": name, "sizes": sizes, "contestant": contestant,
+                    "median_ms": median * 1e3, "min_ms": min(times) * 1e3, "max_ms": max(times) * 1e3,
+                    "gflops": flops / median / 1e9, "gbs": nbytes / median / 1e9,
+                    "bandwidth_fraction": nbytes / median / 1e9 / bandwidth,
+                    "speedup_vs_best_alternative": (best_other / median) if contestant == "ours" and best_other else None,
+                })
+            ours = rows[-len(samples)]
+            vs = f", {ours['speedup_vs_best_alternative']:.2f}x the best alternative" if best_other else ""
+            progress(f"{name} {sizes}: {ours['median_ms']:.3f} ms, {ours['gflops']:.1f} GFLOP/s, "
+                     f"{ours['gbs']:.1f} GB/s{vs}")
+    return {"machine": _machine(bandwidth), "rows": rows}
+
+
+def format_table(result: dict) -> str:
+    lines = [f"{'kernel':58} {'sizes':10} {'contestant':44} {'median ms':>10} {'GFLOP/s':>8} {'GB/s':>7} "
+             f"{'%BW':>5} {'ours/best':>9}"]
+    for row in result["rows"]:
+        sizes = ",".join(f"{k}={v}" for k, v in row["sizes"].items())
+        ratio = f"{row['speedup_vs_best_alternative']:.2f}x" if row["speedup_vs_best_alternative"] else ""
+        lines.append(f"{row['kernel'][:58]:58} {sizes:10} {row['contestant'][:44]:44} {row['median_ms']:10.3f} "
+                     f"{row['gflops']:8.1f} {row['gbs']:7.1f} {100 * row['bandwidth_fraction']:5.0f} {ratio:>9}")
+    return "\n".join(lines)
+
+
+def run(specs, target, *, toolchain, tuning_dir: Path | None, quick: bool, json_path: Path | None,
+        progress: Callable[[str], None] = print) -> dict:
+    from compiler import build
+
+    with tempfile.TemporaryDirectory() as tmp:
+        build.build(specs, target, Path(tmp), toolchain=toolchain, tuning_dir=tuning_dir, progress=lambda _: None)
+        with loader.load(tmp, emulate=False) as lib:
+            result = bench_library(lib, quick=quick, progress=progress)
+    result["target"] = target.name
+    print(format_table(result))
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=1) + "\n")
+        progress(f"wrote {json_path}")
+    return result

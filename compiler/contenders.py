@@ -1,0 +1,86 @@
+"""What users would run instead of our kernels, on the same logical inputs: PyTorch CPU (when
+installed: the `bench` extra) and numpy. Each contender is a zero-argument callable prepared
+outside the timed region (weights packed, inputs converted), so only the math is timed."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+Contender = tuple[str, Callable[[], object]]
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def for_kernel(spec, logical: dict[str, np.ndarray]) -> list[Contender]:
+    """Contenders for one kernel at the inputs' shapes; empty for ops nobody else provides."""
+    torch = _torch()
+    op = spec.op
+    out: list[Contender] = []
+    if op.startswith("qgemm") or op == "qkv_proj":
+        x, w = _dequantized(logical)
+        out.append(("numpy fp32 matmul", lambda: x @ w.T))
+        if torch is not None:
+            out += _torch_gemms(torch, spec, logical, x, w)
+    elif op == "attention_prefill" and torch is not None:
+        q, k, v = (torch.from_numpy(logical[n]) for n in ("q", "k", "v"))
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        out.append(("torch SDPA (causal, GQA)", lambda: sdpa(q, k, v, is_causal=True, enable_gqa=True)))
+    elif op == "attention_decode" and torch is not None:
+        q = torch.from_numpy(logical["q"])[:, None, :]
+        k, v = torch.from_numpy(logical["k_cache"]), torch.from_numpy(logical["v_cache"])
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        out.append(("torch SDPA (GQA)", lambda: sdpa(q, k, v, enable_gqa=True)))
+    elif op == "quantize_per_token":
+        from compiler.ops.quantize import quantize_reference
+
+        x = logical["x"]
+        out.append(("numpy", lambda: quantize_reference(x)))
+    return out
+
+
+def _dequantized(logical) -> tuple[np.ndarray, np.ndarray]:
+    """fp32 activations and weights carrying the same values as the quantized inputs."""
+    x = logical["x"].astype(np.float32)
+    if "x_scale" in logical:
+        x = x * logical["x_scale"][:, None]
+    w = logical["w"].astype(np.float32)
+    scale = logical["w_scale"]
+    group = w.shape[1] // scale.shape[1] if scale.ndim == 2 else w.shape[1]
+    if "w_zero" in logical:
+        w = w - np.repeat(logical["w_zero"], group, axis=1)
+    w = w * (np.repeat(scale, group, axis=1) if scale.ndim == 2 else scale[:, None])
+    return np.ascontiguousarray(x), np.ascontiguousarray(w)
+
+
+def _torch_gemms(torch, spec, logical, x, w) -> list[Contender]:
+    out: list[Contender] = []
+    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+    out.append(("torch fp32 F.linear", lambda: torch.nn.functional.linear(xt, wt)))
+    n, k = w.shape
+    if spec.op == "qgemm_w8a8" or (spec.op == "qkv_proj" and spec.opt("quant") == "w8a8"):
+        scale = torch.from_numpy(logical["w_scale"].astype(np.float64))
+        qweight = torch._make_per_channel_quantized_tensor(torch.from_numpy(logical["w"]), scale,
+                                                           torch.zeros(n, dtype=torch.int64), 0)
+        packed = torch.ops.quantized.linear_prepack(qweight, None)
+        out.append(("torch fbgemm int8 (dynamic act quant incl.)",
+                    lambda: torch.ops.quantized.linear_dynamic(xt, packed)))
+    if k % 32 == 0 and n % 16 == 0 and "w_scale" in logical and logical["w"].min() >= -8 and logical["w"].max() <= 7:
+        group = k // logical["w_scale"].shape[1] if logical["w_scale"].ndim == 2 else None
+        if group in (32, 64, 128, 256):
+            w_u4 = torch.from_numpy((logical["w"].astype(np.int32) + 8))
+            packed4 = torch.ops.aten._convert_weight_to_int4pack_for_cpu(w_u4, 8)
+            scales = torch.from_numpy(logical["w_scale"].T.astype(np.float32))  # [K/g, N]
+            zeros = torch.zeros_like(scales)  # stored as u4 = w + 8, dequantised as (u4 - 8) * s + zero
+            scales_zeros = torch.stack([scales, zeros], dim=-1).to(torch.bfloat16).contiguous()
+            xb = xt.to(torch.bfloat16)
+            out.append(("torch int4 weight-only (bf16 act)",
+                        lambda: torch.ops.aten._weight_int4pack_mm_for_cpu(xb, packed4, group, scales_zeros)))
+    return out
