@@ -57,7 +57,7 @@ def time_alternating(contestants: list[tuple[str, Callable]], *, rounds: int, mi
 
 
 def _machine(bandwidth: float) -> dict:
-    flags = loader._cpu_features()
+    flags = loader.cpu_features()
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     versions = {}

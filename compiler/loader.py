@@ -395,7 +395,7 @@ def _serve(library: str) -> None:
 
 # -- entry point -----------------------------------------------------------------------------------
 
-def _cpu_features() -> set[str]:
+def cpu_features() -> set[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -412,7 +412,7 @@ def native_ok(target: dict[str, Any]) -> tuple[bool, str]:
     """Can this machine run the target's code directly? (ok, reason when not)"""
     if platform.machine() != target["isa"]:
         return False, f"this machine is {platform.machine()}, the library is {target['isa']}"
-    missing = sorted(set(target.get("cpu_features", ())) - _cpu_features())
+    missing = sorted(set(target.get("cpu_features", ())) - cpu_features())
     if missing:
         return False, f"this CPU lacks {', '.join(missing)}"
     return True, ""

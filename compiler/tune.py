@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from compiler import ops
+from compiler import ops, toolchain
 from compiler.specs import KernelSpec
 from compiler.tuning_db import device_dir, locked, open_database
 
@@ -123,6 +123,30 @@ def _progress_callback(tasks: list[Task], total: int, progress: Callable[[str], 
     return Progress()
 
 
+def _in_process_builder(toolchain, work_dir: str):
+    """MetaSchedule builder compiling candidates in this process: its LocalBuilder starts fresh
+    worker processes per batch, each importing TVM's tensor intrinsics (~20 s) first."""
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        def build(self, build_inputs):
+            results = []
+            for build_input in build_inputs:
+                try:
+                    exe = tvm.compile(build_input.mod, build_input.target)
+                    path = os.path.join(tempfile.mkdtemp(dir=work_dir), "candidate.so")
+                    exe.export_library(path, fcompile=toolchain.fcompile())
+                    results.append(BuilderResult(path, None))
+                except Exception as err:  # noqa: BLE001 - a failed candidate is recorded, the search goes on
+                    results.append(BuilderResult(None, f"{type(err).__name__}: {err}"))
+            return results
+
+    return InProcessBuilder()
+
+
 def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trials: int,
          progress: Callable[[str], None] = print) -> Path:
     """Tune every tunable variant of `specs` on this machine; returns the database directory."""
@@ -157,6 +181,7 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
                      _progress_callback(tasks, trials, progress)]
         ms.tune_tasks(tasks=contexts, task_weights=[1.0] * len(contexts), work_dir=work_dir,
                       max_trials_global=trials, num_trials_per_iter=min(16, max(2, trials // len(tasks))),
+                      builder=_in_process_builder(toolchain.for_target(target), work_dir),
                       database=database, cost_model="xgb", measure_callbacks=callbacks,
                       task_scheduler="gradient")
     for task in tasks:
