@@ -13,7 +13,7 @@ from typing import Any
 
 _DIR = Path(__file__).resolve().parent
 
-INT8_DOT_KINDS = ("sdot", "neon", "avx2_madd", "avx512_madd", "none")
+INT8_DOT_KINDS = ("sdot", "neon", "avx2_madd", "avx512_madd", "avx512_vnni", "none")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ B of nt channels x kt k (int8, contiguous), A the kt activations of one token, C
 - "neon" (4 x 4): ARMv8.0 fallback, SMULL on two channels at a time, then pairwise adds.
 - "avx2_madd" (8 x 2) / "avx512_madd" (16 x 2): sign-extend the tile to int16 and one VPMADDWD
   gives every channel's 2-k sum directly (no horizontal adds, no u8 x s8 saturation).
+- "avx512_vnni" (16 x 4): VPDPBUSD on activations offset to unsigned, minus the offset's product.
 Registered here rather than imported from tvm.s_tir.tensor_intrin, whose package import also
 builds every CUDA intrinsic (~20 s), and which has no AVX2 int8 intrinsic.
 """
@@ -150,12 +151,43 @@ def _madd_impl(nt: int, llvm_name: str, bits: int):
     return impl
 
 
+def _vnni_impl(bits: int):
+    from tvm.script import tirx as T
+
+    b_cols = 4 if bits == 8 else 2
+    high_bits = -2139062144  # 0x80808080: +128 on each of the 4 bytes (xor of the sign bit)
+
+    def dpbusd(acc, a, w):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), acc, a, w,
+                                       dtype="int32x16")
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle):
+        A = T.match_buffer(a, (4,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (16, b_cols), "int8", offset_factor=1)
+        C = T.match_buffer(c, (16,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:b_cols])
+            T.writes(C[0:16])
+            # VPDPBUSD multiplies unsigned by signed bytes: (x + 128) . w, minus 128 . w (the second
+            # product depends on w alone, so with the row tile unrolled LLVM computes it once).
+            a_u8 = T.bitwise_xor(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), T.int32(high_bits))
+            a_vec = T.reinterpret(T.broadcast(a_u8, 16), dtype="int8x64")
+            offset = T.reinterpret(T.broadcast(T.int32(high_bits), 16), dtype="int8x64")
+            w = _int8_weights(B, 64, bits)
+            C[T.ramp(T.int32(0), 1, 16)] = dpbusd(C.vload([0], "int32x16"), a_vec, w) - dpbusd(
+                T.broadcast(T.int32(0), 16), offset, w)
+
+    return impl
+
+
 # kind -> (channels per tile, k per tile, implementation factory taking the weight bits)
 _KINDS = {
     "sdot": (4, 4, _sdot_impl),
     "neon": (4, 4, _neon_impl),
     "avx2_madd": (8, 2, lambda bits: _madd_impl(8, "llvm.x86.avx2.pmadd.wd", bits)),
     "avx512_madd": (16, 2, lambda bits: _madd_impl(16, "llvm.x86.avx512.pmaddw.d.512", bits)),
+    "avx512_vnni": (16, 4, _vnni_impl),
 }
 
 
