@@ -25,6 +25,7 @@ class Target:
     triple: str  # toolchain triple for the cross linker
     llvm: dict[str, Any]  # TVM target as a JSON dict
     vector_bits: int
+    vector_registers: int  # architectural SIMD registers (register tiles are sized from it)
     int8_dot: str  # one of INT8_DOT_KINDS
     l1d_kib: int
     l2_kib: int
@@ -63,6 +64,7 @@ def _load(path: Path) -> Target:
             triple=raw["triple"],
             llvm=dict(raw["llvm"]),
             vector_bits=int(raw["vector_bits"]),
+            vector_registers=int(raw["vector_registers"]),
             int8_dot=raw["int8_dot"],
             l1d_kib=int(raw["l1d_kib"]),
             l2_kib=int(raw["l2_kib"]),

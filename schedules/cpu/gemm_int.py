@@ -32,5 +32,8 @@ def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int
         else:
             sch.unroll(kl)
 
-    tile_gemm(sch, n=n, out=out, m_tile=layout["m_tile"], n_multiple=nt, n_preferred=max(16, nt),
+    # Half the register file holds the accumulators of m_tile rows (int32 lanes per register).
+    per_row = max(1, target.vector_registers // 2 // layout["m_tile"])
+    preferred = max(nt, per_row * target.vector_bits // 32)
+    tile_gemm(sch, n=n, out=out, m_tile=layout["m_tile"], n_multiple=nt, n_preferred=preferred,
               n_limit=max(64, 4 * nt), micro_kernel=micro_kernel)
