@@ -96,7 +96,7 @@ def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, 
         for length in LENGTHS[dims[0]][:1] if quick else LENGTHS[dims[0]]:
             sizes = {d: length for d in dims}
             logical = op.random_inputs(spec, sizes, rng)
-            weights = kernel.pack(**{a["name"]: logical[a["name"]] for a in kernel.spec["args"] if a["role"] == "weight"})
+            weights = kernel.pack(**{n: logical[n] for n in kernel.logical_weights})
             inputs = {a["name"]: loader.aligned(np.ascontiguousarray(logical[a["name"]]))
                       for a in kernel.spec["args"] if a["role"] == "input"}
             contestants = [("ours", lambda kernel=kernel, inputs=inputs, weights=weights: kernel(**inputs, **weights))]

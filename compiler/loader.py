@@ -120,6 +120,9 @@ def _apply_step(name: str, array: np.ndarray, step: dict[str, Any]) -> np.ndarra
         return array.reshape(step["shape"])
     if op == "transpose":
         return array.transpose(step["axes"])
+    if op == "group_sums":  # int64 sums over groups of the last axis, times a constant
+        grouped = array.astype(np.int64).reshape(*array.shape[:-1], -1, step["group"])
+        return grouped.sum(-1) * step.get("scale", 1)
     if op == "nibbles":  # adjacent pairs of the last axis -> one byte, first element in the low nibble
         low = array[..., 0::2].astype(np.uint8) & 0xF
         high = array[..., 1::2].astype(np.uint8) & 0xF
@@ -192,19 +195,25 @@ class Kernel:
                 return variant
         raise LoaderError(f"{self.name}: no variant serves {sizes}")
 
+    @property
+    def logical_weights(self) -> list[str]:
+        """The names `pack` takes: weights in their logical layouts (derived ones excluded)."""
+        weights = [a for a in self._inputs if a["role"] == "weight"]
+        return list(dict.fromkeys(a.get("source") or a["name"] for a in weights))
+
     def pack(self, **logical: Any) -> dict[str, np.ndarray]:
         """Weights in their logical layouts (e.g. int8 w [N, K]) -> the arrays this kernel takes."""
         weights = [a for a in self._inputs if a["role"] == "weight"]
-        _check_names(self.name, [a["name"] for a in weights], logical)
+        _check_names(self.name, self.logical_weights, logical)
         packed = {}
         for arg in weights:
-            name = arg["name"]
+            name = arg.get("source") or arg["name"]
             array = _as_array(self.name, name, logical[name])
             _bind_shape(self.name, name, array, arg.get("logical_shape", arg["shape"]),
                         arg.get("logical_dtype", arg["dtype"]), {})
             for step in arg.get("pack", ()):
                 array = _apply_step(name, array, step)
-            packed[name] = aligned(np.ascontiguousarray(array, dtype=arg["dtype"]))
+            packed[arg["name"]] = aligned(np.ascontiguousarray(array, dtype=arg["dtype"]))
         return packed
 
     def __call__(self, **inputs: Any):

@@ -40,9 +40,8 @@ def check_kernel(kernel, sizes: dict[str, int], rng: np.random.Generator) -> lis
     spec = spec_of(kernel.spec)
     op = ops.get(spec.op)
     logical = op.random_inputs(spec, sizes, rng)
-    weight_names = [a["name"] for a in kernel.spec["args"] if a["role"] == "weight"]
     input_names = [a["name"] for a in kernel.spec["args"] if a["role"] == "input"]
-    packed = kernel.pack(**{n: logical[n] for n in weight_names})
+    packed = kernel.pack(**{n: logical[n] for n in kernel.logical_weights})
     result = kernel(**{n: logical[n] for n in input_names}, **packed)
     out_names = [a["name"] for a in kernel.spec["args"] if a["role"] == "output"]
     outputs = dict(zip(out_names, result if isinstance(result, tuple) else (result,)))

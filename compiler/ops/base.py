@@ -26,6 +26,7 @@ class Arg:
     role: "input" (activation), "weight" (packed once with `pack`) or "output".
     logical_shape/logical_dtype: what the user hands to `pack` when it differs from the kernel's form.
     pack: numpy steps (interpreted by the loader) that turn the logical weight into the kernel's form.
+    source: for a weight computed from another logical weight (e.g. column sums of `w`), its name.
     """
 
     name: str
@@ -36,6 +37,7 @@ class Arg:
     logical_dtype: str | None = None
     pack: tuple[dict[str, Any], ...] = ()
     doc: str = ""
+    source: str | None = None  # the logical weight this one is derived from (by `pack`), if not itself
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "role": self.role}
@@ -43,6 +45,8 @@ class Arg:
             out["logical_shape"] = list(self.logical_shape)
             out["logical_dtype"] = self.logical_dtype
             out["pack"] = [dict(s) for s in self.pack]
+        if self.source:
+            out["source"] = self.source
         if self.doc:
             out["doc"] = self.doc
         return out

@@ -77,6 +77,13 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out) -> list[Arg]:
         w,
         w_scale,
     ]
+    if layout.get("act_offset"):
+        # Dot products on unsigned activations (VNNI) compute sum((x + o) w); this is -o sum(w)
+        # per group and column, precomputed once from the weight, [K/group, N].
+        args.append(Arg("w_offset_sums", (k // group, n), "int32", "weight", (n, k), "int8", (
+            {"op": "group_sums", "group": group, "scale": -layout["act_offset"]},
+            {"op": "transpose", "axes": [1, 0]}), source="w",
+            doc="derived from w by pack: -offset * sum of each group's weights"))
     if bias:
         args.append(Arg("bias", (n,), "float32", "weight"))
     args.append(Arg(out, ("M", n), "float32", "output"))
@@ -98,11 +105,18 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name):
         return int4_nibble(w[j // nt, kg // kt, j % nt, (kg % kt) // 2], kg % 2)
 
     rows, row = padded_rows(m, layout.get("m_tile", 1))
+    offset = layout.get("act_offset", 0)
     kk = te.reduce_axis((0, group), name="kk")
-    acc = te.compute(
-        (rows, ngroups, n),  # group before column: a dot-product instruction writes adjacent columns
-        lambda i, g, j: te.sum(x[row(i), g * group + kk].astype("int32") * weight(j, g * group + kk), axis=kk),
-        name="acc")
+
+    def dot(i, g, j):  # with an activation offset o (unsigned-activation instructions): sum((x + o) w)
+        xv = x[row(i), g * group + kk].astype("int32")
+        return te.sum(((xv + offset) if offset else xv) * weight(j, g * group + kk), axis=kk)
+
+    # group before column: a dot-product instruction writes adjacent columns
+    acc = te.compute((rows, ngroups, n), dot, name="acc")
+
+    def group_sum(i, g, j):  # the exact int32 x . w of one group: minus o sum(w), precomputed by pack
+        return acc[i, g, j] + ph["w_offset_sums"][g, j] if offset else acc[i, g, j]
     bias = ph.tensors.get("bias")
 
     def epilogue(i, j, value):
@@ -113,10 +127,10 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name):
         return ws[j] if bits == 8 else ws[j, g]
 
     if ngroups == 1:
-        return te.compute((m, n), lambda i, j: epilogue(i, j, acc[i, 0, j].astype("float32") * scale(j, 0)),
+        return te.compute((m, n), lambda i, j: epilogue(i, j, group_sum(i, 0, j).astype("float32") * scale(j, 0)),
                           name=name)
     g = te.reduce_axis((0, ngroups), name="g")
-    ysum = te.compute((rows, n), lambda i, j: te.sum(acc[i, g, j].astype("float32") * scale(j, g), axis=g),
+    ysum = te.compute((rows, n), lambda i, j: te.sum(group_sum(i, g, j).astype("float32") * scale(j, g), axis=g),
                       name="ysum")
     return te.compute((m, n), lambda i, j: epilogue(i, j, ysum[i, j]), name=name)
 

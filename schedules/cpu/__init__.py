@@ -6,7 +6,7 @@ from typing import Any
 
 from schedules.cpu import attention, gemm_float, gemm_int, pointwise
 from schedules.cpu.gemm_float import w4a16_tile
-from schedules.cpu.intrinsics import dot_tile
+from schedules.cpu.intrinsics import activation_offset, dot_tile
 
 _SCHEDULES = {
     "qgemm_w8a8": gemm_int.schedule_gemm,
@@ -38,6 +38,7 @@ def layout(spec, target, bucket: dict[str, int]) -> dict[str, Any]:
         "int8_dot": dot,
         "n_tile": w4a16_tile(_gemm_n(spec), target) if _float_weights(spec) else dot_tile(dot)[0],
         "k_tile": dot_tile(dot)[1],
+        "act_offset": activation_offset(dot) if spec.op in _GEMMS and not _float_weights(spec) else 0,
         "m_tile": 1 if bucket.get("M") == 1 else GEMM_ROW_TILE,
         # attention: keys per online-softmax step, SIMD lanes, keys per decode split.
         "kv_tile": 32,

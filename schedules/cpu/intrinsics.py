@@ -5,7 +5,9 @@ B of nt channels x kt k (int8, contiguous), A the kt activations of one token, C
 - "neon" (4 x 4): ARMv8.0 fallback, SMULL on two channels at a time, then pairwise adds.
 - "avx2_madd" (8 x 2) / "avx512_madd" (16 x 2): sign-extend the tile to int16 and one VPMADDWD
   gives every channel's 2-k sum directly (no horizontal adds, no u8 x s8 saturation).
-- "avx512_vnni" (16 x 4): VPDPBUSD on activations offset to unsigned, minus the offset's product.
+- "avx512_vnni" (16 x 4): VPDPBUSD on activations offset by +128 to unsigned bytes; the kernel's
+  accumulators start from -128 x the weights' group sums (precomputed by `pack`), so one
+  instruction per tile remains.
 Registered here rather than imported from tvm.s_tir.tensor_intrin, whose package import also
 builds every CUDA intrinsic (~20 s), and which has no AVX2 int8 intrinsic.
 """
@@ -15,15 +17,18 @@ from __future__ import annotations
 _REGISTERED: dict[tuple[str, int], str] = {}
 
 
-def _desc(nt: int, kt: int, bits: int):
-    """C[c] += sum_k A[k] * W[c, k]; W int8 [nt, kt], or int4 packed [nt, kt/2] (k pairs per byte,
-    even k in the low nibble) written exactly as the ops' tensor expressions unpack it."""
+def _desc(nt: int, kt: int, bits: int, offset: int = 0):
+    """C[c] += sum_k (A[k] + offset) * W[c, k]; W int8 [nt, kt], or int4 packed [nt, kt/2] (k pairs
+    per byte, even k in the low nibble), written exactly as the ops' tensor expressions are."""
     from tvm.script import tirx as T
 
     def weight(B, c, k):
         if bits == 8:
             return T.Cast("int32", B[c, k])
         return T.shift_right(T.shift_left(T.Cast("int32", B[c, k // 2]), 28 - 4 * (k % 2)), 28)
+
+    def activation(A, k):
+        return T.Cast("int32", A[k]) + offset if offset else T.Cast("int32", A[k])
 
     b_cols = kt if bits == 8 else kt // 2
 
@@ -38,7 +43,7 @@ def _desc(nt: int, kt: int, bits: int):
             for i, k in T.grid(nt, kt):
                 with T.sblock("update"):
                     vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.Cast("int32", A[vk]) * weight(B, vi, vk)
+                    C[vi] = C[vi] + activation(A, vk) * weight(B, vi, vk)
 
     return desc
 
@@ -155,11 +160,6 @@ def _vnni_impl(bits: int):
     from tvm.script import tirx as T
 
     b_cols = 4 if bits == 8 else 2
-    high_bits = -2139062144  # 0x80808080: +128 on each of the 4 bytes (xor of the sign bit)
-
-    def dpbusd(acc, a, w):
-        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), acc, a, w,
-                                       dtype="int32x16")
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle):
@@ -169,32 +169,36 @@ def _vnni_impl(bits: int):
         with T.sblock("root"):
             T.reads(C[0:16], A[0:4], B[0:16, 0:b_cols])
             T.writes(C[0:16])
-            # VPDPBUSD multiplies unsigned by signed bytes: (x + 128) . w, minus 128 . w (the second
-            # product depends on w alone, so with the row tile unrolled LLVM computes it once).
-            a_u8 = T.bitwise_xor(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), T.int32(high_bits))
-            a_vec = T.reinterpret(T.broadcast(a_u8, 16), dtype="int8x64")
-            offset = T.reinterpret(T.broadcast(T.int32(high_bits), 16), dtype="int8x64")
-            w = _int8_weights(B, 64, bits)
-            C[T.ramp(T.int32(0), 1, 16)] = dpbusd(C.vload([0], "int32x16"), a_vec, w) - dpbusd(
-                T.broadcast(T.int32(0), 16), offset, w)
+            # x + 128 as unsigned bytes is x with its sign bit flipped: one XOR of the 4 bytes.
+            a_u8 = T.bitwise_xor(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), T.int32(-2139062144))
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), C.vload([0], "int32x16"),
+                T.reinterpret(T.broadcast(a_u8, 16), dtype="int8x64"), _int8_weights(B, 64, bits),
+                dtype="int32x16")
 
     return impl
 
 
-# kind -> (channels per tile, k per tile, implementation factory taking the weight bits)
+# kind -> (channels per tile, k per tile, implementation factory taking the weight bits,
+#          offset added to the activations: VNNI multiplies unsigned by signed bytes)
 _KINDS = {
-    "sdot": (4, 4, _sdot_impl),
-    "neon": (4, 4, _neon_impl),
-    "avx2_madd": (8, 2, lambda bits: _madd_impl(8, "llvm.x86.avx2.pmadd.wd", bits)),
-    "avx512_madd": (16, 2, lambda bits: _madd_impl(16, "llvm.x86.avx512.pmaddw.d.512", bits)),
-    "avx512_vnni": (16, 4, _vnni_impl),
+    "sdot": (4, 4, _sdot_impl, 0),
+    "neon": (4, 4, _neon_impl, 0),
+    "avx2_madd": (8, 2, lambda bits: _madd_impl(8, "llvm.x86.avx2.pmadd.wd", bits), 0),
+    "avx512_madd": (16, 2, lambda bits: _madd_impl(16, "llvm.x86.avx512.pmaddw.d.512", bits), 0),
+    "avx512_vnni": (16, 4, _vnni_impl, 128),
 }
 
 
 def dot_tile(kind: str) -> tuple[int, int]:
     """(channels, k) of the weight tile the intrinsic consumes; the portable 4 x 4 without one."""
-    nt, kt, _ = _KINDS.get(kind, (4, 4, None))
+    nt, kt, _, _ = _KINDS.get(kind, (4, 4, None, 0))
     return nt, kt
+
+
+def activation_offset(kind: str) -> int:
+    """What the kernel adds to int8 activations for this instruction (its weights' sums pay it back)."""
+    return _KINDS.get(kind, (0, 0, None, 0))[3]
 
 
 def dot_intrinsic(kind: str, bits: int) -> str:
@@ -202,9 +206,9 @@ def dot_intrinsic(kind: str, bits: int) -> str:
     if (kind, bits) not in _REGISTERED:
         from tvm.s_tir import TensorIntrin
 
-        nt, kt, impl = _KINDS[kind]
+        nt, kt, impl, offset = _KINDS[kind]
         name = f"ekc_dot_{nt}x{kt}_w{bits}_{kind}"
-        TensorIntrin.register(name, _desc(nt, kt, bits), impl(bits))
+        TensorIntrin.register(name, _desc(nt, kt, bits, offset), impl(bits))
         _REGISTERED[(kind, bits)] = name
     return _REGISTERED[(kind, bits)]
 
