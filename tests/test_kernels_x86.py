@@ -15,7 +15,7 @@ from kernel_cases import cases
 LENGTHS = {"M": (1, 7, 33), "S": (1, 7, 130, 1024, 2048), "L": (1, 33, 300, 2049)}
 
 
-@pytest.fixture(scope="module", params=["x86", "x86-avx512"])
+@pytest.fixture(scope="module", params=["x86", "x86-avx512", "x86-avx512-skx"])
 def lib(request, build_library):
     directory = build_library(request.param, coverage_specs())
     ok, reason = loader.native_ok(loader.read_manifest(directory)["target"])

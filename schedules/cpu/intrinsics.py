@@ -78,33 +78,45 @@ def _int16_weights(B, n: int, bits: int):
     return _interleave(low, high, n // 2)
 
 
-def _sdot_impl(bits: int):
+def _impl(nt: int, kt: int, bits: int, update):
+    """The implementation of an nt x kt intrinsic: C[0:nt] = update(A, B, C) as one vector expression."""
     from tvm.script import tirx as T
 
-    b_cols = 4 if bits == 8 else 2
+    b_cols = kt if bits == 8 else kt // 2
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle):
-        A = T.match_buffer(a, (4,), "int8", offset_factor=1)
-        B = T.match_buffer(b, (4, b_cols), "int8", offset_factor=1)
-        C = T.match_buffer(c, (4,), "int32", offset_factor=1)
+        A = T.match_buffer(a, (kt,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (nt, b_cols), "int8", offset_factor=1)
+        C = T.match_buffer(c, (nt,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:4], A[0:4], B[0:4, 0:b_cols])
-            T.writes(C[0:4])
-            # The 4 activation bytes as one int32, broadcast to all 4 lanes.
-            a_vec = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 4),
-                                  dtype="int8x16")
-            C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
-                C.vload([0], "int32x4"), a_vec, _int8_weights(B, 16, bits), dtype="int32x4")
+            T.reads(C[0:nt], A[0:kt], B[0:nt, 0:b_cols])
+            T.writes(C[0:nt])
+            C[T.ramp(T.int32(0), 1, nt)] = update(A, B, C)
 
     return impl
 
 
-def _neon_impl(bits: int):
+def _activations_x4(A, copies: int, dtype: str):
+    """The 4 activation bytes as one int32, repeated `copies` times, reinterpreted as `dtype`."""
     from tvm.script import tirx as T
 
-    b_cols = 4 if bits == 8 else 2
+    return T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), copies), dtype=dtype)
+
+
+def _sdot(bits: int):
+    from tvm.script import tirx as T
+
+    def update(A, B, C):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
+                                       C.vload([0], "int32x4"), _activations_x4(A, 4, "int8x16"),
+                                       _int8_weights(B, 16, bits), dtype="int32x4")
+
+    return _impl(4, 4, bits, update)
+
+
+def _neon(bits: int):
+    from tvm.script import tirx as T
 
     def smull(x, y):
         return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.smull.v8i16"), x, y,
@@ -114,79 +126,52 @@ def _neon_impl(bits: int):
         return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.saddlp.v4i32.v8i16"), x,
                                        dtype="int32x4")
 
-    @T.prim_func(s_tir=True)
-    def impl(a: T.handle, b: T.handle, c: T.handle):
-        A = T.match_buffer(a, (4,), "int8", offset_factor=1)
-        B = T.match_buffer(b, (4, b_cols), "int8", offset_factor=1)
-        C = T.match_buffer(c, (4,), "int32", offset_factor=1)
-        with T.sblock("root"):
-            T.reads(C[0:4], A[0:4], B[0:4, 0:b_cols])
-            T.writes(C[0:4])
-            # [a0..a3, a0..a3] against channels (0, 1) and (2, 3): products, then sums of pairs twice.
-            a_vec = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 2),
-                                  dtype="int8x8")
-            b_vec = _int8_weights(B, 16, bits)
-            low = pairwise(smull(a_vec, T.vectorlow(b_vec, dtype="int8x8")))
-            high = pairwise(smull(a_vec, T.vectorhigh(b_vec, dtype="int8x8")))
-            C[T.ramp(T.int32(0), 1, 4)] = C.vload([0], "int32x4") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.addp.v4i32"), low, high, dtype="int32x4")
+    def update(A, B, C):
+        # [a0..a3, a0..a3] against channels (0, 1) and (2, 3): products, then sums of pairs twice.
+        a_vec = _activations_x4(A, 2, "int8x8")
+        b_vec = _int8_weights(B, 16, bits)
+        low = pairwise(smull(a_vec, T.vectorlow(b_vec, dtype="int8x8")))
+        high = pairwise(smull(a_vec, T.vectorhigh(b_vec, dtype="int8x8")))
+        return C.vload([0], "int32x4") + T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.addp.v4i32"), low, high, dtype="int32x4")
 
-    return impl
+    return _impl(4, 4, bits, update)
 
 
-def _madd_impl(nt: int, llvm_name: str, bits: int):
+def _madd(nt: int, llvm_name: str, bits: int):
     from tvm.script import tirx as T
 
-    b_cols = 2 if bits == 8 else 1
+    def update(A, B, C):
+        # (a0, a1) sign-extended to int16, as one int32 broadcast: [a0, a1, a0, a1, ...].
+        a_pair = T.reinterpret(T.Cast("int16x2", A.vload([0], "int8x2")), dtype="int32")
+        a_vec = T.reinterpret(T.broadcast(a_pair, nt), dtype=f"int16x{2 * nt}")
+        return C.vload([0], f"int32x{nt}") + T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id(llvm_name), a_vec, _int16_weights(B, 2 * nt, bits), dtype=f"int32x{nt}")
 
-    @T.prim_func(s_tir=True)
-    def impl(a: T.handle, b: T.handle, c: T.handle):
-        A = T.match_buffer(a, (2,), "int8", offset_factor=1)
-        B = T.match_buffer(b, (nt, b_cols), "int8", offset_factor=1)
-        C = T.match_buffer(c, (nt,), "int32", offset_factor=1)
-        with T.sblock("root"):
-            T.reads(C[0:nt], A[0:2], B[0:nt, 0:b_cols])
-            T.writes(C[0:nt])
-            # (a0, a1) sign-extended to int16, as one int32 broadcast: [a0, a1, a0, a1, ...].
-            a_pair = T.reinterpret(T.Cast("int16x2", A.vload([0], "int8x2")), dtype="int32")
-            a_vec = T.reinterpret(T.broadcast(a_pair, nt), dtype=f"int16x{2 * nt}")
-            C[T.ramp(T.int32(0), 1, nt)] = C.vload([0], f"int32x{nt}") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(llvm_name), a_vec, _int16_weights(B, 2 * nt, bits), dtype=f"int32x{nt}")
-
-    return impl
+    return _impl(nt, 2, bits, update)
 
 
-def _vnni_impl(bits: int):
+def _vnni(bits: int):
     from tvm.script import tirx as T
 
-    b_cols = 4 if bits == 8 else 2
+    def update(A, B, C):
+        # x + 128 as unsigned bytes is x with its sign bit flipped: one XOR of the 4 bytes.
+        a_u8 = T.bitwise_xor(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), T.int32(-2139062144))
+        return T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), C.vload([0], "int32x16"),
+            T.reinterpret(T.broadcast(a_u8, 16), dtype="int8x64"), _int8_weights(B, 64, bits), dtype="int32x16")
 
-    @T.prim_func(s_tir=True)
-    def impl(a: T.handle, b: T.handle, c: T.handle):
-        A = T.match_buffer(a, (4,), "int8", offset_factor=1)
-        B = T.match_buffer(b, (16, b_cols), "int8", offset_factor=1)
-        C = T.match_buffer(c, (16,), "int32", offset_factor=1)
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:b_cols])
-            T.writes(C[0:16])
-            # x + 128 as unsigned bytes is x with its sign bit flipped: one XOR of the 4 bytes.
-            a_u8 = T.bitwise_xor(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), T.int32(-2139062144))
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), C.vload([0], "int32x16"),
-                T.reinterpret(T.broadcast(a_u8, 16), dtype="int8x64"), _int8_weights(B, 64, bits),
-                dtype="int32x16")
-
-    return impl
+    return _impl(16, 4, bits, update)
 
 
 # kind -> (channels per tile, k per tile, implementation factory taking the weight bits,
 #          offset added to the activations: VNNI multiplies unsigned by signed bytes)
 _KINDS = {
-    "sdot": (4, 4, _sdot_impl, 0),
-    "neon": (4, 4, _neon_impl, 0),
-    "avx2_madd": (8, 2, lambda bits: _madd_impl(8, "llvm.x86.avx2.pmadd.wd", bits), 0),
-    "avx512_madd": (16, 2, lambda bits: _madd_impl(16, "llvm.x86.avx512.pmaddw.d.512", bits), 0),
-    "avx512_vnni": (16, 4, _vnni_impl, 128),
+    "sdot": (4, 4, _sdot, 0),
+    "neon": (4, 4, _neon, 0),
+    "avx2_madd": (8, 2, lambda bits: _madd(8, "llvm.x86.avx2.pmadd.wd", bits), 0),
+    "avx512_madd": (16, 2, lambda bits: _madd(16, "llvm.x86.avx512.pmaddw.d.512", bits), 0),
+    "avx512_vnni": (16, 4, _vnni, 128),
 }
 
 
