@@ -20,6 +20,7 @@ import ctypes
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import pickle
 import platform
@@ -89,18 +90,22 @@ def _load_runtime():
 ALIGNMENT = 64
 
 
+def _address(array: np.ndarray) -> int:
+    return array.__array_interface__["data"][0]  # cheaper than array.ctypes, which builds an object
+
+
 def empty(shape, dtype) -> np.ndarray:
     """An uninitialised C-contiguous array whose data is ALIGNMENT-aligned: kernels take it without a copy."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     raw = np.empty(nbytes + ALIGNMENT, np.uint8)
-    start = (-raw.ctypes.data) % ALIGNMENT
+    start = (-_address(raw)) % ALIGNMENT
     return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def aligned(array: np.ndarray) -> np.ndarray:
     """`array` itself when its data is aligned, else an aligned copy."""
-    if array.ctypes.data % ALIGNMENT == 0:
+    if _address(array) % ALIGNMENT == 0:
         return array
     out = empty(array.shape, array.dtype)
     out[...] = array
