@@ -59,17 +59,13 @@ def tuning_module(spec: KernelSpec, target, bucket: dict[str, int]):
 
 
 def _work(spec: KernelSpec, target, bucket, shape) -> tuple[float, str]:
-    """FLOPs of one call, or for one-token variants (memory-bound) the bytes of its inputs."""
+    """FLOPs of one call, or for one-token variants (memory-bound) the bytes that must move."""
     import schedules
 
-    args = ops.get(spec.op).arguments(spec, schedules.layout(spec, target, bucket))
+    op = ops.get(spec.op)
     if bucket.get("M") == 1:
-        nbytes = sum(int(np.prod([shape.get(d, d) for d in a.shape])) * np.dtype(a.dtype).itemsize
-                     for a in args if a.role != "output")
-        return float(nbytes), "GB/s"
-    dims = dict(spec.dims)
-    n = dims.get("n") or (dims["hq"] + 2 * dims["hkv"]) * dims["d"]
-    return 2.0 * shape["M"] * n * dims["k"], "GFLOP/s"
+        return op.bytes_moved(spec, shape, schedules.layout(spec, target, bucket)), "GB/s"
+    return op.flops(spec, shape), "GFLOP/s"
 
 
 def _has_knobs(mod, spec, target, bucket) -> bool:
@@ -88,9 +84,6 @@ def make_tasks(specs: list[KernelSpec], target, progress: Callable[[str], None] 
     tasks = []
     for spec in specs:
         for bucket in schedules.buckets(spec, target):
-            if spec.op.startswith("attention") or spec.op == "quantize_per_token":
-                progress(f"  {spec.name}: no tunable knobs yet, its default schedule is used")
-                break
             mod, shape = tuning_module(spec, target, bucket)
             if not _has_knobs(mod, spec, target, bucket):
                 progress(f"  {spec.name}: no tunable knobs yet, its default schedule is used")
