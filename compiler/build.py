@@ -9,7 +9,7 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

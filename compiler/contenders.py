@@ -4,7 +4,7 @@ outside the timed region (weights packed, inputs converted), so only the math is
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -75,7 +75,7 @@ def _torch_gemms(torch, spec, logical, x, w) -> list[Contender]:
     if k % 32 == 0 and n % 16 == 0 and "w_scale" in logical and logical["w"].min() >= -8 and logical["w"].max() <= 7:
         group = k // logical["w_scale"].shape[1] if logical["w_scale"].ndim == 2 else None
         if group in (32, 64, 128, 256):
-            w_u4 = torch.from_numpy((logical["w"].astype(np.int32) + 8))
+            w_u4 = torch.from_numpy(logical["w"].astype(np.int32) + 8)
             packed4 = torch.ops.aten._convert_weight_to_int4pack_for_cpu(w_u4, 8)
             scales = torch.from_numpy(logical["w_scale"].T.astype(np.float32))  # [K/g, N]
             zeros = torch.zeros_like(scales)  # stored as u4 = w + 8, dequantised as (u4 - 8) * s + zero

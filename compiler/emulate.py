@@ -17,7 +17,7 @@ import tempfile
 import zipfile
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from compiler.loader import cache_dir, sysroot_dir
 

@@ -141,15 +141,15 @@ def _online_softmax(G: int, D: int, BK: int, VL: int):
         return T.max(a, b)
 
     @T.macro
-    def init(m, l, acc):
+    def init(m, lsum, acc):
         for g in range(G):
             m[g] = T.float32(NEG_INF)
-            l[g] = T.float32(0)
+            lsum[g] = T.float32(0)
             for d in T.vectorized(D):
                 acc[g, d] = T.float32(0)
 
     @T.macro
-    def tile(q, K, V, vh, base, limit, m, l, acc, sc, part, mt):
+    def tile(q, K, V, vh, base, limit, m, lsum, acc, sc, part, mt):
         for c in range(BK):  # scores: each key row is read once for all G query rows
             for g in range(G):
                 # Keys past `limit` read a valid row (clamped) and are masked: no branch, no stray read.
@@ -175,7 +175,7 @@ def _online_softmax(G: int, D: int, BK: int, VL: int):
             for c0 in range(1, KV):
                 for u in T.vectorized(VL):
                     part[u] = part[u] + sc[g, c0 * VL + u]
-            l[g] = l[g] * mt[1] + _tree(add, part, VL)
+            lsum[g] = lsum[g] * mt[1] + _tree(add, part, VL)
             for d in T.vectorized(D):
                 acc[g, d] = acc[g, d] * mt[1]
         for c in range(BK):  # acc += p v, each value row read once for all G query rows
@@ -208,7 +208,7 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int):
                 T.writes(O[vh * G: vh * G + G, vi, 0:D])
                 q = T.sblock_alloc_buffer((G, D), "float32", scope="local")
                 m = T.sblock_alloc_buffer((G,), "float32", scope="local")
-                l = T.sblock_alloc_buffer((G,), "float32", scope="local")
+                lsum = T.sblock_alloc_buffer((G,), "float32", scope="local")
                 acc = T.sblock_alloc_buffer((G, D), "float32", scope="local")
                 sc = T.sblock_alloc_buffer((G, BK), "float32", scope="local")
                 part = T.sblock_alloc_buffer((VL,), "float32", scope="local")
@@ -216,12 +216,12 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int):
                 for g in range(G):
                     for d in T.vectorized(D):
                         q[g, d] = Q[vh * G + g, vi, d]
-                init(m, l, acc)
+                init(m, lsum, acc)
                 for t in range((vi + BK) // BK):  # causal: only tiles up to the diagonal
-                    tile(q, K, V, vh, t * BK, vi + 1, m, l, acc, sc, part, mt)
+                    tile(q, K, V, vh, t * BK, vi + 1, m, lsum, acc, sc, part, mt)
                 for g in range(G):
                     for d in T.vectorized(D):
-                        O[vh * G + g, vi, d] = acc[g, d] / l[g]
+                        O[vh * G + g, vi, d] = acc[g, d] / lsum[g]
 
     return attention_prefill
 
@@ -254,7 +254,7 @@ def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int):
                          pacc[vh * G: vh * G + G, vs, 0:D])
                 q = T.sblock_alloc_buffer((G, D), "float32", scope="local")
                 m = T.sblock_alloc_buffer((G,), "float32", scope="local")
-                l = T.sblock_alloc_buffer((G,), "float32", scope="local")
+                lsum = T.sblock_alloc_buffer((G,), "float32", scope="local")
                 acc = T.sblock_alloc_buffer((G, D), "float32", scope="local")
                 sc = T.sblock_alloc_buffer((G, BK), "float32", scope="local")
                 part = T.sblock_alloc_buffer((VL,), "float32", scope="local")
@@ -262,13 +262,13 @@ def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int):
                 for g in range(G):
                     for d in T.vectorized(D):
                         q[g, d] = Q[vh * G + g, d]
-                init(m, l, acc)
+                init(m, lsum, acc)
                 for t in range(SPLIT // BK):
                     if vs * SPLIT + t * BK < L:
-                        tile(q, K, V, vh, vs * SPLIT + t * BK, L, m, l, acc, sc, part, mt)
+                        tile(q, K, V, vh, vs * SPLIT + t * BK, L, m, lsum, acc, sc, part, mt)
                 for g in range(G):
                     pm[vh * G + g, vs] = m[g]
-                    pl[vh * G + g, vs] = l[g]
+                    pl[vh * G + g, vs] = lsum[g]
                     for d in T.vectorized(D):
                         pacc[vh * G + g, vs, d] = acc[g, d]
         for h in range(HQ):

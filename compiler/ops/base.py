@@ -7,7 +7,8 @@ manifest's argument list and the loader's validation and weight packing all come
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
+from collections.abc import Callable
 
 import numpy as np
 
