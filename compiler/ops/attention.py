@@ -35,7 +35,8 @@ class AttentionPrefill(OpDef):
                 Arg("v", (hkv, "S", d), "float32", "input"), Arg("o", (hq, "S", d), "float32", "output")]
 
     def build(self, spec: KernelSpec, layout: dict[str, Any]):
-        return prefill_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout["kv_tile"], layout["lanes"])
+        return prefill_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout["kv_tile"], layout["lanes"],
+                           layout["q_rows"])
 
     def flops(self, spec, sizes):
         s = sizes["S"]  # causal: about half of the S x S scores
@@ -123,11 +124,12 @@ def _tree(op, buf, lanes: int):
     return terms[0]
 
 
-def _online_softmax(G: int, D: int, BK: int, VL: int):
-    """TVMScript macros shared by prefill and decode: the running (max, sum, acc) of G query rows
-    `q` [G, D] against one tile of BK keys starting at `base`, keys at or beyond `limit` masked.
-    Dot products accumulate VL-wide and finish with a tree sum; the softmax of a tile is SIMD over
-    keys with fast_exp."""
+def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int):
+    """TVMScript macros shared by prefill and decode: the running (max, sum, acc) of G query
+    vectors `q` [G, D] (GH heads of a KV group for each of G / GH consecutive positions) against one
+    tile of BK keys starting at `base`. Vector g sees keys below `limit + g // GH` (causal); keys at
+    or beyond `kv_end` do not exist. Dot products accumulate VL-wide and finish with a tree sum;
+    the softmax of a tile is SIMD over keys with fast_exp."""
     from tvm.script import tirx as T
 
     DV = D // VL
@@ -149,16 +151,17 @@ def _online_softmax(G: int, D: int, BK: int, VL: int):
                 acc[g, d] = T.float32(0)
 
     @T.macro
-    def tile(q, K, V, vh, base, limit, m, lsum, acc, sc, part, mt):
-        for c in range(BK):  # scores: each key row is read once for all G query rows
+    def tile(q, K, V, vh, base, kv_end, limit, m, lsum, acc, sc, part, mt):
+        for c in range(BK):  # scores: each key row is read once for all G query vectors
             for g in range(G):
-                # Keys past `limit` read a valid row (clamped) and are masked: no branch, no stray read.
+                # Keys past the end read a valid row (clamped) and are masked: no branch, no stray read.
                 for u in T.vectorized(VL):
-                    part[u] = q[g, u] * K[vh, T.min(base + c, limit - 1), u]
+                    part[u] = q[g, u] * K[vh, T.min(base + c, kv_end - 1), u]
                 for d0 in range(1, DV):
                     for u in T.vectorized(VL):
-                        part[u] = part[u] + q[g, d0 * VL + u] * K[vh, T.min(base + c, limit - 1), d0 * VL + u]
-                sc[g, c] = T.Select(base + c < limit, _tree(add, part, VL) * T.float32(scale), T.float32(NEG_INF))
+                        part[u] = part[u] + q[g, d0 * VL + u] * K[vh, T.min(base + c, kv_end - 1), d0 * VL + u]
+                sc[g, c] = T.Select(base + c < limit + g // GH, _tree(add, part, VL) * T.float32(scale),
+                                    T.float32(NEG_INF))
         for g in range(G):  # new running max, p = exp(s - max), rescaled running sum
             for u in T.vectorized(VL):
                 part[u] = sc[g, u]
@@ -178,8 +181,8 @@ def _online_softmax(G: int, D: int, BK: int, VL: int):
             lsum[g] = lsum[g] * mt[1] + _tree(add, part, VL)
             for d in T.vectorized(D):
                 acc[g, d] = acc[g, d] * mt[1]
-        for c in range(BK):  # acc += p v, each value row read once for all G query rows
-            if base + c < limit:
+        for c in range(BK):  # acc += p v, each value row read once for all G query vectors
+            if base + c < kv_end:
                 for g in range(G):
                     for d in T.vectorized(D):
                         acc[g, d] = acc[g, d] + sc[g, c] * V[vh, base + c, d]
@@ -187,11 +190,14 @@ def _online_softmax(G: int, D: int, BK: int, VL: int):
     return init, tile
 
 
-def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int):
+def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int):
+    """One block per (KV head, R consecutive query positions): every K/V row loaded serves the
+    R x Hq/Hkv query vectors of the block."""
     from tvm.script import tirx as T
 
     G = HQ // HKV
-    init, tile = _online_softmax(G, D, BK, VL)
+    NQ = G * R
+    init, tile = _online_softmax(NQ, G, D, BK, VL)
 
     @T.prim_func(s_tir=True)
     def attention_prefill(q_h: T.handle, k_h: T.handle, v_h: T.handle, o_h: T.handle):
@@ -201,27 +207,30 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int):
         K = T.match_buffer(k_h, (HKV, S, D), "float32")
         V = T.match_buffer(v_h, (HKV, S, D), "float32")
         O = T.match_buffer(o_h, (HQ, S, D), "float32")
-        for hk, i in T.grid(HKV, S):
-            with T.sblock("row"):
-                vh, vi = T.axis.remap("SS", [hk, i])
-                T.reads(Q[vh * G: vh * G + G, vi, 0:D], K[vh, 0:vi + 1, 0:D], V[vh, 0:vi + 1, 0:D])
-                T.writes(O[vh * G: vh * G + G, vi, 0:D])
-                q = T.sblock_alloc_buffer((G, D), "float32", scope="local")
-                m = T.sblock_alloc_buffer((G,), "float32", scope="local")
-                lsum = T.sblock_alloc_buffer((G,), "float32", scope="local")
-                acc = T.sblock_alloc_buffer((G, D), "float32", scope="local")
-                sc = T.sblock_alloc_buffer((G, BK), "float32", scope="local")
+        for hk, it in T.grid(HKV, (S + R - 1) // R):
+            with T.sblock("rows"):
+                vh, vt = T.axis.remap("SS", [hk, it])
+                T.reads(Q[vh * G: vh * G + G, vt * R: T.min(vt * R + R, S), 0:D],
+                        K[vh, 0:T.min(vt * R + R, S), 0:D], V[vh, 0:T.min(vt * R + R, S), 0:D])
+                T.writes(O[vh * G: vh * G + G, vt * R: T.min(vt * R + R, S), 0:D])
+                q = T.sblock_alloc_buffer((NQ, D), "float32", scope="local")
+                m = T.sblock_alloc_buffer((NQ,), "float32", scope="local")
+                lsum = T.sblock_alloc_buffer((NQ,), "float32", scope="local")
+                acc = T.sblock_alloc_buffer((NQ, D), "float32", scope="local")
+                sc = T.sblock_alloc_buffer((NQ, BK), "float32", scope="local")
                 part = T.sblock_alloc_buffer((VL,), "float32", scope="local")
                 mt = T.sblock_alloc_buffer((2,), "float32", scope="local")
-                for g in range(G):
+                for g in range(NQ):  # vector g: head g % G at position vt * R + g // G (clamped to S)
                     for d in T.vectorized(D):
-                        q[g, d] = Q[vh * G + g, vi, d]
+                        q[g, d] = Q[vh * G + g % G, T.min(vt * R + g // G, S - 1), d]
                 init(m, lsum, acc)
-                for t in range((vi + BK) // BK):  # causal: only tiles up to the diagonal
-                    tile(q, K, V, vh, t * BK, vi + 1, m, lsum, acc, sc, part, mt)
-                for g in range(G):
-                    for d in T.vectorized(D):
-                        O[vh * G + g, vi, d] = acc[g, d] / lsum[g]
+                # causal: only tiles up to the block's last position
+                for t in range((T.min(vt * R + R, S) - 1 + BK) // BK):
+                    tile(q, K, V, vh, t * BK, T.min(vt * R + R, S), vt * R + 1, m, lsum, acc, sc, part, mt)
+                for g in range(NQ):
+                    if vt * R + g // G < S:
+                        for d in T.vectorized(D):
+                            O[vh * G + g % G, vt * R + g // G, d] = acc[g, d] / lsum[g]
 
     return attention_prefill
 
@@ -232,7 +241,7 @@ def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int):
     from tvm.script import tirx as T
 
     G = HQ // HKV
-    init, tile = _online_softmax(G, D, BK, VL)
+    init, tile = _online_softmax(G, G, D, BK, VL)
 
     @T.prim_func(s_tir=True)
     def attention_decode(q_h: T.handle, k_h: T.handle, v_h: T.handle, o_h: T.handle):
@@ -265,7 +274,7 @@ def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int):
                 init(m, lsum, acc)
                 for t in range(SPLIT // BK):
                     if vs * SPLIT + t * BK < L:
-                        tile(q, K, V, vh, vs * SPLIT + t * BK, L, m, lsum, acc, sc, part, mt)
+                        tile(q, K, V, vh, vs * SPLIT + t * BK, L, L, m, lsum, acc, sc, part, mt)
                 for g in range(G):
                     pm[vh * G + g, vs] = m[g]
                     pl[vh * G + g, vs] = lsum[g]

@@ -40,8 +40,10 @@ def layout(spec, target, bucket: dict[str, int]) -> dict[str, Any]:
         "k_tile": dot_tile(dot)[1],
         "act_offset": activation_offset(dot) if spec.op in _GEMMS and not _float_weights(spec) else 0,
         "m_tile": 1 if bucket.get("M") == 1 else GEMM_ROW_TILE,
-        # attention: keys per online-softmax step, SIMD lanes, keys per decode split.
+        # attention: keys per online-softmax step, query positions per prefill block (K/V reuse),
+        # SIMD lanes, keys per decode split.
         "kv_tile": 32,
+        "q_rows": 4,
         "lanes": _attention_lanes(spec, target),
         "split_len": 256,
     }

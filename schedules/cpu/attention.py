@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 def schedule_prefill(sch, spec, target, layout) -> None:
-    row = sch.get_sblock("row")
+    row = sch.get_sblock("rows")
     sch.parallel(sch.fuse(*sch.get_loops(row)))
 
 
