@@ -15,9 +15,9 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 

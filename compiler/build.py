@@ -7,9 +7,9 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 

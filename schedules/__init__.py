@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-
 KNOB_PREFIX = "ekc.knob."
 
 

@@ -6,9 +6,9 @@ manifest's argument list and the loader's validation and weight packing all come
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from collections.abc import Callable
 
 import numpy as np
 

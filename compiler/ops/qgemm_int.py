@@ -12,7 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from compiler.ops.base import Arg, OpDef, Option, Placeholders, check_divisible, int4_nibble, padded_rows
+from compiler.ops.base import (
+    Arg,
+    OpDef,
+    Option,
+    Placeholders,
+    check_divisible,
+    int4_nibble,
+    padded_rows,
+)
 from compiler.specs import KernelSpec
 
 

@@ -15,8 +15,18 @@ from typing import Any
 import numpy as np
 
 from compiler.ops.base import Arg, OpDef, Option, Placeholders, check_divisible
-from compiler.ops.qgemm_int import int_gemm_arguments, int_gemm_random, int_gemm_reference, int_gemm_te
-from compiler.ops.qgemm_w4a16 import w4a16_arguments, w4a16_random, w4a16_reference, w4a16_te
+from compiler.ops.qgemm_int import (
+    int_gemm_arguments,
+    int_gemm_random,
+    int_gemm_reference,
+    int_gemm_te,
+)
+from compiler.ops.qgemm_w4a16 import (
+    w4a16_arguments,
+    w4a16_random,
+    w4a16_reference,
+    w4a16_te,
+)
 from compiler.specs import KernelSpec
 
 QUANT_FORMS = ("w8a8", "w4a8", "w4a16")
