@@ -59,6 +59,9 @@ def from_config(path: str | Path) -> ModelShape:
     missing = {"hidden", "heads", "kv_heads", "head_dim", "ffn"} - set(raw)
     if missing:
         raise ValueError(f"config file {path}: missing field(s) {sorted(missing)}")
+    if "group" not in raw:  # the largest int4 group that divides every K of the model
+        widths = (raw["hidden"], raw["heads"] * raw["head_dim"], raw["ffn"])
+        raw["group"] = next((g for g in (128, 64, 32) if all(w % g == 0 for w in widths)), 128)
     return ModelShape(**raw)
 
 

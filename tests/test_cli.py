@@ -58,6 +58,12 @@ def test_bad_config_files(tmp_path):
     assert proc.returncode == 2 and "hq=3 must be a multiple of 2" in proc.stderr
 
 
+def test_config_without_group_picks_one_that_divides(tmp_path):
+    config = tmp_path / "small.json"
+    config.write_text(json.dumps({"hidden": 576, "heads": 9, "kv_heads": 3, "head_dim": 64, "ffn": 1536}))
+    assert models.from_config(config).group == 64  # 576 is not a multiple of 128
+
+
 def test_build_from_config_and_verify(tmp_path):
     config = tmp_path / "tiny.toml"
     config.write_text('hidden = 128\nheads = 4\nkv_heads = 2\nhead_dim = 32\nffn = 192\ngroup = 32\nqkv_bias = true\n')
