@@ -51,6 +51,8 @@ def from_config(path: str | Path) -> ModelShape:
     except (ValueError, tomllib.TOMLDecodeError) as err:
         kind = "TOML" if path.suffix == ".toml" else "JSON"
         raise ValueError(f"config file {path} is not valid {kind}: {err}") from None
+    if "hidden_size" in raw:  # a Hugging Face config.json
+        raw = _from_hf_config(raw)
     known = {f.name for f in fields(ModelShape)}
     unknown = set(raw) - known
     if unknown:
@@ -63,6 +65,27 @@ def from_config(path: str | Path) -> ModelShape:
         widths = (raw["hidden"], raw["heads"] * raw["head_dim"], raw["ffn"])
         raw["group"] = next((g for g in (128, 64, 32) if all(w % g == 0 for w in widths)), 128)
     return ModelShape(**raw)
+
+
+def _from_hf_config(hf: dict) -> dict:
+    """The fields we need from a Hugging Face transformers config.json (llama/qwen2/mistral style)."""
+    try:
+        heads = hf["num_attention_heads"]
+        shape = {
+            "hidden": hf["hidden_size"],
+            "heads": heads,
+            "kv_heads": hf.get("num_key_value_heads", heads),
+            "head_dim": hf.get("head_dim") or hf["hidden_size"] // heads,
+            "ffn": hf["intermediate_size"],
+            "rope_theta": float(hf.get("rope_theta", 10000.0)),
+            # Qwen2 always has QKV biases; llama-style configs say so in attention_bias.
+            "qkv_bias": bool(hf.get("attention_bias", hf.get("model_type") == "qwen2")),
+        }
+    except KeyError as missing:
+        raise ValueError(f"Hugging Face config lacks {missing}") from None
+    if hf.get("_name_or_path"):
+        shape["name"] = Path(hf["_name_or_path"]).name.lower()
+    return shape
 
 
 def kernel_specs(model: ModelShape, *, ops: list[str] | None = None,

@@ -64,6 +64,18 @@ def test_config_without_group_picks_one_that_divides(tmp_path):
     assert models.from_config(config).group == 64  # 576 is not a multiple of 128
 
 
+def test_hugging_face_config_is_understood(tmp_path):
+    hf = {"model_type": "qwen2", "hidden_size": 896, "num_attention_heads": 14, "num_key_value_heads": 2,
+          "intermediate_size": 4864, "rope_theta": 1000000.0, "vocab_size": 151936, "torch_dtype": "bfloat16"}
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(hf))
+    shape = models.from_config(config)
+    assert (shape.hidden, shape.heads, shape.kv_heads, shape.head_dim, shape.ffn) == (896, 14, 2, 64, 4864)
+    assert shape.qkv_bias and shape.rope_theta == 1e6 and shape.group == 128
+    assert {s.name for s in models.kernel_specs(shape)} == {
+        s.name for s in models.kernel_specs(models.preset("qwen2.5-0.5b"))}
+
+
 def test_build_from_config_and_verify(tmp_path):
     config = tmp_path / "tiny.toml"
     config.write_text('hidden = 128\nheads = 4\nkv_heads = 2\nhead_dim = 32\nffn = 192\ngroup = 32\nqkv_bias = true\n')
