@@ -66,8 +66,7 @@ def time_alternating(contestants: list[tuple[str, Callable]], *, rounds: int, mi
 
 def _machine(bandwidth: float) -> dict:
     flags = loader.cpu_features()
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    model = loader.cpu_model() or platform.processor()
     versions = {}
     for dist in ("apache-tvm", "numpy", "torch"):
         try:

@@ -409,17 +409,27 @@ def _serve(library: str) -> None:
 
 # -- entry point -----------------------------------------------------------------------------------
 
-def cpu_features() -> set[str]:
+def _cpuinfo(keys: tuple[str, ...]) -> list[str]:
+    """Values of the /proc/cpuinfo lines with these keys (empty where there is no such file)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
-    features: set[str] = set()
+        return []
+    values = []
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            features.update(value.split())
-    return features
+        if key.strip() in keys:
+            values.append(value.strip())
+    return values
+
+
+def cpu_features() -> set[str]:
+    return {flag for value in _cpuinfo(("flags", "Features")) for flag in value.split()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the OS reports it ("" when it does not)."""
+    return next(iter(_cpuinfo(("model name",))), "")
 
 
 def native_ok(target: dict[str, Any]) -> tuple[bool, str]:

@@ -39,6 +39,11 @@ class Task:
     best_secs: float = field(default=float("inf"))
 
     @property
+    def rate(self) -> float:
+        """Best throughput so far in `unit` (0 before a successful measurement)."""
+        return self.work / self.best_secs / 1e9 if self.best_secs < float("inf") else 0.0
+
+    @property
     def name(self) -> str:
         from compiler.build import variant_symbol
 
@@ -109,9 +114,8 @@ def _progress_callback(tasks: list[Task], total: int, progress: Callable[[str], 
                     task.best_secs = min(task.best_secs, float(np.median([float(s) for s in ran.run_secs])))
             done = sum(t.trials for t in tasks)
             eta = (time.time() - start) / done * max(total - done, 0)
-            rate = task.work / task.best_secs / 1e9 if task.best_secs < float("inf") else 0.0
             progress(f"  [{done}/{total} trials, {time.time() - start:.0f} s, ETA {eta:.0f} s] {task.name} @ {task.shape}: "
-                     f"{task.trials} trials, best {rate:.1f} {task.unit}")
+                     f"{task.trials} trials, best {task.rate:.1f} {task.unit}")
 
     return Progress()
 
@@ -178,8 +182,7 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
                       database=database, cost_model="xgb", measure_callbacks=callbacks,
                       task_scheduler="gradient")
     for task in tasks:
-        rate = task.work / task.best_secs / 1e9 if task.best_secs < float("inf") else 0.0
-        progress(f"{task.name}: best {task.best_secs * 1e3:.3f} ms ({rate:.1f} {task.unit}) after {task.trials} trials")
+        progress(f"{task.name}: best {task.best_secs * 1e3:.3f} ms ({task.rate:.1f} {task.unit}) after {task.trials} trials")
     return directory
 
 

@@ -29,15 +29,9 @@ def default_logs_root() -> Path:
 
 def host_device() -> str:
     """A stable name for this machine's CPU: its model and core count ("amd-epyc-2c")."""
-    model = "unknown-cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1]
-                break
-    except OSError:
-        pass
-    slug = re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-") or platform.machine()
+    from compiler.loader import cpu_model
+
+    slug = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-") or platform.machine()
     return f"{slug}-{os.cpu_count()}c"
 
 

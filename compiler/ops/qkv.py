@@ -9,6 +9,7 @@ no precision; every head reuses the table.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -75,22 +76,24 @@ class QKVProj(OpDef):
         exact_sums = spec.opt("quant") != "w4a16"
         return {name: (2e-5, 2e-5) if exact_sums else self.tolerance for name in ("q", "k", "v")}
 
+    @staticmethod
+    def int_form(spec: KernelSpec) -> tuple[int, int]:
+        """(weight bits, K group) of the int8-activation forms: W8A8 has one group spanning K."""
+        return (8, spec.dim("k")) if spec.opt("quant") == "w8a8" else (4, spec.opt("group"))
+
     def _gemm_args(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
         n, k, quant = self.n_total(spec), spec.dim("k"), spec.opt("quant")
         if quant == "w4a16":
             return w4a16_arguments(n, k, spec.opt("group"), spec.opt("zero"), "float32", spec.opt("bias"), layout,
                                    out="proj")
-        bits = 8 if quant == "w8a8" else 4
-        group = k if bits == 8 else spec.opt("group")
-        return int_gemm_arguments(n, k, bits, group, spec.opt("bias"), layout, out="proj")
+        return int_gemm_arguments(n, k, *self.int_form(spec), spec.opt("bias"), layout, out="proj")
 
     def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
         hq, hkv, d = spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
         args = [a for a in self._gemm_args(spec, layout) if a.role != "output"]
         for i, a in enumerate(args):
             if a.name == "w":
-                args[i] = Arg(a.name, a.shape, a.dtype, a.role, a.logical_shape, a.logical_dtype, a.pack,
-                              doc=a.doc + ": rows are Wq, then Wk, then Wv, concatenated")
+                args[i] = dataclasses.replace(a, doc=a.doc + ": rows are Wq, then Wk, then Wv, concatenated")
         if spec.opt("rope"):
             args.append(Arg("positions", ("M",), "int32", "input", doc="token positions for RoPE"))
         args += [Arg("q", (hq, "M", d), "float32", "output"),
@@ -108,8 +111,7 @@ class QKVProj(OpDef):
         if quant == "w4a16":
             proj = w4a16_te(ph, n, k, spec.opt("group"), layout, "proj")
         else:
-            bits = 8 if quant == "w8a8" else 4
-            proj = int_gemm_te(ph, n, k, bits, k if bits == 8 else spec.opt("group"), layout, "proj")
+            proj = int_gemm_te(ph, n, k, *self.int_form(spec), layout, "proj")
         m = proj.shape[0]
         half = d // 2
 
@@ -144,13 +146,13 @@ class QKVProj(OpDef):
         return 2.0 * sizes["M"] * self.n_total(spec) * spec.dim("k")
 
     def reference(self, spec: KernelSpec, **inp: np.ndarray) -> dict[str, np.ndarray]:
-        hq, hkv, d, k = (spec.dim(x) for x in ("hq", "hkv", "d", "k"))
+        hq, hkv, d = (spec.dim(x) for x in ("hq", "hkv", "d"))
         quant = spec.opt("quant")
         if quant == "w4a16":
             proj = w4a16_reference(inp["x"], inp["w"], inp["w_scale"], inp.get("w_zero"), spec.opt("group"),
                                    inp.get("bias"))
         else:
-            group = k if quant == "w8a8" else spec.opt("group")
+            _, group = self.int_form(spec)
             proj = int_gemm_reference(inp["x"], inp["x_scale"], inp["w"], inp["w_scale"], group, inp.get("bias"))
         m = proj.shape[0]
         heads = proj.reshape(m, hq + 2 * hkv, d).transpose(1, 0, 2)
@@ -164,8 +166,7 @@ class QKVProj(OpDef):
         if quant == "w4a16":
             out = w4a16_random(n, k, m, spec.opt("group"), spec.opt("zero"), "float32", spec.opt("bias"), rng)
         else:
-            bits = 8 if quant == "w8a8" else 4
-            out = int_gemm_random(n, k, m, bits, k if bits == 8 else spec.opt("group"), spec.opt("bias"), rng)
+            out = int_gemm_random(n, k, m, *self.int_form(spec), spec.opt("bias"), rng)
         if spec.opt("rope"):
             out["positions"] = rng.integers(0, 8192, m).astype(np.int32)
         return out
