@@ -29,12 +29,16 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def variant_symbol(spec: KernelSpec, bucket: dict[str, int]) -> str:
-    """Exported name of one length variant: the spec name, plus e.g. "__m1" for the M=1 bucket."""
-    return spec.name + "".join(f"__{dim.lower()}{value}" for dim, value in sorted(bucket.items()))
+def variant_symbol(spec: KernelSpec, bucket: dict) -> str:
+    """Exported name of one length variant: the spec name, plus e.g. "__m1" for the M=1 bucket
+    or "__l1to512" for the range bucket L in [1, 512]."""
+    def part(dim, value):
+        return f"__{dim.lower()}{value[0]}to{value[1]}" if isinstance(value, list) else f"__{dim.lower()}{value}"
+
+    return spec.name + "".join(part(dim, value) for dim, value in sorted(bucket.items()))
 
 
-def lower_kernel(spec: KernelSpec, target, bucket: dict[str, int] | None = None, database=None):
+def lower_kernel(spec: KernelSpec, target, bucket: dict | None = None, database=None):
     """The scheduled PrimFunc of one length variant of a spec, the knob values it used, and its
     tuning: the best record of `database` for this variant replayed, else "default"."""
     import tvm

@@ -1,9 +1,11 @@
-"""python -m compiler build | tune | bench | list | verify | setup-emulator"""
+"""python -m compiler build | tune | bench | list | verify | setup-emulator | rpc-emulator"""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import time
 from pathlib import Path
 
 from compiler import models, ops, tuning_db
@@ -65,17 +67,30 @@ def _specs(args):
 
 def cmd_tune(args) -> int:
     import targets
-    from compiler import tune
-
-    target = targets.get(args.target)
+    from compiler import rpc, tune
     from compiler.loader import native_ok
 
-    ok, reason = native_ok(target.to_json())
-    if not ok:
-        raise ValueError(f"tuning {target.name} needs a device of that target ({reason}); measuring over "
-                         "TVM RPC is not wired yet")
-    tune.tune(_specs(args), target, device=args.device or tuning_db.host_device(),
-              logs_root=Path(args.tuning_logs), trials=args.trials, progress=lambda line: print(line, flush=True))
+    target = targets.get(args.target)
+    tracker = None
+    if args.rpc_tracker or args.rpc_key:
+        tracker = rpc.Tracker.parse(args.rpc_tracker or "", args.rpc_key or "")
+        tracker.devices()  # fail now, clearly, if the tracker or the key's devices are missing
+        device = args.device or re.sub(r"[^A-Za-z0-9._-]+", "-", args.rpc_key)
+    else:
+        ok, reason = native_ok(target.to_json())
+        if not ok:
+            raise ValueError(f"tuning {target.name} needs a device of that target ({reason}): register one "
+                             "with a TVM RPC tracker and pass --rpc-tracker HOST:PORT --rpc-key KEY")
+        device = args.device or tuning_db.host_device()
+    trials = args.trials if args.trials or args.minutes else 64
+    run = tune.tune(_specs(args), target, device=device, logs_root=Path(args.tuning_logs), trials=trials,
+                    minutes=args.minutes, tracker=tracker, rpc_timeout=args.rpc_timeout,
+                    progress=lambda line: print(line, flush=True))
+    if args.plot:
+        from compiler import plots
+
+        title = f"tuning {target.name} on {device}: {sum(t.trials for t in run.tasks)} trials, {run.seconds:.0f} s"
+        print(f"tuning curves: {plots.tuning_curves(run.tasks, Path(args.plot), title)}")
     return 0
 
 
@@ -119,6 +134,17 @@ def cmd_setup_emulator(args) -> int:
     return 0
 
 
+def cmd_rpc_emulator(args) -> int:
+    from compiler import rpc
+
+    with rpc.EmulatedDevice(args.isa) as device:
+        print(f"emulated {args.isa} device registered: --rpc-tracker {device.tracker.address} --rpc-key {device.key}",
+              flush=True)
+        print("(timings under qemu are the emulator's, not a chip's; Ctrl-C stops)", flush=True)
+        while True:
+            time.sleep(3600)
+
+
 def _selection_args(p) -> None:
     p.add_argument("--target", required=True, help="target name (see `list`), or host")
     source = p.add_mutually_exclusive_group()
@@ -146,7 +172,12 @@ def parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tune", help="autotune a model's kernels on this machine (MetaSchedule + XGBoost)")
     _selection_args(t)
-    t.add_argument("--trials", type=int, default=64, help="measurements over all kernels (default 64)")
+    t.add_argument("--trials", type=int, help="measurements over all kernels (default 64, or unlimited with --minutes)")
+    t.add_argument("--minutes", type=float, help="wall-clock budget; the search stops at whichever limit comes first")
+    t.add_argument("--rpc-tracker", help="HOST:PORT of a TVM RPC tracker: measure on the devices registered there")
+    t.add_argument("--rpc-key", help="device key at the tracker (devices under one key share the measurements)")
+    t.add_argument("--rpc-timeout", type=int, default=60, help="seconds per measurement on a device (default 60)")
+    t.add_argument("--plot", help="write the tuning curves (best so far vs trials) to this PNG")
     t.set_defaults(func=cmd_tune)
 
     bn = sub.add_parser("bench", help="our kernels vs PyTorch / numpy, same inputs, one process")
@@ -169,6 +200,10 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("setup-emulator", help="create the qemu userland that runs ARM builds here")
     e.add_argument("--isa", default="aarch64")
     e.set_defaults(func=cmd_setup_emulator)
+
+    r = sub.add_parser("rpc-emulator", help="a TVM RPC tracker + an emulated device on loopback (tries the RPC route)")
+    r.add_argument("--isa", default="aarch64")
+    r.set_defaults(func=cmd_rpc_emulator)
     return p
 
 
@@ -176,11 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from compiler.emulate import EmulatorSetupError
     from compiler.loader import LoaderError
+    from compiler.rpc import RpcError
     from compiler.toolchain import ToolchainError
 
     try:
         return args.func(args)
-    except (ValueError, ToolchainError, LoaderError, EmulatorSetupError) as err:
+    except (ValueError, ToolchainError, LoaderError, EmulatorSetupError, RpcError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

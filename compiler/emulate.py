@@ -3,7 +3,9 @@
 The loader's emulated worker is a CPython of the target ISA with numpy, tvm_ffi and the TVM
 runtime library: CPython and its C libraries come from Debian's packages for that architecture
 (`apt-get download`, unpacked with `dpkg -x`, no chroot), the Python packages from PyPI's wheels
-for that platform (only `libtvm_runtime.so` is kept from the TVM wheel). Downloads are cached.
+for that platform. The loader's worker path (`site/`) gets only `libtvm_runtime.so` from the TVM
+wheel; the whole wheel goes to `rpc-site/`, for TVM's RPC server (compiler.rpc's emulated device).
+Downloads are cached.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ DEBIAN_PACKAGES = [
     "libexpat1", "zlib1g", "libffi8", "libssl3", "libbz2-1.0", "liblzma5", "libsqlite3-0", "libuuid1",
     "libcrypt1", "libtinfo6", "libncursesw6", "libreadline8",
 ]
-WHEELS_WHOLE = ["numpy", "apache-tvm-ffi", "typing_extensions", "ml_dtypes"]
+WHEELS_WHOLE = ["numpy", "apache-tvm-ffi", "typing_extensions", "ml_dtypes", "psutil", "cloudpickle"]
 
 
 class EmulatorSetupError(RuntimeError):
@@ -44,7 +46,7 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 def _wanted_versions() -> dict[str, str]:
-    return {dist: metadata.version(dist) for dist in ("numpy", "apache-tvm-ffi", "apache-tvm")}
+    return {dist: metadata.version(dist) for dist in ("numpy", "apache-tvm-ffi", "apache-tvm", "psutil", "cloudpickle")}
 
 
 def _ensure_foreign_arch(arch: str, progress) -> None:
@@ -85,15 +87,17 @@ def _download_wheels(isa: str, versions: dict[str, str], dest: Path, progress) -
     return sorted(dest.glob("*.whl"))
 
 
-def _extract_wheels(wheels: list[Path], site: Path) -> None:
+def _extract_wheels(wheels: list[Path], site: Path, rpc_site: Path) -> None:
     runtime_dir = site / "tvm_runtime"
     runtime_dir.mkdir(parents=True, exist_ok=True)
     for wheel in wheels:
         with zipfile.ZipFile(wheel) as archive:
             if wheel.name.startswith("apache_tvm-"):
-                # Only the runtime: the compiler half of the wheel is 240 MB the worker never needs.
+                # The loader's worker takes only the runtime (the compiler half is 240 MB it never
+                # needs and ~10 s of import under qemu); the RPC server takes the whole package.
                 with archive.open("tvm/lib/libtvm_runtime.so") as src, open(runtime_dir / "libtvm_runtime.so", "wb") as dst:
                     shutil.copyfileobj(src, dst)
+                archive.extractall(rpc_site)
             else:
                 archive.extractall(site)
 
@@ -124,7 +128,7 @@ def setup_sysroot(isa: str = "aarch64", *, progress: Callable[[str], None] = pri
         (staging / "root").mkdir(parents=True)
         for deb in debs:
             _run(["dpkg", "-x", str(deb), str(staging / "root")])
-        _extract_wheels(wheels, staging / "site")
+        _extract_wheels(wheels, staging / "site", staging / "rpc-site")
         _smoke_test(emulator, staging)
         (staging / "READY.json").write_text(json.dumps(versions))
         if dest.exists():

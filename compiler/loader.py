@@ -178,6 +178,16 @@ def _bind_shape(kernel: str, name: str, array: np.ndarray, shape: list, dtype: s
             raise ValueError(f"{kernel}: argument {name!r} must have shape {shape}, got {list(array.shape)}")
 
 
+def bucket_matches(bucket: dict[str, Any], sizes: dict[str, int]) -> bool:
+    """Whether runtime lengths fall in a length bucket: {"M": 1} is exact, {"L": [1, 512]} an
+    inclusive range, {} matches everything."""
+    for dim, value in bucket.items():
+        size = sizes.get(dim)
+        if size is None or not (value[0] <= size <= value[1] if isinstance(value, list) else size == value):
+            return False
+    return True
+
+
 class Kernel:
     """One kernel: `.spec` is its manifest entry; call it with keyword arrays."""
 
@@ -196,7 +206,7 @@ class Kernel:
         """The build variant serving these runtime lengths: the first whose bucket they match
         (e.g. the M=1 decode GEMV), else the any-length one."""
         for variant in self.spec["variants"]:
-            if all(sizes.get(dim) == value for dim, value in variant["bucket"].items()):
+            if bucket_matches(variant["bucket"], sizes):
                 return variant
         raise LoaderError(f"{self.name}: no variant serves {sizes}")
 

@@ -30,13 +30,15 @@ TUNING_SHAPES = {"M": 128, "S": 512, "L": 2048}
 @dataclass
 class Task:
     spec: KernelSpec
-    bucket: dict[str, int]
+    bucket: dict
     shape: dict[str, int]  # the static lengths it is measured at
     mod: object  # IRModule with the static-shape kernel as "main"
     work: float  # FLOPs per call (or bytes moved, for one-token variants)
     unit: str  # "GFLOP/s" or "GB/s"
     trials: int = 0
+    failures: int = 0
     best_secs: float = field(default=float("inf"))
+    history: list[tuple[int, float]] = field(default_factory=list)  # (trials, best rate so far)
 
     @property
     def rate(self) -> float:
@@ -50,25 +52,44 @@ class Task:
         return variant_symbol(self.spec, self.bucket)
 
 
-def tuning_module(spec: KernelSpec, target, bucket: dict[str, int]):
-    """(static-shape IRModule "main", its lengths) at which a variant is tuned and looked up."""
+def tuning_shape(bucket: dict) -> dict[str, int]:
+    """The static lengths a variant is measured at: an exact bucket's own value, the top of a
+    range bucket, TUNING_SHAPES for dims the bucket leaves open."""
+    return {**TUNING_SHAPES, **{d: v[1] if isinstance(v, list) else v for d, v in bucket.items()}}
+
+
+def tuning_module(spec: KernelSpec, target, bucket: dict):
+    """(IRModule "main", its lengths): the variant's kernel specialised to its tuning shape. The
+    function carries the variant's name and bucket as attributes, so every workload in the database
+    says which kernel and bucket it serves (and records of other variants never match it)."""
     import tvm
 
     import schedules
+    from compiler.build import variant_symbol
 
-    shape = {**TUNING_SHAPES, **bucket}
+    shape = tuning_shape(bucket)
     layout = schedules.layout(spec, target, bucket)
-    func = ops.get(spec.op).build(spec, dict(layout, bucket=shape))
-    used = {d for a in ops.get(spec.op).arguments(spec, layout) for d in a.shape if isinstance(d, str)}
+    op = ops.get(spec.op)
+    func = op.build(spec, layout)
+    used, bound = set(), set()
+    for index, arg in enumerate(op.arguments(spec, layout)):
+        dims = {d for d in arg.shape if isinstance(d, str)}
+        used |= dims
+        if dims - bound:  # bind the still-dynamic lengths through this buffer's static shape
+            static = [shape[d] if isinstance(d, str) else d for d in arg.shape]
+            func = func.specialize({func.params[index]: tvm.tirx.decl_buffer(static, arg.dtype, arg.name)})
+            bound |= dims
+    func = func.with_attrs({"ekc.variant": variant_symbol(spec, bucket), "ekc.bucket": str(bucket)})
     return tvm.IRModule({"main": func}), {d: v for d, v in shape.items() if d in used}
 
 
 def _work(spec: KernelSpec, target, bucket, shape) -> tuple[float, str]:
-    """FLOPs of one call, or for one-token variants (memory-bound) the bytes that must move."""
+    """FLOPs of one call, or for the memory-bound variants (one-token GEMV, attention decode) the
+    bytes that must move."""
     import schedules
 
     op = ops.get(spec.op)
-    if bucket.get("M") == 1:
+    if bucket.get("M") == 1 or spec.op == "attention_decode":
         return op.bytes_moved(spec, shape, schedules.layout(spec, target, bucket)), "GB/s"
     return op.flops(spec, shape), "GFLOP/s"
 
@@ -98,7 +119,11 @@ def make_tasks(specs: list[KernelSpec], target, progress: Callable[[str], None] 
     return tasks
 
 
-def _progress_callback(tasks: list[Task], total: int, progress: Callable[[str], None]):
+def _progress_callback(tasks: list[Task], total: int | None, deadline: float | None,
+                       progress: Callable[[str], None]):
+    """Measure callback: per-task trial counts, best rate and history, a live progress line with an
+    ETA, and the wall-clock budget (at the deadline every task is terminated; the records measured
+    so far are already in the database)."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
@@ -107,15 +132,30 @@ def _progress_callback(tasks: list[Task], total: int, progress: Callable[[str], 
     @derived_object
     class Progress(PyMeasureCallback):
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            if not runner_results:
+                return  # a task whose search space is exhausted
             task = tasks[task_id]
             for built, ran in zip(builder_results, runner_results):
                 task.trials += 1
                 if built.error_msg is None and ran.error_msg is None and ran.run_secs:
                     task.best_secs = min(task.best_secs, float(np.median([float(s) for s in ran.run_secs])))
+                else:
+                    task.failures += 1
+                task.history.append((task.trials, task.rate))
             done = sum(t.trials for t in tasks)
-            eta = (time.time() - start) / done * max(total - done, 0)
-            progress(f"  [{done}/{total} trials, {time.time() - start:.0f} s, ETA {eta:.0f} s] {task.name} @ {task.shape}: "
-                     f"{task.trials} trials, best {task.rate:.1f} {task.unit}")
+            elapsed = time.time() - start
+            left = [elapsed / done * (total - done)] if total is not None else []
+            if deadline is not None:
+                left.append(max(deadline - time.time(), 0))
+            budget = f"{done}/{total}" if total is not None else f"{done}"
+            failed = f", {task.failures} failed" if task.failures else ""
+            progress(f"  [{budget} trials, {elapsed:.0f} s, ETA {min(left):.0f} s] {task.name} @ {task.shape}: "
+                     f"{task.trials} trials{failed}, best {task.rate:.1f} {task.unit}")
+            if deadline is not None and time.time() >= deadline:
+                for index, record in enumerate(task_scheduler.tasks_):
+                    if not record.is_terminated:
+                        task_scheduler.terminate_task(index)
+                progress(f"  time budget reached after {done} trials")
 
     return Progress()
 
@@ -144,17 +184,33 @@ def _in_process_builder(toolchain, work_dir: str):
     return InProcessBuilder()
 
 
-def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trials: int,
-         progress: Callable[[str], None] = print) -> Path:
-    """Tune every tunable variant of `specs` on this machine; returns the database directory."""
+@dataclass
+class TuningRun:
+    directory: Path  # the database written
+    tasks: list[Task]
+    seconds: float  # wall time of the search
+
+
+def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trials: int | None,
+         minutes: float | None = None, tracker=None, rpc_timeout: int = 60,
+         progress: Callable[[str], None] = print) -> TuningRun:
+    """Tune every tunable variant of `specs` within `trials` measurements and/or `minutes` of wall
+    time (at least one given): on this machine, or on the devices under `tracker`'s key (a
+    compiler.rpc.Tracker). Each task stops early once its search space is exhausted."""
     from tvm.s_tir import meta_schedule as ms
 
     import schedules
 
-    if trials < 1:
+    if trials is None and minutes is None:
+        raise ValueError("give a trial budget, a time budget or both")
+    if trials is not None and trials < 1:
         raise ValueError("--trials must be at least 1")
+    if minutes is not None and minutes <= 0:
+        raise ValueError("--minutes must be positive")
     directory = device_dir(logs_root, target.name, device)
-    progress(f"tuning for {target.name} on {device} into {directory}")
+    where = f"over RPC ({tracker.key} at {tracker.address})" if tracker else "on this machine"
+    progress(f"tuning for {target.name} {where}, device {device}, into {directory}")
+    runner = tracker.runner(timeout_sec=rpc_timeout) if tracker else "local"
     tasks = make_tasks(specs, target, progress)
     if not tasks:
         raise ValueError("none of the selected kernels has tunable knobs")
@@ -172,21 +228,28 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
         contexts.append(ms.TuneContext(task.mod, target=tvm_target, space_generator=generator,
                                        search_strategy=search, task_name=task.name,
                                        num_threads=os.cpu_count() or 1))
+    start = time.time()
+    deadline = start + minutes * 60 if minutes is not None else None
     with locked(directory), tempfile.TemporaryDirectory() as work_dir:
         database = open_database(directory, warn=progress)
         callbacks = [*ms.measure_callback.MeasureCallback.create("default"),
-                     _progress_callback(tasks, trials, progress)]
+                     _progress_callback(tasks, trials, deadline, progress)]
+        budget = trials if trials is not None else 1 << 30  # the deadline stops an open-ended run
         ms.tune_tasks(tasks=contexts, task_weights=[1.0] * len(contexts), work_dir=work_dir,
-                      max_trials_global=trials, num_trials_per_iter=min(16, max(2, trials // len(tasks))),
-                      builder=_in_process_builder(toolchain.for_target(target), work_dir),
+                      max_trials_global=budget, num_trials_per_iter=min(16, max(2, budget // len(tasks))),
+                      builder=_in_process_builder(toolchain.for_target(target), work_dir), runner=runner,
                       database=database, cost_model="xgb", measure_callbacks=callbacks,
                       task_scheduler="gradient")
+    seconds = time.time() - start
     for task in tasks:
-        progress(f"{task.name}: best {task.best_secs * 1e3:.3f} ms ({task.rate:.1f} {task.unit}) after {task.trials} trials")
-    return directory
+        failed = f", {task.failures} failed" if task.failures else ""
+        progress(f"{task.name}: best {task.best_secs * 1e3:.3f} ms ({task.rate:.1f} {task.unit}) "
+                 f"after {task.trials} trials{failed}")
+    progress(f"tuned {len(tasks)} variants in {seconds:.0f} s; records in {directory}")
+    return TuningRun(directory, tasks, seconds)
 
 
-def best_record(database, spec: KernelSpec, target, bucket: dict[str, int]):
+def best_record(database, spec: KernelSpec, target, bucket: dict):
     """The database's best record for this variant (measured at its tuning shape), or None."""
     mod, _ = tuning_module(spec, target, bucket)
     if not database.has_workload(mod):

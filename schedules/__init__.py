@@ -2,7 +2,8 @@
 
     buckets(spec, target) -> [dict]          the length buckets to build, most specific first:
                                              {"M": 1} is a variant specialised to one token
-                                             (decode GEMV), {} serves every length
+                                             (decode GEMV), {"L": [1, 512]} one for a range of
+                                             lengths (still dynamic), {} serves every length
     layout(spec, target, bucket) -> dict     structural choices the op's tensor expression needs
                                              (weight tiles matching the dot-product instruction,
                                              accumulator row tiles, KV tiles, the bucket itself)
@@ -37,13 +38,13 @@ def _family(target):
         raise ValueError(f"target {target.name!r}: no schedule family {target.family!r} ({err})") from None
 
 
-def buckets(spec, target) -> list[dict[str, int]]:
+def buckets(spec, target) -> list[dict]:
     return _family(target).buckets(spec, target)
 
 
-def layout(spec, target, bucket: dict[str, int] | None = None) -> dict[str, Any]:
+def layout(spec, target, bucket: dict | None = None) -> dict[str, Any]:
     return _family(target).layout(spec, target, bucket or {})
 
 
-def schedule(sch, spec, target, bucket: dict[str, int] | None = None) -> None:
+def schedule(sch, spec, target, bucket: dict | None = None) -> None:
     _family(target).schedule(sch, spec, target, bucket or {})

@@ -151,4 +151,7 @@ def test_length_buckets_pick_the_decode_variant(lib):
     assert [v["bucket"] for v in kernel.spec["variants"]] == [{"M": 1}, {}]
     assert kernel.variant_for({"M": 1})["symbol"] == f"{GEMM}__m1"
     assert kernel.variant_for({"M": 2})["symbol"] == GEMM
-    assert lib["attention_decode_hq4_hkv4_d128"].variant_for({"L": 1})["bucket"] == {}
+    decode = lib["attention_decode_hq4_hkv4_d128"]
+    assert decode.variant_for({"L": 1})["symbol"].endswith("__l1to512")
+    assert decode.variant_for({"L": 512})["symbol"].endswith("__l1to512")
+    assert decode.variant_for({"L": 513})["bucket"] == {}

@@ -48,9 +48,11 @@ def test_tune_then_build_replays_the_records(tmp_path):
     target = targets.get("x86")
     spec = make_spec("qgemm_w8a8", n=64, k=128)
     lines = []
-    directory = tune.tune([spec], target, device="test-host", logs_root=tmp_path / "logs", trials=4,
-                          progress=lines.append)
-    assert any("trials" in line and "best" in line for line in lines)  # live progress
+    run = tune.tune([spec], target, device="test-host", logs_root=tmp_path / "logs", trials=4,
+                    progress=lines.append)
+    directory = run.directory
+    assert any("trials" in line and "best" in line and "ETA" in line for line in lines)  # live progress
+    assert all(task.history and task.history[-1][0] == task.trials for task in run.tasks)
     records = (directory / tuning_db.RECORDS).read_text().splitlines()
     assert len(records) >= 2
     # A damaged line appended to the database must not cost the build its records.

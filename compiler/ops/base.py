@@ -151,7 +151,8 @@ class Placeholders:
     def __init__(self, args: list[Arg], layout: dict[str, Any] | None = None):
         from tvm import te
 
-        self.vars: dict[str, Any] = dict((layout or {}).get("bucket", {}))
+        # Only exact buckets fix a dim; a range bucket ({"L": [1, 512]}) leaves it dynamic.
+        self.vars: dict[str, Any] = {d: v for d, v in (layout or {}).get("bucket", {}).items() if isinstance(v, int)}
         self.tensors: dict[str, Any] = {}
         for a in args:
             if a.role == "output":

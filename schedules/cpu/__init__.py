@@ -24,12 +24,24 @@ _GEMMS = ("qgemm_w8a8", "qgemm_w4a8", "qgemm_w4a16", "qkv_proj")
 GEMM_ROW_TILE = 4
 
 
-def buckets(spec, target) -> list[dict[str, int]]:
+# Attention gets a short-length variant (a chat turn's prompt, a young KV cache) before the general
+# one: at short lengths there are few blocks per core, so decode splits the KV cache finer.
+SHORT_PREFILL = 256
+SHORT_KV = 512
+
+
+def buckets(spec, target) -> list[dict]:
     # GEMMs get a one-token variant (decode GEMV: no row tiling, no padded rows) before the general one.
-    return [{"M": 1}, {}] if spec.op in _GEMMS else [{}]
+    if spec.op in _GEMMS:
+        return [{"M": 1}, {}]
+    if spec.op == "attention_prefill":
+        return [{"S": [1, SHORT_PREFILL]}, {}]
+    if spec.op == "attention_decode":
+        return [{"L": [1, SHORT_KV]}, {}]
+    return [{}]
 
 
-def layout(spec, target, bucket: dict[str, int]) -> dict[str, Any]:
+def layout(spec, target, bucket: dict) -> dict[str, Any]:
     dot = _int8_dot(spec, target)
     return {
         "bucket": dict(bucket),
@@ -45,7 +57,7 @@ def layout(spec, target, bucket: dict[str, int]) -> dict[str, Any]:
         "kv_tile": 32,
         "q_rows": 4,
         "lanes": _attention_lanes(spec, target),
-        "split_len": 256,
+        "split_len": 64 if "L" in bucket else 256,
     }
 
 
@@ -74,5 +86,5 @@ def _float_weights(spec) -> bool:
     return spec.op == "qgemm_w4a16" or (spec.op == "qkv_proj" and spec.opt("quant") == "w4a16")
 
 
-def schedule(sch, spec, target, bucket: dict[str, int]) -> None:
+def schedule(sch, spec, target, bucket: dict) -> None:
     _SCHEDULES[spec.op](sch, spec, target, layout(spec, target, bucket))

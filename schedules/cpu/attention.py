@@ -1,16 +1,31 @@
 """CPU schedules for attention: the TensorIR bodies are already SIMD over the head dim; here the
-independent blocks (query rows, decode splits) are spread over cores."""
+independent blocks (query rows, decode splits) are spread over cores, and the knob "unroll"
+(TVM's auto-unroll limit for the block body, 0 leaves the loops to LLVM) is left to tuning.
+Structural choices (keys per tile, query rows per block, keys per decode split) are layout, fixed
+per length bucket."""
 
 from __future__ import annotations
 
+from schedules.cpu.knobs import sample_choice
+
+UNROLL_STEPS = [0, 16, 64, 256]
+
 
 def schedule_prefill(sch, spec, target, layout) -> None:
-    row = sch.get_sblock("rows")
-    sch.parallel(sch.fuse(*sch.get_loops(row)))
+    _schedule_grid(sch, sch.get_sblock("rows"))
 
 
 def schedule_decode(sch, spec, target, layout) -> None:
-    split = sch.get_sblock("split")
-    sch.parallel(sch.fuse(*sch.get_loops(split)))
+    _schedule_grid(sch, sch.get_sblock("split"))
     (h,) = sch.get_loops(sch.get_sblock("merge"))
     sch.parallel(h)
+
+
+def _schedule_grid(sch, block) -> None:
+    fused = sch.fuse(*sch.get_loops(block))
+    sch.parallel(fused)
+    # A sampled value can only flow into instructions (not Python branches): MetaSchedule replays
+    # the trace with new decisions, it does not re-run this function.
+    unroll = sample_choice(sch, "unroll", block, UNROLL_STEPS, default=0)
+    sch.annotate(fused, "pragma_auto_unroll_max_step", unroll)
+    sch.annotate(fused, "pragma_unroll_explicit", 1)

@@ -5,7 +5,9 @@ columns x k) tile; scaling (`ysum`, per group) and the epilogue (`out`) follow p
 from __future__ import annotations
 
 from schedules.cpu.blocks import has_block
-from schedules.cpu.knobs import sample_divisor
+from schedules.cpu.knobs import sample_choice, sample_divisor
+
+UNROLL_STEPS = [0, 16, 64]
 
 
 def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferred: int, n_limit: int,
@@ -19,6 +21,9 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
     jo, jb = sch.split(j, [None, n_block])
     sch.reorder(jo, io, g, k, ii, jb)
     sch.parallel(jo)
+    # Knob "unroll": TVM's auto-unroll limit below the column blocks (0 leaves loops to LLVM).
+    sch.annotate(jo, "pragma_auto_unroll_max_step", sample_choice(sch, "unroll", acc, UNROLL_STEPS, default=0))
+    sch.annotate(jo, "pragma_unroll_explicit", 1)
     if has_block(sch, "ysum"):  # group scales: fp32 sum over groups, one SIMD pass per group
         sch.reverse_compute_at(sch.get_sblock("ysum"), g)
     store = sch.get_sblock(out)

@@ -1,0 +1,181 @@
+"""Measuring on devices over TVM RPC, the way TVM users tune on phones and boards: one tracker,
+any number of devices running TVM's RPC server under one key. Candidates are cross-compiled here
+and timed there by MetaSchedule's RPCRunner; devices sharing a key share the measurements.
+
+`EmulatedDevice` is such a device on this machine: a tracker on loopback and TVM's RPC server in
+an emulated CPython of the target ISA under qemu-user (the userland `setup-emulator` builds). Its
+timings are the emulator's, not the chip's: its key and device name say "emulated".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from compiler.loader import sysroot_dir
+
+EMULATED_KEY_SUFFIX = "qemu-emulated"
+
+
+class RpcError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Tracker:
+    host: str
+    port: int
+    key: str
+
+    @classmethod
+    def parse(cls, address: str, key: str) -> Tracker:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"--rpc-tracker must be HOST:PORT, got {address!r}")
+        if not key:
+            raise ValueError("--rpc-key is required with --rpc-tracker")
+        return cls(host, int(port), key)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def devices(self, timeout: float = 5.0) -> int:
+        """How many devices serve our key (free or busy); a clear error if the tracker cannot be
+        reached or has no device under the key."""
+        from tvm import rpc
+
+        try:
+            with socket.create_connection((self.host, self.port), timeout=timeout):
+                pass
+        except OSError as err:
+            raise RpcError(f"cannot reach the RPC tracker at {self.address}: {err.strerror or err}. Start one "
+                           "with `python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190`") from None
+        summary = rpc.connect_tracker(self.host, self.port).summary()
+        queues = summary.get("queue_info", {})
+        servers = [s for s in summary.get("server_info", []) if str(s.get("key", "")).endswith(self.key)]
+        if self.key not in queues and not servers:
+            known = sorted(queues) or ["none"]
+            raise RpcError(f"no device is registered with key {self.key!r} at the tracker {self.address} "
+                           f"(keys there: {', '.join(known)}); on the device run `python -m tvm.exec.rpc_server "
+                           f"--tracker {self.address} --key {self.key}`")
+        queue = queues.get(self.key, {})
+        return max(len(servers), int(queue.get("free", 0)) + int(queue.get("pending", 0)), 1)
+
+    def runner(self, *, timeout_sec: int):
+        """MetaSchedule's RPC runner: one measuring worker per device under the key."""
+        from tvm.s_tir import meta_schedule as ms
+
+        config = ms.runner.RPCConfig(tracker_host=self.host, tracker_port=self.port, tracker_key=self.key,
+                                     session_timeout_sec=timeout_sec)
+        return ms.runner.RPCRunner(rpc_config=config, max_workers=self.devices())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmulatedDevice:
+    """A tracker on loopback plus TVM's RPC server in an emulated `isa` CPython, registered with
+    key "<isa>-qemu-emulated". Use as a context manager; both stop on exit."""
+
+    EMULATORS = {"aarch64": "qemu-aarch64"}
+
+    def __init__(self, isa: str = "aarch64", *, start_timeout: float = 300.0):
+        if isa not in self.EMULATORS:
+            raise RpcError(f"no emulated RPC device for {isa!r}; known: {', '.join(self.EMULATORS)}")
+        self.isa = isa
+        self.key = f"{isa}-{EMULATED_KEY_SUFFIX}"
+        self.start_timeout = start_timeout
+        self._procs: list[tuple[subprocess.Popen, Path]] = []
+        self._logs = tempfile.TemporaryDirectory(prefix="ekc-rpc-")
+        self.tracker: Tracker | None = None
+
+    def __enter__(self) -> EmulatedDevice:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        root = sysroot_dir(self.isa)
+        python = root / "root" / "usr" / "bin" / "python3.11"
+        if not (root / "rpc-site" / "tvm").is_dir() or not python.is_file():
+            raise RpcError(f"no {self.isa} userland with TVM's RPC server at {root}; create it with: "
+                           f"python -m compiler setup-emulator --isa {self.isa}")
+        qemu = shutil.which(self.EMULATORS[self.isa])
+        if qemu is None:
+            raise RpcError(f"{self.EMULATORS[self.isa]} is not installed (Debian: apt-get install qemu-user)")
+        port = _free_port()
+        self._spawn([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
+                     "--port-end", str(port + 1), "--silent"], os.environ.copy())
+        self.tracker = Tracker("127.0.0.1", port, self.key)
+        # TVM's server re-executes sys.executable for its worker process; point that at a script
+        # that starts the emulated CPython again (so no binfmt_misc registration is needed).
+        relaunch = root / "python-under-qemu"
+        relaunch.write_text(f'#!/bin/sh\nexec {qemu} {python} "$@"\n')
+        relaunch.chmod(0o755)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "QEMU_LD_PREFIX": str(root / "root"),
+               "PYTHONPATH": f"{root / 'rpc-site'}:{root / 'site'}", "HOME": os.environ.get("HOME", "/tmp")}
+        server_port = _free_port()
+        launcher = ("import runpy, sys; sys.executable = sys.argv.pop(1); "
+                    "runpy.run_module('tvm.exec.rpc_server', run_name='__main__', alter_sys=True)")
+        self._spawn([qemu, str(python), "-c", launcher, str(relaunch), "--host", "127.0.0.1",
+                     "--port", str(server_port), "--port-end", str(server_port + 50),
+                     "--tracker", self.tracker.address, "--key", self.key], env)
+        self._wait_registered()
+
+    def _spawn(self, cmd: list[str], env: dict[str, str]) -> None:
+        log = Path(self._logs.name) / f"{len(self._procs)}.log"  # a file: a full pipe would stall the server
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        self._procs.append((proc, log))
+
+    def _wait_registered(self) -> None:
+        from tvm import rpc
+
+        deadline = time.time() + self.start_timeout
+        while time.time() < deadline:
+            for proc, log in self._procs:
+                if proc.poll() is not None:
+                    output = log.read_text(errors="replace")[-3000:]
+                    raise RpcError(f"`{' '.join(map(str, proc.args[:3]))} ...` exited with {proc.returncode}:\n{output}")
+            try:
+                with socket.create_connection((self.tracker.host, self.tracker.port), timeout=2):
+                    pass  # probe first: connect_tracker itself would retry for a minute, loudly
+                queues = rpc.connect_tracker(self.tracker.host, self.tracker.port).summary().get("queue_info", {})
+                if queues.get(self.key, {}).get("free", 0) > 0:
+                    return
+            except (OSError, RuntimeError):
+                pass  # the tracker is still starting
+            time.sleep(1.0)
+        raise RpcError(f"the emulated {self.isa} RPC server did not register within {self.start_timeout:.0f} s")
+
+    def stop(self) -> None:
+        for proc, _ in reversed(self._procs):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, 15)
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, 9)
+                    proc.wait()
+                except ProcessLookupError:
+                    pass
+        self._procs.clear()
+        self._logs.cleanup()

@@ -1,0 +1,74 @@
+"""The autotuner's device route: a TVM RPC tracker and an aarch64 RPC server under qemu on loopback.
+Candidates are cross-compiled here and measured in the emulated CPython; the records then drive an
+ARM build whose kernels match numpy under the emulator."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+import targets
+from compiler import build, cli, loader, rpc, toolchain, tune, tuning_db
+from compiler.specs import make_spec
+from conftest import assert_matches, require_emulator
+
+pytestmark = pytest.mark.emulated
+
+
+@pytest.fixture(scope="module")
+def device():
+    require_emulator("aarch64")
+    with rpc.EmulatedDevice("aarch64") as dev:
+        yield dev
+
+
+def test_tune_arm_over_rpc_then_build_uses_the_records(device, tmp_path):
+    target = targets.get("arm")
+    spec = make_spec("qgemm_w8a8", n=64, k=128)
+    assert "emulated" in device.key
+    lines = []
+    run = tune.tune([spec], target, device=device.key, logs_root=tmp_path / "logs", trials=4,
+                    tracker=device.tracker, rpc_timeout=120, progress=lines.append)
+    assert run.directory.name == device.key  # emulated timings are labelled as such
+    assert sum(t.trials - t.failures for t in run.tasks) >= 2
+    assert len((run.directory / tuning_db.RECORDS).read_text().splitlines()) >= 2
+
+    out = tmp_path / "lib"
+    build.build([spec], target, out, toolchain=toolchain.for_target(target), tuning_dir=run.directory,
+                progress=lines.append)
+    variants = json.loads((out / "manifest.json").read_text())["kernels"][spec.name]["variants"]
+    assert [v["tuning"] != "default" for v in variants] == [t.trials > t.failures for t in run.tasks]
+    with loader.load(out, emulate=True) as lib:
+        for m in (1, 6):
+            assert_matches(lib[spec.name], {"M": m}, seed=m)
+
+
+def test_a_candidate_that_times_out_is_recorded_failed_and_the_search_goes_on(device, tmp_path):
+    # A 512-position prefill takes seconds under qemu: a 1 s session limit kills its measurement.
+    spec = make_spec("attention_prefill", hq=8, hkv=2, d=64)
+    lines = []
+    run = tune.tune([spec], targets.get("arm"), device=device.key, logs_root=tmp_path, trials=4,
+                    tracker=device.tracker, rpc_timeout=1, progress=lines.append)
+    assert sum(t.failures for t in run.tasks) >= 1
+    assert any("failed" in line for line in lines)
+
+
+def test_unknown_key_names_the_registered_ones(device):
+    with pytest.raises(rpc.RpcError, match=f"no device is registered with key 'phone'.*{device.key}"):
+        rpc.Tracker(device.tracker.host, device.tracker.port, "phone").devices()
+
+
+def test_unreachable_tracker_is_a_clear_error(capsys):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: nothing answers
+        assert cli.main(["tune", "--target", "arm", "--ops", "qgemm_w8a8", "--rpc-tracker", f"127.0.0.1:{port}",
+                         "--rpc-key", "phone"]) == 2
+    assert "cannot reach the RPC tracker" in capsys.readouterr().err
+
+
+def test_foreign_target_without_a_device_points_at_rpc(capsys):
+    assert cli.main(["tune", "--target", "arm", "--ops", "qgemm_w8a8"]) == 2
+    assert "--rpc-tracker" in capsys.readouterr().err
