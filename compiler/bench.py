@@ -23,8 +23,14 @@ import numpy as np
 
 from compiler import contenders, loader, ops
 
-# Lengths benchmarked per runtime dim: decode (one token) and prefill / long context.
-LENGTHS = {"M": (1, 128), "S": (512,), "L": (2048,)}
+# Lengths benchmarked per runtime dim (`--quick`: the first of each): decode (one token) and a
+# prefill chunk for GEMMs, a chat-turn prompt and longer ones for prefill attention, a 2K and an
+# 8K KV cache for decode attention.
+LENGTHS = {"M": (1, 128), "S": (128, 512, 2048), "L": (2048, 8192)}
+
+# Multiply-accumulates per lane-bit of one vector instruction, by the target's int8 dot product:
+# SDOT / VPDPBUSD multiply 8-bit lanes, the VPMADDWD and SMULL routes 16-bit ones.
+_INT8_LANE_BITS = {"sdot": 8, "avx512_vnni": 8, "avx2_madd": 16, "avx512_madd": 16, "neon": 16, "none": 32}
 
 
 def memory_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
@@ -64,6 +70,25 @@ def time_alternating(contestants: list[tuple[str, Callable]], *, rounds: int, mi
     return samples
 
 
+def cpu_ghz() -> float:
+    """The clock /proc/cpuinfo reports (the highest of the cores), 0 when it reports none."""
+    values = [float(v) for v in loader._cpuinfo(("cpu MHz",)) if v.replace(".", "", 1).isdigit()]
+    return max(values, default=0.0) / 1e3
+
+
+def compute_peaks(target: dict) -> dict[str, float]:
+    """Estimated GFLOP/s (GOP/s for int8) of the cores: two vector pipes per core, each one
+    multiply-add (2 ops) per lane per cycle, at the reported clock. An estimate for the roofline
+    column, not a measurement: turbo, AVX-512 double-pumping (Zen 4) and port counts move it."""
+    per_cycle = 2 * 2 * (os.cpu_count() or 1) * cpu_ghz()
+    return {"fp32": per_cycle * target["vector_bits"] / 32,
+            "int8": per_cycle * target["vector_bits"] / _INT8_LANE_BITS.get(target["int8_dot"], 32)}
+
+
+def _int8_compute(spec) -> bool:
+    return spec.op in ("qgemm_w8a8", "qgemm_w4a8") or (spec.op == "qkv_proj" and spec.opt("quant") != "w4a16")
+
+
 def _machine(bandwidth: float) -> dict:
     flags = loader.cpu_features()
     model = loader.cpu_model() or platform.processor()
@@ -73,7 +98,7 @@ def _machine(bandwidth: float) -> dict:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = None
-    return {"cpu": model, "machine": platform.machine(), "threads": os.cpu_count(),
+    return {"cpu": model, "machine": platform.machine(), "threads": os.cpu_count(), "cpu_ghz": round(cpu_ghz(), 3),
             "simd_flags": sorted(f for f in flags if f.startswith(("avx", "fma", "asimd", "sve"))),
             "memory_bandwidth_gbs": round(bandwidth, 2), "versions": versions}
 
@@ -93,7 +118,7 @@ def _memory_bound(spec, sizes) -> bool:
     return sizes.get("M") == 1 or "L" in sizes
 
 
-def _contestant_sets(kernel, spec, op, sizes, rng, copies: int):
+def _contestant_sets(kernel, spec, op, sizes, rng, copies: int, separate_qkv=None):
     """`copies` independent input sets, each with our packed call and the contenders' calls; the
     contestants cycle through them, so with enough copies every call streams from DRAM."""
     sets = []
@@ -103,6 +128,8 @@ def _contestant_sets(kernel, spec, op, sizes, rng, copies: int):
         inputs = {a["name"]: loader.aligned(np.ascontiguousarray(logical[a["name"]]))
                   for a in kernel.spec["args"] if a["role"] == "input"}
         calls = [("ours", lambda inputs=inputs, weights=weights: kernel(**inputs, **weights))]
+        if separate_qkv:
+            calls.append(contenders.separate_qkv(spec, separate_qkv, logical))
         sets.append(calls + contenders.for_kernel(spec, logical))
     names = [name for name, _ in sets[0]]
     contestants = []
@@ -112,36 +139,57 @@ def _contestant_sets(kernel, spec, op, sizes, rng, copies: int):
     return contestants
 
 
-def _rows(name, sizes, cache, samples, flops, nbytes, bandwidth) -> list[dict]:
+def _rows(name, op_name, sizes, cache, samples, flops, nbytes, bandwidth, peak) -> list[dict]:
     medians = {n: statistics.median(t) for n, t in samples.items()}
     best_other = min((t for n, t in medians.items() if n != "ours"), default=None)
     return [{
-        "kernel": name, "sizes": sizes, "cache": cache, "contestant": contestant,
+        "kernel": name, "op": op_name, "sizes": sizes, "cache": cache, "contestant": contestant,
         "median_ms": medians[contestant] * 1e3, "min_ms": min(times) * 1e3, "max_ms": max(times) * 1e3,
         "gflops": flops / medians[contestant] / 1e9, "gbs": nbytes / medians[contestant] / 1e9,
         "bandwidth_fraction": nbytes / medians[contestant] / 1e9 / bandwidth,
+        "compute_fraction": flops / medians[contestant] / 1e9 / peak if peak else None,
         "speedup_vs_best_alternative": best_other / medians[contestant] if contestant == "ours" and best_other else None,
     } for contestant, times in samples.items()]
 
 
-def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, seed: int = 0) -> dict:
-    """Benchmark every kernel of a loaded (native) library. Decode kernels are measured with
-    their data hot in cache and, unless `quick`, cold: cycling through copies of the inputs that
-    together exceed the last-level cache several times (edge decode streams weights from DRAM)."""
+def separate_qkv_specs(spec) -> list:
+    """The q, k and v projections of a fused qkv_proj spec as three plain GEMM specs (same form,
+    group and bias): what an unfused model runs, before its separate RoPE."""
+    from compiler.specs import make_spec
+
+    quant = spec.opt("quant")
+    extra = {"group": spec.opt("group")} if quant != "w8a8" else {}
+    widths = (spec.dim("hq") * spec.dim("d"), spec.dim("hkv") * spec.dim("d"), spec.dim("hkv") * spec.dim("d"))
+    return [make_spec(f"qgemm_{quant}", n=n, k=spec.dim("k"), bias=spec.opt("bias"), **extra) for n in widths]
+
+
+def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, seed: int = 0,
+                  only: list[str] | None = None) -> dict:
+    """Benchmark the kernels `only` names (default all) of a loaded (native) library. Decode
+    kernels are measured with their data hot in cache and, unless `quick`, cold: cycling through
+    copies of the inputs that together exceed the last-level cache several times (edge decode
+    streams weights from DRAM). A fused qkv_proj also races its three separate projections from
+    the same library (when built) plus a separate RoPE."""
     from compiler.verify import spec_of, symbolic_dims
 
     if lib.mode != "native":
         raise ValueError("bench measures kernels natively; this library runs only under emulation here")
     bandwidth = memory_bandwidth()
+    peaks = compute_peaks(lib.target)
     cold_bytes = 4 * last_level_cache_bytes()
-    progress(f"memory bandwidth (copy on every core): {bandwidth:.1f} GB/s; cold working set {cold_bytes >> 20} MiB")
+    progress(f"memory bandwidth (copy on every core): {bandwidth:.1f} GB/s; estimated peak {peaks['fp32']:.0f} "
+             f"GFLOP/s fp32, {peaks['int8']:.0f} GOP/s int8; cold working set {cold_bytes >> 20} MiB")
     rng = np.random.default_rng(seed)
     rows = []
-    for name in lib.kernels:
+    for name in only or lib.kernels:
         kernel = lib[name]
         spec = spec_of(kernel.spec)
         op = ops.get(spec.op)
         dims = symbolic_dims(kernel.spec)
+        separate = None
+        if spec.op == "qkv_proj" and all(s.name in lib.kernels for s in separate_qkv_specs(spec)):
+            separate = [lib[s.name] for s in separate_qkv_specs(spec)]
+        peak = peaks["int8" if _int8_compute(spec) else "fp32"]
         for length in LENGTHS[dims[0]][:1] if quick else LENGTHS[dims[0]]:
             sizes = {d: length for d in dims}
             nbytes = op.bytes_moved(spec, sizes, kernel.spec["layout"])
@@ -149,39 +197,56 @@ def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, 
             if _memory_bound(spec, sizes) and not quick:
                 caches.append(("cold", max(2, -(-cold_bytes // int(nbytes)))))
             for cache, copies in caches:
-                contestants = _contestant_sets(kernel, spec, op, sizes, rng, copies)
+                contestants = _contestant_sets(kernel, spec, op, sizes, rng, copies, separate)
                 samples = time_alternating(contestants, rounds=3 if quick else 9, min_seconds=0.02 if quick else 0.1)
-                new = _rows(name, sizes, cache, samples, op.flops(spec, sizes), nbytes, bandwidth)
+                new = _rows(name, spec.op, sizes, cache, samples, op.flops(spec, sizes), nbytes, bandwidth, peak)
                 rows += new
                 ours = new[0]
                 vs = f", {ours['speedup_vs_best_alternative']:.2f}x the best alternative" if len(new) > 1 else ""
                 progress(f"{name} {sizes} {cache}: {ours['median_ms']:.3f} ms, {ours['gflops']:.1f} GFLOP/s, "
                          f"{ours['gbs']:.1f} GB/s ({100 * ours['bandwidth_fraction']:.0f}% of copy bandwidth){vs}")
-    return {"machine": _machine(bandwidth), "rows": rows}
+    machine = _machine(bandwidth)
+    machine["estimated_peak_gflops"] = {k: round(v, 1) for k, v in peaks.items()}
+    return {"machine": machine, "rows": rows}
 
 
 def format_table(result: dict) -> str:
     lines = [f"{'kernel':58} {'sizes':10} {'cache':5} {'contestant':44} {'median ms':>10} {'GFLOP/s':>8} "
-             f"{'GB/s':>7} {'%BW':>5} {'ours/best':>9}"]
+             f"{'GB/s':>7} {'%BW':>5} {'%peak':>5} {'ours/best':>9}"]
     for row in result["rows"]:
         sizes = ",".join(f"{k}={v}" for k, v in row["sizes"].items())
         ratio = f"{row['speedup_vs_best_alternative']:.2f}x" if row["speedup_vs_best_alternative"] else ""
+        peak = f"{100 * row['compute_fraction']:5.0f}" if row["compute_fraction"] is not None else "    -"
         lines.append(f"{row['kernel'][:58]:58} {sizes:10} {row['cache']:5} {row['contestant'][:44]:44} {row['median_ms']:10.3f} "
-                     f"{row['gflops']:8.1f} {row['gbs']:7.1f} {100 * row['bandwidth_fraction']:5.0f} {ratio:>9}")
+                     f"{row['gflops']:8.1f} {row['gbs']:7.1f} {100 * row['bandwidth_fraction']:5.0f} {peak} {ratio:>9}")
     return "\n".join(lines)
 
 
 def run(specs, target, *, toolchain, tuning_dir: Path | None, quick: bool, json_path: Path | None,
-        progress: Callable[[str], None] = print) -> dict:
-    from compiler import build
+        plot_path: Path | None = None, model=None, progress: Callable[[str], None] = print) -> dict:
+    """Build `specs` (plus the separate projections each fused QKV races), benchmark them, print
+    the table, the goals and (for a model with a layer count) the tokens/s estimates."""
+    from compiler import bench_summary, build
 
+    helpers = {s.name: s for spec in specs if spec.op == "qkv_proj" for s in separate_qkv_specs(spec)}
+    wanted = [s.name for s in specs]
     with tempfile.TemporaryDirectory() as tmp:
-        build.build(specs, target, Path(tmp), toolchain=toolchain, tuning_dir=tuning_dir, progress=lambda _: None)
+        everything = {**helpers, **{s.name: s for s in specs}}
+        build.build(list(everything.values()), target, Path(tmp), toolchain=toolchain, tuning_dir=tuning_dir,
+                    progress=lambda _: None)
         with loader.load(tmp, emulate=False) as lib:
-            result = bench_library(lib, quick=quick, progress=progress)
+            result = bench_library(lib, quick=quick, progress=progress, only=wanted)
     result["target"] = target.name
+    result["goals"] = bench_summary.goals(result["rows"])
+    if model is not None and model.layers:
+        result["model_estimates"] = bench_summary.model_estimates(result["rows"], model)
     print(format_table(result))
+    print(bench_summary.format_summary(result))
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=1) + "\n")
         progress(f"wrote {json_path}")
+    if plot_path is not None:
+        from compiler import plots
+
+        progress(f"chart: {plots.bench_chart(result, plot_path)}")
     return result

@@ -94,6 +94,25 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def cmd_tune_compare(args) -> int:
+    import targets
+    from compiler import tune_compare
+
+    from compiler.loader import native_ok
+
+    target = targets.get(args.target)
+    ok, reason = native_ok(target.to_json())
+    if not ok:
+        raise ValueError(f"tune-compare times kernels in this process; {target.name} does not run here ({reason})")
+    try:
+        budgets = [int(b) for b in _split_list([args.budgets])]
+    except ValueError:
+        raise ValueError(f"--budgets must be comma-separated trial counts, got {args.budgets!r}") from None
+    tune_compare.run(target, budgets=budgets, rounds=args.rounds,
+                     json_path=Path(args.json) if args.json else None, progress=lambda line: print(line, flush=True))
+    return 0
+
+
 def cmd_bench(args) -> int:
     import targets
     from compiler import bench, toolchain
@@ -102,7 +121,8 @@ def cmd_bench(args) -> int:
     tuning = None if args.no_tuning else tuning_db.device_dir(Path(args.tuning_logs), target.name,
                                                                args.device or tuning_db.host_device())
     bench.run(_specs(args), target, toolchain=toolchain.for_target(target), tuning_dir=tuning, quick=args.quick,
-              json_path=Path(args.json) if args.json else None, progress=lambda line: print(line, flush=True))
+              json_path=Path(args.json) if args.json else None, plot_path=Path(args.plot) if args.plot else None,
+              model=_model(args), progress=lambda line: print(line, flush=True))
     return 0
 
 
@@ -180,10 +200,18 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--plot", help="write the tuning curves (best so far vs trials) to this PNG")
     t.set_defaults(func=cmd_tune)
 
+    tc = sub.add_parser("tune-compare", help="default vs our tuned space vs MetaSchedule's generic space, same budgets")
+    tc.add_argument("--target", default="host", help="a target this machine runs (default host)")
+    tc.add_argument("--budgets", default="64,256", help="trial budgets per kernel and space (default 64,256)")
+    tc.add_argument("--rounds", type=int, default=15, help="alternating timing rounds (default 15)")
+    tc.add_argument("--json", help="write the rows to this file")
+    tc.set_defaults(func=cmd_tune_compare)
+
     bn = sub.add_parser("bench", help="our kernels vs PyTorch / numpy, same inputs, one process")
     _selection_args(bn)
     bn.add_argument("--quick", action="store_true", help="one length per kernel, few rounds")
     bn.add_argument("--json", help="write every row and the machine facts to this file")
+    bn.add_argument("--plot", help="write a chart of every contestant's speed relative to ours to this PNG")
     bn.add_argument("--no-tuning", action="store_true", help="default schedules even where records exist")
     bn.set_defaults(func=cmd_bench)
 

@@ -46,6 +46,55 @@ def for_kernel(spec, logical: dict[str, np.ndarray]) -> list[Contender]:
     return out
 
 
+def separate_qkv(spec, kernels, logical: dict[str, np.ndarray]) -> Contender:
+    """Our own three GEMM kernels (q, k, v rows of the fused weight) followed by a separate
+    rotate-half RoPE in PyTorch (numpy without it): what the fused qkv_proj kernel replaces."""
+    hq, hkv, d = spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
+    bounds = np.cumsum([0, hq * d, hkv * d, hkv * d])
+    packed = []
+    for kernel, lo, hi in zip(kernels, bounds[:-1], bounds[1:]):
+        weights = {name: logical[name][lo:hi] for name in kernel.logical_weights}
+        packed.append(kernel.pack(**weights))
+    inputs = {name: logical[name] for name in ("x", "x_scale") if name in logical}
+    rope = _rope(spec, logical.get("positions"))
+
+    def run():
+        q, k, v = (kernel(**inputs, **weights) for kernel, weights in zip(kernels, packed))
+        return rope(q, hq), rope(k, hkv), v.reshape(-1, hkv, d).transpose(1, 0, 2)
+
+    return ("ours: 3 separate GEMMs + RoPE", run)
+
+
+def _rope(spec, positions):
+    """t [M, heads * d] -> rotate-half RoPE'd [heads, M, d] (a head transpose only without RoPE)."""
+    d = spec.dim("d")
+    if positions is None:
+        return lambda t, heads: t.reshape(-1, heads, d).transpose(1, 0, 2)
+    inv_freq = spec.opt("rope_theta") ** (-np.arange(0, d // 2, dtype=np.float64) * 2.0 / d)
+    table = np.arange(int(positions.max()) + 1)[:, None] * inv_freq[None]
+    torch = _torch()
+    if torch is None:
+        cos, sin = np.cos(table).astype(np.float32), np.sin(table).astype(np.float32)
+
+        def rope_numpy(t, heads):
+            t = t.reshape(-1, heads, d).transpose(1, 0, 2)
+            c, s = cos[positions][None], sin[positions][None]
+            x1, x2 = t[..., : d // 2], t[..., d // 2:]
+            return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+
+        return rope_numpy
+    cos, sin = torch.from_numpy(np.cos(table).astype(np.float32)), torch.from_numpy(np.sin(table).astype(np.float32))
+    pos = torch.from_numpy(positions.astype(np.int64))
+
+    def rope_torch(t, heads):
+        t = torch.from_numpy(t).view(-1, heads, d).transpose(0, 1)
+        c, s = cos[pos][None], sin[pos][None]
+        x1, x2 = t[..., : d // 2], t[..., d // 2:]
+        return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
+
+    return rope_torch
+
+
 def _dequantized(logical) -> tuple[np.ndarray, np.ndarray]:
     """fp32 activations and weights carrying the same values as the quantized inputs."""
     x = logical["x"].astype(np.float32)
@@ -72,6 +121,9 @@ def _torch_gemms(torch, spec, logical, x, w) -> list[Contender]:
         packed = torch.ops.quantized.linear_prepack(qweight, None)
         out.append(("torch fbgemm int8 (dynamic act quant incl.)",
                     lambda: torch.ops.quantized.linear_dynamic(xt, packed)))
+        w8 = torch.from_numpy(logical["w"]).contiguous()
+        scales8 = torch.from_numpy(logical["w_scale"].astype(np.float32))
+        out.append(("torch int8 weight-only (fp32 act)", lambda: torch._weight_int8pack_mm(xt, w8, scales8)))
     if k % 32 == 0 and n % 16 == 0 and "w_scale" in logical and logical["w"].min() >= -8 and logical["w"].max() <= 7:
         group = k // logical["w_scale"].shape[1] if logical["w_scale"].ndim == 2 else None
         if group in (32, 64, 128, 256):

@@ -24,13 +24,14 @@ class ModelShape:
     rope_theta: float = 10000.0
     group: int = 128  # int4 group size
     description: str = ""
+    layers: int = 0  # decoder layers (0: unknown; only the per-model estimates need it)
 
 
 PRESETS = {m.name: m for m in (
-    ModelShape("smollm2-135m", 576, 9, 3, 64, 1536, False, 100000.0, 32, "SmolLM2-135M (llama architecture)"),
-    ModelShape("qwen2.5-0.5b", 896, 14, 2, 64, 4864, True, 1000000.0, 128, "Qwen2.5-0.5B (GQA 7:1, QKV bias)"),
-    ModelShape("llama-3.2-1b", 2048, 32, 8, 64, 8192, False, 500000.0, 128, "Llama-3.2-1B"),
-    ModelShape("mistral-7b", 4096, 32, 8, 128, 14336, False, 10000.0, 128, "Mistral-7B-v0.1"),
+    ModelShape("smollm2-135m", 576, 9, 3, 64, 1536, False, 100000.0, 32, "SmolLM2-135M (llama architecture)", 30),
+    ModelShape("qwen2.5-0.5b", 896, 14, 2, 64, 4864, True, 1000000.0, 128, "Qwen2.5-0.5B (GQA 7:1, QKV bias)", 24),
+    ModelShape("llama-3.2-1b", 2048, 32, 8, 64, 8192, False, 500000.0, 128, "Llama-3.2-1B", 16),
+    ModelShape("mistral-7b", 4096, 32, 8, 128, 14336, False, 10000.0, 128, "Mistral-7B-v0.1", 32),
 )}
 DEFAULT_PRESET = "qwen2.5-0.5b"
 
@@ -80,6 +81,7 @@ def _from_hf_config(hf: dict) -> dict:
             "rope_theta": float(hf.get("rope_theta", 10000.0)),
             # Qwen2 always has QKV biases; llama-style configs say so in attention_bias.
             "qkv_bias": bool(hf.get("attention_bias", hf.get("model_type") == "qwen2")),
+            "layers": int(hf.get("num_hidden_layers", 0)),
         }
     except KeyError as missing:
         raise ValueError(f"Hugging Face config lacks {missing}") from None
@@ -109,6 +111,30 @@ def kernel_specs(model: ModelShape, *, ops: list[str] | None = None,
         specs = [s for s in specs if s.op in ops]
     unique = {s.name: s for s in specs}
     return list(unique.values())
+
+
+def layer_calls(model: ModelShape, quant: str) -> list[tuple[str, int]]:
+    """(kernel spec name, calls) that one decoder layer makes in `quant` form: the projections,
+    the activation quantisations feeding int8 GEMMs, and attention (prefill or decode, by length)."""
+    m = model
+    int4 = {"group": m.group} if quant != "w8a8" else {}
+    attn_width = m.heads * m.head_dim
+    calls = [
+        (make_spec("qkv_proj", hq=m.heads, hkv=m.kv_heads, d=m.head_dim, k=m.hidden, quant=quant, bias=m.qkv_bias,
+                   rope=True, rope_theta=float(m.rope_theta), **int4).name, 1),
+        (make_spec(f"qgemm_{quant}", n=m.hidden, k=attn_width, **int4).name, 1),
+        (make_spec(f"qgemm_{quant}", n=2 * m.ffn, k=m.hidden, **int4).name, 1),
+        (make_spec(f"qgemm_{quant}", n=m.hidden, k=m.ffn, **int4).name, 1),
+        (make_spec("attention_prefill", hq=m.heads, hkv=m.kv_heads, d=m.head_dim).name, 1),
+        (make_spec("attention_decode", hq=m.heads, hkv=m.kv_heads, d=m.head_dim).name, 1),
+    ]
+    if quant != "w4a16":  # inputs of qkv and gate/up, of o, of down
+        for k in (m.hidden, m.hidden, attn_width, m.ffn):
+            calls.append((make_spec("quantize_per_token", k=k).name, 1))
+    counts: dict[str, int] = {}
+    for name, n in calls:
+        counts[name] = counts.get(name, 0) + n
+    return list(counts.items())
 
 
 def describe(model: ModelShape) -> dict:

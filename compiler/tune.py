@@ -38,7 +38,7 @@ class Task:
     trials: int = 0
     failures: int = 0
     best_secs: float = field(default=float("inf"))
-    history: list[tuple[int, float]] = field(default_factory=list)  # (trials, best rate so far)
+    history: list[tuple[int, float, float]] = field(default_factory=list)  # (trials, best rate, seconds)
 
     @property
     def rate(self) -> float:
@@ -141,7 +141,7 @@ def _progress_callback(tasks: list[Task], total: int | None, deadline: float | N
                     task.best_secs = min(task.best_secs, float(np.median([float(s) for s in ran.run_secs])))
                 else:
                     task.failures += 1
-                task.history.append((task.trials, task.rate))
+                task.history.append((task.trials, task.rate, time.time() - start))
             done = sum(t.trials for t in tasks)
             elapsed = time.time() - start
             left = [elapsed / done * (total - done)] if total is not None else []
@@ -191,15 +191,30 @@ class TuningRun:
     seconds: float  # wall time of the search
 
 
-def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trials: int | None,
-         minutes: float | None = None, tracker=None, rpc_timeout: int = 60,
-         progress: Callable[[str], None] = print) -> TuningRun:
-    """Tune every tunable variant of `specs` within `trials` measurements and/or `minutes` of wall
-    time (at least one given): on this machine, or on the devices under `tracker`'s key (a
-    compiler.rpc.Tracker). Each task stops early once its search space is exhausted."""
+def our_space(task: Task, target):
+    """The TuneContext searching `task` over our schedule function's knobs."""
     from tvm.s_tir import meta_schedule as ms
 
     import schedules
+
+    def space(sch):
+        schedules.schedule(sch, task.spec, target, task.bucket)
+
+    generator = ms.space_generator.ScheduleFn(space, sch_rules=[], postprocs=[], mutator_probs={})
+    # Our spaces are a handful of named knobs, not MetaSchedule's generic tiling space: a small
+    # population and few genetic rounds keep the search overhead below the measurements'.
+    search_strategy = ms.search_strategy.EvolutionarySearch(population_size=64, init_min_unmeasured=16,
+                                                            genetic_num_iters=2)
+    return ms.TuneContext(task.mod, target=target.tvm_target(), space_generator=generator,
+                          search_strategy=search_strategy, task_name=task.name, num_threads=os.cpu_count() or 1)
+
+
+def search(tasks: list[Task], contexts: list, target, *, database, trials: int | None, minutes: float | None = None,
+           runner="local", extra_callbacks=(), progress: Callable[[str], None] = print) -> float:
+    """MetaSchedule's search over `contexts` (one per task) with the XGBoost cost model and the
+    gradient task scheduler, candidates built in this process with the target's toolchain; records
+    go to `database`. Returns the wall time in seconds."""
+    from tvm.s_tir import meta_schedule as ms
 
     if trials is None and minutes is None:
         raise ValueError("give a trial budget, a time budget or both")
@@ -207,6 +222,28 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
         raise ValueError("--trials must be at least 1")
     if minutes is not None and minutes <= 0:
         raise ValueError("--minutes must be positive")
+    start = time.time()
+    deadline = start + minutes * 60 if minutes is not None else None
+    budget = trials if trials is not None else 1 << 30  # the deadline stops an open-ended run
+    # Small batches under a deadline: the clock is checked after each batch is measured.
+    per_batch = min(16, max(2, trials // len(tasks))) if trials is not None else 8
+    with tempfile.TemporaryDirectory() as work_dir:
+        callbacks = [*ms.measure_callback.MeasureCallback.create("default"),
+                     _progress_callback(tasks, trials, deadline, progress), *extra_callbacks]
+        ms.tune_tasks(tasks=contexts, task_weights=[1.0] * len(contexts), work_dir=work_dir,
+                      max_trials_global=budget, num_trials_per_iter=per_batch,
+                      builder=_in_process_builder(toolchain.for_target(target), work_dir), runner=runner,
+                      database=database, cost_model="xgb", measure_callbacks=callbacks,
+                      task_scheduler="gradient")
+    return time.time() - start
+
+
+def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trials: int | None,
+         minutes: float | None = None, tracker=None, rpc_timeout: int = 60,
+         progress: Callable[[str], None] = print) -> TuningRun:
+    """Tune every tunable variant of `specs` within `trials` measurements and/or `minutes` of wall
+    time (at least one given): on this machine, or on the devices under `tracker`'s key (a
+    compiler.rpc.Tracker). Each task stops early once its search space is exhausted."""
     directory = device_dir(logs_root, target.name, device)
     where = f"over RPC ({tracker.key} at {tracker.address})" if tracker else "on this machine"
     progress(f"tuning for {target.name} {where}, device {device}, into {directory}")
@@ -214,33 +251,10 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
     tasks = make_tasks(specs, target, progress)
     if not tasks:
         raise ValueError("none of the selected kernels has tunable knobs")
-    tvm_target = target.tvm_target()
-    contexts = []
-    for task in tasks:
-        def space(sch, task=task):
-            schedules.schedule(sch, task.spec, target, task.bucket)
-
-        generator = ms.space_generator.ScheduleFn(space, sch_rules=[], postprocs=[], mutator_probs={})
-        # Our spaces are a handful of named knobs, not MetaSchedule's generic tiling space: a small
-        # population and few genetic rounds keep the search overhead below the measurements'.
-        search = ms.search_strategy.EvolutionarySearch(population_size=64, init_min_unmeasured=16,
-                                                       genetic_num_iters=2)
-        contexts.append(ms.TuneContext(task.mod, target=tvm_target, space_generator=generator,
-                                       search_strategy=search, task_name=task.name,
-                                       num_threads=os.cpu_count() or 1))
-    start = time.time()
-    deadline = start + minutes * 60 if minutes is not None else None
-    with locked(directory), tempfile.TemporaryDirectory() as work_dir:
+    with locked(directory):
         database = open_database(directory, warn=progress)
-        callbacks = [*ms.measure_callback.MeasureCallback.create("default"),
-                     _progress_callback(tasks, trials, deadline, progress)]
-        budget = trials if trials is not None else 1 << 30  # the deadline stops an open-ended run
-        ms.tune_tasks(tasks=contexts, task_weights=[1.0] * len(contexts), work_dir=work_dir,
-                      max_trials_global=budget, num_trials_per_iter=min(16, max(2, budget // len(tasks))),
-                      builder=_in_process_builder(toolchain.for_target(target), work_dir), runner=runner,
-                      database=database, cost_model="xgb", measure_callbacks=callbacks,
-                      task_scheduler="gradient")
-    seconds = time.time() - start
+        seconds = search(tasks, [our_space(task, target) for task in tasks], target, database=database,
+                         trials=trials, minutes=minutes, runner=runner, progress=progress)
     for task in tasks:
         failed = f", {task.failures} failed" if task.failures else ""
         progress(f"{task.name}: best {task.best_secs * 1e3:.3f} ms ({task.rate:.1f} {task.unit}) "

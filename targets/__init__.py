@@ -48,6 +48,9 @@ class Target:
             "isa": self.isa,
             "triple": self.triple,
             "llvm": dict(self.llvm),
+            "vector_bits": self.vector_bits,
+            "vector_registers": self.vector_registers,
+            "int8_dot": self.int8_dot,
             "cpu_features": list(self.cpu_features),
             "emulator": self.emulator,
         }

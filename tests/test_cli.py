@@ -49,9 +49,9 @@ def test_bad_config_files(tmp_path):
     proc = run("build", "--target", "x86", "--config", str(broken))
     assert proc.returncode == 2 and "is not valid JSON" in proc.stderr
     odd = tmp_path / "odd.json"
-    odd.write_text(json.dumps({"hidden": 64, "heads": 2, "kv_heads": 1, "head_dim": 32, "ffn": 128, "layers": 2}))
+    odd.write_text(json.dumps({"hidden": 64, "heads": 2, "kv_heads": 1, "head_dim": 32, "ffn": 128, "depth": 2}))
     proc = run("build", "--target", "x86", "--config", str(odd))
-    assert proc.returncode == 2 and "unknown field(s) ['layers']" in proc.stderr
+    assert proc.returncode == 2 and "unknown field(s) ['depth']" in proc.stderr
     indivisible = tmp_path / "indivisible.json"
     indivisible.write_text(json.dumps({"hidden": 96, "heads": 3, "kv_heads": 2, "head_dim": 32, "ffn": 128}))
     proc = run("build", "--target", "x86", "--config", str(indivisible))
@@ -124,15 +124,21 @@ def test_verify_reports_a_wrong_kernel(build_library, tmp_path, monkeypatch):
 def test_bench_quick_writes_well_formed_json(tmp_path):
     """Not a speed test: bench must run side by side with its contenders and write every row."""
     config = tmp_path / "tiny.toml"
-    config.write_text('hidden = 128\nheads = 4\nkv_heads = 2\nhead_dim = 32\nffn = 192\ngroup = 32\n')
-    out = tmp_path / "bench.json"
-    proc = run("bench", "--target", "x86", "--config", str(config), "--quick", "--no-tuning",
-               "--ops", "qgemm_w8a8,qgemm_w4a16,attention_prefill,attention_decode", "--json", str(out))
+    config.write_text('hidden = 128\nheads = 4\nkv_heads = 2\nhead_dim = 32\nffn = 192\ngroup = 32\nlayers = 2\n')
+    out, chart = tmp_path / "bench.json", tmp_path / "bench.png"
+    proc = run("bench", "--target", "x86", "--config", str(config), "--quick", "--no-tuning", "--quant", "w8a8",
+               "--json", str(out), "--plot", str(chart))
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["machine"]["memory_bandwidth_gbs"] > 0 and result["target"] == "x86"
+    assert chart.read_bytes().startswith(b"\x89PNG")
+    qkv = [r["contestant"] for r in result["rows"] if r["kernel"].startswith("qkv_proj")]
+    assert "ours: 3 separate GEMMs + RoPE" in qkv  # the fused kernel races its unfused form
+    assert any(g["goal"].startswith("fused QKV") for g in result["goals"])
+    (estimate,) = result["model_estimates"]  # w8a8 only; --quick has no prefill chunk, so decode only
+    assert estimate["quant"] == "w8a8" and estimate["decode_tokens_per_s"] > 0
     kernels = {r["kernel"] for r in result["rows"]}
-    assert any(k.startswith("qgemm_w8a8") for k in kernels) and any(k.startswith("qgemm_w4a16") for k in kernels)
+    assert any(k.startswith("qgemm_w8a8") for k in kernels) and any(k.startswith("attention") for k in kernels)
     for kernel in kernels:  # each of our kernels ran alongside at least one contender
         contestants = [r["contestant"] for r in result["rows"] if r["kernel"] == kernel]
         assert "ours" in contestants and len(contestants) >= 2

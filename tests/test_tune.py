@@ -71,6 +71,30 @@ def test_tune_then_build_replays_the_records(tmp_path):
             assert_matches(lib[spec.name], {"M": m}, seed=m)
 
 
+def test_attention_length_buckets_are_tuned_and_dispatched(tmp_path):
+    target = targets.get("x86")
+    spec = make_spec("attention_decode", hq=4, hkv=2, d=64)
+    run = tune.tune([spec], target, device="test-host", logs_root=tmp_path / "logs", trials=4, progress=lambda _: None)
+    assert [t.shape for t in run.tasks] == [{"L": 512}, {"L": 2048}]  # short and long KV
+    out = tmp_path / "lib"
+    build.build([spec], target, out, toolchain=toolchain.for_target(target), tuning_dir=run.directory,
+                progress=lambda _: None)
+    variants = json.loads((out / "manifest.json").read_text())["kernels"][spec.name]["variants"]
+    assert [v["bucket"] for v in variants] == [{"L": [1, 512]}, {}]
+    assert all(v["tuning"] != "default" and "unroll" in v["knobs"] for v in variants)
+    with loader.load(out) as lib:
+        for length in (1, 512, 513, 1100):  # both sides of the bucket edge
+            assert_matches(lib[spec.name], {"L": length}, seed=length)
+
+
+def test_time_budget_stops_the_search(tmp_path):
+    lines = []
+    run = tune.tune([make_spec("qgemm_w8a8", n=64, k=128)], targets.get("x86"), device="test-host",
+                    logs_root=tmp_path, trials=None, minutes=0.005, progress=lines.append)
+    assert any("time budget reached" in line for line in lines)
+    assert 0 < sum(t.trials for t in run.tasks) < 24  # 2 variants x 12 knob settings: not all were measured
+
+
 def test_build_without_records_says_default(tmp_path):
     target = targets.get("x86")
     spec = make_spec("qgemm_w8a8", n=32, k=64)
