@@ -129,7 +129,7 @@ def _apply_step(name: str, array: np.ndarray, step: dict[str, Any]) -> np.ndarra
         grouped = array.astype(np.int64).reshape(*array.shape[:-1], -1, step["group"])
         return grouped.sum(-1) * step.get("scale", 1)
     if op == "nibbles":  # adjacent pairs of the last axis -> one byte, first element in the low nibble
-        low = array[..., 0::2].astype(np.uint8) & 0xF
+        low = (array[..., 0::2].astype(np.int16) + step.get("low_offset", 0)).astype(np.uint8) & 0xF
         high = array[..., 1::2].astype(np.uint8) & 0xF
         return (low | (high << 4)).view(np.int8)
     raise LoaderError(f"manifest names an unknown packing step {op!r}")

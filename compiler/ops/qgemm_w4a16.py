@@ -1,9 +1,13 @@
 """Weight-only int4 GEMM with float activations (W4A16): the decode workhorse on memory-bound devices.
 
 y[m, n] = sum_k x[m, k] * (w[n, k] - w_zero[n, k/g]) * w_scale[n, k/g] + bias[n]
-The weight is stored [N/nt, K, nt/2] bytes: for each k, the nt outputs of a tile are adjacent, so
-the schedule vectorises over outputs; byte l holds output l (low nibble) and l + nt/2 (high nibble),
-so each half of the tile unpacks with one constant shift.
+The weight is stored [N/nt, K/2, nt] bytes: for each pair of k, the nt outputs of a tile are
+adjacent (the schedule vectorises over outputs), and byte l holds output l at k in its low nibble
+(offset binary, u = w + 8) and at k + 1 in its high nibble (two's complement). The inner loop never
+isolates the high nibble: the signed byte is b = 16 w_k+1 + u, so
+x_k w_k + x_k+1 w_k+1 = u (x_k - x_k+1 / 16) + b (x_k+1 / 16) - 8 x_k: per byte it widens b,
+masks u, converts both, two FMAs and an add, against activation factors computed once per call
+("xpair"). A zero point costs one more FMA: sum x (w - z) = sum x w - z sum x.
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ from compiler.ops.base import (
     Option,
     Placeholders,
     check_divisible,
-    int4_nibble,
     padded_rows,
 )
 from compiler.specs import KernelSpec
@@ -67,18 +70,16 @@ def w4a16_arguments(n, k, group, zero, act, bias, layout, out) -> list[Arg]:
     check_divisible("qgemm_w4a16", "n", n, nt)
     steps = (
         {"op": "check_range", "min": -8, "max": 7},
-        {"op": "reshape", "shape": [n // nt, nt, k]},
-        {"op": "transpose", "axes": [0, 2, 1]},
-        {"op": "reshape", "shape": [n // nt, k, 2, nt // 2]},
-        {"op": "transpose", "axes": [0, 1, 3, 2]},
-        {"op": "nibbles"},
-        {"op": "reshape", "shape": [n // nt, k, nt // 2]},
+        {"op": "reshape", "shape": [n // nt, nt, k // 2, 2]},
+        {"op": "transpose", "axes": [0, 2, 1, 3]},
+        {"op": "nibbles", "low_offset": 8},
+        {"op": "reshape", "shape": [n // nt, k // 2, nt]},
     )
     # Scales (and zeros) tiled like the weight, [N/nt, K/g, nt]: one vector load per group.
     tiled = ({"op": "reshape", "shape": [n // nt, nt, k // group]}, {"op": "transpose", "axes": [0, 2, 1]})
     args = [
         Arg("x", ("M", k), act, "input"),
-        Arg("w", (n // nt, k, nt // 2), "int8", "weight", (n, k), "int8", steps,
+        Arg("w", (n // nt, k // 2, nt), "int8", "weight", (n, k), "int8", steps,
             doc="int4 weight values in [-8, 7], given as int8 [N, K]"),
         Arg("w_scale", (n // nt, k // group, nt), "float32", "weight", (n, k // group), "float32", tiled,
             doc="per-group scale [N, K/group]"),
@@ -93,33 +94,42 @@ def w4a16_arguments(n, k, group, zero, act, bias, layout, out) -> list[Arg]:
 
 
 def w4a16_te(ph: Placeholders, n, k, group, layout, name):
-    """Stages: acc[m, g, n] (group partial sums of x * (int4 - zero), unscaled) -> ysum[m, n] (scaled
-    once per group, summed over groups) -> y (+ bias). Scaling per group instead of per weight keeps
-    the inner loop at shift, convert, (subtract,) FMA."""
-    from tvm import te
+    """Stages: xpair[m, k/2, 3 or 4] (the activation factors of each weight byte, see the module
+    doc, plus the pair sums when there are zero points) -> acc[m, g, n] (group partial sums of x * (w - zero),
+    unscaled) -> ysum[m, n] (scaled once per group, summed over groups) -> y (+ bias)."""
+    from tvm import te, tirx
 
     nt = layout["n_tile"]
-    half = nt // 2
     x, w, ws = ph["x"], ph["w"], ph["w_scale"]
     wz, bias = ph.tensors.get("w_zero"), ph.tensors.get("bias")
     m = x.shape[0]
-    ngroups = k // group
-
-    def weight(j, kk):  # the int4 value minus its group's zero point, unscaled
-        lane = j % nt
-        q = int4_nibble(w[j // nt, kk, lane % half], lane // half).astype("float32")
-        return q - wz[j // nt, kk // group, lane] if wz is not None else q
-
+    ngroups, pairs = k // group, group // 2
     rows, row = padded_rows(m, layout.get("m_tile", 1))
-    r = te.reduce_axis((0, group), name="r")
+
+    def xf(i, kk):
+        return x[row(i), kk].astype("float32")
+
+    def pair(i, p, h):  # the activation factors of one weight byte, see the module doc
+        lo, hi = xf(i, 2 * p), xf(i, 2 * p + 1)
+        return tirx.Select(h == 0, lo - hi * 0.0625, tirx.Select(
+            h == 1, hi * 0.0625, tirx.Select(h == 2, lo * -8.0, lo + hi)))
+
+    terms = 4 if wz is not None else 3
+    xpair = te.compute((rows, k // 2, terms), pair, name="xpair")
+
+    def factor(g, j, p, h):  # what multiplies xpair[., p, h]: low nibble u, signed byte b, 1, -zero
+        byte = w[j // nt, p, j % nt].astype("int32")
+        rest = -wz[j // nt, g, j % nt] if wz is not None else tirx.const(0.0, "float32")
+        return tirx.Select(h == 0, (byte & 15).astype("float32"), tirx.Select(
+            h == 1, byte.astype("float32"), tirx.Select(h == 2, tirx.const(1.0, "float32"), rest)))
+
+    # Reducing over (pair, factor) makes each factor its own FMA (or add) into the accumulator.
+    r = te.reduce_axis((0, pairs), name="r")
+    h = te.reduce_axis((0, terms), name="h")
     acc = te.compute((rows, ngroups, n), lambda i, g, j: te.sum(
-        x[row(i), g * group + r].astype("float32") * weight(j, g * group + r), axis=r), name="acc")
-
-    def scaled(i, g, j):
-        return acc[i, g, j] * ws[j // nt, g, j % nt]
-
+        factor(g, j, g * pairs + r, h) * xpair[i, g * pairs + r, h], axis=[r, h]), name="acc")
     rg = te.reduce_axis((0, ngroups), name="rg")
-    ysum = te.compute((rows, n), lambda i, j: te.sum(scaled(i, rg, j), axis=rg), name="ysum")
+    ysum = te.compute((rows, n), lambda i, j: te.sum(acc[i, rg, j] * ws[j // nt, rg, j % nt], axis=rg), name="ysum")
     if bias is None:
         return te.compute((m, n), lambda i, j: ysum[i, j], name=name)
     return te.compute((m, n), lambda i, j: ysum[i, j] + bias[j], name=name)

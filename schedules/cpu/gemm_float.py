@@ -1,9 +1,9 @@
 """CPU schedule for the weight-only int4 GEMM (W4A16) and its fused-QKV form.
 
-Micro-kernel: m_tile rows x n_block columns of fp32 partial sums per K group; at each k the tile's
-weight bytes are contiguous, so the int4 unpack (one constant shift per half-tile), convert and FMA
-are SIMD over output columns, and an unpacked weight vector serves every row of the tile. The
-group's scale (and zero point) is applied once per group.
+Micro-kernel: m_tile rows x n_block columns of fp32 partial sums per K group; at each pair of k the
+tile's weight bytes are contiguous, so the unpack (widen, two shifts), converts and FMAs are SIMD
+over output columns, and an unpacked weight vector serves every row of the tile. The group's scale
+(and zero point) is applied once per group.
 """
 
 from __future__ import annotations
@@ -23,15 +23,22 @@ def schedule_gemm(sch, spec, target, layout) -> None:
 
 def schedule_w4a16(sch, target, layout, *, n: int, out: str) -> None:
     n_tile = layout["n_tile"]
+    lanes = min(n_tile, target.float_lanes)
 
-    def micro_kernel(sch, acc, k, rows, cols):
-        tiles, half, lanes = sch.split(cols, [None, 2, n_tile // 2])
-        sch.reorder(k, rows, tiles, half, lanes)
+    def micro_kernel(sch, acc, k, rows, cols, inner):
+        (term,) = inner  # which factor of a weight byte: the low nibble, the byte, the constant(s)
+        tiles, vector = sch.split(cols, [None, lanes])
+        sch.reorder(k, term, rows, tiles, vector)
+        sch.unroll(term)
         sch.unroll(rows)
         sch.unroll(tiles)
-        sch.unroll(half)
-        sch.vectorize(lanes)
+        sch.vectorize(vector)
         sch.decompose_reduction(acc, k)
 
-    tile_gemm(sch, n=n, out=out, m_tile=layout["m_tile"], n_multiple=n_tile, n_preferred=2 * n_tile,
+    # The activation rearrangement is per token: a small pass before the tiles.
+    sch.parallel(sch.get_loops(sch.get_sblock("xpair"))[0])
+
+    # Half the register file holds the accumulators of m_tile rows; the rest unpacked weights.
+    per_row = max(1, target.vector_registers // 2 // layout["m_tile"])
+    tile_gemm(sch, n=n, out=out, m_tile=layout["m_tile"], n_multiple=n_tile, n_preferred=max(n_tile, per_row * lanes),
               n_limit=8 * n_tile, micro_kernel=micro_kernel)

@@ -20,7 +20,7 @@ def schedule_gemm(sch, spec, target, layout) -> None:
 def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int) -> None:
     nt, kt = layout["n_tile"], layout["k_tile"]
 
-    def micro_kernel(sch, acc, k, rows, cols):
+    def micro_kernel(sch, acc, k, rows, cols, inner):
         ko, kl = sch.split(k, [None, kt])
         ct, cl = sch.split(cols, [None, nt])
         sch.reorder(ko, rows, ct, cl, kl)

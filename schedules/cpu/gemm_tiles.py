@@ -12,14 +12,15 @@ UNROLL_STEPS = [0, 16, 64]
 
 def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferred: int, n_limit: int,
               micro_kernel) -> None:
-    """micro_kernel(sch, acc, k_loop, row_loop, col_loop) splits, orders and vectorises/tensorises
-    the block `acc` below its group loop; it receives the loops of one K group."""
+    """micro_kernel(sch, acc, k_loop, row_loop, col_loop, inner_loops) splits, orders and
+    vectorises/tensorises the block `acc` below its group loop; it receives the loops of one K
+    group (inner_loops: further reduction loops of acc after k, e.g. the nibble of a byte)."""
     acc = sch.get_sblock("acc")
-    i, g, j, k = sch.get_loops(acc)
+    i, g, j, k, *inner = sch.get_loops(acc)
     io, ii = sch.split(i, [None, m_tile])
     n_block = sample_divisor(sch, "n_block", acc, n, multiple_of=n_multiple, preferred=n_preferred, limit=n_limit)
     jo, jb = sch.split(j, [None, n_block])
-    sch.reorder(jo, io, g, k, ii, jb)
+    sch.reorder(jo, io, g, k, *inner, ii, jb)
     sch.parallel(jo)
     # Knob "unroll": TVM's auto-unroll limit below the column blocks (0 leaves loops to LLVM).
     sch.annotate(jo, "pragma_auto_unroll_max_step", sample_choice(sch, "unroll", acc, UNROLL_STEPS, default=0))
@@ -33,4 +34,4 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
         # Its column loop is left to LLVM's loop vectoriser: TVM refuses to vectorise a reduction
         # update split from its init.
         sch.decompose_reduction(sch.get_sblock("ysum"), g)
-    micro_kernel(sch, acc, k, ii, jb)
+    micro_kernel(sch, acc, k, ii, jb, inner)
