@@ -118,9 +118,10 @@ def _memory_bound(spec, sizes) -> bool:
     return sizes.get("M") == 1 or "L" in sizes
 
 
-def _contestant_sets(kernel, spec, op, sizes, rng, copies: int, separate_qkv=None):
+def _contestant_sets(kernel, spec, op, sizes, rng, copies: int, separate_qkv=None, default=None):
     """`copies` independent input sets, each with our packed call and the contenders' calls; the
-    contestants cycle through them, so with enough copies every call streams from DRAM."""
+    contestants cycle through them, so with enough copies every call streams from DRAM.
+    `default`: the same kernel built with its default schedule (when ours is tuned)."""
     sets = []
     for _ in range(copies):
         logical = op.random_inputs(spec, sizes, rng)
@@ -128,6 +129,8 @@ def _contestant_sets(kernel, spec, op, sizes, rng, copies: int, separate_qkv=Non
         inputs = {a["name"]: loader.aligned(np.ascontiguousarray(logical[a["name"]]))
                   for a in kernel.spec["args"] if a["role"] == "input"}
         calls = [("ours", lambda inputs=inputs, weights=weights: kernel(**inputs, **weights))]
+        if default is not None:  # the layouts do not depend on tuning: same packed weights
+            calls.append(("ours, default schedule", lambda inputs=inputs, weights=weights: default(**inputs, **weights)))
         if separate_qkv:
             calls.append(contenders.separate_qkv(spec, separate_qkv, logical))
         sets.append(calls + contenders.for_kernel(spec, logical))
@@ -141,7 +144,8 @@ def _contestant_sets(kernel, spec, op, sizes, rng, copies: int, separate_qkv=Non
 
 def _rows(name, op_name, sizes, cache, samples, flops, nbytes, bandwidth, peak) -> list[dict]:
     medians = {n: statistics.median(t) for n, t in samples.items()}
-    best_other = min((t for n, t in medians.items() if n != "ours"), default=None)
+    # Alternatives are what users would run instead: not our own default schedule or unfused form.
+    best_other = min((t for n, t in medians.items() if not n.startswith("ours")), default=None)
     return [{
         "kernel": name, "op": op_name, "sizes": sizes, "cache": cache, "contestant": contestant,
         "median_ms": medians[contestant] * 1e3, "min_ms": min(times) * 1e3, "max_ms": max(times) * 1e3,
@@ -164,18 +168,20 @@ def separate_qkv_specs(spec) -> list:
 
 
 def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, seed: int = 0,
-                  only: list[str] | None = None) -> dict:
+                  only: list[str] | None = None, default_lib=None) -> dict:
     """Benchmark the kernels `only` names (default all) of a loaded (native) library. Decode
     kernels are measured with their data hot in cache and, unless `quick`, cold: cycling through
     copies of the inputs that together exceed the last-level cache several times (edge decode
     streams weights from DRAM). A fused qkv_proj also races its three separate projections from
-    the same library (when built) plus a separate RoPE."""
+    the same library (when built) plus a separate RoPE; `default_lib` (the same kernels with
+    default schedules) races each kernel whose build used a tuning record."""
     from compiler.verify import spec_of, symbolic_dims
 
     if lib.mode != "native":
         raise ValueError("bench measures kernels natively; this library runs only under emulation here")
     bandwidth = memory_bandwidth()
     peaks = compute_peaks(lib.target)
+    contenders.set_threads(os.cpu_count() or 1)  # TVM's pool uses every core; so do the contenders
     cold_bytes = 4 * last_level_cache_bytes()
     progress(f"memory bandwidth (copy on every core): {bandwidth:.1f} GB/s; estimated peak {peaks['fp32']:.0f} "
              f"GFLOP/s fp32, {peaks['int8']:.0f} GOP/s int8; cold working set {cold_bytes >> 20} MiB")
@@ -190,6 +196,8 @@ def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, 
         if spec.op == "qkv_proj" and all(s.name in lib.kernels for s in separate_qkv_specs(spec)):
             separate = [lib[s.name] for s in separate_qkv_specs(spec)]
         peak = peaks["int8" if _int8_compute(spec) else "fp32"]
+        tuned = any(v["tuning"] != "default" for v in kernel.spec["variants"])
+        default = default_lib[name] if default_lib is not None and tuned else None
         for length in LENGTHS[dims[0]][:1] if quick else LENGTHS[dims[0]]:
             sizes = {d: length for d in dims}
             nbytes = op.bytes_moved(spec, sizes, kernel.spec["layout"])
@@ -197,12 +205,13 @@ def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, 
             if _memory_bound(spec, sizes) and not quick:
                 caches.append(("cold", max(2, -(-cold_bytes // int(nbytes)))))
             for cache, copies in caches:
-                contestants = _contestant_sets(kernel, spec, op, sizes, rng, copies, separate)
+                contestants = _contestant_sets(kernel, spec, op, sizes, rng, copies, separate, default)
                 samples = time_alternating(contestants, rounds=3 if quick else 9, min_seconds=0.02 if quick else 0.1)
                 new = _rows(name, spec.op, sizes, cache, samples, op.flops(spec, sizes), nbytes, bandwidth, peak)
                 rows += new
                 ours = new[0]
-                vs = f", {ours['speedup_vs_best_alternative']:.2f}x the best alternative" if len(new) > 1 else ""
+                best = ours["speedup_vs_best_alternative"]
+                vs = f", {best:.2f}x the best alternative" if best else ""
                 progress(f"{name} {sizes} {cache}: {ours['median_ms']:.3f} ms, {ours['gflops']:.1f} GFLOP/s, "
                          f"{ours['gbs']:.1f} GB/s ({100 * ours['bandwidth_fraction']:.0f}% of copy bandwidth){vs}")
     machine = _machine(bandwidth)
@@ -230,12 +239,17 @@ def run(specs, target, *, toolchain, tuning_dir: Path | None, quick: bool, json_
 
     helpers = {s.name: s for spec in specs if spec.op == "qkv_proj" for s in separate_qkv_specs(spec)}
     wanted = [s.name for s in specs]
+    everything = list({**helpers, **{s.name: s for s in specs}}.values())
     with tempfile.TemporaryDirectory() as tmp:
-        everything = {**helpers, **{s.name: s for s in specs}}
-        build.build(list(everything.values()), target, Path(tmp), toolchain=toolchain, tuning_dir=tuning_dir,
-                    progress=lambda _: None)
-        with loader.load(tmp, emulate=False) as lib:
-            result = bench_library(lib, quick=quick, progress=progress, only=wanted)
+        tuned_dir, default_dir = Path(tmp) / "tuned", Path(tmp) / "default"
+        build.build(everything, target, tuned_dir, toolchain=toolchain, tuning_dir=tuning_dir, progress=lambda _: None)
+        with loader.load(tuned_dir, emulate=False) as lib:
+            if any(v["tuning"] != "default" for k in lib.kernels for v in lib[k].spec["variants"]):
+                build.build(everything, target, default_dir, toolchain=toolchain, tuning_dir=None, progress=lambda _: None)
+                with loader.load(default_dir, emulate=False) as default_lib:
+                    result = bench_library(lib, quick=quick, progress=progress, only=wanted, default_lib=default_lib)
+            else:
+                result = bench_library(lib, quick=quick, progress=progress, only=wanted)
     result["target"] = target.name
     result["goals"] = bench_summary.goals(result["rows"])
     if model is not None and model.layers:

@@ -19,6 +19,13 @@ def _torch():
     return torch
 
 
+def set_threads(count: int) -> None:
+    """Give PyTorch's intra-op pool the thread count our kernels use."""
+    torch = _torch()
+    if torch is not None:
+        torch.set_num_threads(count)
+
+
 def for_kernel(spec, logical: dict[str, np.ndarray]) -> list[Contender]:
     """Contenders for one kernel at the inputs' shapes; empty for ops nobody else provides."""
     torch = _torch()

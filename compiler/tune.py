@@ -3,9 +3,10 @@ our schedule functions define (their named sample_* knobs), one task per kernel 
 tasks under one trial budget (gradient task scheduler). Records go to the MetaSchedule JSON
 database in tuning_logs/<target>/<device>/, and `build` replays the best one per variant.
 
-Each variant is measured at a representative static shape: its bucket's own lengths (M=1 for the
-decode variant) and TUNING_SHAPES for the any-length one; the record is then replayed on the
-dynamic-length kernel.
+Each variant is measured at a representative static shape: its bucket's own length (M=1 for the
+decode variant, the top of a range bucket such as L <= 512) and TUNING_SHAPES for the any-length
+one; the record is then replayed on the dynamic-length kernel. Candidates are measured on this
+machine or, through compiler.rpc, on devices registered with a TVM RPC tracker.
 """
 
 from __future__ import annotations
