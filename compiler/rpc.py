@@ -10,6 +10,7 @@ timings are the emulator's, not the chip's: its key and device name say "emulate
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -60,7 +61,8 @@ class Tracker:
                            "with `python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190`") from None
         summary = rpc.connect_tracker(self.host, self.port).summary()
         queues = summary.get("queue_info", {})
-        servers = [s for s in summary.get("server_info", []) if str(s.get("key", "")).endswith(self.key)]
+        # server_info keys read "server:<key>"
+        servers = [s for s in summary.get("server_info", []) if str(s.get("key", "")).split(":", 1)[-1] == self.key]
         if self.key not in queues and not servers:
             known = sorted(queues) or ["none"]
             raise RpcError(f"no device is registered with key {self.key!r} at the tracker {self.address} "
@@ -127,7 +129,7 @@ class EmulatedDevice:
         # TVM's server re-executes sys.executable for its worker process; point that at a script
         # that starts the emulated CPython again (so no binfmt_misc registration is needed).
         relaunch = root / "python-under-qemu"
-        relaunch.write_text(f'#!/bin/sh\nexec {qemu} {python} "$@"\n')
+        relaunch.write_text(f'#!/bin/sh\nexec {shlex.quote(qemu)} {shlex.quote(str(python))} "$@"\n')
         relaunch.chmod(0o755)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "QEMU_LD_PREFIX": str(root / "root"),
                "PYTHONPATH": f"{root / 'rpc-site'}:{root / 'site'}", "HOME": os.environ.get("HOME", "/tmp")}
