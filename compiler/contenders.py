@@ -121,7 +121,8 @@ def _torch_gemms(torch, spec, logical, x, w) -> list[Contender]:
     xt, wt = torch.from_numpy(x), torch.from_numpy(w)
     out.append(("torch fp32 F.linear", lambda: torch.nn.functional.linear(xt, wt)))
     n, k = w.shape
-    if spec.op == "qgemm_w8a8" or (spec.op == "qkv_proj" and spec.opt("quant") == "w8a8"):
+    per_channel = logical["w_scale"].ndim == 1  # fbgemm and int8pack take one scale per channel
+    if per_channel and (spec.op == "qgemm_w8a8" or (spec.op == "qkv_proj" and spec.opt("quant") == "w8a8")):
         scale = torch.from_numpy(logical["w_scale"].astype(np.float64))
         qweight = torch._make_per_channel_quantized_tensor(torch.from_numpy(logical["w"]), scale,
                                                            torch.zeros(n, dtype=torch.int64), 0)

@@ -39,6 +39,7 @@ def coverage_specs() -> list:
     return [
         make_spec("qgemm_w8a8", n=64, k=128),
         make_spec("qgemm_w8a8", n=96, k=192, bias=True),
+        make_spec("qgemm_w8a8", n=64, k=256, group=32),  # block scales (GGUF Q8_0)
         make_spec("qgemm_w4a8", n=64, k=256, group=32),
         make_spec("qgemm_w4a8", n=32, k=256, group=128, bias=True),
         make_spec("qgemm_w4a8", n=16, k=64, group=64),  # one group: scales [N, 1]

@@ -13,6 +13,7 @@ from compiler.specs import make_spec
 def test_spec_names_are_stable_and_readable():
     assert make_spec("qgemm_w4a16", n=2048, k=2048).name == "qgemm_w4a16_g128_n2048_k2048"
     assert make_spec("qgemm_w8a8", n=896, k=896, bias=True).name == "qgemm_w8a8_bias_n896_k896"
+    assert make_spec("qgemm_w8a8", n=896, k=896, group=32).name == "qgemm_w8a8_g32_n896_k896"
     assert make_spec("qgemm_w4a16", n=64, k=64, group=32, zero=True, act="float16").name == \
         "qgemm_w4a16_g32_asym_f16_n64_k64"
     assert make_spec("qkv_proj", hq=14, hkv=2, d=64, k=896, bias=True, rope_theta=1e6).name == \
@@ -24,7 +25,9 @@ def test_spec_names_are_stable_and_readable():
     ("qgemm_w4a16", dict(n=64, k=100), "k=100 must be a multiple of 128"),
     ("qgemm_w8a8", dict(n=64, k=30), "k=30 must be a multiple of 4"),
     ("qgemm_w8a8", dict(n=64), "missing dim 'k'"),
-    ("qgemm_w8a8", dict(n=64, k=64, group=32), "unknown parameter"),
+    ("qgemm_w8a8", dict(n=64, k=64, zero=True), "unknown parameter"),
+    ("qgemm_w8a8", dict(n=64, k=64, group=48), "group"),
+    ("qgemm_w8a8", dict(n=64, k=96, group=64), "k=96 must be a multiple of 64"),
     ("qgemm_w4a8", dict(n=64, k=128, group=48), "option 'group' must be one of"),
     ("qgemm_w8a8", dict(n=-4, k=64), "must be a positive integer"),
     ("attention_prefill", dict(hq=6, hkv=4, d=64), "hq=6 must be a multiple of 4"),

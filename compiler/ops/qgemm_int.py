@@ -30,11 +30,17 @@ class IntGemm(OpDef):
         options = {"bias": Option(False)}
         if weight_bits == 4:
             options = {"group": Option(128, (32, 64, 128), tag=lambda g: f"g{g}"), **options}
+        else:  # 0: one scale per output channel; else per block of `group` k (GGUF's Q8_0 is 32)
+            options = {"group": Option(0, (0, 32, 64, 128), tag=lambda g: f"g{g}" if g else ""), **options}
         super().__init__(name, ("n", "k"), options)
         self.weight_bits = weight_bits
 
     def group(self, spec: KernelSpec) -> int:
-        return spec.opt("group") if self.weight_bits == 4 else spec.dim("k")
+        return spec.opt("group") or spec.dim("k")
+
+    def group_scales(self, spec: KernelSpec) -> bool:
+        """Whether w_scale is per group [N, K/group] (else per channel [N])."""
+        return bool(spec.opt("group"))
 
     def validate(self, spec: KernelSpec) -> None:
         check_divisible(self.name, "k", spec.dim("k"), 4)
@@ -43,12 +49,14 @@ class IntGemm(OpDef):
 
     def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
         n, k = spec.dim("n"), spec.dim("k")
-        return int_gemm_arguments(n, k, self.weight_bits, self.group(spec), spec.opt("bias"), layout, out="y")
+        return int_gemm_arguments(n, k, self.weight_bits, self.group(spec), spec.opt("bias"), layout, out="y",
+                                  group_scales=self.group_scales(spec))
 
     def build(self, spec: KernelSpec, layout: dict[str, Any]):
         args = self.arguments(spec, layout)
         ph = Placeholders(args, layout)
-        y = int_gemm_te(ph, spec.dim("n"), spec.dim("k"), self.weight_bits, self.group(spec), layout, "y")
+        y = int_gemm_te(ph, spec.dim("n"), spec.dim("k"), self.weight_bits, self.group(spec), layout, "y",
+                        group_scales=self.group_scales(spec))
         return ph.prim_func(args, {"y": y})
 
     def flops(self, spec, sizes):
@@ -60,12 +68,14 @@ class IntGemm(OpDef):
 
     def random_inputs(self, spec, sizes, rng):
         return int_gemm_random(spec.dim("n"), spec.dim("k"), sizes["M"], self.weight_bits, self.group(spec),
-                               spec.opt("bias"), rng)
+                               spec.opt("bias"), rng, group_scales=self.group_scales(spec))
 
 
 # -- shared with qkv_proj -------------------------------------------------------------------------
 
-def int_gemm_arguments(n, k, bits, group, bias, layout, out) -> list[Arg]:
+def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None) -> list[Arg]:
+    """group_scales: w_scale per group [N, K/group] (default: for int4 weights) or per channel [N]."""
+    group_scales = bits == 4 if group_scales is None else group_scales
     nt, kt = layout["n_tile"], layout["k_tile"]
     check_divisible("int gemm", "n", n, nt)
     check_divisible("int gemm", "k", k, kt)
@@ -73,12 +83,14 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out) -> list[Arg]:
     if bits == 8:
         w = Arg("w", (n // nt, k // kt, nt, kt), "int8", "weight", (n, k), "int8", tuple(tile),
                 doc="int8 weight [N, K]")
-        w_scale = Arg("w_scale", (n,), "float32", "weight", doc="per-output-channel weight scale")
     else:
         steps = ({"op": "check_range", "min": -8, "max": 7}, *tile, {"op": "nibbles"})
         w = Arg("w", (n // nt, k // kt, nt, kt // 2), "int8", "weight", (n, k), "int8", steps,
                 doc="int4 weight values in [-8, 7], given as int8 [N, K]")
+    if group_scales:
         w_scale = Arg("w_scale", (n, k // group), "float32", "weight", doc="per-group weight scale")
+    else:
+        w_scale = Arg("w_scale", (n,), "float32", "weight", doc="per-output-channel weight scale")
     args = [
         Arg("x", ("M", k), "int8", "input", doc="per-token quantized activations"),
         Arg("x_scale", ("M",), "float32", "input"),
@@ -98,10 +110,11 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out) -> list[Arg]:
     return args
 
 
-def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name):
+def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=None):
     """y = x_scale * sum_g w_scale * int32-dot(x, w) + bias, as te stages acc -> (ysum) -> y."""
     from tvm import te
 
+    group_scales = bits == 4 if group_scales is None else group_scales
     nt, kt = layout["n_tile"], layout["k_tile"]
     x, xs, w, ws = ph["x"], ph["x_scale"], ph["w"], ph["w_scale"]
     m = x.shape[0]
@@ -131,8 +144,8 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name):
         value = value * xs[i]
         return value + bias[j] if bias is not None else value
 
-    def scale(j, g):  # W8A8: per channel [N]; W4A8: per group [N, K/group]
-        return ws[j] if bits == 8 else ws[j, g]
+    def scale(j, g):  # per group [N, K/group], or per channel [N]
+        return ws[j, g] if group_scales else ws[j]
 
     if ngroups == 1:
         return te.compute((m, n), lambda i, j: epilogue(i, j, group_sum(i, 0, j).astype("float32") * scale(j, 0)),
@@ -153,13 +166,14 @@ def int_gemm_reference(x, x_scale, w, w_scale, group, bias=None) -> np.ndarray:
     return y + bias.astype(np.float64)[None] if bias is not None else y
 
 
-def int_gemm_random(n, k, m, bits, group, bias, rng) -> dict[str, np.ndarray]:
+def int_gemm_random(n, k, m, bits, group, bias, rng, group_scales=None) -> dict[str, np.ndarray]:
+    group_scales = bits == 4 if group_scales is None else group_scales
     lo, hi = (-127, 128) if bits == 8 else (-8, 8)
     out = {
         "x": rng.integers(-127, 128, (m, k), dtype=np.int8),
         "x_scale": rng.uniform(0.005, 0.02, m).astype(np.float32),
         "w": rng.integers(lo, hi, (n, k), dtype=np.int8),
-        "w_scale": rng.uniform(0.001, 0.01, (n,) if bits == 8 else (n, k // group)).astype(np.float32),
+        "w_scale": rng.uniform(0.001, 0.01, (n, k // group) if group_scales else (n,)).astype(np.float32),
     }
     if bias:
         out["bias"] = rng.standard_normal(n).astype(np.float32)
