@@ -34,6 +34,8 @@ class W4A16Gemm(OpDef):
         super().__init__("qgemm_w4a16", ("n", "k"), {
             "group": Option(128, (32, 64, 128), tag=lambda g: f"g{g}"),
             "zero": Option(False, tag=lambda z: "asym" if z else ""),
+            # an additive per-group term (GGUF Q4_1's block minimum): w_real = w * scale + min
+            "min": Option(False, tag=lambda m: "min" if m else ""),
             "act": Option("float32", ACT_DTYPES, tag=lambda a: "" if a == "float32" else "f16"),
             "bias": Option(False),
         })
@@ -45,7 +47,7 @@ class W4A16Gemm(OpDef):
     def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
         n, k = spec.dim("n"), spec.dim("k")
         return w4a16_arguments(n, k, spec.opt("group"), spec.opt("zero"), spec.opt("act"), spec.opt("bias"),
-                               layout, out="y")
+                               layout, out="y", minimum=spec.opt("min"))
 
     def build(self, spec: KernelSpec, layout: dict[str, Any]):
         args = self.arguments(spec, layout)
@@ -58,14 +60,14 @@ class W4A16Gemm(OpDef):
 
     def reference(self, spec: KernelSpec, **inp: np.ndarray) -> dict[str, np.ndarray]:
         return {"y": w4a16_reference(inp["x"], inp["w"], inp["w_scale"], inp.get("w_zero"), spec.opt("group"),
-                                     inp.get("bias"))}
+                                     inp.get("bias"), inp.get("w_min"))}
 
     def random_inputs(self, spec, sizes, rng):
         return w4a16_random(spec.dim("n"), spec.dim("k"), sizes["M"], spec.opt("group"), spec.opt("zero"),
-                            spec.opt("act"), spec.opt("bias"), rng)
+                            spec.opt("act"), spec.opt("bias"), rng, minimum=spec.opt("min"))
 
 
-def w4a16_arguments(n, k, group, zero, act, bias, layout, out) -> list[Arg]:
+def w4a16_arguments(n, k, group, zero, act, bias, layout, out, minimum=False) -> list[Arg]:
     nt = layout["n_tile"]
     check_divisible("qgemm_w4a16", "n", n, nt)
     steps = (
@@ -87,6 +89,10 @@ def w4a16_arguments(n, k, group, zero, act, bias, layout, out) -> list[Arg]:
     if zero:
         args.append(Arg("w_zero", (n // nt, k // group, nt), "float32", "weight", (n, k // group), "float32", tiled,
                         doc="per-group zero point in the int4 domain: w_real = (w - w_zero) * w_scale"))
+    if minimum:
+        args.append(Arg("w_min", (k // group, n), "float32", "weight", (n, k // group), "float32",
+                        ({"op": "transpose", "axes": [1, 0]},),
+                        doc="per-group additive term [N, K/group]: w_real = (w - w_zero) * w_scale + w_min"))
     if bias:
         args.append(Arg("bias", (n,), "float32", "weight"))
     args.append(Arg(out, ("M", n), "float32", "output"))
@@ -101,7 +107,7 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name):
 
     nt = layout["n_tile"]
     x, w, ws = ph["x"], ph["w"], ph["w_scale"]
-    wz, bias = ph.tensors.get("w_zero"), ph.tensors.get("bias")
+    wz, wmin, bias = ph.tensors.get("w_zero"), ph.tensors.get("w_min"), ph.tensors.get("bias")
     m = x.shape[0]
     ngroups, pairs = k // group, group // 2
     rows, row = padded_rows(m, layout.get("m_tile", 1))
@@ -130,20 +136,33 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name):
         factor(g, j, g * pairs + r, h) * xpair[i, g * pairs + r, h], axis=[r, h]), name="acc")
     rg = te.reduce_axis((0, ngroups), name="rg")
     ysum = te.compute((rows, n), lambda i, j: te.sum(acc[i, rg, j] * ws[j // nt, rg, j % nt], axis=rg), name="ysum")
-    if bias is None:
-        return te.compute((m, n), lambda i, j: ysum[i, j], name=name)
-    return te.compute((m, n), lambda i, j: ysum[i, j] + bias[j], name=name)
+    corr = None
+    if wmin is not None:  # sum_k x w_min = sum_g w_min[g] * (sum of x over group g): a small GEMM
+        rx = te.reduce_axis((0, group), name="rx")
+        xsum = te.compute((m, ngroups), lambda i, g: te.sum(x[i, g * group + rx].astype("float32"), axis=rx),
+                          name="xsum")
+        rm = te.reduce_axis((0, ngroups), name="rm")
+        corr = te.compute((m, n), lambda i, j: te.sum(wmin[rm, j] * xsum[i, rm], axis=rm), name="corr")
+
+    def output(i, j):
+        value = ysum[i, j]
+        if corr is not None:
+            value = value + corr[i, j]
+        return value + bias[j] if bias is not None else value
+
+    return te.compute((m, n), output, name=name)
 
 
-def w4a16_reference(x, w, w_scale, w_zero, group, bias=None) -> np.ndarray:
+def w4a16_reference(x, w, w_scale, w_zero, group, bias=None, w_min=None) -> np.ndarray:
     n, k = w.shape
     s = np.repeat(w_scale.astype(np.float64), group, axis=1)
     z = np.repeat(w_zero.astype(np.float64), group, axis=1) if w_zero is not None else 0.0
-    y = x.astype(np.float64) @ ((w.astype(np.float64) - z) * s).T
+    lo = np.repeat(w_min.astype(np.float64), group, axis=1) if w_min is not None else 0.0
+    y = x.astype(np.float64) @ ((w.astype(np.float64) - z) * s + lo).T
     return y + bias.astype(np.float64)[None] if bias is not None else y
 
 
-def w4a16_random(n, k, m, group, zero, act, bias, rng) -> dict[str, np.ndarray]:
+def w4a16_random(n, k, m, group, zero, act, bias, rng, minimum=False) -> dict[str, np.ndarray]:
     out = {
         "x": rng.standard_normal((m, k)).astype(act),
         "w": rng.integers(-8, 8, (n, k), dtype=np.int8),
@@ -151,6 +170,8 @@ def w4a16_random(n, k, m, group, zero, act, bias, rng) -> dict[str, np.ndarray]:
     }
     if zero:
         out["w_zero"] = rng.uniform(-1.0, 1.0, (n, k // group)).astype(np.float32)
+    if minimum:
+        out["w_min"] = rng.uniform(-0.1, 0.1, (n, k // group)).astype(np.float32)
     if bias:
         out["bias"] = rng.standard_normal(n).astype(np.float32)
     return out

@@ -28,8 +28,19 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
     if has_block(sch, "ysum"):  # group scales: fp32 sum over groups, one SIMD pass per group
         sch.reverse_compute_at(sch.get_sblock("ysum"), g)
     store = sch.get_sblock(out)
-    sch.reverse_compute_at(store, io)
-    sch.vectorize(sch.get_loops(store)[-1])
+    if has_block(sch, "corr"):
+        # A term outside the tiles (W4A16's block minimum: a small GEMM of group sums) feeds the
+        # output, so the output is its own pass after them, over rows x column vectors.
+        for name in ("xsum", "corr"):
+            block = sch.get_sblock(name)
+            sch.parallel(sch.fuse(*sch.get_loops(block)[:2]))
+        rows_out, cols_out = sch.get_loops(store)
+        vectors, lanes = sch.split(cols_out, [None, n_multiple])
+        sch.parallel(sch.fuse(rows_out, vectors))
+        sch.vectorize(lanes)
+    else:
+        sch.reverse_compute_at(store, io)
+        sch.vectorize(sch.get_loops(store)[-1])
     if has_block(sch, "ysum"):
         # Its column loop is left to LLVM's loop vectoriser: TVM refuses to vectorise a reduction
         # update split from its init.
