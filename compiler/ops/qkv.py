@@ -39,6 +39,7 @@ class QKVProj(OpDef):
             "quant": Option("w8a8", QUANT_FORMS, tag=str),
             "group": Option(128, (32, 64, 128), tag=lambda g: f"g{g}"),
             "zero": Option(False, tag=lambda z: "asym" if z else ""),
+            "min": Option(False, tag=lambda m: "min" if m else ""),  # W4A16's block minimum (GGUF Q4_1)
             "bias": Option(False),
             "rope": Option(True),
             "rope_theta": Option(10000.0, tag=lambda t: ""),
@@ -67,8 +68,9 @@ class QKVProj(OpDef):
             check_divisible(self.name, "k", k, spec.opt("group"))
         if spec.opt("quant") != "w4a16":  # int8 weight tiles hold 4 output columns
             check_divisible(self.name, "(hq + 2 hkv) * d", self.n_total(spec), 4)
-        if spec.opt("zero") and spec.opt("quant") != "w4a16":
-            raise ValueError("qkv_proj: a weight zero point is only supported with quant='w4a16'")
+        for option in ("zero", "min"):
+            if spec.opt(option) and spec.opt("quant") != "w4a16":
+                raise ValueError(f"qkv_proj: {option}=True (a per-group weight {option}) needs quant='w4a16'")
         if not spec.opt("rope_theta") > 0:
             raise ValueError("qkv_proj: rope_theta must be positive")
 
@@ -85,7 +87,7 @@ class QKVProj(OpDef):
         n, k, quant = self.n_total(spec), spec.dim("k"), spec.opt("quant")
         if quant == "w4a16":
             return w4a16_arguments(n, k, spec.opt("group"), spec.opt("zero"), "float32", spec.opt("bias"), layout,
-                                   out="proj")
+                                   out="proj", minimum=spec.opt("min"))
         return int_gemm_arguments(n, k, *self.int_form(spec), spec.opt("bias"), layout, out="proj")
 
     def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
@@ -150,7 +152,7 @@ class QKVProj(OpDef):
         quant = spec.opt("quant")
         if quant == "w4a16":
             proj = w4a16_reference(inp["x"], inp["w"], inp["w_scale"], inp.get("w_zero"), spec.opt("group"),
-                                   inp.get("bias"))
+                                   inp.get("bias"), inp.get("w_min"))
         else:
             _, group = self.int_form(spec)
             proj = int_gemm_reference(inp["x"], inp["x_scale"], inp["w"], inp["w_scale"], group, inp.get("bias"))
@@ -164,7 +166,8 @@ class QKVProj(OpDef):
     def random_inputs(self, spec, sizes, rng):
         m, n, k, quant = sizes["M"], self.n_total(spec), spec.dim("k"), spec.opt("quant")
         if quant == "w4a16":
-            out = w4a16_random(n, k, m, spec.opt("group"), spec.opt("zero"), "float32", spec.opt("bias"), rng)
+            out = w4a16_random(n, k, m, spec.opt("group"), spec.opt("zero"), "float32", spec.opt("bias"), rng,
+                               minimum=spec.opt("min"))
         else:
             out = int_gemm_random(n, k, m, *self.int_form(spec), spec.opt("bias"), rng)
         if spec.opt("rope"):
