@@ -97,7 +97,6 @@ def cmd_tune(args) -> int:
 def cmd_tune_compare(args) -> int:
     import targets
     from compiler import tune_compare
-
     from compiler.loader import native_ok
 
     target = targets.get(args.target)

@@ -105,18 +105,24 @@ def _has_knobs(mod, spec, target, bucket) -> bool:
     return bool(schedules.knobs(sch))
 
 
+def make_task(spec: KernelSpec, target, bucket: dict) -> Task:
+    """The tuning task of one length variant, at its tuning shape."""
+    mod, shape = tuning_module(spec, target, bucket)
+    work, unit = _work(spec, target, bucket, shape)
+    return Task(spec, bucket, shape, mod, work, unit)
+
+
 def make_tasks(specs: list[KernelSpec], target, progress: Callable[[str], None] = print) -> list[Task]:
     import schedules
 
     tasks = []
     for spec in specs:
         for bucket in schedules.buckets(spec, target):
-            mod, shape = tuning_module(spec, target, bucket)
-            if not _has_knobs(mod, spec, target, bucket):
+            task = make_task(spec, target, bucket)
+            if not _has_knobs(task.mod, spec, target, bucket):
                 progress(f"  {spec.name}: no tunable knobs yet, its default schedule is used")
                 break
-            work, unit = _work(spec, target, bucket, shape)
-            tasks.append(Task(spec, bucket, shape, mod, work, unit))
+            tasks.append(task)
     return tasks
 
 

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler import ops
 from compiler.specs import make_spec
-from compiler.tune import Task, our_space, search, tuning_module, _work
+from compiler.tune import Task, make_task, our_space, search
 
 
 def cases() -> list[tuple[str, object, dict]]:
@@ -98,7 +97,6 @@ def _search_space(task: Task, context, target, budgets: list[int], progress) -> 
 
 
 def _default_module(task: Task, target):
-    import tvm
     from tvm import s_tir
 
     import schedules
@@ -124,7 +122,7 @@ def _inputs(mod, rng):
     return arrays
 
 
-def _time_side_by_side(contestants: dict, task: Task, target, rounds: int, progress) -> dict:
+def _time_side_by_side(contestants: dict, task: Task, target, rounds: int) -> dict:
     """Compile each contestant's module, check its output against the first's, and time them
     alternately (`rounds` rounds, each a ~50 ms batch per contestant)."""
     import tvm
@@ -164,15 +162,10 @@ def run(target, *, budgets: list[int], rounds: int = 15, json_path: Path | None 
     budgets = sorted(set(budgets))
     rows = []
     for label, spec, bucket in cases():
-        def fresh_task():
-            mod, shape = tuning_module(spec, target, bucket)
-            work, unit = _work(spec, target, bucket, shape)
-            return Task(spec, bucket, shape, mod, work, unit)
-
         progress(f"== {label}: searching our space, then MetaSchedule's, up to {max(budgets)} trials each")
-        task = fresh_task()
+        task = make_task(spec, target, bucket)
         ours = _search_space(task, our_space(task, target), target, budgets, progress)
-        task = fresh_task()
+        task = make_task(spec, target, bucket)
         generic = _search_space(task, _metaschedule_space(task, target), target, budgets, progress)
         contestants, same_as = {"default": _default_module(task, target)}, {}
         for budget in budgets:
@@ -184,7 +177,7 @@ def run(target, *, budgets: list[int], rounds: int = 15, json_path: Path | None 
                 elif best is not None:
                     contestants[f"{name}@{budget}"] = best
         progress(f"   timing {len(contestants)} schedules side by side, {rounds} rounds")
-        timings = _time_side_by_side(contestants, task, target, rounds, progress)
+        timings = _time_side_by_side(contestants, task, target, rounds)
         order = ["default", *(f"{n}@{b}" for b in budgets for n in ("ours", "metaschedule"))]
         timings = {name: timings[same_as.get(name, name)] for name in order if name in contestants or name in same_as}
         row = {"kernel": label, "unit": task.unit, "shape": task.shape, "timings": timings,

@@ -8,9 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import assert_matches, coverage_specs, require_emulator
 
 from compiler import loader, models
-from conftest import assert_matches, coverage_specs, require_emulator
 
 
 def run(*args, cwd=None):

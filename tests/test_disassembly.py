@@ -8,7 +8,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import coverage_specs
 
 OBJDUMP = next((t for t in ("aarch64-linux-gnu-objdump", "llvm-objdump") if shutil.which(t)), None)

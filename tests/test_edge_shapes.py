@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import require_emulator
 
 from compiler import loader, verify
 from compiler.specs import make_spec
-from conftest import require_emulator
 
 
 def edge_specs() -> list:

@@ -4,10 +4,10 @@ worker: the instructions that run are the AArch64 ones (SDOT, SMULL, NEON), chec
 from __future__ import annotations
 
 import pytest
-
-from compiler import loader
 from conftest import assert_matches, coverage_specs, require_emulator
 from kernel_cases import cases
+
+from compiler import loader
 
 pytestmark = pytest.mark.emulated
 

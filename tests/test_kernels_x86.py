@@ -7,10 +7,10 @@ import shutil
 import subprocess
 
 import pytest
-
-from compiler import loader
 from conftest import assert_matches, coverage_specs
 from kernel_cases import cases
+
+from compiler import loader
 
 LENGTHS = {"M": (1, 7, 33), "S": (1, 7, 130, 1024, 2048), "L": (1, 33, 300, 2049)}
 

@@ -10,9 +10,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import coverage_specs
 
 from compiler import loader
-from conftest import coverage_specs
 
 GEMM = "qgemm_w8a8_n64_k128"
 

@@ -7,11 +7,11 @@ import os
 
 import numpy as np
 import pytest
+from conftest import assert_matches, require_emulator
+from kernel_cases import runtime_dim
 
 from compiler import loader
 from compiler.specs import make_spec
-from conftest import assert_matches, require_emulator
-from kernel_cases import runtime_dim
 
 SEED = int(os.environ.get("EKC_TEST_SEED", "2026"))
 

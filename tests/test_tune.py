@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import assert_matches
 
 import targets
 from compiler import build, loader, toolchain, tune, tuning_db
 from compiler.specs import make_spec
-from conftest import assert_matches
 
 
 def _write_lines(path, lines):

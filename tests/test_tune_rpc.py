@@ -8,11 +8,11 @@ import json
 import socket
 
 import pytest
+from conftest import assert_matches, require_emulator
 
 import targets
 from compiler import build, cli, loader, rpc, toolchain, tune, tuning_db
 from compiler.specs import make_spec
-from conftest import assert_matches, require_emulator
 
 pytestmark = pytest.mark.emulated
 
