@@ -55,8 +55,8 @@ def bench_chart(result: dict, path: Path) -> Path:
             colors.append(palette.setdefault(row["contestant"].split(" (")[0], f"C{len(palette) % 10}"))
             memory_bound = row["sizes"].get("M") == 1 or "L" in row["sizes"]
             texts.append(f"{row['gbs']:.1f} GB/s" if memory_bound else f"{row['gflops']:.1f} GFLOP/s")
-        labels.append("")
-        values.append(0.0)
+        labels.append("")  # a gap between cases
+        values.append(float("nan"))
         colors.append("white")
         texts.append("")
     fig, ax = plt.subplots(figsize=(12, 0.22 * len(labels) + 1.5))
@@ -65,10 +65,11 @@ def bench_chart(result: dict, path: Path) -> Path:
     for yi, value, text in zip(y, values, texts):
         if text:
             ax.text(value, yi, f" {value:.2f}x  {text}", va="center", fontsize=6)
+    ax.set_xscale("log")  # 2x faster and 2x slower sit equally far from ours
     ax.axvline(1.0, color="black", linewidth=0.8)
     ax.set_yticks(list(y), labels, fontsize=6)
     ax.invert_yaxis()
-    ax.set_xlabel("speed relative to ours (ours = 1)")
+    ax.set_xlabel("speed relative to ours (ours = 1, log scale)")
     machine = result.get("machine", {})
     ax.set_title(f"{result.get('target', '')} on {machine.get('cpu', '')}, {machine.get('threads', '')} threads, "
                  f"{machine.get('memory_bandwidth_gbs', '')} GB/s copy bandwidth", fontsize=9)
