@@ -46,8 +46,8 @@ def test_tune_arm_over_rpc_then_build_uses_the_records(device, tmp_path):
 
 
 def test_a_candidate_that_times_out_is_recorded_failed_and_the_search_goes_on(device, tmp_path):
-    # A 512-position prefill takes seconds under qemu: a 1 s session limit kills its measurement.
-    spec = make_spec("attention_prefill", hq=8, hkv=2, d=64)
+    # A 512-position prefill of 2 GFLOP takes many seconds under qemu: a 1 s session limit kills it.
+    spec = make_spec("attention_prefill", hq=32, hkv=8, d=128)
     lines = []
     run = tune.tune([spec], targets.get("arm"), device=device.key, logs_root=tmp_path, trials=4,
                     tracker=device.tracker, rpc_timeout=1, progress=lines.append)
