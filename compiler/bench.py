@@ -113,9 +113,14 @@ def last_level_cache_bytes() -> int:
     return max(sizes, default=32 << 20)
 
 
-def _memory_bound(spec, sizes) -> bool:
+def memory_bound(sizes: dict[str, int]) -> bool:
     """Decode kernels: one token through the weights, or one query through the KV cache."""
     return sizes.get("M") == 1 or "L" in sizes
+
+
+def _tuned(kernel) -> bool:
+    """Whether any variant of a loaded kernel was built from a tuning record."""
+    return any(v["tuning"] != "default" for v in kernel.spec["variants"])
 
 
 def _contestant_sets(kernel, spec, op, sizes, rng, copies: int, separate_qkv=None, default=None):
@@ -193,16 +198,16 @@ def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, 
         op = ops.get(spec.op)
         dims = symbolic_dims(kernel.spec)
         separate = None
-        if spec.op == "qkv_proj" and all(s.name in lib.kernels for s in separate_qkv_specs(spec)):
-            separate = [lib[s.name] for s in separate_qkv_specs(spec)]
+        if spec.op == "qkv_proj":
+            names = [s.name for s in separate_qkv_specs(spec)]
+            separate = [lib[n] for n in names] if all(n in lib.kernels for n in names) else None
         peak = peaks["int8" if _int8_compute(spec) else "fp32"]
-        tuned = any(v["tuning"] != "default" for v in kernel.spec["variants"])
-        default = default_lib[name] if default_lib is not None and tuned else None
+        default = default_lib[name] if default_lib is not None and _tuned(kernel) else None
         for length in LENGTHS[dims[0]][:1] if quick else LENGTHS[dims[0]]:
             sizes = {d: length for d in dims}
             nbytes = op.bytes_moved(spec, sizes, kernel.spec["layout"])
             caches = [("hot", 1)]
-            if _memory_bound(spec, sizes) and not quick:
+            if memory_bound(sizes) and not quick:
                 caches.append(("cold", max(2, -(-cold_bytes // int(nbytes)))))
             for cache, copies in caches:
                 contestants = _contestant_sets(kernel, spec, op, sizes, rng, copies, separate, default)
@@ -244,7 +249,7 @@ def run(specs, target, *, toolchain, tuning_dir: Path | None, quick: bool, json_
         tuned_dir, default_dir = Path(tmp) / "tuned", Path(tmp) / "default"
         build.build(everything, target, tuned_dir, toolchain=toolchain, tuning_dir=tuning_dir, progress=lambda _: None)
         with loader.load(tuned_dir, emulate=False) as lib:
-            if any(v["tuning"] != "default" for k in lib.kernels for v in lib[k].spec["variants"]):
+            if any(_tuned(lib[k]) for k in lib.kernels):
                 build.build(everything, target, default_dir, toolchain=toolchain, tuning_dir=None, progress=lambda _: None)
                 with loader.load(default_dir, emulate=False) as default_lib:
                     result = bench_library(lib, quick=quick, progress=progress, only=wanted, default_lib=default_lib)

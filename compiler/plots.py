@@ -15,6 +15,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def tuning_curves(tasks, path: Path, title: str) -> Path:
     """One panel per unit (GFLOP/s, GB/s): each task's best rate after each trial."""
     plt = _pyplot()
@@ -29,17 +38,14 @@ def tuning_curves(tasks, path: Path, title: str) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="lower right")
     axes[0, 0].set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def bench_chart(result: dict, path: Path) -> Path:
     """Per benchmarked case (kernel, lengths, cache) a group of bars: each contestant's speed
     relative to ours (1.0 = ours; right of the line = faster than ours), labelled with its rate."""
+    from compiler.bench import memory_bound
+
     plt = _pyplot()
     cases: dict[tuple, list[dict]] = {}
     for row in result["rows"]:
@@ -53,8 +59,7 @@ def bench_chart(result: dict, path: Path) -> Path:
             labels.append(f"{kernel[:40]} {sizes} {cache} | {row['contestant'][:32]}")
             values.append(ours["median_ms"] / row["median_ms"])
             colors.append(palette.setdefault(row["contestant"].split(" (")[0], f"C{len(palette) % 10}"))
-            memory_bound = row["sizes"].get("M") == 1 or "L" in row["sizes"]
-            texts.append(f"{row['gbs']:.1f} GB/s" if memory_bound else f"{row['gflops']:.1f} GFLOP/s")
+            texts.append(f"{row['gbs']:.1f} GB/s" if memory_bound(row["sizes"]) else f"{row['gflops']:.1f} GFLOP/s")
         labels.append("")  # a gap between cases
         values.append(float("nan"))
         colors.append("white")
@@ -73,9 +78,4 @@ def bench_chart(result: dict, path: Path) -> Path:
     machine = result.get("machine", {})
     ax.set_title(f"{result.get('target', '')} on {machine.get('cpu', '')}, {machine.get('threads', '')} threads, "
                  f"{machine.get('memory_bandwidth_gbs', '')} GB/s copy bandwidth", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

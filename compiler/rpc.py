@@ -48,18 +48,23 @@ class Tracker:
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def summary(self, timeout: float = 5.0) -> dict:
+        """The tracker's queue and server summary. A plain socket probe comes first (OSError if
+        nothing answers): TVM's connect_tracker would retry for a minute, loudly."""
+        from tvm import rpc
+
+        with socket.create_connection((self.host, self.port), timeout=timeout):
+            pass
+        return rpc.connect_tracker(self.host, self.port).summary()
+
     def devices(self, timeout: float = 5.0) -> int:
         """How many devices serve our key (free or busy); a clear error if the tracker cannot be
         reached or has no device under the key."""
-        from tvm import rpc
-
         try:
-            with socket.create_connection((self.host, self.port), timeout=timeout):
-                pass
+            summary = self.summary(timeout)
         except OSError as err:
             raise RpcError(f"cannot reach the RPC tracker at {self.address}: {err.strerror or err}. Start one "
                            "with `python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port 9190`") from None
-        summary = rpc.connect_tracker(self.host, self.port).summary()
         queues = summary.get("queue_info", {})
         # server_info keys read "server:<key>"
         servers = [s for s in summary.get("server_info", []) if str(s.get("key", "")).split(":", 1)[-1] == self.key]
@@ -149,8 +154,6 @@ class EmulatedDevice:
         self._procs.append((proc, log))
 
     def _wait_registered(self) -> None:
-        from tvm import rpc
-
         deadline = time.time() + self.start_timeout
         while time.time() < deadline:
             for proc, log in self._procs:
@@ -158,9 +161,7 @@ class EmulatedDevice:
                     output = log.read_text(errors="replace")[-3000:]
                     raise RpcError(f"`{' '.join(map(str, proc.args[:3]))} ...` exited with {proc.returncode}:\n{output}")
             try:
-                with socket.create_connection((self.tracker.host, self.tracker.port), timeout=2):
-                    pass  # probe first: connect_tracker itself would retry for a minute, loudly
-                queues = rpc.connect_tracker(self.tracker.host, self.tracker.port).summary().get("queue_info", {})
+                queues = self.tracker.summary(timeout=2).get("queue_info", {})
                 if queues.get(self.key, {}).get("free", 0) > 0:
                     return
             except (OSError, RuntimeError):
