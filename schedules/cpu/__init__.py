@@ -12,12 +12,13 @@ _SCHEDULES = {
     "qgemm_w8a8": gemm_int.schedule_gemm,
     "qgemm_w4a8": gemm_int.schedule_gemm,
     "qgemm_w4a16": gemm_float.schedule_gemm,
+    "qgemm_w8a16": gemm_float.schedule_gemm,
     "qkv_proj": pointwise.schedule_qkv,
     "quantize_per_token": pointwise.schedule_quantize,
     "attention_prefill": attention.schedule_prefill,
     "attention_decode": attention.schedule_decode,
 }
-_GEMMS = ("qgemm_w8a8", "qgemm_w4a8", "qgemm_w4a16", "qkv_proj")
+_GEMMS = ("qgemm_w8a8", "qgemm_w4a8", "qgemm_w4a16", "qgemm_w8a16", "qkv_proj")
 
 # Token rows per accumulator tile in the any-length GEMM variant: 4 rows x 16 columns of int32 or
 # fp32 accumulators fit the register file of NEON (32 x 128-bit) and AVX2 (16 x 256-bit).
@@ -83,7 +84,7 @@ def _gemm_n(spec) -> int:
 
 
 def _float_weights(spec) -> bool:
-    return spec.op == "qgemm_w4a16" or (spec.op == "qkv_proj" and spec.opt("quant") == "w4a16")
+    return spec.op in ("qgemm_w4a16", "qgemm_w8a16") or (spec.op == "qkv_proj" and spec.opt("quant") == "w4a16")
 
 
 def schedule(sch, spec, target, bucket: dict) -> None:

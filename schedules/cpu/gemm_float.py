@@ -1,13 +1,14 @@
-"""CPU schedule for the weight-only int4 GEMM (W4A16) and its fused-QKV form.
+"""CPU schedule for the weight-only GEMMs with float activations (W4A16, its fused-QKV form, W8A16).
 
-Micro-kernel: m_tile rows x n_block columns of fp32 partial sums per K group; at each pair of k the
-tile's weight bytes are contiguous, so the unpack (widen, two shifts), converts and FMAs are SIMD
-over output columns, and an unpacked weight vector serves every row of the tile. The group's scale
-(and zero point) is applied once per group.
+Micro-kernel: m_tile rows x n_block columns of fp32 partial sums per K group; at each k (a pair of
+k for int4) the tile's weight bytes are contiguous, so the unpack, converts and FMAs are SIMD over
+output columns, and an unpacked weight vector serves every row of the tile. The group's scale (and
+zero point) is applied once per group.
 """
 
 from __future__ import annotations
 
+from schedules.cpu.blocks import has_block
 from schedules.cpu.gemm_tiles import tile_gemm
 
 
@@ -26,17 +27,18 @@ def schedule_w4a16(sch, target, layout, *, n: int, out: str) -> None:
     lanes = min(n_tile, target.float_lanes)
 
     def micro_kernel(sch, acc, k, rows, cols, inner):
-        (term,) = inner  # which factor of a weight byte: the low nibble, the byte, the constant(s)
+        # int4: `inner` is which factor of a weight byte (the low nibble, the byte, the constants)
         tiles, vector = sch.split(cols, [None, lanes])
-        sch.reorder(k, term, rows, tiles, vector)
-        sch.unroll(term)
+        sch.reorder(k, *inner, rows, tiles, vector)
+        for term in inner:
+            sch.unroll(term)
         sch.unroll(rows)
         sch.unroll(tiles)
         sch.vectorize(vector)
         sch.decompose_reduction(acc, k)
 
-    # The activation rearrangement is per token: a small pass before the tiles.
-    sch.parallel(sch.get_loops(sch.get_sblock("xpair"))[0])
+    if has_block(sch, "xpair"):  # int4's activation rearrangement is per token: a small pass before the tiles
+        sch.parallel(sch.get_loops(sch.get_sblock("xpair"))[0])
 
     # Half the register file holds the accumulators of m_tile rows; the rest unpacked weights.
     per_row = max(1, target.vector_registers // 2 // layout["m_tile"])

@@ -1,0 +1,81 @@
+"""Weight-only int8 GEMM with float activations (W8A16): block-scaled int8 weights (GGUF's Q8_0 form)
+applied exactly, with no rounding of the activations (the int8-activation W8A8 quantises them).
+
+y[m, n] = sum_g w_scale[n, g] * sum_{k in group g} x[m, k] * w[n, k] + bias[n]
+The weight is stored [N/nt, K, nt]: at each k the nt outputs of a tile are adjacent, so the schedule
+converts a vector of int8 weights to fp32 and does one FMA per column vector (W4A16's loop nest).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from compiler.ops.base import Arg, OpDef, Option, Placeholders, check_divisible, padded_rows
+from compiler.specs import KernelSpec
+
+
+class W8A16Gemm(OpDef):
+    def __init__(self):
+        super().__init__("qgemm_w8a16", ("n", "k"), {
+            "group": Option(32, (32, 64, 128), tag=lambda g: f"g{g}"),
+            "bias": Option(False),
+        })
+
+    def validate(self, spec: KernelSpec) -> None:
+        check_divisible(self.name, "k", spec.dim("k"), spec.opt("group"))
+        check_divisible(self.name, "n", spec.dim("n"), 2)
+
+    def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
+        n, k, group, nt = spec.dim("n"), spec.dim("k"), spec.opt("group"), layout["n_tile"]
+        check_divisible(self.name, "n", n, nt)
+        tiled = ({"op": "reshape", "shape": [n // nt, nt, -1]}, {"op": "transpose", "axes": [0, 2, 1]})
+        args = [
+            Arg("x", ("M", k), "float32", "input"),
+            Arg("w", (n // nt, k, nt), "int8", "weight", (n, k), "int8", tiled, doc="int8 weight [N, K]"),
+            Arg("w_scale", (n // nt, k // group, nt), "float32", "weight", (n, k // group), "float32", tiled,
+                doc="per-group scale [N, K/group]"),
+        ]
+        if spec.opt("bias"):
+            args.append(Arg("bias", (n,), "float32", "weight"))
+        return [*args, Arg("y", ("M", n), "float32", "output")]
+
+    def build(self, spec: KernelSpec, layout: dict[str, Any]):
+        from tvm import te
+
+        args = self.arguments(spec, layout)
+        ph = Placeholders(args, layout)
+        n, k, group, nt = spec.dim("n"), spec.dim("k"), spec.opt("group"), layout["n_tile"]
+        x, w, ws, bias = ph["x"], ph["w"], ph["w_scale"], ph.tensors.get("bias")
+        m = x.shape[0]
+        rows, row = padded_rows(m, layout.get("m_tile", 1))
+        r = te.reduce_axis((0, group), name="r")
+        acc = te.compute((rows, k // group, n), lambda i, g, j: te.sum(
+            w[j // nt, g * group + r, j % nt].astype("float32") * x[row(i), g * group + r], axis=r), name="acc")
+        rg = te.reduce_axis((0, k // group), name="rg")
+        ysum = te.compute((rows, n), lambda i, j: te.sum(acc[i, rg, j] * ws[j // nt, rg, j % nt], axis=rg),
+                          name="ysum")
+        y = te.compute((m, n), lambda i, j: ysum[i, j] + bias[j] if bias is not None else ysum[i, j], name="y")
+        return ph.prim_func(args, {"y": y})
+
+    def flops(self, spec, sizes):
+        return 2.0 * sizes["M"] * spec.dim("n") * spec.dim("k")
+
+    def reference(self, spec: KernelSpec, **inp: np.ndarray) -> dict[str, np.ndarray]:
+        x, w, ws, group = inp["x"], inp["w"], inp["w_scale"], spec.opt("group")
+        weight = w.astype(np.float64) * np.repeat(ws.astype(np.float64), group, axis=1)
+        y = x.astype(np.float64) @ weight.T
+        return {"y": y + inp["bias"].astype(np.float64)[None] if "bias" in inp else y}
+
+    def random_inputs(self, spec, sizes, rng):
+        n, k = spec.dim("n"), spec.dim("k")
+        out = {"x": rng.standard_normal((sizes["M"], k)).astype(np.float32),
+               "w": rng.integers(-127, 128, (n, k), dtype=np.int8),
+               "w_scale": rng.uniform(0.001, 0.01, (n, k // spec.opt("group"))).astype(np.float32)}
+        if spec.opt("bias"):
+            out["bias"] = rng.standard_normal(n).astype(np.float32)
+        return out
+
+
+OPS = {"qgemm_w8a16": W8A16Gemm()}
