@@ -272,6 +272,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from compiler.loader import use_all_cores
+
+    use_all_cores()  # before anything starts TVM's thread pool (tuning runners, bench, run)
     from compiler.emulate import EmulatorSetupError
     from compiler.loader import LoaderError
     from compiler.rpc import RpcError

@@ -69,12 +69,34 @@ def _tvm_runtime_path() -> Path:
 _RUNTIME_LOADED = False
 
 
+def physical_cores() -> int:
+    """Cores this process may run on, counting SMT siblings once (Linux topology; else the CPU count)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+def use_all_cores() -> None:
+    """Give TVM's thread pool one thread per physical core unless TVM_NUM_THREADS says otherwise.
+    TVM's own default halves the logical CPU count on x86 (it assumes SMT), which on a VM whose
+    vCPUs are separate cores runs every parallel kernel on half of them. Must run before the
+    first kernel call (the pool reads it once)."""
+    os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
+
+
 def _load_runtime():
     """tvm_ffi alone runs simple kernels, but kernels that allocate a workspace call
     TVMBackendAllocWorkspace, which only libtvm_runtime provides: load it globally first."""
     global _RUNTIME_LOADED
     import tvm_ffi
 
+    use_all_cores()
     if not _RUNTIME_LOADED:
         path = _tvm_runtime_path()
         if not path.is_file():
