@@ -90,8 +90,7 @@ def w4a16_arguments(n, k, group, zero, act, bias, layout, out, minimum=False) ->
         args.append(Arg("w_zero", (n // nt, k // group, nt), "float32", "weight", (n, k // group), "float32", tiled,
                         doc="per-group zero point in the int4 domain: w_real = (w - w_zero) * w_scale"))
     if minimum:
-        args.append(Arg("w_min", (k // group, n), "float32", "weight", (n, k // group), "float32",
-                        ({"op": "transpose", "axes": [1, 0]},),
+        args.append(Arg("w_min", (n // nt, k // group, nt), "float32", "weight", (n, k // group), "float32", tiled,
                         doc="per-group additive term [N, K/group]: w_real = (w - w_zero) * w_scale + w_min"))
     if bias:
         args.append(Arg("bias", (n,), "float32", "weight"))
@@ -142,7 +141,8 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name):
         xsum = te.compute((m, ngroups), lambda i, g: te.sum(x[i, g * group + rx].astype("float32"), axis=rx),
                           name="xsum")
         rm = te.reduce_axis((0, ngroups), name="rm")
-        corr = te.compute((m, n), lambda i, j: te.sum(wmin[rm, j] * xsum[i, rm], axis=rm), name="corr")
+        corr = te.compute((m, n), lambda i, j: te.sum(wmin[j // nt, rm, j % nt] * xsum[i, rm], axis=rm),
+                          name="corr")
 
     def output(i, j):
         value = ysum[i, j]

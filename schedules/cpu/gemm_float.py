@@ -37,8 +37,11 @@ def schedule_w4a16(sch, target, layout, *, n: int, out: str) -> None:
         sch.vectorize(vector)
         sch.decompose_reduction(acc, k)
 
-    if has_block(sch, "xpair"):  # int4's activation rearrangement is per token: a small pass before the tiles
-        sch.parallel(sch.get_loops(sch.get_sblock("xpair"))[0])
+    # Per-token passes before the tiles (int4's activation rearrangement, block minimums' group sums):
+    # parallel over tokens, except for one token, where a fork/join costs more than the pass.
+    for name in ("xpair", "xsum"):
+        if has_block(sch, name) and layout["m_tile"] > 1:
+            sch.parallel(sch.get_loops(sch.get_sblock(name))[0])
 
     # Half the register file holds the accumulators of m_tile rows; the rest unpacked weights.
     per_row = max(1, target.vector_registers // 2 // layout["m_tile"])

@@ -29,15 +29,21 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
         sch.reverse_compute_at(sch.get_sblock("ysum"), g)
     store = sch.get_sblock(out)
     if has_block(sch, "corr"):
-        # A term outside the tiles (W4A16's block minimum: a small GEMM of group sums) feeds the
-        # output, so the output is its own pass after them, over rows x column vectors.
-        for name in ("xsum", "corr"):
-            block = sch.get_sblock(name)
-            sch.parallel(sch.fuse(*sch.get_loops(block)[:2]))
+        # A term outside the tiles (W4A16's block minimum: group sums of x times w_min) feeds the
+        # output, so the output is its own pass after them, over rows x column vectors, each vector's
+        # term computed in place. The group sums are a small pass (serial for one token).
+        xsum = sch.get_sblock("xsum")
+        if m_tile > 1:
+            sch.parallel(sch.get_loops(xsum)[0])
         rows_out, cols_out = sch.get_loops(store)
         vectors, lanes = sch.split(cols_out, [None, n_multiple])
-        sch.parallel(sch.fuse(rows_out, vectors))
+        corr = sch.get_sblock("corr")
+        tiles = sch.fuse(rows_out, vectors)
+        sch.parallel(tiles)
+        sch.compute_at(corr, tiles)
         sch.vectorize(lanes)
+        columns, groups = sch.get_loops(corr)[-2:]
+        sch.reorder(groups, columns)  # FMAs over a column vector per group (LLVM vectorises the columns)
     else:
         sch.reverse_compute_at(store, io)
         sch.vectorize(sch.get_loops(store)[-1])
