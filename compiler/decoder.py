@@ -1,8 +1,9 @@
 """A llama decoder on our built kernels: GGUF weights packed once, a KV cache, logits per step.
 
-Every projection and attention goes through the library's kernels; the elementwise glue (embedding
-rows, RMSNorm, SiLU x up, residual adds) is numpy in float32. `profile` accumulates wall time per
-kernel role, plus "numpy" for the glue, so callers can say where the time goes.
+Every projection and attention goes through the library's kernels, which also do the elementwise
+steps (RMSNorms, SiLU x up, residual adds: see gguf_kernels.kernel_specs); numpy only looks up
+embedding rows, appends to the KV cache and moves heads. `profile` accumulates wall time per kernel
+role, plus "numpy" for that glue, so callers can say where the time goes.
 """
 
 from __future__ import annotations
@@ -17,16 +18,6 @@ from compiler.gguf_file import GGUFModel
 from compiler.loader import Library
 
 
-def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
-    scale = 1.0 / np.sqrt(np.mean(np.square(x), axis=-1, keepdims=True) + np.float32(eps))
-    return (x * scale.astype(np.float32)) * weight
-
-
-def silu_mul(gate_up: np.ndarray, ffn: int) -> np.ndarray:
-    gate, up = gate_up[:, :ffn], gate_up[:, ffn:]
-    return gate / (1.0 + np.exp(-gate)) * up
-
-
 class Decoder:
     def __init__(self, model: GGUFModel, library: Library, *, max_context: int = 4096):
         self.model, self.shape = model, model.shape
@@ -35,26 +26,22 @@ class Decoder:
         if missing:
             raise ValueError(f"library {library.directory} lacks kernels this model needs: {', '.join(missing)}")
         self.kernels = {role: library[spec.name] for role, spec in self.specs.items()}
-        self.eps = model.rms_eps
         self.max_context = max_context
         m = self.shape
         self.layers = []
         for layer in range(m.layers):
-            packed = {role: self.kernels[role].pack(**gguf_kernels.logical_weights(model, role, layer))
-                      for role in gguf_kernels.GEMM_ROLES}
-            packed["attn_norm"] = model.float_tensor(f"blk.{layer}.attn_norm.weight")
-            packed["ffn_norm"] = model.float_tensor(f"blk.{layer}.ffn_norm.weight")
-            self.layers.append(packed)
-        self.head = self.kernels["head"].pack(**gguf_kernels.logical_weights(model, "head", None))
-        self.output_norm = model.float_tensor("output_norm.weight")
+            self.layers.append({role: self._bind(role, layer) for role in gguf_kernels.GEMM_ROLES})
+        self.head = self._bind("head", None)
         self.profile: dict[str, float] = defaultdict(float)
         self.reset()
 
+    def _bind(self, role: str, layer: int | None):
+        kernel = self.kernels[role]
+        return kernel.bind(**kernel.pack(**gguf_kernels.logical_weights(self.model, role, layer)))
+
     @property
     def resident_weight_bytes(self) -> int:
-        arrays = [a for layer in self.layers for packed in layer.values()
-                  for a in (packed.values() if isinstance(packed, dict) else [packed])]
-        return sum(a.nbytes for a in [*arrays, *self.head.values(), self.output_norm])
+        return sum(bound.nbytes for bound in [*(b for layer in self.layers for b in layer.values()), self.head])
 
     def reset(self) -> None:
         """Forget the context (empty KV cache)."""
@@ -63,9 +50,9 @@ class Decoder:
         self.k_cache = np.zeros((m.layers, m.kv_heads, self.max_context, m.head_dim), np.float32)
         self.v_cache = np.zeros_like(self.k_cache)
 
-    def _run(self, role: str, **inputs):
+    def _run(self, role: str, kernel, **inputs):
         start = time.perf_counter()
-        out = self.kernels[role](**inputs)
+        out = kernel(**inputs)
         self.profile[role] += time.perf_counter() - start
         return out
 
@@ -88,10 +75,7 @@ class Decoder:
         x = self.model.embedding_rows(tokens)
         self.profile["numpy"] += time.perf_counter() - glue
         x = self._layers(x)
-        glue = time.perf_counter()
-        h = rms_norm(x[-1:], self.output_norm, self.eps)
-        self.profile["numpy"] += time.perf_counter() - glue
-        return self._run("head", x=h, **self.head)[0]
+        return self._run("head", self.head, x=x[-1:])[0]
 
     def _layers(self, x: np.ndarray) -> np.ndarray:
         m = self.shape
@@ -99,32 +83,24 @@ class Decoder:
         positions = np.arange(start, start + t, dtype=np.int32)
         end = start + t
         for index, w in enumerate(self.layers):
-            glue = time.perf_counter()
-            h = rms_norm(x, w["attn_norm"], self.eps)
-            self.profile["numpy"] += time.perf_counter() - glue
-            q, k, v = self._run("qkv", x=h, positions=positions, **w["qkv"])
+            q, k, v = self._run("qkv", w["qkv"], x=x, positions=positions)
             glue = time.perf_counter()
             self.k_cache[index, :, start:end] = k
             self.v_cache[index, :, start:end] = v
             if start == 0:
                 self.profile["numpy"] += time.perf_counter() - glue
-                o = self._run("attention_prefill", q=q, k=k, v=v)  # [hq, T, d]
+                o = self._run("attention_prefill", self.kernels["attention_prefill"], q=q, k=k, v=v)  # [hq, T, d]
             else:
                 keys = np.ascontiguousarray(self.k_cache[index, :, :end])
                 values = np.ascontiguousarray(self.v_cache[index, :, :end])
                 self.profile["numpy"] += time.perf_counter() - glue
-                o = self._run("attention_decode", q=q[:, 0], k_cache=keys, v_cache=values)[:, None]
+                o = self._run("attention_decode", self.kernels["attention_decode"], q=q[:, 0], k_cache=keys,
+                              v_cache=values)[:, None]
             glue = time.perf_counter()
             attn = np.ascontiguousarray(o.transpose(1, 0, 2)).reshape(t, m.heads * m.head_dim)
             self.profile["numpy"] += time.perf_counter() - glue
-            x = x + self._run("o", x=attn, **w["o"])
-            glue = time.perf_counter()
-            h = rms_norm(x, w["ffn_norm"], self.eps)
-            self.profile["numpy"] += time.perf_counter() - glue
-            gate_up = self._run("gate_up", x=h, **w["gate_up"])
-            glue = time.perf_counter()
-            act = silu_mul(gate_up, m.ffn)
-            self.profile["numpy"] += time.perf_counter() - glue
-            x = x + self._run("down", x=act, **w["down"])
+            x = self._run("o", w["o"], x=attn, residual=x)
+            gate_up = self._run("gate_up", w["gate_up"], x=x)
+            x = self._run("down", w["down"], x=gate_up, residual=x)
         self.length = end
         return x

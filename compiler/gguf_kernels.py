@@ -39,29 +39,34 @@ def role_type(model: GGUFModel, role: str) -> str:
     return next(iter(kinds))
 
 
-def gemm_spec(kind: str, n: int, k: int) -> KernelSpec:
-    """The GEMM that takes a GGUF weight type as is (see gguf_file's module doc)."""
+def gemm_spec(kind: str, n: int, k: int, **fusions) -> KernelSpec:
+    """The GEMM that takes a GGUF weight type as is (see gguf_file's module doc), with `fusions`
+    (ops/fused_act.py: norm, swiglu, residual)."""
     if kind == "Q8_0":
-        return make_spec("qgemm_w8a16", n=n, k=k, group=BLOCK)
+        return make_spec("qgemm_w8a16", n=n, k=k, group=BLOCK, **fusions)
     if kind in ("Q4_0", "Q4_1"):
-        return make_spec("qgemm_w4a16", n=n, k=k, group=BLOCK, min=kind == "Q4_1")
+        return make_spec("qgemm_w4a16", n=n, k=k, group=BLOCK, min=kind == "Q4_1", **fusions)
     raise GGUFError(f"weight type {kind} has no kernel; supported: Q4_0, Q4_1, Q8_0")
 
 
 def kernel_specs(model: GGUFModel) -> dict[str, KernelSpec]:
-    """role -> kernel spec. Activations stay float32 everywhere (no int8 rounding of them)."""
+    """role -> kernel spec. Activations stay float32 everywhere (no int8 rounding of them). The
+    elementwise steps ride on the GEMMs: each RMSNorm on the projection after it (qkv, gate_up,
+    head), SiLU(gate) * up on down, the residual adds on o and down."""
     m = model.shape
+    eps = model.rms_eps
     qkv_kind = role_type(model, "qkv")
     if qkv_kind not in ("Q4_0", "Q4_1"):
         raise GGUFError(f"{model.path.name}: Q/K/V weights of type {qkv_kind} have no fused QKV kernel yet "
                         "(supported: Q4_0, Q4_1)")
     specs = {
         "qkv": make_spec("qkv_proj", hq=m.heads, hkv=m.kv_heads, d=m.head_dim, k=m.hidden, quant="w4a16",
-                         group=BLOCK, min=qkv_kind == "Q4_1", bias=m.qkv_bias, rope=True, rope_theta=m.rope_theta),
-        "o": gemm_spec(role_type(model, "o"), m.hidden, m.heads * m.head_dim),
-        "gate_up": gemm_spec(role_type(model, "gate_up"), 2 * m.ffn, m.hidden),
-        "down": gemm_spec(role_type(model, "down"), m.hidden, m.ffn),
-        "head": gemm_spec(role_type(model, "head"), model.vocab_size, m.hidden),
+                         group=BLOCK, min=qkv_kind == "Q4_1", bias=m.qkv_bias, rope=True, rope_theta=m.rope_theta,
+                         norm=eps),
+        "o": gemm_spec(role_type(model, "o"), m.hidden, m.heads * m.head_dim, residual=True),
+        "gate_up": gemm_spec(role_type(model, "gate_up"), 2 * m.ffn, m.hidden, norm=eps),
+        "down": gemm_spec(role_type(model, "down"), m.hidden, m.ffn, swiglu=True, residual=True),
+        "head": gemm_spec(role_type(model, "head"), model.vocab_size, m.hidden, norm=eps),
         "attention_prefill": make_spec("attention_prefill", hq=m.heads, hkv=m.kv_heads, d=m.head_dim),
         "attention_decode": make_spec("attention_decode", hq=m.heads, hkv=m.kv_heads, d=m.head_dim),
     }
@@ -89,6 +94,10 @@ def logical_weights(model: GGUFModel, role: str, layer: int | None) -> dict[str,
     out = {"w": weight.w, "w_scale": weight.scale}
     if weight.minimum is not None:
         out["w_min"] = weight.minimum
+    norm = {"qkv": f"blk.{layer}.attn_norm.weight", "gate_up": f"blk.{layer}.ffn_norm.weight",
+            "head": "output_norm.weight"}.get(role)
+    if norm:
+        out["norm_w"] = model.float_tensor(norm)
     if role == "qkv" and m.qkv_bias:
         q_bias, k_bias, v_bias = (model.float_tensor(f"blk.{layer}.attn_{p}.bias") for p in "qkv")
         out["bias"] = np.concatenate([q_bias[rope_order(m.heads, m.head_dim)],

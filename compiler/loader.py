@@ -256,6 +256,11 @@ class Kernel:
             packed[arg["name"]] = aligned(np.ascontiguousarray(array, dtype=arg["dtype"]))
         return packed
 
+    def bind(self, **weights: np.ndarray) -> "BoundKernel":
+        """This kernel with its weights (as `pack` returns them) checked and handed to the backend
+        once (an emulated worker keeps them): the result takes only the runtime inputs per call."""
+        return BoundKernel(self, weights)
+
     def __call__(self, **inputs: Any):
         if inputs.keys() != self._input_names:
             _check_names(self.name, [a["name"] for a in self._inputs], inputs)
@@ -271,6 +276,51 @@ class Kernel:
         out_specs = [(tuple(sizes[d] if isinstance(d, str) else d for d in a["shape"]), a["dtype"])
                      for a in self._outputs]
         outputs = self._backend.call(self.variant_for(sizes)["symbol"], arrays, out_specs)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+class BoundKernel:
+    """A kernel with resident weights: call it with the activations (role "input") only."""
+
+    def __init__(self, kernel: Kernel, weights: dict[str, np.ndarray]):
+        args = kernel._inputs
+        expected = [a["name"] for a in args if a["role"] == "weight"]
+        _check_names(kernel.name, expected, weights)
+        resident = {}
+        for position, arg in enumerate(args):
+            if arg["role"] == "weight":
+                array = _as_array(kernel.name, arg["name"], weights[arg["name"]])
+                _bind_shape(kernel.name, arg["name"], array, arg["shape"], np.dtype(arg["dtype"]), {})
+                resident[position] = aligned(np.ascontiguousarray(array))
+        self.kernel = kernel
+        self.weights = {args[p]["name"]: a for p, a in resident.items()}
+        self._checks = [(p, name, dtype, shape) for p, (name, dtype, shape) in enumerate(kernel._input_checks)
+                        if p not in resident]
+        self._names = {name for _, name, _, _ in self._checks}
+        self._backend = kernel._backend
+        self._kept = self._backend.keep(len(args), resident)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.weights.values())
+
+    def __call__(self, **inputs: Any):
+        kernel = self.kernel
+        if inputs.keys() != self._names:
+            _check_names(kernel.name, sorted(self._names), inputs)
+        sizes: dict[str, int] = {}
+        slots, arrays = [], []
+        for position, name, dtype, shape in self._checks:
+            array = _as_array(kernel.name, name, inputs[name])
+            _bind_shape(kernel.name, name, array, shape, dtype, sizes)
+            if not array.flags.c_contiguous:
+                raise ValueError(f"{kernel.name}: argument {name!r} is not C-contiguous "
+                                 "(np.ascontiguousarray makes a contiguous copy)")
+            slots.append(position)
+            arrays.append(array)
+        out_specs = [(tuple(sizes[d] if isinstance(d, str) else d for d in a["shape"]), a["dtype"])
+                     for a in kernel._outputs]
+        outputs = self._backend.call_kept(kernel.variant_for(sizes)["symbol"], self._kept, slots, arrays, out_specs)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
 
@@ -338,6 +388,27 @@ class NativeBackend:
             tensors.append(tensor)
         outputs = [empty(shape, dtype) for shape, dtype in out_specs]
         function(*tensors, *[from_dlpack(a) for a in outputs])
+        return outputs
+
+    def keep(self, count: int, resident: dict[int, np.ndarray]):
+        """Argument list template with the (aligned) resident arrays converted once; None at the
+        positions of per-call inputs. The arrays stay referenced by the template's owner."""
+        template = [None] * count
+        for position, array in resident.items():
+            template[position] = self._ffi.from_dlpack(aligned(array))
+        return template, list(resident.values())
+
+    def call_kept(self, name: str, kept, slots: list[int], inputs: list[np.ndarray], out_specs) -> list[np.ndarray]:
+        function = self._functions.get(name)
+        if function is None:
+            function = self._functions[name] = self._module[name]
+        from_dlpack = self._ffi.from_dlpack
+        args = list(kept[0])
+        for position, array in zip(slots, inputs):
+            tensor = from_dlpack(array)
+            args[position] = tensor if not tensor.data_ptr() % ALIGNMENT else from_dlpack(aligned(array))
+        outputs = [empty(shape, dtype) for shape, dtype in out_specs]
+        function(*args, *[from_dlpack(a) for a in outputs])
         return outputs
 
     def close(self) -> None:
@@ -414,6 +485,13 @@ class EmulatedBackend:
     def call(self, name, inputs, out_specs):
         return self._request(("call", name, inputs, out_specs))
 
+    def keep(self, count: int, resident: dict[int, np.ndarray]) -> int:
+        """The worker keeps the arrays: later calls send only the per-call inputs."""
+        return self._request(("keep", count, resident))
+
+    def call_kept(self, name, kept: int, slots, inputs, out_specs):
+        return self._request(("call_kept", name, kept, slots, inputs, out_specs))
+
     def close(self) -> None:
         if self._proc.poll() is None:
             try:
@@ -436,6 +514,7 @@ def _serve(library: str) -> None:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     requests = sys.stdin.buffer
     backend = NativeBackend(Path(library))
+    kept = []  # weight templates the caller bound (BoundKernel), by index
     while True:
         message = _receive(requests)
         if message is None or message[0] == "exit":
@@ -443,9 +522,16 @@ def _serve(library: str) -> None:
         if message[0] == "ping":
             _send(channel, ("ok", platform.machine()))
             continue
-        _, name, inputs, out_specs = message
         try:
-            _send(channel, ("ok", backend.call(name, inputs, out_specs)))
+            if message[0] == "keep":
+                kept.append(backend.keep(*message[1:]))
+                result = len(kept) - 1
+            elif message[0] == "call_kept":
+                _, name, index, slots, inputs, out_specs = message
+                result = backend.call_kept(name, kept[index], slots, inputs, out_specs)
+            else:
+                result = backend.call(*message[1:])
+            _send(channel, ("ok", result))
         except Exception as err:  # noqa: BLE001 - reported to the caller, worker stays up
             _send(channel, ("error", f"{type(err).__name__}: {err}"))
 

@@ -50,6 +50,11 @@ def coverage_specs() -> list:
         make_spec("qgemm_w4a16", n=32, k=128, group=64, zero=True, min=True, bias=True),
         make_spec("qgemm_w8a16", n=64, k=128, group=32),  # GGUF Q8_0 with exact float activations
         make_spec("qgemm_w8a16", n=48, k=256, group=64, bias=True),
+        # a decoder layer's fusions: RMSNorm before, SwiGLU input, residual add after
+        make_spec("qgemm_w4a16", n=64, k=128, group=32, min=True, norm=1e-5),
+        make_spec("qgemm_w4a16", n=32, k=64, group=32, min=True, swiglu=True, residual=True),
+        make_spec("qgemm_w8a16", n=64, k=64, group=32, norm=1e-6, residual=True),
+        make_spec("qgemm_w8a16", n=32, k=64, group=32, swiglu=True),
         make_spec("quantize_per_token", k=100),
         make_spec("quantize_per_token", k=37),
         make_spec("qkv_proj", hq=8, hkv=2, d=64, k=128, quant="w8a8", bias=True, rope_theta=500000.0),
@@ -57,7 +62,7 @@ def coverage_specs() -> list:
         make_spec("qkv_proj", hq=4, hkv=1, d=64, k=128, quant="w4a16", group=32, zero=True, rope=False),
         make_spec("qkv_proj", hq=2, hkv=2, d=64, k=64, quant="w4a16", group=32, bias=True),
         make_spec("qkv_proj", hq=9, hkv=3, d=64, k=128, quant="w4a16", group=32, min=True,
-                  rope_theta=100000.0),  # SmolLM2's heads, GGUF Q4_1
+                  rope_theta=100000.0, norm=1e-5),  # SmolLM2's heads, GGUF Q4_1, the attention RMSNorm
         make_spec("attention_prefill", hq=4, hkv=4, d=64),
         make_spec("attention_prefill", hq=8, hkv=2, d=128),
         make_spec("attention_decode", hq=4, hkv=4, d=128),

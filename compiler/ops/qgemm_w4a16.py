@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler.ops import fused_act
 from compiler.ops.base import (
     Arg,
     OpDef,
@@ -38,6 +39,7 @@ class W4A16Gemm(OpDef):
             "min": Option(False, tag=lambda m: "min" if m else ""),
             "act": Option("float32", ACT_DTYPES, tag=lambda a: "" if a == "float32" else "f16"),
             "bias": Option(False),
+            **fused_act.OPTIONS,
         })
 
     def validate(self, spec: KernelSpec) -> None:
@@ -47,27 +49,37 @@ class W4A16Gemm(OpDef):
     def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
         n, k = spec.dim("n"), spec.dim("k")
         return w4a16_arguments(n, k, spec.opt("group"), spec.opt("zero"), spec.opt("act"), spec.opt("bias"),
-                               layout, out="y", minimum=spec.opt("min"))
+                               layout, out="y", minimum=spec.opt("min"), **fusions(spec))
 
     def build(self, spec: KernelSpec, layout: dict[str, Any]):
         args = self.arguments(spec, layout)
         ph = Placeholders(args, layout)
-        y = w4a16_te(ph, spec.dim("n"), spec.dim("k"), spec.opt("group"), layout, "y")
+        y = w4a16_te(ph, spec.dim("n"), spec.dim("k"), spec.opt("group"), layout, "y", **fusions(spec))
         return ph.prim_func(args, {"y": y})
 
     def flops(self, spec, sizes):
         return 2.0 * sizes["M"] * spec.dim("n") * spec.dim("k")
 
     def reference(self, spec: KernelSpec, **inp: np.ndarray) -> dict[str, np.ndarray]:
-        return {"y": w4a16_reference(inp["x"], inp["w"], inp["w_scale"], inp.get("w_zero"), spec.opt("group"),
-                                     inp.get("bias"), inp.get("w_min"))}
+        x = fused_act.reference_activation(inp["x"], spec.dim("k"), spec.opt("norm"), spec.opt("swiglu"),
+                                           inp.get("norm_w"))
+        y = w4a16_reference(x, inp["w"], inp["w_scale"], inp.get("w_zero"), spec.opt("group"), inp.get("bias"),
+                            inp.get("w_min"))
+        return {"y": y + inp["residual"] if spec.opt("residual") else y}
 
     def random_inputs(self, spec, sizes, rng):
-        return w4a16_random(spec.dim("n"), spec.dim("k"), sizes["M"], spec.opt("group"), spec.opt("zero"),
-                            spec.opt("act"), spec.opt("bias"), rng, minimum=spec.opt("min"))
+        n, k, m = spec.dim("n"), spec.dim("k"), sizes["M"]
+        inputs = w4a16_random(n, k, m, spec.opt("group"), spec.opt("zero"), spec.opt("act"), spec.opt("bias"), rng,
+                              minimum=spec.opt("min"))
+        return fused_act.random_extras(inputs, k, n, m, rng=rng, **fusions(spec))
 
 
-def w4a16_arguments(n, k, group, zero, act, bias, layout, out, minimum=False) -> list[Arg]:
+def fusions(spec: KernelSpec) -> dict[str, Any]:
+    return {name: spec.opt(name) for name in fused_act.OPTIONS}
+
+
+def w4a16_arguments(n, k, group, zero, act, bias, layout, out, minimum=False, norm=0.0, swiglu=False,
+                    residual=False) -> list[Arg]:
     nt = layout["n_tile"]
     check_divisible("qgemm_w4a16", "n", n, nt)
     steps = (
@@ -79,8 +91,10 @@ def w4a16_arguments(n, k, group, zero, act, bias, layout, out, minimum=False) ->
     )
     # Scales (and zeros) tiled like the weight, [N/nt, K/g, nt]: one vector load per group.
     tiled = ({"op": "reshape", "shape": [n // nt, nt, k // group]}, {"op": "transpose", "axes": [0, 2, 1]})
+    fused_weights, fused_inputs = fused_act.extra_args(k, n, norm, residual)
     args = [
-        Arg("x", ("M", k), act, "input"),
+        fused_act.x_arg(k, swiglu, act),
+        *fused_inputs,
         Arg("w", (n // nt, k // 2, nt), "int8", "weight", (n, k), "int8", steps,
             doc="int4 weight values in [-8, 7], given as int8 [N, K]"),
         Arg("w_scale", (n // nt, k // group, nt), "float32", "weight", (n, k // group), "float32", tiled,
@@ -92,20 +106,21 @@ def w4a16_arguments(n, k, group, zero, act, bias, layout, out, minimum=False) ->
     if minimum:
         args.append(Arg("w_min", (n // nt, k // group, nt), "float32", "weight", (n, k // group), "float32", tiled,
                         doc="per-group additive term [N, K/group]: w_real = (w - w_zero) * w_scale + w_min"))
+    args += fused_weights
     if bias:
         args.append(Arg("bias", (n,), "float32", "weight"))
     args.append(Arg(out, ("M", n), "float32", "output"))
     return args
 
 
-def w4a16_te(ph: Placeholders, n, k, group, layout, name):
+def w4a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False, residual=False):
     """Stages: xpair[m, k/2, 3 or 4] (the activation factors of each weight byte, see the module
     doc, plus the pair sums when there are zero points) -> acc[m, g, n] (group partial sums of x * (w - zero),
     unscaled) -> ysum[m, n] (scaled once per group, summed over groups) -> y (+ bias)."""
     from tvm import te, tirx
 
     nt = layout["n_tile"]
-    x, w, ws = ph["x"], ph["w"], ph["w_scale"]
+    x, w, ws = fused_act.activation(ph, k, norm, swiglu), ph["w"], ph["w_scale"]
     wz, wmin, bias = ph.tensors.get("w_zero"), ph.tensors.get("w_min"), ph.tensors.get("bias")
     m = x.shape[0]
     ngroups, pairs = k // group, group // 2
@@ -148,6 +163,8 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name):
         value = ysum[i, j]
         if corr is not None:
             value = value + corr[i, j]
+        if residual:
+            value = value + ph["residual"][i, j]
         return value + bias[j] if bias is not None else value
 
     return te.compute((m, n), output, name=name)

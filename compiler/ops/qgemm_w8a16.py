@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler.ops import fused_act
 from compiler.ops.base import Arg, OpDef, Option, Placeholders, check_divisible, padded_rows
 from compiler.specs import KernelSpec
 
@@ -21,6 +22,7 @@ class W8A16Gemm(OpDef):
         super().__init__("qgemm_w8a16", ("n", "k"), {
             "group": Option(32, (32, 64, 128), tag=lambda g: f"g{g}"),
             "bias": Option(False),
+            **fused_act.OPTIONS,
         })
 
     def validate(self, spec: KernelSpec) -> None:
@@ -31,12 +33,15 @@ class W8A16Gemm(OpDef):
         n, k, group, nt = spec.dim("n"), spec.dim("k"), spec.opt("group"), layout["n_tile"]
         check_divisible(self.name, "n", n, nt)
         tiled = ({"op": "reshape", "shape": [n // nt, nt, -1]}, {"op": "transpose", "axes": [0, 2, 1]})
+        fused_weights, fused_inputs = fused_act.extra_args(k, n, spec.opt("norm"), spec.opt("residual"))
         args = [
-            Arg("x", ("M", k), "float32", "input"),
+            fused_act.x_arg(k, spec.opt("swiglu")),
+            *fused_inputs,
             Arg("w", (n // nt, k, nt), "int8", "weight", (n, k), "int8", tiled, doc="int8 weight [N, K]"),
             Arg("w_scale", (n // nt, k // group, nt), "float32", "weight", (n, k // group), "float32", tiled,
                 doc="per-group scale [N, K/group]"),
         ]
+        args += fused_weights
         if spec.opt("bias"):
             args.append(Arg("bias", (n,), "float32", "weight"))
         return [*args, Arg("y", ("M", n), "float32", "output")]
@@ -47,7 +52,8 @@ class W8A16Gemm(OpDef):
         args = self.arguments(spec, layout)
         ph = Placeholders(args, layout)
         n, k, group, nt = spec.dim("n"), spec.dim("k"), spec.opt("group"), layout["n_tile"]
-        x, w, ws, bias = ph["x"], ph["w"], ph["w_scale"], ph.tensors.get("bias")
+        x = fused_act.activation(ph, k, spec.opt("norm"), spec.opt("swiglu"))
+        w, ws, bias = ph["w"], ph["w_scale"], ph.tensors.get("bias")
         m = x.shape[0]
         rows, row = padded_rows(m, layout.get("m_tile", 1))
         r = te.reduce_axis((0, group), name="r")
@@ -56,16 +62,24 @@ class W8A16Gemm(OpDef):
         rg = te.reduce_axis((0, k // group), name="rg")
         ysum = te.compute((rows, n), lambda i, j: te.sum(acc[i, rg, j] * ws[j // nt, rg, j % nt], axis=rg),
                           name="ysum")
-        y = te.compute((m, n), lambda i, j: ysum[i, j] + bias[j] if bias is not None else ysum[i, j], name="y")
+
+        def output(i, j):
+            value = ysum[i, j] + ph["residual"][i, j] if spec.opt("residual") else ysum[i, j]
+            return value + bias[j] if bias is not None else value
+
+        y = te.compute((m, n), output, name="y")
         return ph.prim_func(args, {"y": y})
 
     def flops(self, spec, sizes):
         return 2.0 * sizes["M"] * spec.dim("n") * spec.dim("k")
 
     def reference(self, spec: KernelSpec, **inp: np.ndarray) -> dict[str, np.ndarray]:
-        x, w, ws, group = inp["x"], inp["w"], inp["w_scale"], spec.opt("group")
-        weight = w.astype(np.float64) * np.repeat(ws.astype(np.float64), group, axis=1)
-        y = x.astype(np.float64) @ weight.T
+        w, ws, group = inp["w"], inp["w_scale"], spec.opt("group")
+        x = fused_act.reference_activation(inp["x"], spec.dim("k"), spec.opt("norm"), spec.opt("swiglu"),
+                                           inp.get("norm_w"))
+        y = x @ (w.astype(np.float64) * np.repeat(ws.astype(np.float64), group, axis=1)).T
+        if spec.opt("residual"):
+            y = y + inp["residual"]
         return {"y": y + inp["bias"].astype(np.float64)[None] if "bias" in inp else y}
 
     def random_inputs(self, spec, sizes, rng):
@@ -75,7 +89,8 @@ class W8A16Gemm(OpDef):
                "w_scale": rng.uniform(0.001, 0.01, (n, k // spec.opt("group"))).astype(np.float32)}
         if spec.opt("bias"):
             out["bias"] = rng.standard_normal(n).astype(np.float32)
-        return out
+        return fused_act.random_extras(out, k, n, sizes["M"], spec.opt("norm"), spec.opt("swiglu"),
+                                       spec.opt("residual"), rng)
 
 
 OPS = {"qgemm_w8a16": W8A16Gemm()}

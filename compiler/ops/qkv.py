@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler.ops import fused_act
 from compiler.ops.base import Arg, OpDef, Option, Placeholders, check_divisible
 from compiler.ops.qgemm_int import (
     int_gemm_arguments,
@@ -43,6 +44,7 @@ class QKVProj(OpDef):
             "bias": Option(False),
             "rope": Option(True),
             "rope_theta": Option(10000.0, tag=lambda t: ""),
+            "norm": fused_act.OPTIONS["norm"],  # the attention block's RMSNorm (w4a16 only)
         })
 
     @staticmethod
@@ -68,7 +70,7 @@ class QKVProj(OpDef):
             check_divisible(self.name, "k", k, spec.opt("group"))
         if spec.opt("quant") != "w4a16":  # int8 weight tiles hold 4 output columns
             check_divisible(self.name, "(hq + 2 hkv) * d", self.n_total(spec), 4)
-        for option in ("zero", "min"):
+        for option in ("zero", "min", "norm"):
             if spec.opt(option) and spec.opt("quant") != "w4a16":
                 raise ValueError(f"qkv_proj: {option}=True (a per-group weight {option}) needs quant='w4a16'")
         if not spec.opt("rope_theta") > 0:
@@ -87,7 +89,7 @@ class QKVProj(OpDef):
         n, k, quant = self.n_total(spec), spec.dim("k"), spec.opt("quant")
         if quant == "w4a16":
             return w4a16_arguments(n, k, spec.opt("group"), spec.opt("zero"), "float32", spec.opt("bias"), layout,
-                                   out="proj", minimum=spec.opt("min"))
+                                   out="proj", minimum=spec.opt("min"), norm=spec.opt("norm"))
         return int_gemm_arguments(n, k, *self.int_form(spec), spec.opt("bias"), layout, out="proj")
 
     def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
@@ -111,7 +113,7 @@ class QKVProj(OpDef):
         hq, hkv, d, k = (spec.dim(x) for x in ("hq", "hkv", "d", "k"))
         n, quant = self.n_total(spec), spec.opt("quant")
         if quant == "w4a16":
-            proj = w4a16_te(ph, n, k, spec.opt("group"), layout, "proj")
+            proj = w4a16_te(ph, n, k, spec.opt("group"), layout, "proj", norm=spec.opt("norm"))
         else:
             proj = int_gemm_te(ph, n, k, *self.int_form(spec), layout, "proj")
         m = proj.shape[0]
@@ -151,7 +153,8 @@ class QKVProj(OpDef):
         hq, hkv, d = (spec.dim(x) for x in ("hq", "hkv", "d"))
         quant = spec.opt("quant")
         if quant == "w4a16":
-            proj = w4a16_reference(inp["x"], inp["w"], inp["w_scale"], inp.get("w_zero"), spec.opt("group"),
+            x = fused_act.reference_activation(inp["x"], spec.dim("k"), spec.opt("norm"), False, inp.get("norm_w"))
+            proj = w4a16_reference(x, inp["w"], inp["w_scale"], inp.get("w_zero"), spec.opt("group"),
                                    inp.get("bias"), inp.get("w_min"))
         else:
             _, group = self.int_form(spec)
@@ -172,7 +175,7 @@ class QKVProj(OpDef):
             out = int_gemm_random(n, k, m, *self.int_form(spec), spec.opt("bias"), rng)
         if spec.opt("rope"):
             out["positions"] = rng.integers(0, 8192, m).astype(np.int32)
-        return out
+        return fused_act.random_extras(out, k, n, m, spec.opt("norm"), False, False, rng)
 
 
 def rope_reference(t: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
