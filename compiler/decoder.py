@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from compiler import gguf_kernels
+from compiler import gguf_kernels, loader
 from compiler.gguf_file import GGUFModel
 from compiler.loader import Library
 
@@ -47,8 +47,8 @@ class Decoder:
         """Forget the context (empty KV cache)."""
         m = self.shape
         self.length = 0
-        self.k_cache = np.zeros((m.layers, m.kv_heads, self.max_context, m.head_dim), np.float32)
-        self.v_cache = np.zeros_like(self.k_cache)
+        self.k_cache = loader.empty((m.layers, m.kv_heads, self.max_context, m.head_dim), np.float32)
+        self.v_cache = loader.empty(self.k_cache.shape, np.float32)
 
     def _run(self, role: str, kernel, **inputs):
         start = time.perf_counter()
@@ -91,11 +91,9 @@ class Decoder:
                 self.profile["numpy"] += time.perf_counter() - glue
                 o = self._run("attention_prefill", self.kernels["attention_prefill"], q=q, k=k, v=v)  # [hq, T, d]
             else:
-                keys = np.ascontiguousarray(self.k_cache[index, :, :end])
-                values = np.ascontiguousarray(self.v_cache[index, :, :end])
                 self.profile["numpy"] += time.perf_counter() - glue
-                o = self._run("attention_decode", self.kernels["attention_decode"], q=q[:, 0], k_cache=keys,
-                              v_cache=values)[:, None]
+                o = self._run("attention_decode", self.kernels["attention_decode"], q=q[:, 0],  # views, no copies
+                              k_cache=self.k_cache[index, :, :end], v_cache=self.v_cache[index, :, :end])[:, None]
             glue = time.perf_counter()
             attn = np.ascontiguousarray(o.transpose(1, 0, 2)).reshape(t, m.heads * m.head_dim)
             self.profile["numpy"] += time.perf_counter() - glue

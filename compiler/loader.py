@@ -200,6 +200,16 @@ def _bind_shape(kernel: str, name: str, array: np.ndarray, shape: list, dtype,
             raise ValueError(f"{kernel}: argument {name!r} must have shape {shape}, got {list(array.shape)}")
 
 
+def _check_layout(kernel: str, name: str, array: np.ndarray, strided: bool) -> None:
+    """A non-C-contiguous argument passes only where the manifest allows a strided outer axis and
+    the rest of the array is contiguous (a view of the first rows of a longer buffer)."""
+    inner = array.strides[1:] == np.empty(array.shape[1:], array.dtype).strides and array.strides[0] > 0
+    if not (strided and inner and array.strides[0] % array.itemsize == 0):
+        allowed = " (only its outer axis may be strided)" if strided else ""
+        raise ValueError(f"{kernel}: argument {name!r} is not C-contiguous{allowed}; "
+                         "np.ascontiguousarray makes a contiguous copy")
+
+
 def bucket_matches(bucket: dict[str, Any], sizes: dict[str, int]) -> bool:
     """Whether runtime lengths fall in a length bucket: {"M": 1} is exact, {"L": [1, 512]} an
     inclusive range, {} matches everything."""
@@ -221,7 +231,8 @@ class Kernel:
         self._outputs = [a for a in entry["args"] if a["role"] == "output"]
         # Per-call checks read these: the manifest's strings turned into numpy dtypes once.
         self._input_names = {a["name"] for a in self._inputs}
-        self._input_checks = [(a["name"], np.dtype(a["dtype"]), a["shape"]) for a in self._inputs]
+        self._input_checks = [(a["name"], np.dtype(a["dtype"]), a["shape"], a.get("strided", False))
+                              for a in self._inputs]
 
     def __repr__(self) -> str:
         sig = ", ".join(f"{a['name']}: {a['dtype']}{a['shape']}" for a in self._inputs)
@@ -266,12 +277,11 @@ class Kernel:
             _check_names(self.name, [a["name"] for a in self._inputs], inputs)
         sizes: dict[str, int] = {}
         arrays = []
-        for name, dtype, shape in self._input_checks:
+        for name, dtype, shape, strided in self._input_checks:
             array = _as_array(self.name, name, inputs[name])
             _bind_shape(self.name, name, array, shape, dtype, sizes)
             if not array.flags.c_contiguous:
-                raise ValueError(f"{self.name}: argument {name!r} is not C-contiguous "
-                                 "(np.ascontiguousarray makes a contiguous copy)")
+                _check_layout(self.name, name, array, strided)
             arrays.append(array)  # the backend copies it only if its data is misaligned
         out_specs = [(tuple(sizes[d] if isinstance(d, str) else d for d in a["shape"]), a["dtype"])
                      for a in self._outputs]
@@ -294,9 +304,8 @@ class BoundKernel:
                 resident[position] = aligned(np.ascontiguousarray(array))
         self.kernel = kernel
         self.weights = {args[p]["name"]: a for p, a in resident.items()}
-        self._checks = [(p, name, dtype, shape) for p, (name, dtype, shape) in enumerate(kernel._input_checks)
-                        if p not in resident]
-        self._names = {name for _, name, _, _ in self._checks}
+        self._checks = [(p, *check) for p, check in enumerate(kernel._input_checks) if p not in resident]
+        self._names = {check[1] for check in self._checks}
         self._backend = kernel._backend
         self._kept = self._backend.keep(len(args), resident)
 
@@ -310,12 +319,11 @@ class BoundKernel:
             _check_names(kernel.name, sorted(self._names), inputs)
         sizes: dict[str, int] = {}
         slots, arrays = [], []
-        for position, name, dtype, shape in self._checks:
+        for position, name, dtype, shape, strided in self._checks:
             array = _as_array(kernel.name, name, inputs[name])
             _bind_shape(kernel.name, name, array, shape, dtype, sizes)
             if not array.flags.c_contiguous:
-                raise ValueError(f"{kernel.name}: argument {name!r} is not C-contiguous "
-                                 "(np.ascontiguousarray makes a contiguous copy)")
+                _check_layout(kernel.name, name, array, strided)
             slots.append(position)
             arrays.append(array)
         out_specs = [(tuple(sizes[d] if isinstance(d, str) else d for d in a["shape"]), a["dtype"])

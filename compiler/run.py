@@ -28,8 +28,11 @@ def model_library(model: GGUFModel, target, out_dir: Path, *, toolchain, tuning_
             progress(f"rebuilding {out_dir}: {err}")
         else:
             same_tools = manifest["tools"].get("apache-tvm") == build._version("apache-tvm")
-            if (manifest["target"] == target.to_json() and same_tools
-                    and {s.name for s in specs} <= set(manifest["kernels"])):
+            kernels = manifest["kernels"]
+            # the same kernels with the same arguments (an older build of this project may differ)
+            same_kernels = all(s.name in kernels and kernels[s.name]["args"] == build.manifest_entry(s, target)["args"]
+                               for s in specs)
+            if manifest["target"] == target.to_json() and same_tools and same_kernels:
                 progress(f"reusing the kernels in {out_dir}")
                 return manifest_path
     progress(f"building {len(specs)} kernels for {model.path.name} ({target.name}) into {out_dir}")

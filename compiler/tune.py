@@ -11,6 +11,8 @@ machine or, through compiler.rpc, on devices registered with a TVM RPC tracker.
 
 from __future__ import annotations
 
+import math
+
 import os
 import tempfile
 import time
@@ -76,9 +78,12 @@ def tuning_module(spec: KernelSpec, target, bucket: dict):
     for index, arg in enumerate(op.arguments(spec, layout)):
         dims = {d for d in arg.shape if isinstance(d, str)}
         used |= dims
-        if dims - bound:  # bind the still-dynamic lengths through this buffer's static shape
+        if dims - bound or arg.strided:  # bind the still-dynamic lengths through this buffer's static shape
             static = [shape[d] if isinstance(d, str) else d for d in arg.shape]
-            func = func.specialize({func.params[index]: tvm.tirx.decl_buffer(static, arg.dtype, arg.name)})
+            # a strided argument is measured contiguous: its stride variables become constants too
+            strides = [math.prod(static[i + 1:]) for i in range(len(static))] if arg.strided else None
+            func = func.specialize({func.params[index]: tvm.tirx.decl_buffer(static, arg.dtype, arg.name,
+                                                                             strides=strides)})
             bound |= dims
     func = func.with_attrs({"ekc.variant": variant_symbol(spec, bucket), "ekc.bucket": str(bucket)})
     return tvm.IRModule({"main": func}), {d: v for d, v in shape.items() if d in used}

@@ -61,8 +61,9 @@ class AttentionDecode(OpDef):
     def arguments(self, spec: KernelSpec, layout) -> list[Arg]:
         hq, hkv, d = spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
         return [Arg("q", (hq, d), "float32", "input"),
-                Arg("k_cache", (hkv, "L", d), "float32", "input", doc="keys of positions 0..L-1"),
-                Arg("v_cache", (hkv, "L", d), "float32", "input"),
+                Arg("k_cache", (hkv, "L", d), "float32", "input", strided=True,
+                    doc="keys of positions 0..L-1; may be a view of a longer cache [Hkv, capacity, D]"),
+                Arg("v_cache", (hkv, "L", d), "float32", "input", strided=True),
                 Arg("o", (hq, d), "float32", "output")]
 
     def build(self, spec: KernelSpec, layout: dict[str, Any]):
@@ -247,9 +248,11 @@ def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int):
     def attention_decode(q_h: T.handle, k_h: T.handle, v_h: T.handle, o_h: T.handle):
         T.func_attr({"tirx.noalias": True})
         L = T.int32()
+        head_stride_k = T.int32()  # the caches may be views of longer ones: any stride between heads
+        head_stride_v = T.int32()
         Q = T.match_buffer(q_h, (HQ, D), "float32")
-        K = T.match_buffer(k_h, (HKV, L, D), "float32")
-        V = T.match_buffer(v_h, (HKV, L, D), "float32")
+        K = T.match_buffer(k_h, (HKV, L, D), "float32", strides=(head_stride_k, D, 1))
+        V = T.match_buffer(v_h, (HKV, L, D), "float32", strides=(head_stride_v, D, 1))
         O = T.match_buffer(o_h, (HQ, D), "float32")
         pm = T.sblock_alloc_buffer((HQ, (L + SPLIT - 1) // SPLIT), "float32")
         pl = T.sblock_alloc_buffer((HQ, (L + SPLIT - 1) // SPLIT), "float32")

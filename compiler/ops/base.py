@@ -39,9 +39,14 @@ class Arg:
     pack: tuple[dict[str, Any], ...] = ()
     doc: str = ""
     source: str | None = None  # the logical weight this one is derived from (by `pack`), if not itself
+    # The outermost axis may have any stride (e.g. a view of the first L rows of a longer KV cache);
+    # the other axes must be contiguous.
+    strided: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "role": self.role}
+        if self.strided:
+            out["strided"] = True
         if self.logical_shape is not None:
             out["logical_shape"] = list(self.logical_shape)
             out["logical_dtype"] = self.logical_dtype
