@@ -224,6 +224,18 @@ def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, 
     return {"machine": machine, "rows": rows}
 
 
+def _model_row(gguf: Path, target, toolchain, tuning_dir, quick: bool, progress) -> dict:
+    from compiler.bench_model import bench_model
+    from compiler.gguf_file import GGUFModel
+    from compiler.run import model_library
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_library(GGUFModel(gguf), target, Path(tmp), toolchain=toolchain, tuning_dir=tuning_dir,
+                      progress=lambda _: None)
+        progress(f"model row: {gguf.name} on our kernels and on llama.cpp, alternating")
+        return bench_model(gguf, Path(tmp), threads=loader.physical_cores(), quick=quick, progress=lambda _: None)
+
+
 def format_table(result: dict) -> str:
     lines = [f"{'kernel':58} {'sizes':10} {'cache':5} {'contestant':44} {'median ms':>10} {'GFLOP/s':>8} "
              f"{'GB/s':>7} {'%BW':>5} {'%peak':>5} {'ours/best':>9}"]
@@ -237,9 +249,11 @@ def format_table(result: dict) -> str:
 
 
 def run(specs, target, *, toolchain, tuning_dir: Path | None, quick: bool, json_path: Path | None,
-        plot_path: Path | None = None, model=None, progress: Callable[[str], None] = print) -> dict:
+        plot_path: Path | None = None, model=None, gguf: Path | None = None,
+        progress: Callable[[str], None] = print) -> dict:
     """Build `specs` (plus the separate projections each fused QKV races), benchmark them, print
-    the table, the goals and (for a model with a layer count) the tokens/s estimates."""
+    the table, the goals and (for a model with a layer count) the tokens/s estimates; with a GGUF,
+    also the model row: the whole model on our kernels against llama.cpp (bench_model.py)."""
     from compiler import bench_summary, build
 
     helpers = {s.name: s for spec in specs if spec.op == "qkv_proj" for s in separate_qkv_specs(spec)}
@@ -259,8 +273,14 @@ def run(specs, target, *, toolchain, tuning_dir: Path | None, quick: bool, json_
     result["goals"] = bench_summary.goals(result["rows"])
     if model is not None and model.layers:
         result["model_estimates"] = bench_summary.model_estimates(result["rows"], model)
+    if gguf is not None:
+        result["model_row"] = _model_row(gguf, target, toolchain, tuning_dir, quick, progress)
     print(format_table(result))
     print(bench_summary.format_summary(result))
+    if gguf is not None:
+        from compiler.bench_model import format_row
+
+        print(format_row(result["model_row"]))
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=1) + "\n")
         progress(f"wrote {json_path}")

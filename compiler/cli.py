@@ -134,12 +134,17 @@ def cmd_bench(args) -> int:
     import targets
     from compiler import bench, toolchain
 
+    from compiler import model_files
+
     target = targets.get(args.target)
     tuning = None if args.no_tuning else tuning_db.device_dir(Path(args.tuning_logs), target.name,
                                                                args.device or tuning_db.host_device())
+    gguf = Path(args.gguf) if args.gguf else None
+    if gguf is None and not args.config and args.model in model_files.GGUF_PACKAGES and not args.no_model_row:
+        gguf = model_files.gguf_path(args.model)  # a preset with a published GGUF gets its model row
     bench.run(_specs(args), target, toolchain=toolchain.for_target(target), tuning_dir=tuning, quick=args.quick,
               json_path=Path(args.json) if args.json else None, plot_path=Path(args.plot) if args.plot else None,
-              model=_model(args), progress=lambda line: print(line, flush=True))
+              model=_model(args), gguf=gguf, progress=lambda line: print(line, flush=True))
     return 0
 
 
@@ -248,6 +253,9 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--json", help="write every row and the machine facts to this file")
     bn.add_argument("--plot", help="write a chart of every contestant's speed relative to ours to this PNG")
     bn.add_argument("--no-tuning", action="store_true", help="default schedules even where records exist")
+    bn.add_argument("--gguf", help="also race this GGUF end to end against llama.cpp (the model row)")
+    bn.add_argument("--no-model-row", action="store_true",
+                    help="skip the model row a preset with a published GGUF (smollm2-135m) gets by default")
     bn.set_defaults(func=cmd_bench)
 
     ls = sub.add_parser("list", help="targets, model presets and ops")

@@ -132,3 +132,22 @@ def test_arm_build_under_qemu_gives_the_x86_tokens(smollm, tokenizer, decoder, t
     x86_tokens, x86_logits = greedy_tokens(decoder, ids, 3)
     assert tokens == x86_tokens
     np.testing.assert_allclose(logits, x86_logits, atol=1e-3, rtol=0)
+
+
+def test_bench_model_row_races_llama_cpp(tmp_path, smollm):
+    """Not a speed test: the model row runs both on the same GGUF and reports both rates and our time split."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "compiler", "bench", "--target", "x86", "--model", "smollm2-135m",
+                           "--ops", "attention_decode", "--quick", "--no-tuning", "--json", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    row = json.loads(out.read_text())["model_row"]
+    assert row["gguf"] == smollm.path.name and row["prompt_tokens"] == 128 and row["decode_tokens"] == 32
+    for runner in ("ours", "llama.cpp"):
+        for metric in ("prefill_tokens_per_s", "decode_tokens_per_s"):
+            stats = row[runner][metric]
+            assert 0 < stats["min"] <= stats["median"] <= stats["max"]
+    assert abs(sum(row["ours_time_share"].values()) - 1.0) < 1e-3 and "gate_up" in row["ours_time_share"]
+    assert "ours/llama.cpp" in proc.stdout

@@ -6,8 +6,10 @@ adjacent (the schedule vectorises over outputs), and byte l holds output l at k 
 (offset binary, u = w + 8) and at k + 1 in its high nibble (two's complement). The inner loop never
 isolates the high nibble: the signed byte is b = 16 w_k+1 + u, so
 x_k w_k + x_k+1 w_k+1 = u (x_k - x_k+1 / 16) + b (x_k+1 / 16) - 8 x_k: per byte it widens b,
-masks u, converts both, two FMAs and an add, against activation factors computed once per call
-("xpair"). A zero point costs one more FMA: sum x (w - z) = sum x w - z sum x.
+masks u, converts both and does two FMAs, against activation factors computed once per call
+("xpair"). The column-independent -8 x_k terms are summed per group and added once per group and
+column with the output (with the block minimums' terms), not per byte. A zero point costs one more
+FMA per byte: sum x (w - z) = sum x w - z sum x.
 """
 
 from __future__ import annotations
@@ -114,9 +116,9 @@ def w4a16_arguments(n, k, group, zero, act, bias, layout, out, minimum=False, no
 
 
 def w4a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False, residual=False):
-    """Stages: xpair[m, k/2, 3 or 4] (the activation factors of each weight byte, see the module
-    doc, plus the pair sums when there are zero points) -> acc[m, g, n] (group partial sums of x * (w - zero),
-    unscaled) -> ysum[m, n] (scaled once per group, summed over groups) -> y (+ bias)."""
+    """Stages: xpair[m, k/2, 2 or 3] (the activation factors of each weight byte, see the module doc) and
+    xgroup[m, k/g, 2] (group sums of x) -> acc[m, g, n] (group partial sums of x * (w - zero),
+    unscaled) -> ysum[m, n] (scaled once per group, summed over groups) -> y (+ the group terms, bias)."""
     from tvm import te, tirx
 
     nt = layout["n_tile"]
@@ -129,40 +131,43 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False
     def xf(i, kk):
         return x[row(i), kk].astype("float32")
 
-    def pair(i, p, h):  # the activation factors of one weight byte, see the module doc
+    def pair(i, p, h):  # the activation factors of one weight byte (see the module doc); lo + hi for zeros
         lo, hi = xf(i, 2 * p), xf(i, 2 * p + 1)
-        return tirx.Select(h == 0, lo - hi * 0.0625, tirx.Select(
-            h == 1, hi * 0.0625, tirx.Select(h == 2, lo * -8.0, lo + hi)))
+        return tirx.Select(h == 0, lo - hi * 0.0625, tirx.Select(h == 1, hi * 0.0625, lo + hi))
 
-    terms = 4 if wz is not None else 3
+    terms = 3 if wz is not None else 2
     xpair = te.compute((rows, k // 2, terms), pair, name="xpair")
+    # per group: -8 x the sum of x at even k, and the sum of all x (for block minimums)
+    rs = te.reduce_axis((0, group), name="rs")
+    xgroup = te.compute((rows, ngroups, 2), lambda i, g, h: te.sum(te.if_then_else(
+        h == 1, xf(i, g * group + rs),
+        te.if_then_else(rs % 2 == 0, xf(i, g * group + rs) * tirx.const(-8.0, "float32"), tirx.const(0.0, "float32"))),
+        axis=rs), name="xgroup")
 
-    def factor(g, j, p, h):  # what multiplies xpair[., p, h]: low nibble u, signed byte b, 1, -zero
+    def factor(g, j, p, h):  # what multiplies xpair[., p, h]: the low nibble u, the signed byte b, -zero
         byte = w[j // nt, p, j % nt].astype("int32")
         rest = -wz[j // nt, g, j % nt] if wz is not None else tirx.const(0.0, "float32")
-        return tirx.Select(h == 0, (byte & 15).astype("float32"), tirx.Select(
-            h == 1, byte.astype("float32"), tirx.Select(h == 2, tirx.const(1.0, "float32"), rest)))
+        return tirx.Select(h == 0, (byte & 15).astype("float32"), tirx.Select(h == 1, byte.astype("float32"), rest))
 
-    # Reducing over (pair, factor) makes each factor its own FMA (or add) into the accumulator.
+    # Reducing over (pair, factor) makes each factor its own FMA into the accumulator.
     r = te.reduce_axis((0, pairs), name="r")
     h = te.reduce_axis((0, terms), name="h")
     acc = te.compute((rows, ngroups, n), lambda i, g, j: te.sum(
         factor(g, j, g * pairs + r, h) * xpair[i, g * pairs + r, h], axis=[r, h]), name="acc")
     rg = te.reduce_axis((0, ngroups), name="rg")
     ysum = te.compute((rows, n), lambda i, j: te.sum(acc[i, rg, j] * ws[j // nt, rg, j % nt], axis=rg), name="ysum")
-    corr = None
-    if wmin is not None:  # sum_k x w_min = sum_g w_min[g] * (sum of x over group g): a small GEMM
-        rx = te.reduce_axis((0, group), name="rx")
-        xsum = te.compute((m, ngroups), lambda i, g: te.sum(x[i, g * group + rx].astype("float32"), axis=rx),
-                          name="xsum")
-        rm = te.reduce_axis((0, ngroups), name="rm")
-        corr = te.compute((m, n), lambda i, j: te.sum(wmin[j // nt, rm, j % nt] * xsum[i, rm], axis=rm),
-                          name="corr")
+    # The group terms, a small GEMM over group sums: scale x the -8 x_k terms, and with block minimums
+    # sum_k x w_min = sum_g w_min[g] * (sum of x over group g).
+    rm = te.reduce_axis((0, ngroups), name="rm")
+
+    def group_terms(i, j):
+        value = ws[j // nt, rm, j % nt] * xgroup[i, rm, 0]
+        return value + wmin[j // nt, rm, j % nt] * xgroup[i, rm, 1] if wmin is not None else value
+
+    corr = te.compute((m, n), lambda i, j: te.sum(group_terms(i, j), axis=rm), name="corr")
 
     def output(i, j):
-        value = ysum[i, j]
-        if corr is not None:
-            value = value + corr[i, j]
+        value = ysum[i, j] + corr[i, j]
         if residual:
             value = value + ph["residual"][i, j]
         return value + bias[j] if bias is not None else value
