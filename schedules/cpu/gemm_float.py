@@ -27,7 +27,7 @@ def schedule_w4a16(sch, target, layout, *, n: int, out: str) -> None:
     lanes = min(n_tile, target.float_lanes)
 
     def micro_kernel(sch, acc, k, rows, cols, inner):
-        # int4: `inner` is which factor of a weight byte (the low nibble, the byte, the constants)
+        # int4: `inner` is which factor of a weight byte (the low nibble, the byte)
         tiles, vector = sch.split(cols, [None, lanes])
         sch.reorder(k, *inner, rows, tiles, vector)
         for term in inner:
@@ -37,9 +37,11 @@ def schedule_w4a16(sch, target, layout, *, n: int, out: str) -> None:
         sch.vectorize(vector)
         sch.decompose_reduction(acc, k)
 
-    # Per-token passes before the tiles (int4's activation rearrangement, block minimums' group sums):
-    # parallel over tokens, except for one token, where a fork/join costs more than the pass.
-    for name in ("xpair", "xsum"):
+    # Per-token passes before the tiles (a fused RMSNorm / SwiGLU, int4's activation rearrangement and
+    # group sums): parallel over tokens, except for one token (a fork/join costs more than the pass).
+    if has_block(sch, "rms_inv"):
+        sch.compute_inline(sch.get_sblock("rms_inv"))
+    for name in ("rms_ss", "xact", "xpair", "xgroup"):
         if has_block(sch, name) and layout["m_tile"] > 1:
             sch.parallel(sch.get_loops(sch.get_sblock(name))[0])
 

@@ -31,10 +31,7 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
     if has_block(sch, "corr"):
         # A term outside the tiles (W4A16's block minimum: group sums of x times w_min) feeds the
         # output, so the output is its own pass after them, over rows x column vectors, each vector's
-        # term computed in place. The group sums are a small pass (serial for one token).
-        xsum = sch.get_sblock("xsum")
-        if m_tile > 1:
-            sch.parallel(sch.get_loops(xsum)[0])
+        # term computed in place.
         rows_out, cols_out = sch.get_loops(store)
         vectors, lanes = sch.split(cols_out, [None, n_multiple])
         corr = sch.get_sblock("corr")
@@ -42,8 +39,9 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
         sch.parallel(tiles)
         sch.compute_at(corr, tiles)
         sch.vectorize(lanes)
-        columns, groups = sch.get_loops(corr)[-2:]
-        sch.reorder(groups, columns)  # FMAs over a column vector per group (LLVM vectorises the columns)
+        own = sch.get_loops(corr)[1:]  # columns, groups (a one-group loop is dropped by compute_at)
+        if len(own) == 2:
+            sch.reorder(own[1], own[0])  # FMAs over a column vector per group (LLVM vectorises the columns)
     else:
         sch.reverse_compute_at(store, io)
         sch.vectorize(sch.get_loops(store)[-1])
