@@ -39,14 +39,19 @@ def role_type(model: GGUFModel, role: str) -> str:
     return next(iter(kinds))
 
 
-def gemm_spec(kind: str, n: int, k: int, **fusions) -> KernelSpec:
-    """The GEMM that takes a GGUF weight type as is (see gguf_file's module doc), with `fusions`
-    (ops/fused_act.py: norm, swiglu, residual)."""
+def weight_form(kind: str) -> tuple[str, dict]:
+    """The quantized form (and its options) that takes a GGUF weight type as is (see gguf_file's module doc)."""
     if kind == "Q8_0":
-        return make_spec("qgemm_w8a16", n=n, k=k, group=BLOCK, **fusions)
+        return "w8a16", {}
     if kind in ("Q4_0", "Q4_1"):
-        return make_spec("qgemm_w4a16", n=n, k=k, group=BLOCK, min=kind == "Q4_1", **fusions)
+        return "w4a16", {"min": kind == "Q4_1"}
     raise GGUFError(f"weight type {kind} has no kernel; supported: Q4_0, Q4_1, Q8_0")
+
+
+def gemm_spec(kind: str, n: int, k: int, **fusions) -> KernelSpec:
+    """The GEMM for a GGUF weight type, with `fusions` (ops/fused_act.py: norm, swiglu, residual)."""
+    form, options = weight_form(kind)
+    return make_spec(f"qgemm_{form}", n=n, k=k, group=BLOCK, **options, **fusions)
 
 
 def kernel_specs(model: GGUFModel) -> dict[str, KernelSpec]:
@@ -55,14 +60,10 @@ def kernel_specs(model: GGUFModel) -> dict[str, KernelSpec]:
     head), SiLU(gate) * up on down, the residual adds on o and down."""
     m = model.shape
     eps = model.rms_eps
-    qkv_kind = role_type(model, "qkv")
-    if qkv_kind not in ("Q4_0", "Q4_1"):
-        raise GGUFError(f"{model.path.name}: Q/K/V weights of type {qkv_kind} have no fused QKV kernel yet "
-                        "(supported: Q4_0, Q4_1)")
+    qkv_form, qkv_options = weight_form(role_type(model, "qkv"))
     specs = {
-        "qkv": make_spec("qkv_proj", hq=m.heads, hkv=m.kv_heads, d=m.head_dim, k=m.hidden, quant="w4a16",
-                         group=BLOCK, min=qkv_kind == "Q4_1", bias=m.qkv_bias, rope=True, rope_theta=m.rope_theta,
-                         norm=eps),
+        "qkv": make_spec("qkv_proj", hq=m.heads, hkv=m.kv_heads, d=m.head_dim, k=m.hidden, quant=qkv_form,
+                         group=BLOCK, bias=m.qkv_bias, rope=True, rope_theta=m.rope_theta, norm=eps, **qkv_options),
         "o": gemm_spec(role_type(model, "o"), m.hidden, m.heads * m.head_dim, residual=True),
         "gate_up": gemm_spec(role_type(model, "gate_up"), 2 * m.ffn, m.hidden, norm=eps),
         "down": gemm_spec(role_type(model, "down"), m.hidden, m.ffn, swiglu=True, residual=True),

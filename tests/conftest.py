@@ -63,6 +63,7 @@ def coverage_specs() -> list:
         make_spec("qkv_proj", hq=2, hkv=2, d=64, k=64, quant="w4a16", group=32, bias=True),
         make_spec("qkv_proj", hq=9, hkv=3, d=64, k=128, quant="w4a16", group=32, min=True,
                   rope_theta=100000.0, norm=1e-5),  # SmolLM2's heads, GGUF Q4_1, the attention RMSNorm
+        make_spec("qkv_proj", hq=4, hkv=2, d=32, k=64, quant="w8a16", group=32, norm=1e-5),  # GGUF Q8_0
         make_spec("attention_prefill", hq=4, hkv=4, d=64),
         make_spec("attention_prefill", hq=8, hkv=2, d=128),
         make_spec("attention_decode", hq=4, hkv=4, d=128),

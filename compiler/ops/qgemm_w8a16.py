@@ -30,67 +30,88 @@ class W8A16Gemm(OpDef):
         check_divisible(self.name, "n", spec.dim("n"), 2)
 
     def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
-        n, k, group, nt = spec.dim("n"), spec.dim("k"), spec.opt("group"), layout["n_tile"]
-        check_divisible(self.name, "n", n, nt)
-        tiled = ({"op": "reshape", "shape": [n // nt, nt, -1]}, {"op": "transpose", "axes": [0, 2, 1]})
-        fused_weights, fused_inputs = fused_act.extra_args(k, n, spec.opt("norm"), spec.opt("residual"))
-        args = [
-            fused_act.x_arg(k, spec.opt("swiglu")),
-            *fused_inputs,
-            Arg("w", (n // nt, k, nt), "int8", "weight", (n, k), "int8", tiled, doc="int8 weight [N, K]"),
-            Arg("w_scale", (n // nt, k // group, nt), "float32", "weight", (n, k // group), "float32", tiled,
-                doc="per-group scale [N, K/group]"),
-        ]
-        args += fused_weights
-        if spec.opt("bias"):
-            args.append(Arg("bias", (n,), "float32", "weight"))
-        return [*args, Arg("y", ("M", n), "float32", "output")]
+        return w8a16_arguments(spec.dim("n"), spec.dim("k"), spec.opt("group"), spec.opt("bias"), layout, "y",
+                               **fusions(spec))
 
     def build(self, spec: KernelSpec, layout: dict[str, Any]):
-        from tvm import te
-
         args = self.arguments(spec, layout)
         ph = Placeholders(args, layout)
-        n, k, group, nt = spec.dim("n"), spec.dim("k"), spec.opt("group"), layout["n_tile"]
-        x = fused_act.activation(ph, k, spec.opt("norm"), spec.opt("swiglu"))
-        w, ws, bias = ph["w"], ph["w_scale"], ph.tensors.get("bias")
-        m = x.shape[0]
-        rows, row = padded_rows(m, layout.get("m_tile", 1))
-        r = te.reduce_axis((0, group), name="r")
-        acc = te.compute((rows, k // group, n), lambda i, g, j: te.sum(
-            w[j // nt, g * group + r, j % nt].astype("float32") * x[row(i), g * group + r], axis=r), name="acc")
-        rg = te.reduce_axis((0, k // group), name="rg")
-        ysum = te.compute((rows, n), lambda i, j: te.sum(acc[i, rg, j] * ws[j // nt, rg, j % nt], axis=rg),
-                          name="ysum")
-
-        def output(i, j):
-            value = ysum[i, j] + ph["residual"][i, j] if spec.opt("residual") else ysum[i, j]
-            return value + bias[j] if bias is not None else value
-
-        y = te.compute((m, n), output, name="y")
+        y = w8a16_te(ph, spec.dim("n"), spec.dim("k"), spec.opt("group"), layout, "y", **fusions(spec))
         return ph.prim_func(args, {"y": y})
 
     def flops(self, spec, sizes):
         return 2.0 * sizes["M"] * spec.dim("n") * spec.dim("k")
 
     def reference(self, spec: KernelSpec, **inp: np.ndarray) -> dict[str, np.ndarray]:
-        w, ws, group = inp["w"], inp["w_scale"], spec.opt("group")
         x = fused_act.reference_activation(inp["x"], spec.dim("k"), spec.opt("norm"), spec.opt("swiglu"),
                                            inp.get("norm_w"))
-        y = x @ (w.astype(np.float64) * np.repeat(ws.astype(np.float64), group, axis=1)).T
-        if spec.opt("residual"):
-            y = y + inp["residual"]
-        return {"y": y + inp["bias"].astype(np.float64)[None] if "bias" in inp else y}
+        y = w8a16_reference(x, inp["w"], inp["w_scale"], spec.opt("group"), inp.get("bias"))
+        return {"y": y + inp["residual"] if spec.opt("residual") else y}
 
     def random_inputs(self, spec, sizes, rng):
-        n, k = spec.dim("n"), spec.dim("k")
-        out = {"x": rng.standard_normal((sizes["M"], k)).astype(np.float32),
-               "w": rng.integers(-127, 128, (n, k), dtype=np.int8),
-               "w_scale": rng.uniform(0.001, 0.01, (n, k // spec.opt("group"))).astype(np.float32)}
-        if spec.opt("bias"):
-            out["bias"] = rng.standard_normal(n).astype(np.float32)
-        return fused_act.random_extras(out, k, n, sizes["M"], spec.opt("norm"), spec.opt("swiglu"),
-                                       spec.opt("residual"), rng)
+        n, k, m = spec.dim("n"), spec.dim("k"), sizes["M"]
+        inputs = w8a16_random(n, k, m, spec.opt("group"), spec.opt("bias"), rng)
+        return fused_act.random_extras(inputs, k, n, m, rng=rng, **fusions(spec))
+
+
+def fusions(spec: KernelSpec) -> dict[str, Any]:
+    return {name: spec.opt(name) for name in fused_act.OPTIONS}
+
+
+# -- shared with qkv_proj -------------------------------------------------------------------------
+
+def w8a16_arguments(n, k, group, bias, layout, out, norm=0.0, swiglu=False, residual=False) -> list[Arg]:
+    nt = layout["n_tile"]
+    check_divisible("qgemm_w8a16", "n", n, nt)
+    tiled = ({"op": "reshape", "shape": [n // nt, nt, -1]}, {"op": "transpose", "axes": [0, 2, 1]})
+    fused_weights, fused_inputs = fused_act.extra_args(k, n, norm, residual)
+    args = [
+        fused_act.x_arg(k, swiglu),
+        *fused_inputs,
+        Arg("w", (n // nt, k, nt), "int8", "weight", (n, k), "int8", tiled, doc="int8 weight [N, K]"),
+        Arg("w_scale", (n // nt, k // group, nt), "float32", "weight", (n, k // group), "float32", tiled,
+            doc="per-group scale [N, K/group]"),
+        *fused_weights,
+    ]
+    if bias:
+        args.append(Arg("bias", (n,), "float32", "weight"))
+    return [*args, Arg(out, ("M", n), "float32", "output")]
+
+
+def w8a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False, residual=False):
+    """Stages: acc[m, g, n] (group sums of x * w) -> ysum[m, n] (scaled per group) -> out (+ residual, bias)."""
+    from tvm import te
+
+    nt = layout["n_tile"]
+    x = fused_act.activation(ph, k, norm, swiglu)
+    w, ws, bias = ph["w"], ph["w_scale"], ph.tensors.get("bias")
+    m = x.shape[0]
+    rows, row = padded_rows(m, layout.get("m_tile", 1))
+    r = te.reduce_axis((0, group), name="r")
+    acc = te.compute((rows, k // group, n), lambda i, g, j: te.sum(
+        w[j // nt, g * group + r, j % nt].astype("float32") * x[row(i), g * group + r], axis=r), name="acc")
+    rg = te.reduce_axis((0, k // group), name="rg")
+    ysum = te.compute((rows, n), lambda i, j: te.sum(acc[i, rg, j] * ws[j // nt, rg, j % nt], axis=rg), name="ysum")
+
+    def output(i, j):
+        value = ysum[i, j] + ph["residual"][i, j] if residual else ysum[i, j]
+        return value + bias[j] if bias is not None else value
+
+    return te.compute((m, n), output, name=name)
+
+
+def w8a16_reference(x, w, w_scale, group, bias=None) -> np.ndarray:
+    y = x.astype(np.float64) @ (w.astype(np.float64) * np.repeat(w_scale.astype(np.float64), group, axis=1)).T
+    return y + bias.astype(np.float64)[None] if bias is not None else y
+
+
+def w8a16_random(n, k, m, group, bias, rng) -> dict[str, np.ndarray]:
+    out = {"x": rng.standard_normal((m, k)).astype(np.float32),
+           "w": rng.integers(-127, 128, (n, k), dtype=np.int8),
+           "w_scale": rng.uniform(0.001, 0.01, (n, k // group)).astype(np.float32)}
+    if bias:
+        out["bias"] = rng.standard_normal(n).astype(np.float32)
+    return out
 
 
 OPS = {"qgemm_w8a16": W8A16Gemm()}

@@ -23,6 +23,7 @@ from compiler.ops.qgemm_int import (
     int_gemm_reference,
     int_gemm_te,
 )
+from compiler.ops.qgemm_w8a16 import w8a16_arguments, w8a16_random, w8a16_reference, w8a16_te
 from compiler.ops.qgemm_w4a16 import (
     w4a16_arguments,
     w4a16_random,
@@ -31,7 +32,8 @@ from compiler.ops.qgemm_w4a16 import (
 )
 from compiler.specs import KernelSpec
 
-QUANT_FORMS = ("w8a8", "w4a8", "w4a16")
+QUANT_FORMS = ("w8a8", "w4a8", "w4a16", "w8a16")
+FLOAT_ACT_FORMS = ("w4a16", "w8a16")  # weight-only forms: float activations, norm fusion
 
 
 class QKVProj(OpDef):
@@ -54,7 +56,7 @@ class QKVProj(OpDef):
     def spec_name(self, spec: KernelSpec) -> str:
         # The group only matters for int4 forms and theta only with RoPE: keep names short and stable.
         name = super().spec_name(spec)
-        if spec.opt("quant") == "w8a8":
+        if spec.opt("quant") == "w8a8":  # per channel: no group
             name = name.replace(f"_g{spec.opt('group')}", "")
         if spec.opt("rope"):
             theta = spec.opt("rope_theta")
@@ -68,16 +70,18 @@ class QKVProj(OpDef):
         check_divisible(self.name, "k", k, 4)
         if spec.opt("quant") != "w8a8":
             check_divisible(self.name, "k", k, spec.opt("group"))
-        if spec.opt("quant") != "w4a16":  # int8 weight tiles hold 4 output columns
+        if spec.opt("quant") not in FLOAT_ACT_FORMS:  # int8 weight tiles hold 4 output columns
             check_divisible(self.name, "(hq + 2 hkv) * d", self.n_total(spec), 4)
-        for option in ("zero", "min", "norm"):
+        for option in ("zero", "min"):
             if spec.opt(option) and spec.opt("quant") != "w4a16":
                 raise ValueError(f"qkv_proj: {option}=True (a per-group weight {option}) needs quant='w4a16'")
+        if spec.opt("norm") and spec.opt("quant") not in FLOAT_ACT_FORMS:
+            raise ValueError(f"qkv_proj: norm (a fused RMSNorm) needs a float-activation form: {FLOAT_ACT_FORMS}")
         if not spec.opt("rope_theta") > 0:
             raise ValueError("qkv_proj: rope_theta must be positive")
 
     def tolerances(self, spec: KernelSpec):
-        exact_sums = spec.opt("quant") != "w4a16"
+        exact_sums = spec.opt("quant") not in FLOAT_ACT_FORMS
         return {name: (2e-5, 2e-5) if exact_sums else self.tolerance for name in ("q", "k", "v")}
 
     @staticmethod
@@ -90,6 +94,8 @@ class QKVProj(OpDef):
         if quant == "w4a16":
             return w4a16_arguments(n, k, spec.opt("group"), spec.opt("zero"), "float32", spec.opt("bias"), layout,
                                    out="proj", minimum=spec.opt("min"), norm=spec.opt("norm"))
+        if quant == "w8a16":
+            return w8a16_arguments(n, k, spec.opt("group"), spec.opt("bias"), layout, "proj", norm=spec.opt("norm"))
         return int_gemm_arguments(n, k, *self.int_form(spec), spec.opt("bias"), layout, out="proj")
 
     def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
@@ -114,6 +120,8 @@ class QKVProj(OpDef):
         n, quant = self.n_total(spec), spec.opt("quant")
         if quant == "w4a16":
             proj = w4a16_te(ph, n, k, spec.opt("group"), layout, "proj", norm=spec.opt("norm"))
+        elif quant == "w8a16":
+            proj = w8a16_te(ph, n, k, spec.opt("group"), layout, "proj", norm=spec.opt("norm"))
         else:
             proj = int_gemm_te(ph, n, k, *self.int_form(spec), layout, "proj")
         m = proj.shape[0]
@@ -152,8 +160,10 @@ class QKVProj(OpDef):
     def reference(self, spec: KernelSpec, **inp: np.ndarray) -> dict[str, np.ndarray]:
         hq, hkv, d = (spec.dim(x) for x in ("hq", "hkv", "d"))
         quant = spec.opt("quant")
-        if quant == "w4a16":
-            x = fused_act.reference_activation(inp["x"], spec.dim("k"), spec.opt("norm"), False, inp.get("norm_w"))
+        x = fused_act.reference_activation(inp["x"], spec.dim("k"), spec.opt("norm"), False, inp.get("norm_w"))
+        if quant == "w8a16":
+            proj = w8a16_reference(x, inp["w"], inp["w_scale"], spec.opt("group"), inp.get("bias"))
+        elif quant == "w4a16":
             proj = w4a16_reference(x, inp["w"], inp["w_scale"], inp.get("w_zero"), spec.opt("group"),
                                    inp.get("bias"), inp.get("w_min"))
         else:
@@ -168,7 +178,9 @@ class QKVProj(OpDef):
 
     def random_inputs(self, spec, sizes, rng):
         m, n, k, quant = sizes["M"], self.n_total(spec), spec.dim("k"), spec.opt("quant")
-        if quant == "w4a16":
+        if quant == "w8a16":
+            out = w8a16_random(n, k, m, spec.opt("group"), spec.opt("bias"), rng)
+        elif quant == "w4a16":
             out = w4a16_random(n, k, m, spec.opt("group"), spec.opt("zero"), "float32", spec.opt("bias"), rng,
                                minimum=spec.opt("min"))
         else:

@@ -84,7 +84,7 @@ def _gemm_n(spec) -> int:
 
 
 def _float_weights(spec) -> bool:
-    return spec.op in ("qgemm_w4a16", "qgemm_w8a16") or (spec.op == "qkv_proj" and spec.opt("quant") == "w4a16")
+    return spec.op in ("qgemm_w4a16", "qgemm_w8a16") or (spec.op == "qkv_proj" and spec.opt("quant") in ("w4a16", "w8a16"))
 
 
 def schedule(sch, spec, target, bucket: dict) -> None:

@@ -22,7 +22,7 @@ def schedule_quantize(sch, spec, target, layout) -> None:
 
 def schedule_qkv(sch, spec, target, layout) -> None:
     n = (spec.dim("hq") + 2 * spec.dim("hkv")) * spec.dim("d")
-    if spec.opt("quant") == "w4a16":
+    if spec.opt("quant") in ("w4a16", "w8a16"):  # float activations
         schedule_w4a16(sch, target, layout, n=n, out="proj")
     else:
         schedule_int_gemm(sch, target, layout, n=n, out="proj", weight_bits=4 if spec.opt("quant") == "w4a8" else 8)
