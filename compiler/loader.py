@@ -113,7 +113,9 @@ ALIGNMENT = 64
 
 
 def _address(array: np.ndarray) -> int:
-    return array.__array_interface__["data"][0]  # cheaper than array.ctypes, which builds an object
+    if array.flags.writeable and array.flags.c_contiguous and array.size:  # 0.3 us, a third of the alternatives
+        return ctypes.addressof(ctypes.c_char.from_buffer(array))
+    return array.__array_interface__["data"][0]
 
 
 def empty(shape, dtype) -> np.ndarray:
@@ -306,6 +308,8 @@ class BoundKernel:
         self.weights = {args[p]["name"]: a for p, a in resident.items()}
         self._checks = [(p, *check) for p, check in enumerate(kernel._input_checks) if p not in resident]
         self._names = {check[1] for check in self._checks}
+        self._slots = [check[0] for check in self._checks]
+        self._plans: dict[tuple, tuple] = {}
         self._backend = kernel._backend
         self._kept = self._backend.keep(len(args), resident)
 
@@ -317,19 +321,30 @@ class BoundKernel:
         kernel = self.kernel
         if inputs.keys() != self._names:
             _check_names(kernel.name, sorted(self._names), inputs)
-        sizes: dict[str, int] = {}
-        slots, arrays = [], []
-        for position, name, dtype, shape, strided in self._checks:
-            array = _as_array(kernel.name, name, inputs[name])
-            _bind_shape(kernel.name, name, array, shape, dtype, sizes)
+        arrays = [_as_array(kernel.name, check[1], inputs[check[1]]) for check in self._checks]
+        # Calls repeat a few shapes (decode: always M=1): checked once per distinct set of shapes.
+        key = tuple(a.shape for a in arrays)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(arrays)
+        symbol, out_specs = plan
+        for (_, name, dtype, _, strided), array in zip(self._checks, arrays):
+            if array.dtype != dtype:
+                raise ValueError(f"{kernel.name}: argument {name!r} must have dtype {dtype}, got {array.dtype}")
             if not array.flags.c_contiguous:
                 _check_layout(kernel.name, name, array, strided)
-            slots.append(position)
-            arrays.append(array)
+        outputs = self._backend.call_kept(symbol, self._kept, self._slots, arrays, out_specs)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def _plan(self, arrays: list[np.ndarray]):
+        """(variant symbol, output shapes and dtypes) for these input shapes, after checking them."""
+        kernel = self.kernel
+        sizes: dict[str, int] = {}
+        for (_, name, dtype, shape, _), array in zip(self._checks, arrays):
+            _bind_shape(kernel.name, name, array, shape, dtype, sizes)
         out_specs = [(tuple(sizes[d] if isinstance(d, str) else d for d in a["shape"]), a["dtype"])
                      for a in kernel._outputs]
-        outputs = self._backend.call_kept(kernel.variant_for(sizes)["symbol"], self._kept, slots, arrays, out_specs)
-        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+        return kernel.variant_for(sizes)["symbol"], out_specs
 
 
 class Library:
