@@ -44,7 +44,8 @@ def in_loop(body, mnemonic: str) -> bool:
 
 
 def int8_kernels():
-    return [s for s in coverage_specs() if s.op in INT8_OPS and (s.op != "qkv_proj" or s.opt("quant") != "w4a16")]
+    return [s for s in coverage_specs()
+            if s.op in INT8_OPS and (s.op != "qkv_proj" or s.opt("quant") not in ("w4a16", "w8a16"))]
 
 
 @pytest.mark.skipif(OBJDUMP is None, reason="needs aarch64-linux-gnu-objdump (binutils-aarch64-linux-gnu)")
