@@ -20,6 +20,7 @@ from compiler.toolchain import Toolchain
 
 MANIFEST_SCHEMA_VERSION = 1
 LIBRARY_NAME = "kernels.so"
+RUNNER_NAME = "runner"  # targets without Python (Hexagon): a static executable serving the kernels
 
 
 def _version(dist: str) -> str:
@@ -36,6 +37,28 @@ def variant_symbol(spec: KernelSpec, bucket: dict) -> str:
         return f"__{dim.lower()}{value[0]}to{value[1]}" if isinstance(value, list) else f"__{dim.lower()}{value}"
 
     return spec.name + "".join(part(dim, value) for dim, value in sorted(bucket.items()))
+
+
+def build_hexagon_runner(exe, symbols: list[str], output: Path, toolchain: Toolchain) -> None:
+    """compiler/hexagon_runner.c + a table of the kernels + their object code -> a static program."""
+    work = output.parent
+    obj = work / "kernels.o"
+    exe.mod.write_to_file(str(obj))
+    entries = "\n".join(f'    {{"{s}", __tvm_ffi_{s}}},' for s in symbols)
+    externs = "\n".join(f"extern int __tvm_ffi_{s}(void *, const TVMFFIAny *, int32_t, TVMFFIAny *);" for s in symbols)
+    table = work / "kernel_table.c"
+    table.write_text(f"""#include <stdint.h>
+typedef struct {{ int32_t type_index; uint32_t zero_padding; union {{ int64_t i; double f; void *p; }} v; }} TVMFFIAny;
+typedef int (*TVMFFISafeCallType)(void *, const TVMFFIAny *, int32_t, TVMFFIAny *);
+typedef struct {{ const char *name; TVMFFISafeCallType fn; }} KernelEntry;
+{externs}
+const KernelEntry ekc_kernels[] = {{
+{entries}
+}};
+const int ekc_num_kernels = {len(symbols)};
+""")
+    source = Path(__file__).with_name("hexagon_runner.c")
+    toolchain.link_static_program(str(output), [str(source), str(table), str(obj)])
 
 
 def lower_kernel(spec: KernelSpec, target, bucket: dict | None = None, database=None):
@@ -116,16 +139,24 @@ def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain: Toolchai
     exe = tvm.compile(tvm.IRModule(funcs), target.tvm_target())
     progress(f"linking with {toolchain.describe()}")
     library = out_dir / LIBRARY_NAME
+    artifacts = [LIBRARY_NAME]
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         staged = Path(tmp) / LIBRARY_NAME
         exe.export_library(str(staged), fcompile=toolchain.fcompile())
         os.replace(staged, library)
+        if target.runner == "hexagon":
+            progress("linking the Hexagon runner (the library's kernels served over a pipe, e.g. under qemu-hexagon)")
+            runner = Path(tmp) / RUNNER_NAME
+            build_hexagon_runner(exe, sorted(funcs), runner, toolchain)
+            os.replace(runner, out_dir / RUNNER_NAME)
+            artifacts.append(RUNNER_NAME)
     manifest = {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "target": target.to_json(),
         "model": model,
         "library": LIBRARY_NAME,
-        "artifacts": {LIBRARY_NAME: sha256_of(library)},
+        **({"runner": RUNNER_NAME} if RUNNER_NAME in artifacts else {}),
+        "artifacts": {name: sha256_of(out_dir / name) for name in artifacts},
         "tools": {
             "apache-tvm": _version("apache-tvm"),
             "apache-tvm-ffi": _version("apache-tvm-ffi"),

@@ -531,6 +531,107 @@ class EmulatedBackend:
             pass
 
 
+class RunnerBackend:
+    """Kernels served by the build's static runner (targets without Python: Hexagon), under the
+    target's emulator here or directly on the device; the binary protocol is in hexagon_runner.c."""
+
+    mode = "emulated"
+    _CODES = {"i": 0, "u": 1, "f": 2}
+
+    def __init__(self, runner: Path, emulator: str | None):
+        import shutil
+
+        command = [str(runner)]
+        if emulator:
+            qemu = shutil.which(emulator)
+            if qemu is None:
+                raise LoaderError(f"{runner.parent} needs {emulator} to run here; it is not installed "
+                                  "(Debian: apt-get install qemu-user)")
+            command = [qemu, str(runner)]
+        else:
+            self.mode = "native"
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr)
+
+    def _fail(self, what: str):
+        self._proc.kill()
+        self._proc.wait(timeout=10)
+        self._stderr.seek(0)
+        log = self._stderr.read().decode(errors="replace").strip()[-2000:] or "(no output)"
+        return LoaderError(f"the kernel runner died {what} (exit {self._proc.returncode}): {log}")
+
+    def _exchange(self, message: bytes, reply_bytes: int) -> bytes:
+        try:
+            self._proc.stdin.write(message)
+            self._proc.stdin.flush()
+            reply = self._proc.stdout.read(reply_bytes)
+        except (BrokenPipeError, OSError):
+            reply = b""
+        if len(reply) != reply_bytes:
+            raise self._fail("during a call")
+        return reply
+
+    @classmethod
+    def _header(cls, role: int, dtype, shape) -> bytes:
+        dtype = np.dtype(dtype)
+        return struct.pack(f"<BBBHI{len(shape)}q", role, cls._CODES[dtype.kind], dtype.itemsize * 8, 1, len(shape),
+                           *shape)
+
+    def _call(self, name: str, parts: list[bytes], out_specs) -> list[np.ndarray]:
+        encoded = name.encode()
+        count = len(parts) + len(out_specs)
+        message = [b"C", struct.pack("<I", len(encoded)), encoded, struct.pack("<I", count), *parts]
+        message += [self._header(2, dtype, shape) for shape, dtype in out_specs]
+        (status,) = struct.unpack("<i", self._exchange(b"".join(message), 4))
+        if status != 0:
+            (length,) = struct.unpack("<I", self._exchange(b"", 4))
+            raise LoaderError(f"kernel failed in the runner: {self._exchange(b'', length).decode(errors='replace')}")
+        outputs = []
+        for shape, dtype in out_specs:
+            out = empty(shape, dtype)
+            out.reshape(-1).view(np.uint8)[:] = np.frombuffer(self._exchange(b"", out.nbytes), np.uint8)
+            outputs.append(out)
+        return outputs
+
+    def _input(self, array: np.ndarray) -> bytes:
+        array = np.ascontiguousarray(array)
+        return self._header(0, array.dtype, array.shape) + struct.pack("<Q", array.nbytes) + array.tobytes()
+
+    def call(self, name, inputs, out_specs):
+        return self._call(name, [self._input(a) for a in inputs], out_specs)
+
+    def keep(self, count: int, resident: dict[int, np.ndarray]):
+        """The runner keeps each weight; the template holds (id, dtype, shape) at its position."""
+        template = [None] * count
+        for position, array in resident.items():
+            array = np.ascontiguousarray(array)
+            (index,) = struct.unpack("<I", self._exchange(b"K" + struct.pack("<Q", array.nbytes) + array.tobytes(), 4))
+            template[position] = self._header(1, array.dtype, array.shape) + struct.pack("<I", index)
+        return template
+
+    def call_kept(self, name, kept, slots, inputs, out_specs):
+        parts = list(kept)
+        for position, array in zip(slots, inputs):
+            parts[position] = self._input(array)
+        return self._call(name, parts, out_specs)
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                self._proc.stdin.write(b"Q")
+                self._proc.stdin.close()
+                self._proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self._proc.kill()
+        self._stderr.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
 def _serve(library: str) -> None:
     """Worker loop: the protocol owns stdout; anything else printed goes to stderr."""
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
@@ -630,6 +731,13 @@ def load(directory: str | os.PathLike, *, emulate: bool | None = None) -> Librar
     manifest = read_manifest(directory)
     target = manifest["target"]
     library = (directory / manifest["library"]).resolve()
+    if target.get("runner"):  # no Python on the device: the build's runner serves the kernels
+        runner = (directory / manifest.get("runner", "runner")).resolve()
+        on_device = platform.machine() == target["isa"] and not emulate
+        if not on_device and not target.get("emulator"):
+            raise LoaderError(f"{target['name']} builds are compile-only here: no emulator runs "
+                              f"{target['llvm'].get('mcpu', target['isa'])} code on this machine")
+        return Library(directory, manifest, RunnerBackend(runner, None if on_device else target["emulator"]))
     ok, reason = native_ok(target)
     if emulate is None:
         emulate = not ok

@@ -44,6 +44,16 @@ class Toolchain:
         if proc.returncode != 0:
             raise ToolchainError(f"linking failed ({shlex.join(cmd)}):\n{proc.stderr.strip()}")
 
+    def link_static_program(self, output: str, sources: list[str]) -> None:
+        """A static executable from C sources and objects (the Hexagon runner)."""
+        cmd = [*self.command, "-O2", "-static", "-o", output, *sources]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        except OSError as err:
+            raise ToolchainError(f"cannot run {cmd[0]!r}: {err}") from None
+        if proc.returncode != 0:
+            raise ToolchainError(f"linking the runner failed ({shlex.join(cmd)}):\n{proc.stderr.strip()}")
+
     def fcompile(self):
         """The `fcompile` callable TVM's export_library expects."""
 
@@ -78,5 +88,6 @@ def for_target(target, *, cc: str | None = None, ndk: str | None = None, android
     except ImportError:
         raise ToolchainError("the default cross toolchain needs the `ziglang` package "
                              "(pip install ziglang), or pass --cc/--ndk") from None
-    return Toolchain((sys.executable, "-m", "ziglang", "cc", "-target", target.triple), "zig")
+    cpu = (f"-mcpu={target.llvm['mcpu']}",) if target.isa == "hexagon" else ()  # Hexagon: the ISA version
+    return Toolchain((sys.executable, "-m", "ziglang", "cc", "-target", target.triple, *cpu), "zig")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 _DIR = Path(__file__).resolve().parent
 
-INT8_DOT_KINDS = ("sdot", "neon", "avx2_madd", "avx512_madd", "avx512_vnni", "none")
+INT8_DOT_KINDS = ("sdot", "neon", "avx2_madd", "avx512_madd", "avx512_vnni", "hvx_vrmpy", "none")
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,9 @@ class Target:
     l2_kib: int
     cpu_features: tuple[str, ...]  # /proc/cpuinfo flags needed to run natively
     emulator: str | None = None  # qemu-user binary that runs this ISA elsewhere
+    # How a host process calls the kernels where no Python runs (a DSP): "hexagon" = a static runner
+    # executable built with the library (compiler/hexagon_runner.c). None: the library is dlopen-ed.
+    runner: str | None = None
 
     @property
     def float_lanes(self) -> int:
@@ -53,6 +56,7 @@ class Target:
             "int8_dot": self.int8_dot,
             "cpu_features": list(self.cpu_features),
             "emulator": self.emulator,
+            "runner": self.runner,
         }
 
 
@@ -73,6 +77,7 @@ def _load(path: Path) -> Target:
             l2_kib=int(raw["l2_kib"]),
             cpu_features=tuple(raw.get("cpu_features", ())),
             emulator=raw.get("emulator"),
+            runner=raw.get("runner"),
         )
     except KeyError as missing:
         raise ValueError(f"target file {path} lacks the field {missing}") from None

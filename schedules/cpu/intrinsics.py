@@ -8,6 +8,8 @@ B of nt channels x kt k (int8, contiguous), A the kt activations of one token, C
 - "avx512_vnni" (16 x 4): VPDPBUSD on activations offset by +128 to unsigned bytes; the kernel's
   accumulators start from -128 x the weights' group sums (precomputed by `pack`), so one
   instruction per tile remains.
+- "hvx_vrmpy" (32 x 4): Hexagon HVX VRMPY (signed bytes x signed bytes, accumulating): the 128-byte
+  weight tile against the 4 activation bytes splatted to every lane, one instruction per tile.
 Registered here rather than imported from tvm.s_tir.tensor_intrin, whose package import also
 builds every CUDA intrinsic (~20 s), and which has no AVX2 int8 intrinsic.
 """
@@ -164,6 +166,18 @@ def _vnni(bits: int):
     return _impl(16, 4, bits, update)
 
 
+def _vrmpy(bits: int):
+    from tvm.script import tirx as T
+
+    def update(A, B, C):
+        a_splat = T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 32)
+        weights = T.reinterpret(_int8_weights(B, 128, bits), dtype="int32x32")
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vrmpybv.acc.128B"),
+                                       C.vload([0], "int32x32"), a_splat, weights, dtype="int32x32")
+
+    return _impl(32, 4, bits, update)
+
+
 # kind -> (channels per tile, k per tile, implementation factory taking the weight bits,
 #          offset added to the activations: VNNI multiplies unsigned by signed bytes)
 _KINDS = {
@@ -172,6 +186,7 @@ _KINDS = {
     "avx2_madd": (8, 2, lambda bits: _madd(8, "llvm.x86.avx2.pmadd.wd", bits), 0),
     "avx512_madd": (16, 2, lambda bits: _madd(16, "llvm.x86.avx512.pmaddw.d.512", bits), 0),
     "avx512_vnni": (16, 4, _vnni, 128),
+    "hvx_vrmpy": (32, 4, _vrmpy, 0),
 }
 
 
