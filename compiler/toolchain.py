@@ -88,6 +88,8 @@ def for_target(target, *, cc: str | None = None, ndk: str | None = None, android
     except ImportError:
         raise ToolchainError("the default cross toolchain needs the `ziglang` package "
                              "(pip install ziglang), or pass --cc/--ndk") from None
-    cpu = (f"-mcpu={target.llvm['mcpu']}",) if target.isa == "hexagon" else ()  # Hexagon: the ISA version
+    # Hexagon: zig builds its C runtime per CPU (~1 min each); the v66 baseline runs on every later DSP,
+    # so all versions link against that one (their kernels keep their own ISA version).
+    cpu = ("-mcpu=hexagonv66",) if target.isa == "hexagon" else ()
     return Toolchain((sys.executable, "-m", "ziglang", "cc", "-target", target.triple, *cpu), "zig")
 

@@ -18,10 +18,10 @@ REQUIRE_EMULATOR = os.environ.get("EKC_REQUIRE_EMULATOR") == "1"
 
 def emulator_missing(isa: str) -> str | None:
     """Why foreign-ISA kernels cannot run here, or None when they can."""
-    emulator = {"aarch64": "qemu-aarch64"}[isa]
+    emulator = {"aarch64": "qemu-aarch64", "hexagon": "qemu-hexagon"}[isa]
     if shutil.which(emulator) is None:
         return f"{emulator} is not installed (apt-get install qemu-user)"
-    if not (loader.sysroot_dir(isa) / "READY.json").is_file():
+    if isa == "aarch64" and not (loader.sysroot_dir(isa) / "READY.json").is_file():  # Hexagon needs no userland
         return f"no {isa} userland (python -m compiler setup-emulator --isa {isa})"
     return None
 
