@@ -735,8 +735,8 @@ def load(directory: str | os.PathLike, *, emulate: bool | None = None) -> Librar
         runner = (directory / manifest.get("runner", "runner")).resolve()
         on_device = platform.machine() == target["isa"] and not emulate
         if not on_device and not target.get("emulator"):
-            raise LoaderError(f"{target['name']} builds are compile-only here: no emulator runs "
-                              f"{target['llvm'].get('mcpu', target['isa'])} code on this machine")
+            why = target.get("compile_only") or f"no emulator runs {target['llvm'].get('mcpu', target['isa'])} code"
+            raise LoaderError(f"{target['name']} builds are compile-only here: {why}")
         return Library(directory, manifest, RunnerBackend(runner, None if on_device else target["emulator"]))
     ok, reason = native_ok(target)
     if emulate is None:

@@ -34,6 +34,7 @@ class Target:
     # How a host process calls the kernels where no Python runs (a DSP): "hexagon" = a static runner
     # executable built with the library (compiler/hexagon_runner.c). None: the library is dlopen-ed.
     runner: str | None = None
+    compile_only: str | None = None  # why builds for this target cannot run on this kind of machine
 
     @property
     def float_lanes(self) -> int:
@@ -57,6 +58,7 @@ class Target:
             "cpu_features": list(self.cpu_features),
             "emulator": self.emulator,
             "runner": self.runner,
+            **({"compile_only": self.compile_only} if self.compile_only else {}),
         }
 
 
@@ -78,6 +80,7 @@ def _load(path: Path) -> Target:
             cpu_features=tuple(raw.get("cpu_features", ())),
             emulator=raw.get("emulator"),
             runner=raw.get("runner"),
+            compile_only=raw.get("compile_only"),
         )
     except KeyError as missing:
         raise ValueError(f"target file {path} lacks the field {missing}") from None
