@@ -57,10 +57,12 @@ def test_preset_shapes_are_real_models():
 
 def test_targets_are_data():
     for target in targets.all_targets():
-        assert target.family == "cpu" and target.vector_bits in (128, 256, 512)
+        assert target.family == "cpu" and target.vector_bits in (128, 256, 512, 1024)  # 1024: HVX 128B
     assert targets.get("arm").int8_dot == "sdot"
     assert targets.get("arm-a53").int8_dot == "neon"
     assert "+i8mm" in targets.get("arm-i8mm").llvm["mattr"]
+    assert targets.get("hexagon").int8_dot == "hvx_vrmpy" and targets.get("hexagon").emulator == "qemu-hexagon"
+    assert targets.get("hexagon-v75").compile_only and targets.get("hexagon-v75").emulator is None
     with pytest.raises(ValueError, match="unknown target 'mips'.*known targets: arm"):
         targets.get("mips")
 
