@@ -27,7 +27,8 @@ def knobs(sch) -> dict[str, int]:
     values = {}
     for inst in sch.trace.insts:
         if inst.kind.name == "Annotate" and str(inst.attrs[0]).startswith(KNOB_PREFIX):
-            values[str(inst.attrs[0])[len(KNOB_PREFIX):]] = int(sch.get(inst.inputs[1]))
+            value = inst.inputs[1]  # a sampled decision, or a constant for a fixed (untuned) choice
+            values[str(inst.attrs[0])[len(KNOB_PREFIX):]] = int(value if isinstance(value, int) else sch.get(value))
     return values
 
 

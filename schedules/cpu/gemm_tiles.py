@@ -5,20 +5,25 @@ columns x k) tile; scaling (`ysum`, per group) and the epilogue (`out`) follow p
 from __future__ import annotations
 
 from schedules.cpu.blocks import has_block
+from schedules import KNOB_PREFIX
 from schedules.cpu.knobs import sample_choice, sample_divisor
 
 UNROLL_STEPS = [0, 16, 64]
 
 
 def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferred: int, n_limit: int,
-              micro_kernel) -> None:
-    """micro_kernel(sch, acc, k_loop, row_loop, col_loop, inner_loops) splits, orders and
+              micro_kernel, n_fixed: int | None = None) -> None:
+    """n_fixed: a column block that is not tuned. micro_kernel(sch, acc, k_loop, row_loop, col_loop, inner_loops) splits, orders and
     vectorises/tensorises the block `acc` below its group loop; it receives the loops of one K
     group (inner_loops: further reduction loops of acc after k, e.g. the nibble of a byte)."""
     acc = sch.get_sblock("acc")
     i, g, j, k, *inner = sch.get_loops(acc)
     io, ii = sch.split(i, [None, m_tile])
-    n_block = sample_divisor(sch, "n_block", acc, n, multiple_of=n_multiple, preferred=n_preferred, limit=n_limit)
+    if n_fixed is None:
+        n_block = sample_divisor(sch, "n_block", acc, n, multiple_of=n_multiple, preferred=n_preferred, limit=n_limit)
+    else:  # not a knob (the tuner could not judge it), but still recorded
+        n_block = n_fixed
+        sch.annotate(acc, KNOB_PREFIX + "n_block", n_block)
     jo, jb = sch.split(j, [None, n_block])
     sch.reorder(jo, io, g, k, *inner, ii, jb)
     sch.parallel(jo)
