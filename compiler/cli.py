@@ -83,6 +83,15 @@ def _specs(args):
     return models.kernel_specs(_model(args), ops=wanted_ops, quants=quants)
 
 
+def _gguf_specs(path: Path, wanted_ops: list[str] | None):
+    """The kernels `run` builds for a GGUF (fusions included), so tuning records match them."""
+    from compiler import gguf_kernels
+    from compiler.gguf_file import GGUFModel
+
+    specs = list({s.name: s for s in gguf_kernels.kernel_specs(GGUFModel(path)).values()}.values())
+    return [s for s in specs if not wanted_ops or s.op in wanted_ops]
+
+
 def cmd_tune(args) -> int:
     import targets
     from compiler import rpc, tune
@@ -101,7 +110,8 @@ def cmd_tune(args) -> int:
                              "with a TVM RPC tracker and pass --rpc-tracker HOST:PORT --rpc-key KEY")
         device = args.device or tuning_db.host_device()
     trials = args.trials if args.trials or args.minutes else 64
-    run = tune.tune(_specs(args), target, device=device, logs_root=Path(args.tuning_logs), trials=trials,
+    specs = _gguf_specs(Path(args.gguf), _split_list(args.ops)) if args.gguf else _specs(args)
+    run = tune.tune(specs, target, device=device, logs_root=Path(args.tuning_logs), trials=trials,
                     minutes=args.minutes, tracker=tracker, rpc_timeout=args.rpc_timeout,
                     progress=lambda line: print(line, flush=True))
     if args.plot:
@@ -238,6 +248,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--rpc-key", help="device key at the tracker (devices under one key share the measurements)")
     t.add_argument("--rpc-timeout", type=int, default=60, help="seconds per measurement on a device (default 60)")
     t.add_argument("--plot", help="write the tuning curves (best so far vs trials) to this PNG")
+    t.add_argument("--gguf", help="tune the kernels `run` builds for this GGUF instead of a preset's")
     t.set_defaults(func=cmd_tune)
 
     tc = sub.add_parser("tune-compare", help="default vs our tuned space vs MetaSchedule's generic space, same budgets")
