@@ -23,7 +23,7 @@ LIBRARY_NAME = "kernels.so"
 RUNNER_NAME = "runner"  # targets without Python (Hexagon): a static executable serving the kernels
 
 
-def _version(dist: str) -> str:
+def package_version(dist: str) -> str:
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
@@ -158,9 +158,9 @@ def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain: Toolchai
         **({"runner": RUNNER_NAME} if RUNNER_NAME in artifacts else {}),
         "artifacts": {name: sha256_of(out_dir / name) for name in artifacts},
         "tools": {
-            "apache-tvm": _version("apache-tvm"),
-            "apache-tvm-ffi": _version("apache-tvm-ffi"),
-            "numpy": _version("numpy"),
+            "apache-tvm": package_version("apache-tvm"),
+            "apache-tvm-ffi": package_version("apache-tvm-ffi"),
+            "numpy": package_version("numpy"),
             "python": platform.python_version(),
             "toolchain": f"{toolchain.describe()} ({toolchain.version()})",
         },

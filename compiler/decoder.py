@@ -87,11 +87,10 @@ class Decoder:
             glue = time.perf_counter()
             self.k_cache[index, :, start:end] = k
             self.v_cache[index, :, start:end] = v
+            self.profile["numpy"] += time.perf_counter() - glue
             if start == 0:
-                self.profile["numpy"] += time.perf_counter() - glue
                 o = self._run("attention_prefill", self.kernels["attention_prefill"], q=q, k=k, v=v)  # [hq, T, d]
             else:
-                self.profile["numpy"] += time.perf_counter() - glue
                 o = self._run("attention_decode", self.kernels["attention_decode"], q=q[:, 0],  # views, no copies
                               k_cache=self.k_cache[index, :, :end], v_cache=self.v_cache[index, :, :end])[:, None]
             glue = time.perf_counter()

@@ -27,7 +27,7 @@ def model_library(model: GGUFModel, target, out_dir: Path, *, toolchain, tuning_
         except (loader.LoaderError, ValueError, OSError) as err:
             progress(f"rebuilding {out_dir}: {err}")
         else:
-            same_tools = manifest["tools"].get("apache-tvm") == build._version("apache-tvm")
+            same_tools = manifest["tools"].get("apache-tvm") == build.package_version("apache-tvm")
             kernels = manifest["kernels"]
             # the same kernels with the same arguments (an older build of this project may differ)
             same_kernels = all(s.name in kernels and kernels[s.name]["args"] == build.manifest_entry(s, target)["args"]
