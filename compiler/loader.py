@@ -326,6 +326,8 @@ class BoundKernel:
         key = tuple(a.shape for a in arrays)
         plan = self._plans.get(key)
         if plan is None:
+            if len(self._plans) > 256:  # many prompt lengths: keep the cache small
+                self._plans.clear()
             plan = self._plans[key] = self._plan(arrays)
         symbol, out_specs = plan
         for (_, name, dtype, _, strided), array in zip(self._checks, arrays):

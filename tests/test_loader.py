@@ -155,3 +155,40 @@ def test_length_buckets_pick_the_decode_variant(lib):
     assert decode.variant_for({"L": 1})["symbol"].endswith("__l1to512")
     assert decode.variant_for({"L": 512})["symbol"].endswith("__l1to512")
     assert decode.variant_for({"L": 513})["bucket"] == {}
+
+
+def test_bound_kernels_match_plain_calls_and_check_their_inputs(lib, gemm_inputs):
+    kernel = lib[GEMM]
+    weights = {name: gemm_inputs[name] for name in ("w", "w_scale")}
+    bound = kernel.bind(**weights)
+    activations = {"x": gemm_inputs["x"], "x_scale": gemm_inputs["x_scale"]}
+    np.testing.assert_array_equal(bound(**activations), kernel(**gemm_inputs))
+    np.testing.assert_array_equal(bound(x=activations["x"][:1], x_scale=activations["x_scale"][:1]),
+                                  kernel(**{**gemm_inputs, "x": gemm_inputs["x"][:1], "x_scale": gemm_inputs["x_scale"][:1]}))
+    assert bound.nbytes == sum(w.nbytes for w in weights.values())
+    with pytest.raises(ValueError, match="'x' must have dtype int8"):
+        bound(x=activations["x"].astype(np.int16), x_scale=activations["x_scale"])
+    with pytest.raises(ValueError, match="x_scale"):
+        bound(x=activations["x"])
+    with pytest.raises(ValueError, match="w_scale"):
+        kernel.bind(w=weights["w"])
+    with pytest.raises(ValueError, match="'x_scale' axis 0 has M=3, but another argument has M=2"):
+        bound(x=activations["x"][:2], x_scale=activations["x_scale"])
+
+
+def test_only_strided_arguments_take_views(lib):
+    name = next(k for k in lib.kernels if k.startswith("attention_decode"))
+    kernel = lib[name]
+    hq, d = kernel.spec["args"][0]["shape"]
+    hkv = kernel.spec["args"][1]["shape"][0]
+    rng = np.random.default_rng(0)
+    cache = rng.standard_normal((2, hkv, 64, d)).astype(np.float32)
+    q = rng.standard_normal((hq, d)).astype(np.float32)
+    view = kernel(q=q, k_cache=cache[0, :, :40], v_cache=cache[1, :, :40])
+    copy = kernel(q=q, k_cache=np.ascontiguousarray(cache[0, :, :40]), v_cache=np.ascontiguousarray(cache[1, :, :40]))
+    np.testing.assert_array_equal(view, copy)
+    keys_transposed = np.ascontiguousarray(cache[0, :, :40].transpose(0, 2, 1)).transpose(0, 2, 1)  # inner axes swapped
+    with pytest.raises(ValueError, match="only its outer axis may be strided"):
+        kernel(q=q, k_cache=keys_transposed, v_cache=cache[1, :, :40])
+    with pytest.raises(ValueError, match="'q' is not C-contiguous"):
+        kernel(q=np.asfortranarray(np.stack([q, q], 2)[:, :, 0]), k_cache=cache[0, :, :40], v_cache=cache[1, :, :40])
