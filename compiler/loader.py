@@ -455,7 +455,35 @@ def _receive(stream):
     return pickle.loads(stream.read(size))
 
 
-class EmulatedBackend:
+class _ChildProcess:
+    """A backend whose kernels run in a child process (`_proc`, stderr kept in `_stderr`)."""
+
+    def _worker_log(self) -> str:
+        self._stderr.flush()
+        self._stderr.seek(0)
+        text = self._stderr.read().decode(errors="replace").strip()
+        return text[-2000:] or "(no output)"
+
+    def _say_goodbye(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                self._say_goodbye()
+                self._proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                self._proc.kill()
+        self._stderr.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+class EmulatedBackend(_ChildProcess):
     """The same library, run by this file in a worker process under qemu-user."""
 
     mode = "emulated"
@@ -501,12 +529,6 @@ class EmulatedBackend:
             raise LoaderError(f"kernel failed under emulation: {payload}")
         return payload
 
-    def _worker_log(self) -> str:
-        self._stderr.flush()
-        self._stderr.seek(0)
-        text = self._stderr.read().decode(errors="replace").strip()
-        return text[-2000:] or "(no output)"
-
     def call(self, name, inputs, out_specs):
         return self._request(("call", name, inputs, out_specs))
 
@@ -517,23 +539,11 @@ class EmulatedBackend:
     def call_kept(self, name, kept: int, slots, inputs, out_specs):
         return self._request(("call_kept", name, kept, slots, inputs, out_specs))
 
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            try:
-                _send(self._proc.stdin, ("exit",))
-                self._proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                self._proc.kill()
-        self._stderr.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
+    def _say_goodbye(self) -> None:
+        _send(self._proc.stdin, ("exit",))
 
 
-class RunnerBackend:
+class RunnerBackend(_ChildProcess):
     """Kernels served by the build's static runner (targets without Python: Hexagon), under the
     target's emulator here or directly on the device; the binary protocol is in hexagon_runner.c."""
 
@@ -558,9 +568,7 @@ class RunnerBackend:
     def _fail(self, what: str):
         self._proc.kill()
         self._proc.wait(timeout=10)
-        self._stderr.seek(0)
-        log = self._stderr.read().decode(errors="replace").strip()[-2000:] or "(no output)"
-        return LoaderError(f"the kernel runner died {what} (exit {self._proc.returncode}): {log}")
+        return LoaderError(f"the kernel runner died {what} (exit {self._proc.returncode}): {self._worker_log()}")
 
     def _exchange(self, message: bytes, reply_bytes: int) -> bytes:
         try:
@@ -617,21 +625,9 @@ class RunnerBackend:
             parts[position] = self._input(array)
         return self._call(name, parts, out_specs)
 
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            try:
-                self._proc.stdin.write(b"Q")
-                self._proc.stdin.close()
-                self._proc.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                self._proc.kill()
-        self._stderr.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
+    def _say_goodbye(self) -> None:
+        self._proc.stdin.write(b"Q")
+        self._proc.stdin.close()
 
 
 def _serve(library: str) -> None:

@@ -121,19 +121,18 @@ def run_command(*, gguf: Path, target, prompt: str, max_tokens: int, sampler: Sa
     progress(f"loaded {model.shape.layers} layers in {time.perf_counter() - start:.1f} s ({library.mode}); "
              f"resident weights {decoder.resident_weight_bytes / 1e6:.1f} MB vs the GGUF's "
              f"{model.path.stat().st_size / 1e6:.1f} MB")
-    shown = ""
+    shown, text_tokens = "", []
 
     def stream(token: int) -> None:  # decode the whole text each time: a character may span tokens
         nonlocal shown
         if token in tokenizer.stop_ids:
             return
-        full = tokenizer.decode(result_tokens + [token])
-        result_tokens.append(token)
+        text_tokens.append(token)
+        full = tokenizer.decode(text_tokens)
         if not full.endswith("\ufffd"):
             emit(full[len(shown):])
             shown = full
 
-    result_tokens: list[int] = []
     with library:
         result = generate(decoder, prompt_tokens, max_tokens, sampler, stop_ids=tokenizer.stop_ids, on_token=stream)
     emit("\n")

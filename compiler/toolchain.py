@@ -35,24 +35,20 @@ class Toolchain:
             raise ToolchainError(f"cannot run {shlex.join(cmd)}: {err}") from None
         return out.strip().splitlines()[0] if out.strip() else "unknown"
 
-    def link_shared(self, output: str, objects: list[str]) -> None:
-        cmd = [*self.command, "-shared", "-fPIC", "-o", output, *objects]
+    def _run(self, cmd: list[str], what: str) -> None:
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         except OSError as err:
             raise ToolchainError(f"cannot run {cmd[0]!r}: {err}") from None
         if proc.returncode != 0:
-            raise ToolchainError(f"linking failed ({shlex.join(cmd)}):\n{proc.stderr.strip()}")
+            raise ToolchainError(f"{what} failed ({shlex.join(cmd)}):\n{proc.stderr.strip()}")
+
+    def link_shared(self, output: str, objects: list[str]) -> None:
+        self._run([*self.command, "-shared", "-fPIC", "-o", output, *objects], "linking")
 
     def link_static_program(self, output: str, sources: list[str]) -> None:
         """A static executable from C sources and objects (the Hexagon runner)."""
-        cmd = [*self.command, "-O2", "-static", "-o", output, *sources]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        except OSError as err:
-            raise ToolchainError(f"cannot run {cmd[0]!r}: {err}") from None
-        if proc.returncode != 0:
-            raise ToolchainError(f"linking the runner failed ({shlex.join(cmd)}):\n{proc.stderr.strip()}")
+        self._run([*self.command, "-O2", "-static", "-o", output, *sources], "linking the runner")
 
     def fcompile(self):
         """The `fcompile` callable TVM's export_library expects."""

@@ -20,6 +20,11 @@ OPTIONS = {
 }
 
 
+def options(spec) -> dict:
+    """The fusion options of a spec, as keyword arguments for the functions below and the ops' own."""
+    return {name: spec.opt(name) for name in OPTIONS}
+
+
 def x_arg(k: int, swiglu: bool, dtype: str = "float32") -> Arg:
     if swiglu:
         return Arg("x", ("M", 2 * k), dtype, "input", doc="gate then up [M, 2K]; the GEMM takes silu(gate) * up")

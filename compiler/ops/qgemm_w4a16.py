@@ -51,12 +51,12 @@ class W4A16Gemm(OpDef):
     def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
         n, k = spec.dim("n"), spec.dim("k")
         return w4a16_arguments(n, k, spec.opt("group"), spec.opt("zero"), spec.opt("act"), spec.opt("bias"),
-                               layout, out="y", minimum=spec.opt("min"), **fusions(spec))
+                               layout, out="y", minimum=spec.opt("min"), **fused_act.options(spec))
 
     def build(self, spec: KernelSpec, layout: dict[str, Any]):
         args = self.arguments(spec, layout)
         ph = Placeholders(args, layout)
-        y = w4a16_te(ph, spec.dim("n"), spec.dim("k"), spec.opt("group"), layout, "y", **fusions(spec))
+        y = w4a16_te(ph, spec.dim("n"), spec.dim("k"), spec.opt("group"), layout, "y", **fused_act.options(spec))
         return ph.prim_func(args, {"y": y})
 
     def flops(self, spec, sizes):
@@ -73,11 +73,7 @@ class W4A16Gemm(OpDef):
         n, k, m = spec.dim("n"), spec.dim("k"), sizes["M"]
         inputs = w4a16_random(n, k, m, spec.opt("group"), spec.opt("zero"), spec.opt("act"), spec.opt("bias"), rng,
                               minimum=spec.opt("min"))
-        return fused_act.random_extras(inputs, k, n, m, rng=rng, **fusions(spec))
-
-
-def fusions(spec: KernelSpec) -> dict[str, Any]:
-    return {name: spec.opt(name) for name in fused_act.OPTIONS}
+        return fused_act.random_extras(inputs, k, n, m, rng=rng, **fused_act.options(spec))
 
 
 def w4a16_arguments(n, k, group, zero, act, bias, layout, out, minimum=False, norm=0.0, swiglu=False,

@@ -31,12 +31,12 @@ class W8A16Gemm(OpDef):
 
     def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
         return w8a16_arguments(spec.dim("n"), spec.dim("k"), spec.opt("group"), spec.opt("bias"), layout, "y",
-                               **fusions(spec))
+                               **fused_act.options(spec))
 
     def build(self, spec: KernelSpec, layout: dict[str, Any]):
         args = self.arguments(spec, layout)
         ph = Placeholders(args, layout)
-        y = w8a16_te(ph, spec.dim("n"), spec.dim("k"), spec.opt("group"), layout, "y", **fusions(spec))
+        y = w8a16_te(ph, spec.dim("n"), spec.dim("k"), spec.opt("group"), layout, "y", **fused_act.options(spec))
         return ph.prim_func(args, {"y": y})
 
     def flops(self, spec, sizes):
@@ -51,11 +51,7 @@ class W8A16Gemm(OpDef):
     def random_inputs(self, spec, sizes, rng):
         n, k, m = spec.dim("n"), spec.dim("k"), sizes["M"]
         inputs = w8a16_random(n, k, m, spec.opt("group"), spec.opt("bias"), rng)
-        return fused_act.random_extras(inputs, k, n, m, rng=rng, **fusions(spec))
-
-
-def fusions(spec: KernelSpec) -> dict[str, Any]:
-    return {name: spec.opt(name) for name in fused_act.OPTIONS}
+        return fused_act.random_extras(inputs, k, n, m, rng=rng, **fused_act.options(spec))
 
 
 # -- shared with qkv_proj -------------------------------------------------------------------------
