@@ -83,7 +83,7 @@ def lower_kernel(spec: KernelSpec, target, bucket: dict | None = None, database=
         record.trace.apply_to_schedule(sch, remove_postproc=True)
         tuning = {"run_ms": round(float(np.median([float(t) for t in record.run_secs])) * 1e3, 6)}
     else:
-        schedules.schedule(sch, spec, target, bucket)
+        sch = schedules.schedule(sch, spec, target, bucket)
         tuning = "default"
     return sch.mod["main"].with_attr("global_symbol", symbol), schedules.knobs(sch), tuning
 
@@ -108,9 +108,8 @@ def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain: Toolchai
           model: dict | None = None, tuning_dir: Path | None = None,
           progress: Callable[[str], None] = print) -> Path:
     """Schedule (replaying the best tuning record from `tuning_dir` where there is one), compile and
-    link every spec; write out_dir/{kernels.so, manifest.json}. Returns the manifest path."""
-    import tvm
-
+    link every spec; write out_dir/{kernels.so, manifest.json} (GPU targets: shaders/*.spv and the
+    launches in the manifest). Returns the manifest path."""
     if not specs:
         raise ValueError("nothing to build: the selection of ops left no kernels")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -135,7 +134,70 @@ def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain: Toolchai
             elif variant["tuning"] != "default":
                 variant["tuning"]["database"] = str(tuning_dir)
                 progress(f"      {symbol}: tuned record ({variant['tuning']['run_ms']:.4f} ms at its tuning shape)")
-    progress(f"compiling {len(funcs)} functions of {len(specs)} kernels for {target.name} ({target.llvm.get('mtriple', 'host')})")
+    if target.gpu is not None:
+        artifacts = _build_gpu(funcs, kernels, target, out_dir, progress)
+    else:
+        artifacts = _build_cpu(funcs, target, out_dir, toolchain, progress)
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "target": target.to_json(),
+        "model": model,
+        "library": LIBRARY_NAME if LIBRARY_NAME in artifacts else None,
+        **({"runner": RUNNER_NAME} if RUNNER_NAME in artifacts else {}),
+        "artifacts": {name: sha256_of(out_dir / name) for name in artifacts},
+        "tools": {
+            "apache-tvm": package_version("apache-tvm"),
+            "apache-tvm-ffi": package_version("apache-tvm-ffi"),
+            "numpy": package_version("numpy"),
+            "python": platform.python_version(),
+            "toolchain": _describe_tools(target, toolchain),
+        },
+        "kernels": kernels,
+    }
+    manifest_path = out_dir / "manifest.json"
+    staged_manifest = manifest_path.with_suffix(".json.tmp")
+    staged_manifest.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(staged_manifest, manifest_path)
+    progress(f"built {len(specs)} kernels into {out_dir} in {time.time() - start:.1f} s")
+    return manifest_path
+
+
+def _describe_tools(target, toolchain: Toolchain) -> str:
+    if target.gpu is not None:
+        from compiler.codegen import vulkan
+
+        return vulkan.describe_tools()
+    return f"{toolchain.describe()} ({toolchain.version()})"
+
+
+def _build_gpu(funcs: dict, kernels: dict, target, out_dir: Path, progress) -> list[str]:
+    """SPIR-V shaders under out_dir/shaders and each variant's launches in its manifest entry."""
+    from compiler.codegen import vulkan
+
+    progress(f"generating SPIR-V for {len(funcs)} functions ({target.name}, Vulkan {target.gpu.api_version})")
+    arg_names = {v["symbol"]: [a["name"] for a in [*_inputs(k), *_outputs(k)]]
+                 for k in kernels.values() for v in k["variants"]}
+    plans, shader_files = vulkan.build(funcs, arg_names, target.tvm_target(), target.gpu.api_version, out_dir,
+                                       progress=progress)
+    for entry in kernels.values():
+        for variant in entry["variants"]:
+            variant["vulkan"] = plans[variant["symbol"]]
+    return shader_files
+
+
+def _inputs(entry: dict) -> list[dict]:
+    return [a for a in entry["args"] if a["role"] != "output"]
+
+
+def _outputs(entry: dict) -> list[dict]:
+    return [a for a in entry["args"] if a["role"] == "output"]
+
+
+def _build_cpu(funcs: dict, target, out_dir: Path, toolchain: Toolchain, progress) -> list[str]:
+    """One shared library (and for Hexagon, the runner program) in out_dir."""
+    import tvm
+
+    progress(f"compiling {len(funcs)} functions for {target.name} ({target.llvm.get('mtriple', 'host')})")
     exe = tvm.compile(tvm.IRModule(funcs), target.tvm_target())
     progress(f"linking with {toolchain.describe()}")
     library = out_dir / LIBRARY_NAME
@@ -150,26 +212,4 @@ def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain: Toolchai
             build_hexagon_runner(exe, sorted(funcs), runner, toolchain)
             os.replace(runner, out_dir / RUNNER_NAME)
             artifacts.append(RUNNER_NAME)
-    manifest = {
-        "schema_version": MANIFEST_SCHEMA_VERSION,
-        "target": target.to_json(),
-        "model": model,
-        "library": LIBRARY_NAME,
-        **({"runner": RUNNER_NAME} if RUNNER_NAME in artifacts else {}),
-        "artifacts": {name: sha256_of(out_dir / name) for name in artifacts},
-        "tools": {
-            "apache-tvm": package_version("apache-tvm"),
-            "apache-tvm-ffi": package_version("apache-tvm-ffi"),
-            "numpy": package_version("numpy"),
-            "python": platform.python_version(),
-            "toolchain": f"{toolchain.describe()} ({toolchain.version()})",
-        },
-        "kernels": kernels,
-    }
-    manifest_path = out_dir / "manifest.json"
-    staged_manifest = manifest_path.with_suffix(".json.tmp")
-    staged_manifest.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(staged_manifest, manifest_path)
-    progress(f"built {len(specs)} kernels into {out_dir} in {time.time() - start:.1f} s")
-    return manifest_path
-
+    return artifacts

@@ -728,6 +728,15 @@ def load(directory: str | os.PathLike, *, emulate: bool | None = None) -> Librar
     directory = Path(directory)
     manifest = read_manifest(directory)
     target = manifest["target"]
+    if target.get("gpu"):  # SPIR-V kernels: the Vulkan dispatcher replays each kernel's launches
+        from compiler.vulkan_runtime import VulkanBackend
+
+        backend = VulkanBackend(directory, manifest)
+        if emulate is False and backend.mode == "emulated":
+            backend.close()
+            raise LoaderError(f"the only Vulkan device here is a CPU implementation ({backend.device_name}); "
+                              "emulate=False refuses it")
+        return Library(directory, manifest, backend)
     library = (directory / manifest["library"]).resolve()
     if target.get("runner"):  # no Python on the device: the build's runner serves the kernels
         runner = (directory / manifest.get("runner", "runner")).resolve()

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from compiler.loader import LoaderError
+
 # Features a shader can need (glsl.Shader.features) -> the Vulkan feature struct that reports them.
 _FEATURE_STRUCTS = {
     "storageBuffer8BitAccess": "VkPhysicalDevice8BitStorageFeatures",
@@ -28,7 +30,7 @@ _FEATURE_STRUCTS = {
 _CORE_FEATURES = ("shaderInt16", "shaderInt64", "shaderFloat64")
 
 
-class VulkanError(RuntimeError):
+class VulkanError(LoaderError):
     pass
 
 
@@ -224,6 +226,7 @@ class VulkanBackend:
         self.directory = directory
         self.device = Device()
         self.mode = "emulated" if self.device.is_cpu else "native"
+        self.device_name = self.device.name
         self.plans = {v["symbol"]: v["vulkan"] for k in manifest["kernels"].values() for v in k["variants"]}
         self.args = {v["symbol"]: k["args"] for k in manifest["kernels"].values() for v in k["variants"]}
         self._pipelines: dict[str, Pipeline] = {}

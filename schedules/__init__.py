@@ -47,5 +47,6 @@ def layout(spec, target, bucket: dict | None = None) -> dict[str, Any]:
     return _family(target).layout(spec, target, bucket or {})
 
 
-def schedule(sch, spec, target, bucket: dict | None = None) -> None:
-    _family(target).schedule(sch, spec, target, bucket or {})
+def schedule(sch, spec, target, bucket: dict | None = None):
+    """Schedule in place; a family that builds a new Schedule (gpu) returns it, else returns sch."""
+    return _family(target).schedule(sch, spec, target, bucket or {}) or sch

@@ -1,13 +1,14 @@
 """Targets as data: one TOML file per target in this folder, read into a frozen `Target`.
 
-Schedules read facts from a Target (vector width, int8 dot-product kind, cache sizes), never its
-name, so a new device variant is a new TOML file and no code.
+Schedules read facts from a Target (vector width, int8 dot-product kind, cache sizes; for GPUs
+subgroup size, workgroup and shared-memory limits, fp16), never its name, so a new device variant
+is a new TOML file and no code.
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,24 +18,45 @@ INT8_DOT_KINDS = ("sdot", "neon", "avx2_madd", "avx512_madd", "avx512_vnni", "hv
 
 
 @dataclass(frozen=True)
+class GpuFacts:
+    """What GPU schedules and the Vulkan codegen read (family "gpu")."""
+
+    api: str  # "vulkan"
+    api_version: str  # e.g. "1.1": SPIR-V is generated and validated for this Vulkan version
+    subgroup_size: int  # threads that run in lockstep (Mali Valhall 16, Adreno wave 64/128)
+    max_threads: int  # workgroup size the schedules may use
+    shared_memory_bytes: int  # shared memory one workgroup may use
+    fp16: bool  # fp16 arithmetic worth using (fp32 accumulation is kept)
+    int8_dot: bool  # SPV_KHR_integer_dot_product is fast on the device
+    vector_width: int  # elements per memory access the hardware prefers (Mali: vec4)
+
+    def tvm_attrs(self) -> dict[str, Any]:
+        return {"kind": self.api, "max_num_threads": self.max_threads, "max_threads_per_block": self.max_threads, "thread_warp_size": self.subgroup_size,
+                "max_shared_memory_per_block": self.shared_memory_bytes, "supports_float16": self.fp16,
+                "supports_int8": True, "supports_8bit_buffer": True, "supports_16bit_buffer": self.fp16,
+                "supports_integer_dot_product": self.int8_dot}
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     description: str
-    family: str  # schedule family in schedules/ (e.g. "cpu")
-    isa: str  # machine this code runs on, as platform.machine() names it
+    family: str  # schedule family in schedules/ ("cpu", "gpu")
+    isa: str  # machine this code runs on, as platform.machine() names it ("spirv" for GPU code)
     triple: str  # toolchain triple for the cross linker
-    llvm: dict[str, Any]  # TVM target as a JSON dict
-    vector_bits: int
-    vector_registers: int  # architectural SIMD registers (register tiles are sized from it)
-    int8_dot: str  # one of INT8_DOT_KINDS
-    l1d_kib: int
-    l2_kib: int
-    cpu_features: tuple[str, ...]  # /proc/cpuinfo flags needed to run natively
+    llvm: dict[str, Any]  # TVM target as a JSON dict (for a GPU: its host)
+    vector_bits: int = 0
+    vector_registers: int = 0  # architectural SIMD registers (register tiles are sized from it)
+    int8_dot: str = "none"  # one of INT8_DOT_KINDS
+    l1d_kib: int = 0
+    l2_kib: int = 0
+    cpu_features: tuple[str, ...] = ()  # /proc/cpuinfo flags needed to run natively
     emulator: str | None = None  # qemu-user binary that runs this ISA elsewhere
     # How a host process calls the kernels where no Python runs (a DSP): "hexagon" = a static runner
     # executable built with the library (compiler/hexagon_runner.c). None: the library is dlopen-ed.
     runner: str | None = None
     compile_only: str | None = None  # why builds for this target cannot run on this kind of machine
+    gpu: GpuFacts | None = None
 
     @property
     def float_lanes(self) -> int:
@@ -43,6 +65,8 @@ class Target:
     def tvm_target(self):
         import tvm
 
+        if self.gpu is not None:
+            return tvm.target.Target(self.gpu.tvm_attrs(), host=dict(self.llvm))
         return tvm.target.Target(dict(self.llvm))
 
     def to_json(self) -> dict[str, Any]:
@@ -59,29 +83,33 @@ class Target:
             "emulator": self.emulator,
             "runner": self.runner,
             **({"compile_only": self.compile_only} if self.compile_only else {}),
+            **({"gpu": asdict(self.gpu)} if self.gpu else {}),
         }
 
 
 def _load(path: Path) -> Target:
     raw = tomllib.loads(path.read_text())
     try:
-        target = Target(
-            name=path.stem,
-            description=raw["description"],
-            family=raw["family"],
-            isa=raw["isa"],
-            triple=raw["triple"],
-            llvm=dict(raw["llvm"]),
-            vector_bits=int(raw["vector_bits"]),
-            vector_registers=int(raw["vector_registers"]),
-            int8_dot=raw["int8_dot"],
-            l1d_kib=int(raw["l1d_kib"]),
-            l2_kib=int(raw["l2_kib"]),
-            cpu_features=tuple(raw.get("cpu_features", ())),
-            emulator=raw.get("emulator"),
-            runner=raw.get("runner"),
-            compile_only=raw.get("compile_only"),
-        )
+        common = {"name": path.stem, "description": raw["description"], "family": raw["family"],
+                  "isa": raw["isa"], "triple": raw["triple"], "llvm": dict(raw["llvm"]),
+                  "emulator": raw.get("emulator"), "runner": raw.get("runner"),
+                  "compile_only": raw.get("compile_only")}
+        if raw["family"] == "gpu":
+            gpu = raw["gpu"]
+            target = Target(**common, gpu=GpuFacts(
+                api=gpu["api"], api_version=str(gpu["api_version"]), subgroup_size=int(gpu["subgroup_size"]),
+                max_threads=int(gpu["max_threads"]), shared_memory_bytes=int(gpu["shared_memory_kib"]) * 1024,
+                fp16=bool(gpu["fp16"]), int8_dot=bool(gpu["int8_dot"]), vector_width=int(gpu["vector_width"])))
+        else:
+            target = Target(
+                **common,
+                vector_bits=int(raw["vector_bits"]),
+                vector_registers=int(raw["vector_registers"]),
+                int8_dot=raw["int8_dot"],
+                l1d_kib=int(raw["l1d_kib"]),
+                l2_kib=int(raw["l2_kib"]),
+                cpu_features=tuple(raw.get("cpu_features", ())),
+            )
     except KeyError as missing:
         raise ValueError(f"target file {path} lacks the field {missing}") from None
     if target.int8_dot not in INT8_DOT_KINDS:
@@ -95,7 +123,7 @@ def host() -> Target:
 
     from compiler.loader import native_ok
 
-    fits = [t for t in all_targets() if native_ok(t.to_json())[0]]
+    fits = [t for t in all_targets() if t.family == "cpu" and native_ok(t.to_json())[0]]
     if not fits:
         raise ValueError(f"no target runs natively on this {platform.machine()} CPU")
     return max(fits, key=lambda t: (t.vector_bits, len(t.cpu_features)))

@@ -335,12 +335,20 @@ class _Printer:
         return self.access(e.source, e.indices, dtype_of(e))
 
     def expr_Let(self, e):
-        raise CodegenError(f"{self.func_name}: let-expressions are not supported (run CSE-free lowering)")
+        # Declared just before the statement being printed (its text is built before it is emitted).
+        self.emit(f"{self.type(dtype_of(e.var))} {self.name(e.var)} = {self.expr(e.value)};")
+        return self.expr(e.body)
 
     def expr_Call(self, e):
         op = e.op.name
         args = e.args
-        if op == "tirx.if_then_else":
+        if op == "tirx.call_pure_extern":  # a C math function name (expf, sqrtf, ...)
+            extern = str(args[0].value).lstrip("_")
+            base = extern[:-1] if extern.endswith("f") and extern[:-1] in _MATH else extern
+            if base not in _MATH:
+                raise CodegenError(f"{self.func_name}: extern function {extern} has no GLSL counterpart")
+            return f"{_MATH[base]}({', '.join(self.expr(a) for a in args[1:])})"
+        if op.split(".", 1)[-1] == "if_then_else":
             return f"({self.expr(args[0])} ? {self.expr(args[1])} : {self.expr(args[2])})"
         if op in _CALL_BINARY:
             return f"({self.expr(args[0])} {_CALL_BINARY[op]} {self.expr(args[1])})"

@@ -191,12 +191,24 @@ def _numbered(source: str) -> str:
     return "\n".join(f"{i + 1:4d}  {line}" for i, line in enumerate(source.splitlines()))
 
 
+def describe_tools() -> str:
+    versions = []
+    for tool in TOOLS:
+        result = subprocess.run([tool, "--version"], capture_output=True, text=True)
+        versions.append((result.stdout or result.stderr).splitlines()[0].strip())
+    return "TVM lowering + compiler/codegen/glsl.py; " + "; ".join(versions)
+
+
 def build(funcs: dict, arg_names: dict[str, list[str]], tvm_target, vulkan_version: str, out_dir: Path,
-          progress=print) -> dict[str, dict]:
-    """Write out_dir/shaders/<kernel>.spv for every device kernel; return {symbol: launch plan}."""
+          progress=print) -> tuple[dict[str, dict], list[str]]:
+    """Write out_dir/shaders/<kernel>.spv (and the GLSL it came from) for every device kernel;
+    return ({symbol: launch plan}, the .spv paths relative to out_dir)."""
     require_tools()
     hosts, devices = lower(funcs, tvm_target)
     shaders_dir = out_dir / "shaders"
+    if shaders_dir.is_dir():  # a previous build's shaders must not linger
+        for old in [*shaders_dir.glob("*.spv"), *shaders_dir.glob("*.comp")]:
+            old.unlink()
     shaders_dir.mkdir(parents=True, exist_ok=True)
     shaders: dict[str, Shader] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -219,4 +231,4 @@ def build(funcs: dict, arg_names: dict[str, list[str]], tvm_target, vulkan_versi
             features |= shader.features
         plan["features"] = sorted(features)
         plans[symbol] = plan
-    return plans
+    return plans, [f"shaders/{name}.spv" for name in sorted(shaders)]

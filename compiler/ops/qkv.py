@@ -3,8 +3,9 @@
 proj[m, :] = x[m] @ W^T (W = [Wq; Wk; Wv], (Hq + 2 Hkv) * D rows) in any of the quantized forms,
 then q[h, m, :] = rope(proj[m, h*D : (h+1)*D], positions[m]) (rotate-half, theta given), likewise k,
 and v copied, all written in the [heads, tokens, D] layout attention reads.
-The rotation angles are computed once per token in float64 (cos/sin table), so long positions lose
-no precision; every head reuses the table.
+The rotation angles are computed once per token (cos/sin table), so long positions lose no
+precision: in float64 on CPUs; on GPUs (layout `rope_dtype` float32: mobile GPUs have no float64)
+as exact float32 turn counts, see `_turns_float32`. Every head reuses the table.
 """
 
 from __future__ import annotations
@@ -132,6 +133,8 @@ class QKVProj(OpDef):
             log_theta = math.log(spec.opt("rope_theta"))
 
             def angle(i, f):
+                if layout.get("rope_dtype", "float64") == "float32":
+                    return tirx.const(2 * math.pi, "float32") * _turns_float32(pos[i], f, half, log_theta, d)
                 inv_freq = te.exp(tirx.const(-2.0 * log_theta / d, "float64") * f.astype("float64"))
                 return pos[i].astype("float64") * inv_freq
 
@@ -188,6 +191,44 @@ class QKVProj(OpDef):
         if spec.opt("rope"):
             out["positions"] = rng.integers(0, 8192, m).astype(np.int32)
         return fused_act.random_extras(out, k, n, m, spec.opt("norm"), False, False, rng)
+
+
+def _split_bits(value: float, bits: int) -> float:
+    """value rounded to `bits` significant bits (so a product with a < 2**(24 - bits) integer is exact in float32)."""
+    if value == 0.0:
+        return 0.0
+    exponent = math.floor(math.log2(abs(value))) - bits + 1
+    return round(value / 2.0**exponent) * 2.0**exponent
+
+
+def _turns_float32(position, f, half: int, log_theta: float, d: int):
+    """frac(position * inv_freq[f] / 2pi) in float32 to ~1e-7 for positions below 2**17, where a
+    plain float32 product would be off by ~1e-3 rad at 8k: the per-frequency constant (computed in
+    float64 here) is split into two 7-bit parts, whose products with the position are exact, and a
+    remainder; each part's fraction is taken before adding."""
+    from tvm import te, tirx
+
+    parts = ([], [], [])
+    for i in range(half):
+        c = math.exp(-2.0 * log_theta * i / d) / (2 * math.pi)
+        hi = _split_bits(c, 7)
+        mid = _split_bits(c - hi, 7)
+        for part, value in zip(parts, (hi, mid, c - hi - mid)):
+            part.append(value)
+
+    def table(values):
+        expr = tirx.const(values[-1], "float32")
+        for i in range(half - 2, -1, -1):
+            expr = tirx.Select(f == i, tirx.const(values[i], "float32"), expr)
+        return expr
+
+    p = position.astype("float32")
+
+    def fract(x):
+        return x - te.floor(x)
+
+    hi, mid, lo = (table(part) for part in parts)
+    return fract(fract(p * hi) + fract(p * mid) + p * lo)
 
 
 def rope_reference(t: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:

@@ -1,0 +1,66 @@
+"""GPU family (Vulkan: Mali, Adreno, any 1.1 device): layouts and schedules from the target's GPU facts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_GEMMS = ("qgemm_w8a8", "qgemm_w4a8", "qgemm_w4a16", "qgemm_w8a16", "qkv_proj")
+
+
+def buckets(spec, target) -> list[dict]:
+    if spec.op in _GEMMS:
+        return [{"M": 1}, {}]
+    return [{}]
+
+
+def layout(spec, target, bucket: dict) -> dict[str, Any]:
+    gpu = target.gpu
+    return {
+        "bucket": dict(bucket),
+        "int8_dot": "none",
+        # int8/int4 weights as [N/4, K/4, 4, 4] tiles: one thread's 4 k-values are one 32-bit word;
+        # float-activation GEMMs: columns per tile, as many as a subgroup reads side by side.
+        "n_tile": _float_tile(spec, gpu) if _float_weights(spec) else 4,
+        "k_tile": 4,
+        "act_offset": 0,
+        "m_tile": 1,
+        "kv_tile": 32,
+        "q_rows": 4,
+        "lanes": 1,
+        "split_len": 256,
+        "rope_dtype": "float32",  # mobile GPUs have no float64
+    }
+
+
+def _gemm_n(spec) -> int:
+    if spec.op == "qkv_proj":
+        return (spec.dim("hq") + 2 * spec.dim("hkv")) * spec.dim("d")
+    return spec.dim("n")
+
+
+def _float_weights(spec) -> bool:
+    return spec.op in ("qgemm_w4a16", "qgemm_w8a16") or (spec.op == "qkv_proj" and spec.opt("quant") in ("w4a16", "w8a16"))
+
+
+def _float_tile(spec, gpu) -> int:
+    n = _gemm_n(spec)
+    return next(t for t in (gpu.subgroup_size, 16, 8, 4, 2) if n % t == 0)
+
+
+def schedule(sch, spec, target, bucket: dict):
+    """TVM's rule-based GPU schedules (dlight), sized by the target's thread limits; returns the
+    scheduled Schedule."""
+    from tvm.s_tir import dlight as dl
+
+    tvm_target = target.tvm_target()
+    rules = [dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Matmul(), dl.gpu.Reduction(),
+             dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
+    if spec.op == "qkv_proj":  # dlight's Matmul on the fused RoPE epilogue fails TVM's lowering
+        rules = [r for r in rules if not isinstance(r, dl.gpu.Matmul)]
+    func = sch.mod["main"]
+    with tvm_target:
+        for rule in rules:
+            result = rule.apply(func, tvm_target, False)
+            if result is not None:
+                return result[0] if isinstance(result, list) else result
+    raise ValueError(f"{spec.name}: no GPU schedule rule applies")
