@@ -63,7 +63,12 @@ class Toolchain:
 _NDK_TRIPLES = {"aarch64": "aarch64-linux-android", "x86_64": "x86_64-linux-android"}
 
 
-def for_target(target, *, cc: str | None = None, ndk: str | None = None, android_api: int = 28) -> Toolchain:
+def for_target(target, *, cc: str | None = None, ndk: str | None = None, android_api: int = 28) -> Toolchain | None:
+    """The C toolchain that links a CPU target's library; None for GPU targets (glslang makes SPIR-V)."""
+    if target.gpu is not None:
+        if cc or ndk:
+            raise ToolchainError(f"{target.name} builds SPIR-V shaders: --cc/--ndk do not apply")
+        return None
     if cc and ndk:
         raise ToolchainError("give either --cc or --ndk, not both")
     if cc:

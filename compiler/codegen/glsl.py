@@ -128,9 +128,16 @@ class _Printer:
             self.stmt(item)
 
     def stmt_DeclBuffer(self, s):
-        if s.data not in self.buffers:
-            raise CodegenError(f"{self.func_name}: buffer {s.buffer.name} is not backed by a parameter")
-        self.buffers[s.buffer] = self.buffers[s.data]
+        data = s.data  # a pointer parameter, or buffer_data(an allocation or another view)
+        if type(data).__name__ == "Call" and data.op.name == "tirx.buffer_data":
+            data = data.args[0]
+        if data not in self.buffers:
+            raise CodegenError(f"{self.func_name}: buffer {s.buffer.name} is not backed by a parameter or allocation")
+        prefix, dtype, offset = self.buffers[data]
+        if str(s.buffer.dtype) != dtype:
+            raise CodegenError(f"{self.func_name}: {s.buffer.name} views {dtype} memory as {s.buffer.dtype}")
+        extra = s.buffer.elem_offset
+        self.buffers[s.buffer] = (prefix, dtype, extra if _is_zero(offset) else offset + extra)
 
     def stmt_AllocBuffer(self, s):
         buf = s.buffer
@@ -150,7 +157,7 @@ class _Printer:
             self.emit(f"{gtype} {name}[{size}];")
         else:
             raise CodegenError(f"{self.func_name}: buffer {buf.name} in scope {scope!r} inside a kernel")
-        self.buffers[buf] = (name, dtype)
+        self.buffers[buf] = (name, dtype, 0)
 
     def stmt_AttrStmt(self, s):
         if s.attr_key == "thread_extent":
@@ -234,10 +241,11 @@ class _Printer:
             raise CodegenError(f"{self.func_name}: buffer {buf.name} is accessed with {len(indices)} indices (not flattened)")
         if buf not in self.buffers:
             raise CodegenError(f"{self.func_name}: buffer {buf.name} is not declared")
-        prefix, elem = self.buffers[buf]
+        prefix, elem, offset = self.buffers[buf]
         if elem != dtype:
             raise CodegenError(f"{self.func_name}: buffer {buf.name} of {elem} is accessed as {dtype}")
-        return f"{prefix}[{self.expr(indices[0])}]"
+        index = indices[0] if _is_zero(offset) else offset + indices[0]
+        return f"{prefix}[{self.expr(index)}]"
 
     def expr(self, e) -> str:
         kind = type(e).__name__
@@ -378,7 +386,7 @@ def _bytes(dtype: str) -> int:
 
 
 def _is_zero(e) -> bool:
-    return isinstance(e, tirx.IntImm) and int(e.value) == 0
+    return isinstance(e, int) and e == 0 or isinstance(e, tirx.IntImm) and int(e.value) == 0
 
 
 _HELPERS = """int ekc_floordiv(int a, int b) { int q = a / b; return (q * b != a && ((a < 0) != (b < 0))) ? q - 1 : q; }
@@ -396,7 +404,7 @@ def emit_shader(name: str, func) -> Shader:
         if isinstance(ty, tvm.ir.PointerType):
             dtype = str(ty.element_type.dtype)
             pname = printer.name(param)
-            printer.buffers[param] = (f"{pname}_buf.data", dtype)
+            printer.buffers[param] = (f"{pname}_buf.data", dtype, 0)
             buffers.append(param)
             buffer_dtypes.append(dtype)
         else:

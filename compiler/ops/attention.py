@@ -35,6 +35,10 @@ class AttentionPrefill(OpDef):
                 Arg("v", (hkv, "S", d), "float32", "input"), Arg("o", (hq, "S", d), "float32", "output")]
 
     def build(self, spec: KernelSpec, layout: dict[str, Any]):
+        if layout.get("threads"):  # a GPU layout: thread-bound TensorIR
+            from compiler.ops.attention_gpu import prefill_gpu_tir
+
+            return prefill_gpu_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout["kv_tile"], layout["threads"])
         return prefill_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout["kv_tile"], layout["lanes"],
                            layout["q_rows"])
 
@@ -67,6 +71,10 @@ class AttentionDecode(OpDef):
                 Arg("o", (hq, d), "float32", "output")]
 
     def build(self, spec: KernelSpec, layout: dict[str, Any]):
+        if layout.get("threads"):
+            from compiler.ops.attention_gpu import decode_gpu_tir
+
+            return decode_gpu_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout["split_len"], layout["threads"])
         return decode_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout["kv_tile"], layout["lanes"],
                           layout["split_len"])
 

@@ -15,6 +15,7 @@ def buckets(spec, target) -> list[dict]:
 
 def layout(spec, target, bucket: dict) -> dict[str, Any]:
     gpu = target.gpu
+    attention = _attention_layout(spec, gpu) if spec.op.startswith("attention") else {}
     return {
         "bucket": dict(bucket),
         "int8_dot": "none",
@@ -24,12 +25,25 @@ def layout(spec, target, bucket: dict) -> dict[str, Any]:
         "k_tile": 4,
         "act_offset": 0,
         "m_tile": 1,
-        "kv_tile": 32,
-        "q_rows": 4,
-        "lanes": 1,
-        "split_len": 256,
         "rope_dtype": "float32",  # mobile GPUs have no float64
+        **attention,
     }
+
+
+def _attention_layout(spec, gpu) -> dict[str, Any]:
+    """Workgroup size and the tiles that fit the target's shared memory: prefill stages K and V
+    tiles of kv_tile keys (2 x kv_tile x D floats); decode keeps the group's queries, a chunk's
+    scores and per-thread partials (G x (D + split_len + threads) floats)."""
+    d = spec.dim("d")
+    g = spec.dim("hq") // spec.dim("hkv")
+    threads = gpu.max_threads
+    budget = gpu.shared_memory_bytes // 4  # floats
+    kv_tile = next((t for t in (64, 32, 16, 8, 4, 2, 1) if 2 * t * d <= budget), None)
+    split = next((s for s in (512, 256, 128, 64, 32) if g * (d + s + threads) + 2 * g <= budget), None)
+    if kv_tile is None or split is None:
+        raise ValueError(f"{spec.name}: head dim {d} with {g} heads per KV head does not fit "
+                         f"{gpu.shared_memory_bytes} bytes of shared memory")
+    return {"threads": threads, "kv_tile": kv_tile, "split_len": split}
 
 
 def _gemm_n(spec) -> int:
@@ -49,9 +63,11 @@ def _float_tile(spec, gpu) -> int:
 
 def schedule(sch, spec, target, bucket: dict):
     """TVM's rule-based GPU schedules (dlight), sized by the target's thread limits; returns the
-    scheduled Schedule."""
+    scheduled Schedule. Attention is written thread-bound already (compiler/ops/attention_gpu.py)."""
     from tvm.s_tir import dlight as dl
 
+    if spec.op.startswith("attention"):
+        return sch
     tvm_target = target.tvm_target()
     rules = [dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Matmul(), dl.gpu.Reduction(),
              dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
