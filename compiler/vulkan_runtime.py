@@ -141,6 +141,12 @@ class Device:
         have |= {f for f in _CORE_FEATURES if getattr(top.features, f)}
         return have
 
+    def close(self) -> None:
+        vk = self.vk
+        vk.vkDestroyCommandPool(self.device, self.pool, None)
+        vk.vkDestroyDevice(self.device, None)
+        vk.vkDestroyInstance(self.instance, None)
+
     def check(self, kernel: str, plan: dict[str, Any]) -> None:
         """Refuse, naming what is missing, a kernel whose features or limits this device lacks."""
         missing = sorted(set(plan.get("features", ())) - self.features)
@@ -391,10 +397,14 @@ class VulkanBackend:
         if self._descriptors is not None:
             vk.vkDestroyDescriptorPool(dev, self._descriptors, None)
         vk.vkDestroyFence(dev, self._fence, None)
-        vk.vkDestroyCommandPool(dev, self.device.pool, None)
-        vk.vkDestroyDevice(dev, None)
-        vk.vkDestroyInstance(self.device.instance, None)
+        self.device.close()
         self.device = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the binding may be gone already
+            pass
 
 
 def _push_words(values, dtypes) -> np.ndarray:

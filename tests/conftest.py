@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 
@@ -18,11 +19,30 @@ REQUIRE_EMULATOR = os.environ.get("EKC_REQUIRE_EMULATOR") == "1"
 
 def emulator_missing(isa: str) -> str | None:
     """Why foreign-ISA kernels cannot run here, or None when they can."""
+    if isa == "spirv":
+        return _vulkan_missing()
     emulator = {"aarch64": "qemu-aarch64", "hexagon": "qemu-hexagon"}[isa]
     if shutil.which(emulator) is None:
         return f"{emulator} is not installed (apt-get install qemu-user)"
     if isa == "aarch64" and not (loader.sysroot_dir(isa) / "READY.json").is_file():  # Hexagon needs no userland
         return f"no {isa} userland (python -m compiler setup-emulator --isa {isa})"
+    return None
+
+
+@functools.cache
+def _vulkan_missing() -> str | None:
+    """Why SPIR-V kernels cannot be built and run here (glslang, spirv-val, a Vulkan device such as lavapipe)."""
+    from compiler.codegen import vulkan
+    from compiler.vulkan_runtime import Device, VulkanError
+
+    try:
+        vulkan.require_tools()
+    except RuntimeError as err:
+        return str(err)
+    try:
+        Device().close()
+    except VulkanError as err:
+        return str(err)
     return None
 
 

@@ -1,0 +1,102 @@
+"""Vulkan builds: every kernel of every Vulkan target runs on a real Vulkan driver (here Mesa's
+lavapipe) through the loader's dispatcher and matches numpy; every shader passes spirv-val; a kernel
+needing what the device lacks is refused by name."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import assert_matches, coverage_specs, require_emulator
+from kernel_cases import cases
+
+from compiler import loader, vulkan_runtime
+from compiler.ops.attention import attention_reference
+
+pytestmark = pytest.mark.emulated
+
+VULKAN_TARGETS = ("vulkan", "vulkan-mali", "vulkan-adreno")
+LENGTHS = {"M": (1, 5, 33), "S": (1, 37, 300), "L": (1, 33, 2048)}
+
+
+@pytest.fixture(scope="module", params=VULKAN_TARGETS)
+def vulkan_build(request, build_library):
+    require_emulator("spirv")
+    return request.param, build_library(request.param, coverage_specs())
+
+
+@pytest.fixture(scope="module")
+def vulkan_library(vulkan_build):
+    library = loader.load(vulkan_build[1])
+    yield library
+    library.close()
+
+
+@pytest.mark.parametrize("spec, sizes", cases(coverage_specs(), LENGTHS))
+def test_vulkan_kernel_matches_numpy(vulkan_library, spec, sizes):
+    assert_matches(vulkan_library[spec.name], sizes, seed=sum(sizes.values()))
+
+
+def test_every_shader_passes_spirv_val(vulkan_build):
+    name, directory = vulkan_build
+    manifest = json.loads((directory / "manifest.json").read_text())
+    version = manifest["target"]["gpu"]["api_version"]
+    shaders = sorted((directory / "shaders").glob("*.spv"))
+    launched = {launch["shader"] for entry in manifest["kernels"].values() for variant in entry["variants"]
+                for launch in variant["vulkan"]["launches"]}
+    assert {s.stem for s in shaders} == launched
+    for shader in shaders:
+        result = subprocess.run(["spirv-val", "--target-env", f"vulkan{version}", str(shader)],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, f"{shader.name}: {result.stdout}{result.stderr}"
+
+
+def test_decode_reads_a_view_of_a_longer_cache(vulkan_library):
+    spec = next(s for s in coverage_specs() if s.op == "attention_decode")
+    hq, hkv, d = spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
+    rng = np.random.default_rng(3)
+    k_cache = rng.standard_normal((hkv, 512, d)).astype(np.float32)
+    v_cache = rng.standard_normal((hkv, 512, d)).astype(np.float32)
+    q = rng.standard_normal((hq, d)).astype(np.float32)
+    out = vulkan_library[spec.name](q=q, k_cache=k_cache[:, :77], v_cache=v_cache[:, :77])
+    ref = attention_reference(q[:, None], k_cache[:, :77], v_cache[:, :77], causal_offset=76)[:, 0]
+    np.testing.assert_allclose(out, ref, atol=2e-5, rtol=2e-5)
+
+
+def test_kernel_needing_a_missing_feature_is_refused(vulkan_build, monkeypatch):
+    """A device without 8-bit storage (as some older GPUs are) must refuse int8 kernels by name."""
+    real = vulkan_runtime.Device._query_features
+    monkeypatch.setattr(vulkan_runtime.Device, "_query_features",
+                        lambda self: real(self) - {"storageBuffer8BitAccess", "shaderInt8"})
+    library = loader.load(vulkan_build[1])
+    try:
+        spec = next(s for s in coverage_specs() if s.op == "qgemm_w8a8")
+        kernel = library[spec.name]
+        weights = {"w": np.ones((spec.dim("n"), spec.dim("k")), np.int8),
+                   "w_scale": np.ones(spec.dim("n"), np.float32)}
+        with pytest.raises(loader.LoaderError, match="storageBuffer8BitAccess"):
+            kernel(x=np.ones((1, spec.dim("k")), np.int8), x_scale=np.ones(1, np.float32), **kernel.pack(**weights))
+    finally:
+        library.close()
+
+
+def test_shared_memory_beyond_the_device_limit_is_refused(vulkan_build, tmp_path):
+    directory = tmp_path / "build"
+    shutil.copytree(vulkan_build[1], directory)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    spec = next(s for s in coverage_specs() if s.op == "attention_prefill")
+    for variant in manifest["kernels"][spec.name]["variants"]:
+        variant["vulkan"]["launches"][0]["shared_bytes"] = 1 << 30
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    library = loader.load(directory)
+    try:
+        d = spec.dim("d")
+        q = np.zeros((spec.dim("hq"), 4, d), np.float32)
+        kv = np.zeros((spec.dim("hkv"), 4, d), np.float32)
+        with pytest.raises(loader.LoaderError, match="shared memory"):
+            library[spec.name](q=q, k=kv, v=kv)
+    finally:
+        library.close()
