@@ -256,6 +256,10 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
     """Tune every tunable variant of `specs` within `trials` measurements and/or `minutes` of wall
     time (at least one given): on this machine, or on the devices under `tracker`'s key (a
     compiler.rpc.Tracker). Each task stops early once its search space is exhausted."""
+    if target.gpu is not None:
+        raise ValueError(f"tuning {target.name} kernels is not wired up yet: MetaSchedule would need a builder "
+                         "through compiler/codegen and a runner through the Vulkan dispatcher; builds use "
+                         "the schedules' defaults")
     directory = device_dir(logs_root, target.name, device)
     where = f"over RPC ({tracker.key} at {tracker.address})" if tracker else "on this machine"
     progress(f"tuning for {target.name} {where}, device {device}, into {directory}")

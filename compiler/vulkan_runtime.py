@@ -162,8 +162,8 @@ class Device:
                 problems.append(f"workgroup {size} (limit {self.limits['maxComputeWorkGroupInvocations']} invocations)")
             if any(s > m for s, m in zip(size, self.limits["maxComputeWorkGroupSize"])):
                 problems.append(f"workgroup {size} (limit {self.limits['maxComputeWorkGroupSize']})")
-            if 4 * len(launch["push"]) > self.limits["maxPushConstantsSize"]:
-                problems.append(f"{4 * len(launch['push'])} bytes of push constants")
+            if 4 * len(launch["push_dtypes"]) > self.limits["maxPushConstantsSize"]:
+                problems.append(f"{4 * len(launch['push_dtypes'])} bytes of push constants")
             if problems:
                 raise VulkanError(f"{kernel} ({launch['shader']}) needs {'; '.join(problems)} on {self.name}")
 
@@ -263,7 +263,7 @@ class VulkanBackend:
         name = launch["shader"]
         if name not in self._pipelines:
             spirv = (self.directory / "shaders" / f"{name}.spv").read_bytes()
-            self._pipelines[name] = Pipeline(self.device, spirv, len(launch["buffers"]), 4 * len(launch["push"]))
+            self._pipelines[name] = Pipeline(self.device, spirv, len(launch["buffers"]), 4 * len(launch["push_dtypes"]))
         return self._pipelines[name]
 
     # -- calls -----------------------------------------------------------------------------------
@@ -320,11 +320,9 @@ class VulkanBackend:
         vk = self.device.vk
         dev = self.device.device
         launches = [launch for launch in plan["launches"]]
-        grids = [[evaluate(g, env) for g in launch["grid"]] for launch in launches]
         limit = self.device.limits["maxComputeWorkGroupCount"]
-        for launch, grid in zip(launches, grids):
-            if any(g > m for g, m in zip(grid, limit)):
-                raise VulkanError(f"{launch['shader']}: grid {grid} exceeds this device's {limit}")
+        widths = [evaluate(launch["grid"][0], env) for launch in launches]
+        grids = [_dispatch_grid(launch, width, env, limit) for launch, width in zip(launches, widths)]
         self._descriptor_pool(len(launches), sum(len(l["buffers"]) for l in launches))
         pipelines = [self._pipeline(launch) for launch in launches]
         sets = vk.vkAllocateDescriptorSets(dev, vk.VkDescriptorSetAllocateInfo(
@@ -353,8 +351,8 @@ class VulkanBackend:
                                         0, 1, [barrier], 0, None, 0, None)
             vk.vkCmdBindPipeline(cmd, vk.VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.handle)
             vk.vkCmdBindDescriptorSets(cmd, vk.VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.layout, 0, 1, [descriptor], 0, None)
-            if launch["push"]:
-                values = [evaluate(p, env) for p in launch["push"]]
+            if launch["push_dtypes"]:
+                values = [evaluate(p, env) for p in launch["push"]] + ([widths[step]] if launch["fold_x"] else [])
                 data = np.array(values, dtype=np.int64).astype(np.int32) if all(
                     d == "int32" for d in launch["push_dtypes"]) else _push_words(values, launch["push_dtypes"])
                 blob = vk.ffi.new("char[]", data.tobytes())
@@ -405,6 +403,16 @@ class VulkanBackend:
             self.close()
         except Exception:  # interpreter shutdown: the binding may be gone already
             pass
+
+
+def _dispatch_grid(launch: dict, width: int, env: dict, limit: list[int]) -> list[int]:
+    """Workgroups to dispatch: the kernel's grid, with a too-wide x folded into rows if the shader allows."""
+    grid = [width] + [evaluate(g, env) for g in launch["grid"][1:]]
+    if launch["fold_x"] and width > limit[0]:
+        grid = [limit[0], -(-width // limit[0]), 1]
+    if any(g > m for g, m in zip(grid, limit)):
+        raise VulkanError(f"{launch['shader']}: grid {grid} exceeds this device's {limit}")
+    return grid
 
 
 def _push_words(values, dtypes) -> np.ndarray:

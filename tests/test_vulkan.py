@@ -100,3 +100,17 @@ def test_shared_memory_beyond_the_device_limit_is_refused(vulkan_build, tmp_path
             library[spec.name](q=q, k=kv, v=kv)
     finally:
         library.close()
+
+
+def test_grid_wider_than_the_device_limit_folds_into_rows(build_library):
+    """A prefill-sized fused QKV launches more than 65535 workgroups along x in one of its kernels:
+    the shader folds them into rows and the result is still exact."""
+    require_emulator("spirv")
+    spec = next(s for s in coverage_specs() if s.op == "qkv_proj" and s.opt("quant") == "w4a8")
+    library = loader.load(build_library("vulkan-mali", coverage_specs()))
+    try:
+        manifest = library.manifest["kernels"][spec.name]
+        assert any(launch["fold_x"] for variant in manifest["variants"] for launch in variant["vulkan"]["launches"])
+        assert_matches(library[spec.name], {"M": 2048}, seed=7)
+    finally:
+        library.close()

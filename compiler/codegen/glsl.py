@@ -9,7 +9,8 @@ Conventions of the generated shader (the loader's dispatcher relies on them):
 - every pointer parameter is a storage buffer at `set = 0, binding = i` (i = its position among the
   pointer parameters);
 - the scalar parameters are push constants, 4 bytes each, in parameter order;
-- the workgroup size is the constant extents of threadIdx.x/y/z.
+- the workgroup size is the constant extents of threadIdx.x/y/z;
+- a kernel using only blockIdx.x may be launched folded into rows (see `fold_x`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 
 import tvm
 import tvm.sym
+import tvm_ffi
 from tvm import tirx
 
 # TVM dtype -> GLSL type, and the extension it needs.
@@ -58,6 +60,7 @@ class Shader:
     buffers: list[str]  # pointer parameter names, in binding order
     buffer_dtypes: list[str]
     push_constants: list[tuple[str, str]]  # (scalar parameter name, dtype), 4 bytes each
+    fold_x: bool  # blockIdx.x folds into rows; the last push constant is the real grid width
     workgroup: tuple[int, int, int]
     shared_bytes: int
     features: set[str] = field(default_factory=set)  # device features the shader needs
@@ -88,6 +91,10 @@ class _Printer:
         self.workgroup = [1, 1, 1]
         self.analyzer = tvm.sym.Analyzer()
         self.stored: set = set()
+        tags = set()
+        tvm_ffi.structural_walk(func.body, [(tirx.AttrStmt, lambda node: tags.add(str(node.node.thread_tag))
+                                              if node.attr_key == "thread_extent" else None)], order="post")
+        self.fold_x = "blockIdx.x" in tags and not tags & {"blockIdx.y", "blockIdx.z"}
 
     # -- names and types -------------------------------------------------------------------------
     def name(self, var) -> str:
@@ -167,7 +174,13 @@ class _Printer:
             if kind not in _THREADS:
                 raise CodegenError(f"{self.func_name}: thread tag {tag} is not supported")
             name = self.name(iv.var)
-            self.emit(f"int {name} = int({_THREADS[kind]}.{axis});")
+            if tag == "blockIdx.x" and self.fold_x:
+                # More workgroups than a grid row may hold fold into rows: the dispatcher launches
+                # (min(n, limit), ceil(n / limit)) groups and passes n; the surplus ones leave at once.
+                self.emit(f"int {name} = int(gl_WorkGroupID.x + gl_NumWorkGroups.x * gl_WorkGroupID.y);")
+                self.emit(f"if ({name} >= ekc_pc.ekc_grid_x) {{ return; }}")
+            else:
+                self.emit(f"int {name} = int({_THREADS[kind]}.{axis});")
             extent = s.value
             if kind == "threadIdx":
                 if not isinstance(extent, tirx.IntImm):
@@ -416,10 +429,14 @@ def emit_shader(name: str, func) -> Shader:
             if dtype == "int32":
                 printer.analyzer.bind(param, tvm.ir.Range.from_min_extent(0, 2**31 - 1))
     body_start = len(printer.lines)
+    limit = func.attrs["target"].attrs.get("max_num_threads") if func.attrs and "target" in func.attrs else None
     for param, dtype in scalars:
         printer.emit(f"{glsl_type(dtype)} {printer.names[param]} = ekc_pc.{printer.names[param]};")
     printer.stmt(func.body)
     body = printer.lines[body_start:]
+    size = printer.workgroup[0] * printer.workgroup[1] * printer.workgroup[2]
+    if limit is not None and size > int(limit):
+        raise CodegenError(f"{name}: workgroup {printer.workgroup} has {size} threads; the target allows {int(limit)}")
 
     header = ["#version 450"]
     for bits, ext in _STORAGE_EXT.items():
@@ -433,8 +450,9 @@ def emit_shader(name: str, func) -> Shader:
         access = "" if f"{pname}_buf.data" in printer.stored else "readonly "
         header.append(f"layout(std430, set = 0, binding = {binding}) {access}restrict buffer "
                       f"B_{pname} {{ {printer.type(dtype)} data[]; }} {pname}_buf;")
-    if scalars:
-        fields = " ".join(f"{glsl_type(d)} {printer.names[p]};" for p, d in scalars)
+    push = [(printer.names[p], d) for p, d in scalars] + ([("ekc_grid_x", "int32")] if printer.fold_x else [])
+    if push:
+        fields = " ".join(f"{glsl_type(d)} {n};" for n, d in push)
         header.append(f"layout(push_constant) uniform PushConstants {{ {fields} }} ekc_pc;")
     header += printer.shared
     source = "\n".join(header) + "\n" + _HELPERS + "void main() {\n" + "\n".join(body) + "\n}\n"
@@ -447,7 +465,8 @@ def emit_shader(name: str, func) -> Shader:
         source=source,
         buffers=[printer.names[p] for p in buffers],
         buffer_dtypes=buffer_dtypes,
-        push_constants=[(printer.names[p], d) for p, d in scalars],
+        push_constants=push,
+        fold_x=printer.fold_x,
         workgroup=tuple(printer.workgroup),
         shared_bytes=printer.shared_bytes,
         features=printer.features,

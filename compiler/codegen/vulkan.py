@@ -227,6 +227,7 @@ def build(funcs: dict, arg_names: dict[str, list[str]], tvm_target, vulkan_versi
             launch["workgroup"] = list(shader.workgroup)
             launch["shared_bytes"] = shader.shared_bytes
             launch["push_dtypes"] = [d for _, d in shader.push_constants]
+            launch["fold_x"] = shader.fold_x
             launch["buffer_dtypes"] = shader.buffer_dtypes
             features |= shader.features
         plan["features"] = sorted(features)

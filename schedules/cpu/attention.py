@@ -6,7 +6,7 @@ per length bucket."""
 
 from __future__ import annotations
 
-from schedules.cpu.knobs import sample_choice
+from schedules.decisions import sample_choice
 
 UNROLL_STEPS = [0, 16, 64, 256]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from schedules.cpu.blocks import has_block
 from schedules import KNOB_PREFIX
-from schedules.cpu.knobs import sample_choice, sample_divisor
+from schedules.decisions import sample_choice, sample_divisor
 
 UNROLL_STEPS = [0, 16, 64]
 

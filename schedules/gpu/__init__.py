@@ -62,18 +62,68 @@ def _float_tile(spec, gpu) -> int:
 
 
 def schedule(sch, spec, target, bucket: dict):
-    """TVM's rule-based GPU schedules (dlight), sized by the target's thread limits; returns the
-    scheduled Schedule. Attention is written thread-bound already (compiler/ops/attention_gpu.py)."""
-    from tvm.s_tir import dlight as dl
+    """Schedule in place (attention is thread-bound already: compiler/ops/attention_gpu.py).
 
+    One-token GEMMs (decode): the accumulation is a GEMV with the reduction split over threads
+    (cross-thread reduction) and `gemv_cols` output columns per workgroup, both tunable; the
+    small stages around it get one thread per output element. Other kernels: TVM's rule-based GPU
+    schedules (dlight), sized by the target's thread limit, replayed onto `sch`."""
     if spec.op.startswith("attention"):
         return sch
+    if spec.op in _GEMMS and bucket.get("M") == 1:
+        schedule_gemv(sch, target.gpu)
+        return sch
+    scheduled = _dlight(sch.mod["main"], spec, target)
+    scheduled.trace.apply_to_schedule(sch, remove_postproc=False)
+    return sch
+
+
+def schedule_gemv(sch, gpu) -> None:
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+    from schedules.decisions import sample_choice
+
+    infos = normalize_prim_func(sch)
+    for info in infos:
+        block = info.block_rv
+        kinds = info.dom_kind()
+        loops = sch.get_loops(block)
+        spatial = [loop for loop, kind in zip(loops, kinds) if kind == "S"] or [sch.add_unit_loop(block)]
+        reduction = [loop for loop, kind in zip(loops, kinds) if kind == "R"]
+        sch.reorder(*spatial, *reduction)
+        fused = sch.fuse(*spatial)
+        if sch.get(block).name_hint == "acc":
+            # Tuning may pair more columns with more threads than a workgroup holds: such candidates
+            # fail in codegen (workgroup limit) and the search moves on.
+            # Default: one subgroup reduces each column (its partial sums combine in shared memory),
+            # a workgroup of max_threads covers max_threads / subgroup columns.
+            columns = [c for c in (1, 2, 4, 8) if c < gpu.max_threads]
+            cols = sample_choice(sch, "gemv_cols", block, columns,
+                                 max(c for c in columns if c * gpu.subgroup_size <= gpu.max_threads))
+            threads = [t for t in (8, 16, 32, 64, 128, 256, 512) if gpu.subgroup_size <= t <= gpu.max_threads] \
+                or [gpu.max_threads]
+            reducers = sample_choice(sch, "gemv_threads", block, threads, threads[0])
+            outer, ty = sch.split(fused, [None, cols])
+            _, tx = sch.split(sch.fuse(*reduction) if len(reduction) > 1 else reduction[0], [None, reducers])
+            sch.bind(outer, "blockIdx.x")
+            sch.bind(ty, "threadIdx.y")
+            sch.bind(tx, "threadIdx.x")
+            continue
+        outer, tx = sch.split(fused, [None, gpu.max_threads])
+        sch.bind(outer, "blockIdx.x")
+        sch.bind(tx, "threadIdx.x")
+        if reduction:
+            sch.decompose_reduction(block, reduction[0])
+
+
+def _dlight(func, spec, target):
+    from tvm.s_tir import dlight as dl
+
     tvm_target = target.tvm_target()
     rules = [dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Matmul(), dl.gpu.Reduction(),
              dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
     if spec.op == "qkv_proj":  # dlight's Matmul on the fused RoPE epilogue fails TVM's lowering
         rules = [r for r in rules if not isinstance(r, dl.gpu.Matmul)]
-    func = sch.mod["main"]
     with tvm_target:
         for rule in rules:
             result = rule.apply(func, tvm_target, False)
