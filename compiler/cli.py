@@ -48,7 +48,7 @@ def cmd_build(args) -> int:
     specs = _specs(args)
     out = Path(args.out) if args.out else Path("build") / target.name
     tuning = None if args.no_tuning else tuning_db.device_dir(Path(args.tuning_logs), target.name,
-                                                               args.device or tuning_db.host_device())
+                                                               args.device or tuning_db.host_device(target))
     print(f"building {len(specs)} kernels of {model.name} for {target.name} into {out}")
     build.build(specs, target, out, toolchain=tools, model=models.describe(model), tuning_dir=tuning)
     return 0
@@ -63,7 +63,7 @@ def cmd_run(args) -> int:
     gguf = Path(args.gguf) if args.gguf else model_files.gguf_path(args.model)
     out = Path(args.out) if args.out else Path("build") / "run" / target.name / gguf.stem.lower()
     tuning = None if args.no_tuning else tuning_db.device_dir(Path(args.tuning_logs), target.name,
-                                                               args.device or tuning_db.host_device())
+                                                               args.device or tuning_db.host_device(target))
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 - stdout carries the text
     run.run_command(gguf=gguf, target=target, prompt=args.prompt, max_tokens=args.max_tokens,
                     sampler=Sampler(args.temperature, args.top_p, args.seed), chat=args.chat, out_dir=out,
@@ -103,12 +103,14 @@ def cmd_tune(args) -> int:
         tracker = rpc.Tracker.parse(args.rpc_tracker or "", args.rpc_key or "")
         tracker.devices()  # fail now, clearly, if the tracker or the key's devices are missing
         device = args.device or re.sub(r"[^A-Za-z0-9._-]+", "-", args.rpc_key)
-    else:
+    elif target.gpu is None:
         ok, reason = native_ok(target.to_json())
         if not ok:
             raise ValueError(f"tuning {target.name} needs a device of that target ({reason}): register one "
                              "with a TVM RPC tracker and pass --rpc-tracker HOST:PORT --rpc-key KEY")
-        device = args.device or tuning_db.host_device()
+        device = args.device or tuning_db.host_device(target)
+    else:  # a GPU target: measured on this machine's Vulkan device through the loader's dispatcher
+        device = args.device or tuning_db.host_device(target)
     trials = args.trials if args.trials or args.minutes else 64
     specs = _gguf_specs(Path(args.gguf), _split_list(args.ops)) if args.gguf else _specs(args)
     run = tune.tune(specs, target, device=device, logs_root=Path(args.tuning_logs), trials=trials,
@@ -148,7 +150,7 @@ def cmd_bench(args) -> int:
 
     target = targets.get(args.target)
     tuning = None if args.no_tuning else tuning_db.device_dir(Path(args.tuning_logs), target.name,
-                                                               args.device or tuning_db.host_device())
+                                                               args.device or tuning_db.host_device(target))
     gguf = Path(args.gguf) if args.gguf else None
     if gguf is None and not args.config and args.model in model_files.GGUF_PACKAGES and not args.no_model_row:
         gguf = model_files.gguf_path(args.model)  # a preset with a published GGUF gets its model row

@@ -196,6 +196,14 @@ def _in_process_builder(toolchain, work_dir: str):
     return InProcessBuilder()
 
 
+def _builder(target, work_dir: str):
+    if target.gpu is not None:
+        from compiler import tune_vulkan
+
+        return tune_vulkan.builder(target, work_dir)
+    return _in_process_builder(toolchain.for_target(target), work_dir)
+
+
 @dataclass
 class TuningRun:
     directory: Path  # the database written
@@ -244,7 +252,7 @@ def search(tasks: list[Task], contexts: list, target, *, database, trials: int |
                      _progress_callback(tasks, trials, deadline, progress), *extra_callbacks]
         ms.tune_tasks(tasks=contexts, task_weights=[1.0] * len(contexts), work_dir=work_dir,
                       max_trials_global=budget, num_trials_per_iter=per_batch,
-                      builder=_in_process_builder(toolchain.for_target(target), work_dir), runner=runner,
+                      builder=_builder(target, work_dir), runner=runner,
                       database=database, cost_model="xgb", measure_callbacks=callbacks,
                       task_scheduler="gradient")
     return time.time() - start
@@ -256,14 +264,17 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
     """Tune every tunable variant of `specs` within `trials` measurements and/or `minutes` of wall
     time (at least one given): on this machine, or on the devices under `tracker`'s key (a
     compiler.rpc.Tracker). Each task stops early once its search space is exhausted."""
-    if target.gpu is not None:
-        raise ValueError(f"tuning {target.name} kernels is not wired up yet: MetaSchedule would need a builder "
-                         "through compiler/codegen and a runner through the Vulkan dispatcher; builds use "
-                         "the schedules' defaults")
+    if target.gpu is not None and tracker is not None:
+        raise ValueError(f"tuning {target.name} over RPC is not supported yet: run `tune` on the device itself "
+                         "(candidates are timed through the loader's Vulkan dispatcher)")
     directory = device_dir(logs_root, target.name, device)
     where = f"over RPC ({tracker.key} at {tracker.address})" if tracker else "on this machine"
     progress(f"tuning for {target.name} {where}, device {device}, into {directory}")
     runner = tracker.runner(timeout_sec=rpc_timeout) if tracker else "local"
+    if target.gpu is not None:
+        from compiler import tune_vulkan
+
+        runner = tune_vulkan.runner()
     tasks = make_tasks(specs, target, progress)
     if not tasks:
         raise ValueError("none of the selected kernels has tunable knobs")

@@ -27,8 +27,19 @@ def default_logs_root() -> Path:
     return Path(__file__).resolve().parents[1] / "tuning_logs"
 
 
-def host_device() -> str:
-    """A stable name for this machine's CPU: its model and core count ("amd-epyc-2c")."""
+def host_device(target=None) -> str:
+    """A stable name for the device this machine runs `target`'s kernels on: the CPU's model and
+    core count ("amd-epyc-2c"), or for a GPU target the Vulkan device's name ("llvmpipe-llvm-15-0-6-256-bits")."""
+    if target is not None and target.gpu is not None:
+        from compiler.vulkan_runtime import Device, VulkanError
+
+        try:
+            device = Device()
+        except VulkanError:
+            return "no-vulkan-device"  # building needs no device; its records simply are not found
+        name = device.name
+        device.close()
+        return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
     from compiler.loader import cpu_model
 
     slug = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-") or platform.machine()

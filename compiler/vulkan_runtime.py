@@ -228,9 +228,11 @@ class Pipeline:
 class VulkanBackend:
     """The loader backend for Vulkan builds (same call/keep/call_kept interface as the others)."""
 
-    def __init__(self, directory: Path, manifest: dict[str, Any]):
+    def __init__(self, directory: Path, manifest: dict[str, Any], device: Device | None = None):
+        """`device`: share an open device (the tuner's runner does); closing then leaves it open."""
         self.directory = directory
-        self.device = Device()
+        self._owns_device = device is None
+        self.device = device or Device()
         self.mode = "emulated" if self.device.is_cpu else "native"
         self.device_name = self.device.name
         self.plans = {v["symbol"]: v["vulkan"] for k in manifest["kernels"].values() for v in k["variants"]}
@@ -395,7 +397,9 @@ class VulkanBackend:
         if self._descriptors is not None:
             vk.vkDestroyDescriptorPool(dev, self._descriptors, None)
         vk.vkDestroyFence(dev, self._fence, None)
-        self.device.close()
+        vk.vkFreeCommandBuffers(dev, self.device.pool, 1, [self._command])
+        if self._owns_device:
+            self.device.close()
         self.device = None
 
     def __del__(self):

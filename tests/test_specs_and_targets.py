@@ -57,7 +57,14 @@ def test_preset_shapes_are_real_models():
 
 def test_targets_are_data():
     for target in targets.all_targets():
-        assert target.family == "cpu" and target.vector_bits in (128, 256, 512, 1024)  # 1024: HVX 128B
+        if target.family == "gpu":
+            gpu = target.gpu
+            assert gpu.api == "vulkan" and gpu.subgroup_size <= gpu.max_threads and gpu.shared_memory_bytes >= 16384
+            assert target.tvm_target().kind.name == "vulkan"
+        else:
+            assert target.family == "cpu" and target.vector_bits in (128, 256, 512, 1024)  # 1024: HVX 128B
+    assert targets.get("vulkan-mali").gpu.subgroup_size == 16 and targets.get("vulkan-adreno").gpu.subgroup_size == 64
+    assert targets.host().family == "cpu"
     assert targets.get("arm").int8_dot == "sdot"
     assert targets.get("arm-a53").int8_dot == "neon"
     assert "+i8mm" in targets.get("arm-i8mm").llvm["mattr"]
