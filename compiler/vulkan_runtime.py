@@ -105,8 +105,7 @@ class Device:
                        if q.queueFlags & vk.VK_QUEUE_COMPUTE_BIT), None)
         if family is None:
             raise VulkanError(f"{self.name} has no compute queue")
-        self._keep = []
-        chain = self._feature_chain(enable=self.features)
+        chain, self._chain = self._feature_chain(enable=self.features)  # kept alive with the device
         queue_info = vk.VkDeviceQueueCreateInfo(queueFamilyIndex=family, queueCount=1, pQueuePriorities=[1.0])
         self.device = vk.vkCreateDevice(self.physical, vk.VkDeviceCreateInfo(
             pNext=chain, queueCreateInfoCount=1, pQueueCreateInfos=[queue_info]), None)
@@ -121,7 +120,8 @@ class Device:
             raise VulkanError(f"{self.name} has no host-visible coherent memory (needed for numpy in/out)")
 
     def _feature_chain(self, enable: set[str] | None = None):
-        """The VkPhysicalDeviceFeatures2 chain: all zero to query, or with `enable` set to create."""
+        """(VkPhysicalDeviceFeatures2, the structs chained to it): all zero to query, or with the
+        features in `enable` set to create the device."""
         vk = self.vk
         structs, previous = {}, vk.ffi.NULL
         for struct in dict.fromkeys(_FEATURE_STRUCTS.values()):
@@ -130,8 +130,7 @@ class Device:
             previous = structs[struct]
         core = {f: vk.VK_TRUE for f in _CORE_FEATURES if enable and f in enable}
         top = vk.VkPhysicalDeviceFeatures2(pNext=previous, features=vk.VkPhysicalDeviceFeatures(**core))
-        self._keep = [structs, top]
-        return top if enable is not None else (top, structs)
+        return top, structs
 
     def _query_features(self) -> set[str]:
         vk = self.vk
@@ -321,7 +320,7 @@ class VulkanBackend:
     def _run(self, plan, views, temps, env) -> None:
         vk = self.device.vk
         dev = self.device.device
-        launches = [launch for launch in plan["launches"]]
+        launches = plan["launches"]
         limit = self.device.limits["maxComputeWorkGroupCount"]
         widths = [evaluate(launch["grid"][0], env) for launch in launches]
         grids = [_dispatch_grid(launch, width, env, limit) for launch, width in zip(launches, widths)]
