@@ -275,6 +275,7 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
         from compiler import tune_vulkan
 
         runner = tune_vulkan.runner()
+        progress(tune_vulkan.describe_device())
     tasks = make_tasks(specs, target, progress)
     if not tasks:
         raise ValueError("none of the selected kernels has tunable knobs")

@@ -39,6 +39,19 @@ def builder(target, work_dir: str):
     return SpirvBuilder()
 
 
+def describe_device() -> str:
+    from compiler.vulkan_runtime import Device
+
+    device = Device()
+    try:
+        if device.is_cpu:
+            return (f"measuring on {device.name}: EMULATED (a CPU Vulkan driver); its timings rank "
+                    "candidates for this driver only, not for a phone's GPU")
+        return f"measuring on {device.name}"
+    finally:
+        device.close()
+
+
 def _random(dtype: str, shape, rng) -> np.ndarray:
     if dtype.startswith(("int", "uint")):
         return rng.integers(0, 8, size=shape).astype(dtype)
