@@ -18,7 +18,7 @@ from compiler.ops.attention import attention_reference
 
 pytestmark = pytest.mark.emulated
 
-VULKAN_TARGETS = ("vulkan", "vulkan-mali", "vulkan-adreno")
+VULKAN_TARGETS = ("vulkan", "vulkan-mali", "vulkan-adreno", "vulkan-int8dot")
 LENGTHS = {"M": (1, 5, 33), "S": (1, 37, 300), "L": (1, 33, 2048)}
 
 
@@ -166,3 +166,32 @@ def test_tuning_measures_through_the_dispatcher_and_builds_replay_it(tmp_path):
     assert gemv["knobs"]["gemv_cols"] * gemv["knobs"]["gemv_threads"] <= target.gpu.max_threads
     with loader.load(out) as library:
         assert_matches(library[spec.name], {"M": 1}, seed=1)
+
+
+def test_int8_dot_product_target_emits_opsdot(build_library):
+    """vulkan-int8dot's int8 GEMMs (int4 weights unpacked in registers first) run OpSDotKHR on packed
+    int8x4 (checked in the SPIR-V), and a device without the feature refuses them by name."""
+    require_emulator("spirv")
+    directory = build_library("vulkan-int8dot", coverage_specs())
+    manifest = json.loads((directory / "manifest.json").read_text())
+    for spec in coverage_specs():
+        if spec.op not in ("qgemm_w8a8", "qgemm_w4a8"):
+            continue
+        for variant in manifest["kernels"][spec.name]["variants"]:
+            assert "shaderIntegerDotProduct" in variant["vulkan"]["features"]
+            text = "".join(subprocess.run(["spirv-dis", str(directory / "shaders" / f"{launch['shader']}.spv")],
+                                          capture_output=True, text=True, check=True).stdout
+                           for launch in variant["vulkan"]["launches"])
+            assert "OpSDot" in text and "PackedVectorFormat4x8Bit" in text, variant["symbol"]
+
+
+def test_a_device_without_integer_dot_products_refuses_the_int8dot_build(build_library, monkeypatch):
+    require_emulator("spirv")
+    real = vulkan_runtime.Device._query_features
+    monkeypatch.setattr(vulkan_runtime.Device, "_query_features", lambda self: real(self) - {"shaderIntegerDotProduct"})
+    spec = next(s for s in coverage_specs() if s.op == "qgemm_w8a8")
+    with loader.load(build_library("vulkan-int8dot", coverage_specs())) as library:
+        kernel = library[spec.name]
+        weights = kernel.pack(w=np.ones((spec.dim("n"), spec.dim("k")), np.int8), w_scale=np.ones(spec.dim("n"), np.float32))
+        with pytest.raises(loader.LoaderError, match="shaderIntegerDotProduct"):
+            kernel(x=np.ones((1, spec.dim("k")), np.int8), x_scale=np.ones(1, np.float32), **weights)

@@ -91,6 +91,7 @@ class _Printer:
         self.workgroup = [1, 1, 1]
         self.analyzer = tvm.sym.Analyzer()
         self.stored: set = set()
+        self.helpers: set[str] = set()
         tags = set()
         tvm_ffi.structural_walk(func.body, [(tirx.AttrStmt, lambda node: tags.add(str(node.node.thread_tag))
                                               if node.attr_key == "thread_extent" else None)], order="post")
@@ -364,6 +365,13 @@ class _Printer:
     def expr_Call(self, e):
         op = e.op.name
         args = e.args
+        if op == "tirx.call_pure_extern" and str(args[0].value) == "ekc_sdot4":  # 4 int8 x 4 int8 -> int32
+            self.extensions.add("GL_EXT_spirv_intrinsics")
+            self.extensions.add("GL_EXT_shader_explicit_arithmetic_types_int8")
+            self.features |= {"shaderIntegerDotProduct", "shaderInt8"}
+            self.helpers.add(_SDOT4)
+            a, b = (", ".join(self.expr(v) for v in args[i:i + 4]) for i in (1, 5))
+            return f"ekc_sdot4(pack32(i8vec4({a})), pack32(i8vec4({b})))"
         if op == "tirx.call_pure_extern":  # a C math function name (expf, sqrtf, ...)
             extern = str(args[0].value).lstrip("_")
             base = extern[:-1] if extern.endswith("f") and extern[:-1] in _MATH else extern
@@ -402,6 +410,13 @@ def _bytes(dtype: str) -> int:
 def _is_zero(e) -> bool:
     return isinstance(e, int) and e == 0 or isinstance(e, tirx.IntImm) and int(e.value) == 0
 
+
+# OpSDotKHR (4450) on two int8x4 vectors packed in 32-bit integers (PackedVectorFormat4x8Bit = 0);
+# capabilities DotProductKHR (6019) and DotProductInput4x8BitPackedKHR (6018).
+_SDOT4 = """spirv_instruction(extensions = ["SPV_KHR_integer_dot_product"], capabilities = [6019, 6018], id = 4450)
+int ekc_sdot4_op(int a, int b, spirv_literal int packed_format);
+int ekc_sdot4(int a, int b) { return ekc_sdot4_op(a, b, 0); }
+"""
 
 _HELPERS = """int ekc_floordiv(int a, int b) { int q = a / b; return (q * b != a && ((a < 0) != (b < 0))) ? q - 1 : q; }
 int ekc_floormod(int a, int b) { int r = a - (a / b) * b; return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r; }
@@ -456,7 +471,7 @@ def emit_shader(name: str, func) -> Shader:
         fields = " ".join(f"{glsl_type(d)} {n};" for n, d in push)
         header.append(f"layout(push_constant) uniform PushConstants {{ {fields} }} ekc_pc;")
     header += printer.shared
-    source = "\n".join(header) + "\n" + _HELPERS + "void main() {\n" + "\n".join(body) + "\n}\n"
+    source = "\n".join(header) + "\n" + _HELPERS + "".join(sorted(printer.helpers)) + "void main() {\n" + "\n".join(body) + "\n}\n"
     # The extensions list may have grown while printing the buffer declarations.
     extra = sorted(printer.extensions - {line.split()[1] for line in header if line.startswith("#extension")})
     if extra:

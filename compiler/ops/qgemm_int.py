@@ -127,11 +127,25 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
 
     rows, row = padded_rows(m, layout.get("m_tile", 1))
     offset = layout.get("act_offset", 0)
-    kk = te.reduce_axis((0, group), name="kk")
 
-    def dot(i, g, j):  # with an activation offset o (unsigned-activation instructions): sum((x + o) w)
-        xv = x[row(i), g * group + kk].astype("int32")
-        return te.sum(((xv + offset) if offset else xv) * weight(j, g * group + kk), axis=kk)
+    if layout.get("int8_dot") == "spirv_dot4" and group % 4 == 0:
+        # GPUs with SPV_KHR_integer_dot_product: 4 products per instruction on packed int8
+        # (compiler/codegen/glsl.py prints the extern as OpSDotKHR).
+        from tvm import tirx
+
+        kq = te.reduce_axis((0, group // 4), name="kq")
+
+        def dot(i, g, j):
+            base = g * group + kq * 4
+            xs4 = [x[row(i), base + u] for u in range(4)]
+            ws4 = [weight(j, base + u).astype("int8") for u in range(4)]
+            return te.sum(tirx.call_pure_extern("int32", "ekc_sdot4", *xs4, *ws4), axis=kq)
+    else:
+        kk = te.reduce_axis((0, group), name="kk")
+
+        def dot(i, g, j):  # with an activation offset o (unsigned-activation instructions): sum((x + o) w)
+            xv = x[row(i), g * group + kk].astype("int32")
+            return te.sum(((xv + offset) if offset else xv) * weight(j, g * group + kk), axis=kk)
 
     # group before column: a dot-product instruction writes adjacent columns
     acc = te.compute((rows, ngroups, n), dot, name="acc")
