@@ -149,6 +149,9 @@ def cmd_bench(args) -> int:
     from compiler import model_files
 
     target = targets.get(args.target)
+    if target.gpu is not None:
+        raise ValueError(f"bench races CPU kernels against CPU contenders; {target.name} kernels are timed by "
+                         "`tune` through the Vulkan dispatcher (on lavapipe here, which says nothing about a phone)")
     tuning = None if args.no_tuning else tuning_db.device_dir(Path(args.tuning_logs), target.name,
                                                                args.device or tuning_db.host_device(target))
     gguf = Path(args.gguf) if args.gguf else None
