@@ -145,8 +145,8 @@ def test_a_llama_gguf_runs_on_the_vulkan_build(tmp_path):
 
 
 def test_tuning_measures_through_the_dispatcher_and_builds_replay_it(tmp_path):
-    """MetaSchedule tunes the one-token GEMV's knobs with candidates compiled to SPIR-V and timed on
-    the Vulkan device; the build replays the best record and still matches numpy."""
+    """MetaSchedule tunes the GEMV's and the GEMM's knobs with candidates compiled to SPIR-V and timed
+    on the Vulkan device; the build replays the best records and still matches numpy."""
     require_emulator("spirv")
     import targets
     from compiler import build, tune
@@ -154,18 +154,20 @@ def test_tuning_measures_through_the_dispatcher_and_builds_replay_it(tmp_path):
 
     target = targets.get("vulkan-mali")
     spec = make_spec("qgemm_w4a16", n=64, k=256, group=64)
-    run = tune.tune([spec], target, device="lavapipe-test", logs_root=tmp_path / "logs", trials=6,
+    run = tune.tune([spec], target, device="lavapipe-test", logs_root=tmp_path / "logs", trials=8,
                     progress=lambda _: None)
-    (task,) = run.tasks  # only the one-token variant has knobs
-    assert task.bucket == {"M": 1} and task.trials > task.failures and task.best_secs > 0
+    assert sorted(str(task.bucket) for task in run.tasks) == ["{'M': 1}", "{}"]  # the GEMV and the GEMM
+    assert all(task.trials > task.failures and task.best_secs > 0 for task in run.tasks)
     out = tmp_path / "lib"
     build.build([spec], target, out, toolchain=None, tuning_dir=run.directory, progress=lambda _: None)
     manifest = json.loads((out / "manifest.json").read_text())
-    gemv = manifest["kernels"][spec.name]["variants"][0]
-    assert gemv["tuning"] != "default"
+    gemv, gemm = manifest["kernels"][spec.name]["variants"]
+    assert gemv["tuning"] != "default" and gemm["tuning"] != "default"
     assert gemv["knobs"]["gemv_cols"] * gemv["knobs"]["gemv_threads"] <= target.gpu.max_threads
+    assert {"gemm_tx", "gemm_ty", "gemm_rows", "gemm_cols"} <= gemm["knobs"].keys()
     with loader.load(out) as library:
-        assert_matches(library[spec.name], {"M": 1}, seed=1)
+        for m in (1, 7):
+            assert_matches(library[spec.name], {"M": m}, seed=m)
 
 
 def test_int8_dot_product_target_emits_opsdot(build_library):

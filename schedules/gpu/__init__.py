@@ -66,67 +66,101 @@ def schedule(sch, spec, target, bucket: dict):
     """Schedule in place (attention is thread-bound already: compiler/ops/attention_gpu.py).
 
     One-token GEMMs (decode): the accumulation is a GEMV with the reduction split over threads
-    (cross-thread reduction) and `gemv_cols` output columns per workgroup, both tunable; the
-    small stages around it get one thread per output element. Other kernels: TVM's rule-based GPU
-    schedules (dlight), sized by the target's thread limit, replayed onto `sch`."""
+    (cross-thread reduction) and `gemv_cols` output columns per workgroup. Other GEMMs: register
+    tiles per thread (schedule_gemm). The stages around the accumulation get one thread per output
+    element. All choices are tunable knobs. Quantisation: TVM's rule-based GPU schedules (dlight),
+    sized by the target's thread limit, replayed onto `sch`."""
     if spec.op.startswith("attention"):
         return sch
     if spec.op in _GEMMS and bucket.get("M") == 1:
         schedule_gemv(sch, target.gpu)
+        return sch
+    if spec.op in _GEMMS:
+        schedule_gemm(sch, target.gpu)
         return sch
     scheduled = _dlight(sch.mod["main"], spec, target)
     scheduled.trace.apply_to_schedule(sch, remove_postproc=False)
     return sch
 
 
-def schedule_gemv(sch, gpu) -> None:
-    from tvm.s_tir.dlight.analysis import normalize_prim_func
-
+def schedule_gemm(sch, gpu) -> None:
+    """Any-length GEMM: each thread accumulates a `gemm_rows` x `gemm_cols` register tile (every
+    activation value it loads serves gemm_cols columns, every weight value gemm_rows rows), a
+    workgroup is `gemm_ty` x `gemm_tx` threads; the accumulation block is (i, g, j, reductions) in
+    every GEMM op. The stages around it get one thread per output element."""
     from schedules.decisions import sample_choice
 
-    infos = normalize_prim_func(sch)
-    for info in infos:
-        block = info.block_rv
-        kinds = info.dom_kind()
+    acc = sch.get_sblock("acc")
+    i, g, j, *reduction = sch.get_loops(acc)
+    # Every pairing of gemm_tx and gemm_ty fits a workgroup; default: a subgroup along the columns.
+    tys = [1, 2, 4]
+    txs = [t for t in (4, 8, 16, 32, 64) if t * tys[-1] <= gpu.max_threads]
+    tx = sample_choice(sch, "gemm_tx", acc, txs, max(t for t in txs if t <= max(gpu.subgroup_size, txs[0])))
+    ty = sample_choice(sch, "gemm_ty", acc, tys, 4)
+    rows = sample_choice(sch, "gemm_rows", acc, [1, 2, 4, 8], 4)
+    cols = sample_choice(sch, "gemm_cols", acc, [1, 2, 4], 4)
+    io, it, ii = sch.split(i, [None, ty, rows])
+    jo, jt, ji = sch.split(j, [None, tx, cols])
+    sch.reorder(io, g, jo, it, jt, *reduction, ii, ji)
+    sch.bind(io, "blockIdx.y")
+    sch.bind(sch.fuse(g, jo), "blockIdx.x")
+    sch.bind(it, "threadIdx.y")
+    sch.bind(jt, "threadIdx.x")
+    local = sch.cache_write(acc, 0, "local")
+    sch.reverse_compute_at(local, jt)
+    sch.decompose_reduction(acc, reduction[0])
+    _one_thread_per_element(sch, gpu, skip={"acc", "acc_local"})
+
+
+def _one_thread_per_element(sch, gpu, skip: set[str]) -> None:
+    """Bind every other block's spatial loops (TE blocks: one loop per block iterator, in order)
+    to threads; its reduction, if any, runs serially in the thread."""
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
         loops = sch.get_loops(block)
-        spatial = [loop for loop, kind in zip(loops, kinds) if kind == "S"] or [sch.add_unit_loop(block)]
-        reduction = [loop for loop, kind in zip(loops, kinds) if kind == "R"]
-        sch.reorder(*spatial, *reduction)
-        fused = sch.fuse(*spatial)
-        if sch.get(block).name_hint == "acc":
-            # Tuning may pair more columns with more threads than a workgroup holds: such candidates
-            # fail in codegen (workgroup limit) and the search moves on.
-            # Default: one subgroup reduces each column (its partial sums combine in shared memory),
-            # a workgroup of max_threads covers max_threads / subgroup columns.
-            columns = [c for c in (1, 2, 4, 8) if c < gpu.max_threads]
-            cols = sample_choice(sch, "gemv_cols", block, columns,
-                                 max(c for c in columns if c * gpu.subgroup_size <= gpu.max_threads))
-            threads = [t for t in (8, 16, 32, 64, 128, 256, 512) if gpu.subgroup_size <= t <= gpu.max_threads] \
-                or [gpu.max_threads]
-            reducers = sample_choice(sch, "gemv_threads", block, threads, threads[0])
-            outer, ty = sch.split(fused, [None, cols])
-            _, tx = sch.split(sch.fuse(*reduction) if len(reduction) > 1 else reduction[0], [None, reducers])
-            sch.bind(outer, "blockIdx.x")
-            sch.bind(ty, "threadIdx.y")
-            sch.bind(tx, "threadIdx.x")
+        iters = sch.get(block).iter_vars
+        if sch.get(block).name_hint in skip or any(sch.get(loop).thread_binding is not None for loop in loops):
             continue
-        outer, tx = sch.split(fused, [None, gpu.max_threads])
+        if len(loops) != len(iters):
+            raise ValueError(f"block {sch.get(block).name_hint}: loops do not match its iterators")
+        spatial = [loop for loop, iv in zip(loops, iters) if int(iv.iter_type) == 0] or [sch.add_unit_loop(block)]
+        reduction = [loop for loop, iv in zip(loops, iters) if int(iv.iter_type) == 2]
+        sch.reorder(*spatial, *reduction)
+        outer, tx = sch.split(sch.fuse(*spatial), [None, gpu.max_threads])
         sch.bind(outer, "blockIdx.x")
         sch.bind(tx, "threadIdx.x")
         if reduction:
             sch.decompose_reduction(block, reduction[0])
 
 
+def schedule_gemv(sch, gpu) -> None:
+    """One-token GEMM: `gemv_threads` threads split each column's reduction (combined across
+    threads by TVM's cross-thread reduction), `gemv_cols` columns per workgroup."""
+    from schedules.decisions import sample_choice
+
+    acc = sch.get_sblock("acc")
+    i, g, j, *reduction = sch.get_loops(acc)
+    # Every pairing of the two knobs fits a workgroup; the default gives each column one subgroup
+    # of reducing threads.
+    columns = [1, 2, 4]
+    threads = [t for t in (8, 16, 32, 64, 128) if t * columns[-1] <= gpu.max_threads]
+    cols = sample_choice(sch, "gemv_cols", acc, columns, 4)
+    reducers = sample_choice(sch, "gemv_threads", acc, threads,
+                             max(t for t in threads if t <= max(gpu.subgroup_size, threads[0])))
+    outer, ty = sch.split(sch.fuse(i, g, j), [None, cols])
+    _, tx = sch.split(sch.fuse(*reduction) if len(reduction) > 1 else reduction[0], [None, reducers])
+    sch.bind(outer, "blockIdx.x")
+    sch.bind(ty, "threadIdx.y")
+    sch.bind(tx, "threadIdx.x")
+    _one_thread_per_element(sch, gpu, skip={"acc"})
+
+
 def _dlight(func, spec, target):
+    """TVM's rule-based GPU schedules for the kernels without a schedule of ours (quantisation)."""
     from tvm.s_tir import dlight as dl
 
     tvm_target = target.tvm_target()
-    rules = [dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(), dl.gpu.Matmul(), dl.gpu.Reduction(),
-             dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
-    if spec.op == "qkv_proj":  # dlight's Matmul on the fused RoPE epilogue fails TVM's lowering
-        rules = [r for r in rules if not isinstance(r, dl.gpu.Matmul)]
     with tvm_target:
-        for rule in rules:
+        for rule in (dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()):
             try:
                 result = rule.apply(func, tvm_target, False)
             except AssertionError:  # dlight's analyses assert on access patterns they do not model
