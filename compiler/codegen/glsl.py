@@ -49,6 +49,16 @@ _MATH = {"exp": "exp", "exp2": "exp2", "log": "log", "log2": "log2", "sqrt": "sq
          "fma": "fma", "isnan": "isnan", "isinf": "isinf"}
 
 
+# GLSL keywords and built-in names a TIR variable could be called.
+_RESERVED = frozenset("""attribute const uniform varying buffer shared coherent volatile restrict readonly writeonly
+atomic_uint layout centroid flat smooth noperspective patch sample break continue do for while switch case default
+if else subroutine in out inout float double int void bool true false invariant precise discard return mat2 mat3 mat4
+vec2 vec3 vec4 ivec2 ivec3 ivec4 bvec2 bvec3 bvec4 uint uvec2 uvec3 uvec4 lowp mediump highp precision struct common
+partition active asm class union enum typedef template this resource goto inline noinline public static extern
+external interface long short half fixed unsigned superp input output filter sizeof cast namespace using main
+min max abs exp log sqrt floor ceil mod pow sin cos tanh fma barrier int8_t uint8_t int16_t float16_t""".split())
+
+
 class CodegenError(ValueError):
     """A construct of the lowered kernel that this GLSL printer cannot express."""
 
@@ -83,7 +93,7 @@ class _Printer:
         self.indent = 1
         self.names: dict = {}  # tirx.Var -> unique GLSL identifier
         self.used_names: set[str] = set()
-        self.buffers: dict = {}  # data Var -> (glsl expression prefix, element dtype)
+        self.buffers: dict = {}  # buffer or pointer Var -> (GLSL array expression, element dtype, element offset)
         self.shared: list[str] = []
         self.shared_bytes = 0
         self.extensions: set[str] = set()
@@ -102,8 +112,8 @@ class _Printer:
         if var in self.names:
             return self.names[var]
         base = "".join(c if c.isalnum() else "_" for c in var.name) or "v"
-        if base[0].isdigit() or base.startswith("gl_"):
-            base = "v_" + base
+        if base[0].isdigit() or base.startswith(("gl_", "ekc_")) or base in _RESERVED or "__" in base:
+            base = "v_" + base.replace("__", "_")
         unique, n = base, 1
         while unique in self.used_names:
             unique, n = f"{base}_{n}", n + 1
