@@ -170,7 +170,7 @@ class Device:
 class Buffer:
     def __init__(self, device: Device, nbytes: int):
         vk = device.vk
-        self.capacity = max(16, nbytes)
+        self.capacity = max(16, (nbytes + 3) // 4 * 4)  # descriptor ranges are rounded up to 4 bytes
         self.handle = vk.vkCreateBuffer(device.device, vk.VkBufferCreateInfo(
             size=self.capacity, usage=vk.VK_BUFFER_USAGE_STORAGE_BUFFER_BIT,
             sharingMode=vk.VK_SHARING_MODE_EXCLUSIVE), None)
