@@ -175,22 +175,12 @@ def _build_gpu(funcs: dict, kernels: dict, target, out_dir: Path, progress) -> l
     from compiler.codegen import vulkan
 
     progress(f"generating SPIR-V for {len(funcs)} functions ({target.name}, Vulkan {target.gpu.api_version})")
-    arg_names = {v["symbol"]: [a["name"] for a in [*_inputs(k), *_outputs(k)]]
-                 for k in kernels.values() for v in k["variants"]}
-    plans, shader_files = vulkan.build(funcs, arg_names, target.tvm_target(), target.gpu.api_version, out_dir,
+    plans, shader_files = vulkan.build(funcs, target.tvm_target(), target.gpu.api_version, out_dir,
                                        progress=progress)
     for entry in kernels.values():
         for variant in entry["variants"]:
             variant["vulkan"] = plans[variant["symbol"]]
     return shader_files
-
-
-def _inputs(entry: dict) -> list[dict]:
-    return [a for a in entry["args"] if a["role"] != "output"]
-
-
-def _outputs(entry: dict) -> list[dict]:
-    return [a for a in entry["args"] if a["role"] == "output"]
 
 
 def _build_cpu(funcs: dict, target, out_dir: Path, toolchain: Toolchain, progress) -> list[str]:

@@ -172,10 +172,10 @@ def _progress_callback(tasks: list[Task], total: int | None, deadline: float | N
     return Progress()
 
 
-def _in_process_builder(toolchain, work_dir: str):
-    """MetaSchedule builder compiling candidates in this process: its LocalBuilder starts fresh
-    worker processes per batch, each importing TVM's tensor intrinsics (~20 s) first."""
-    import tvm
+def in_process_builder(compile_one):
+    """MetaSchedule builder compiling candidates in this process with `compile_one(build_input)` ->
+    artifact path: its LocalBuilder starts fresh worker processes per batch, each importing TVM's
+    tensor intrinsics (~20 s) first. A candidate that fails to build is recorded with its error."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
 
@@ -185,10 +185,7 @@ def _in_process_builder(toolchain, work_dir: str):
             results = []
             for build_input in build_inputs:
                 try:
-                    exe = tvm.compile(build_input.mod, build_input.target)
-                    path = os.path.join(tempfile.mkdtemp(dir=work_dir), "candidate.so")
-                    exe.export_library(path, fcompile=toolchain.fcompile())
-                    results.append(BuilderResult(path, None))
+                    results.append(BuilderResult(compile_one(build_input), None))
                 except Exception as err:  # noqa: BLE001 - a failed candidate is recorded, the search goes on
                     results.append(BuilderResult(None, f"{type(err).__name__}: {err}"))
             return results
@@ -196,12 +193,24 @@ def _in_process_builder(toolchain, work_dir: str):
     return InProcessBuilder()
 
 
+def _cpu_library(toolchain, work_dir: str):
+    import tvm
+
+    def compile_one(build_input) -> str:
+        exe = tvm.compile(build_input.mod, build_input.target)
+        path = os.path.join(tempfile.mkdtemp(dir=work_dir), "candidate.so")
+        exe.export_library(path, fcompile=toolchain.fcompile())
+        return path
+
+    return compile_one
+
+
 def _builder(target, work_dir: str):
     if target.gpu is not None:
         from compiler import tune_vulkan
 
-        return tune_vulkan.builder(target, work_dir)
-    return _in_process_builder(toolchain.for_target(target), work_dir)
+        return in_process_builder(tune_vulkan.spirv_candidate(target, work_dir))
+    return in_process_builder(_cpu_library(toolchain.for_target(target), work_dir))
 
 
 @dataclass

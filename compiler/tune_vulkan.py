@@ -14,29 +14,20 @@ import numpy as np
 RUN_REPEATS = 5
 
 
-def builder(target, work_dir: str):
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
-
+def spirv_candidate(target, work_dir: str):
+    """compile_one for tune.in_process_builder: a candidate's shaders and launch plan in a fresh
+    folder; the artifact is its plan.json."""
     from compiler.codegen import vulkan
 
-    @derived_object
-    class SpirvBuilder(PyBuilder):
-        def build(self, build_inputs):
-            results = []
-            for build_input in build_inputs:
-                try:
-                    out = Path(tempfile.mkdtemp(dir=work_dir))
-                    func = build_input.mod["main"].with_attr("global_symbol", "main")
-                    plans, _ = vulkan.build({"main": func}, {"main": []}, build_input.target,
-                                            target.gpu.api_version, out, progress=lambda _: None)
-                    (out / "plan.json").write_text(json.dumps(plans["main"]))
-                    results.append(BuilderResult(str(out / "plan.json"), None))
-                except Exception as err:  # noqa: BLE001 - a failed candidate is recorded, the search goes on
-                    results.append(BuilderResult(None, f"{type(err).__name__}: {err}"))
-            return results
+    def compile_one(build_input) -> str:
+        out = Path(tempfile.mkdtemp(dir=work_dir))
+        func = build_input.mod["main"].with_attr("global_symbol", "main")
+        plans, _ = vulkan.build({"main": func}, build_input.target, target.gpu.api_version, out,
+                                progress=lambda _: None)
+        (out / "plan.json").write_text(json.dumps(plans["main"]))
+        return str(out / "plan.json")
 
-    return SpirvBuilder()
+    return compile_one
 
 
 def describe_device() -> str:

@@ -235,7 +235,6 @@ class VulkanBackend:
         self.mode = "emulated" if self.device.is_cpu else "native"
         self.device_name = self.device.name
         self.plans = {v["symbol"]: v["vulkan"] for k in manifest["kernels"].values() for v in k["variants"]}
-        self.args = {v["symbol"]: k["args"] for k in manifest["kernels"].values() for v in k["variants"]}
         self._pipelines: dict[str, Pipeline] = {}
         self._free: list[Buffer] = []
         self._resident: list[Buffer] = []
@@ -354,9 +353,7 @@ class VulkanBackend:
             vk.vkCmdBindDescriptorSets(cmd, vk.VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.layout, 0, 1, [descriptor], 0, None)
             if launch["push_dtypes"]:
                 values = [evaluate(p, env) for p in launch["push"]] + ([widths[step]] if launch["fold_x"] else [])
-                data = np.array(values, dtype=np.int64).astype(np.int32) if all(
-                    d == "int32" for d in launch["push_dtypes"]) else _push_words(values, launch["push_dtypes"])
-                blob = vk.ffi.new("char[]", data.tobytes())
+                blob = vk.ffi.new("char[]", _push_words(values, launch["push_dtypes"]).tobytes())
                 vk.vkCmdPushConstants(cmd, pipeline.layout, vk.VK_SHADER_STAGE_COMPUTE_BIT, 0, pipeline.push_bytes, blob)
             vk.vkCmdDispatch(cmd, *grid)
         vk.vkEndCommandBuffer(cmd)
@@ -419,6 +416,7 @@ def _dispatch_grid(launch: dict, width: int, env: dict, limit: list[int]) -> lis
 
 
 def _push_words(values, dtypes) -> np.ndarray:
+    """Push-constant values as 32-bit words (a value out of its dtype's range raises, never wraps)."""
     words = np.zeros(len(values), dtype=np.uint32)
     for i, (value, dtype) in enumerate(zip(values, dtypes)):
         words[i] = np.array(value, dtype=dtype).view(np.uint32)

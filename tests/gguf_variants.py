@@ -54,3 +54,27 @@ def write_variant(source: Path, target: Path, *, layers: int, types: dict[str, s
     writer.write_tensors_to_file()
     writer.close()
     return target
+
+
+def two_layer_greedy(tmp_path: Path, target_names: tuple[str, ...], steps: int = 3) -> dict[str, tuple]:
+    """SmolLM2's first two layers (its own weight types: Q4_1, Q8_0 head) decoded greedily from
+    "The capital of France is" on each target's build: name -> (tokens, logits)."""
+    import targets
+    from compiler import loader, model_files, toolchain
+    from compiler.decoder import Decoder
+    from compiler.gguf_file import GGUFModel
+    from compiler.gguf_tokenizer import GGUFTokenizer
+    from compiler.run import greedy_tokens, model_library
+
+    source = model_files.gguf_path("smollm2-135m")
+    types = {"qkv": "Q4_1", "o": "Q4_1", "gate_up": "Q4_1", "down": "Q4_1", "embedding": "Q8_0"}
+    model = GGUFModel(write_variant(source, tmp_path / "two-layers.gguf", layers=2, types=types, untied_head=None))
+    prompt = GGUFTokenizer(model).encode("The capital of France is")
+    results = {}
+    for name in target_names:
+        target = targets.get(name)
+        model_library(model, target, tmp_path / name, toolchain=toolchain.for_target(target), tuning_dir=None,
+                      progress=lambda _: None)
+        with loader.load(tmp_path / name) as library:
+            results[name] = greedy_tokens(Decoder(model, library, max_context=32), prompt, steps)
+    return results

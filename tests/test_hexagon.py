@@ -103,24 +103,8 @@ def test_a_llama_gguf_runs_on_the_hexagon_build(tmp_path):
     """SmolLM2's first two layers (same weight types: Q4_1, Q8_0 head) on the Hexagon kernels under
     qemu-hexagon: the greedy tokens and logits of the x86 build."""
     require_emulator("hexagon")
-    from gguf_variants import write_variant
+    from gguf_variants import two_layer_greedy
 
-    from compiler import model_files
-    from compiler.decoder import Decoder
-    from compiler.gguf_file import GGUFModel
-    from compiler.gguf_tokenizer import GGUFTokenizer
-    from compiler.run import greedy_tokens, model_library
-
-    source = model_files.gguf_path("smollm2-135m")
-    types = {"qkv": "Q4_1", "o": "Q4_1", "gate_up": "Q4_1", "down": "Q4_1", "embedding": "Q8_0"}
-    model = GGUFModel(write_variant(source, tmp_path / "two-layers.gguf", layers=2, types=types, untied_head=None))
-    prompt = GGUFTokenizer(model).encode("The capital of France is")
-    results = {}
-    for name in ("x86", "hexagon"):
-        target = targets.get(name)
-        model_library(model, target, tmp_path / name, toolchain=toolchain.for_target(target), tuning_dir=None,
-                      progress=lambda _: None)
-        with loader.load(tmp_path / name) as library:
-            results[name] = greedy_tokens(Decoder(model, library, max_context=32), prompt, 3)
+    results = two_layer_greedy(tmp_path, ("x86", "hexagon"))
     assert results["hexagon"][0] == results["x86"][0]
     np.testing.assert_allclose(results["hexagon"][1], results["x86"][1], atol=1e-3, rtol=0)

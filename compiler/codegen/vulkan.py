@@ -71,7 +71,7 @@ def encode(expr, names: dict) -> int | str | list:
     raise CodegenError(f"host expression {expr} ({kind}) cannot be replayed by the loader")
 
 
-def host_plan(func, arg_names: list[str]) -> dict:
+def host_plan(func) -> dict:
     """What the host side of one kernel does, as data: length sources, lets, temporaries, launches."""
     names: dict = {}
     plan: dict = {"sources": {}, "lets": [], "temps": [], "launches": []}
@@ -136,7 +136,6 @@ def host_plan(func, arg_names: list[str]) -> dict:
             continue
         else:
             raise CodegenError(f"host statement {kind} cannot be replayed by the loader:\n{stmt}")
-    plan["arg_names"] = arg_names
     return plan
 
 
@@ -199,7 +198,7 @@ def describe_tools() -> str:
     return "TVM lowering + compiler/codegen/glsl.py; " + "; ".join(versions)
 
 
-def build(funcs: dict, arg_names: dict[str, list[str]], tvm_target, vulkan_version: str, out_dir: Path,
+def build(funcs: dict, tvm_target, vulkan_version: str, out_dir: Path,
           progress=print) -> tuple[dict[str, dict], list[str]]:
     """Write out_dir/shaders/<kernel>.spv (and the GLSL it came from) for every device kernel;
     return ({symbol: launch plan}, the .spv paths relative to out_dir)."""
@@ -220,7 +219,7 @@ def build(funcs: dict, arg_names: dict[str, list[str]], tvm_target, vulkan_versi
         progress(f"      {len(shaders)} shaders passed spirv-val (vulkan{vulkan_version})")
     plans = {}
     for symbol, func in hosts.items():
-        plan = host_plan(func, arg_names[symbol])
+        plan = host_plan(func)
         features: set[str] = set()
         for launch in plan["launches"]:
             shader = shaders[launch["shader"]]

@@ -7,6 +7,7 @@ from typing import Any
 from schedules.cpu import attention, gemm_float, gemm_int, pointwise
 from schedules.cpu.gemm_float import w4a16_tile
 from schedules.cpu.intrinsics import activation_offset, dot_tile
+from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n
 
 _SCHEDULES = {
     "qgemm_w8a8": gemm_int.schedule_gemm,
@@ -18,7 +19,6 @@ _SCHEDULES = {
     "attention_prefill": attention.schedule_prefill,
     "attention_decode": attention.schedule_decode,
 }
-_GEMMS = ("qgemm_w8a8", "qgemm_w4a8", "qgemm_w4a16", "qgemm_w8a16", "qkv_proj")
 
 # Token rows per accumulator tile in the any-length GEMM variant: 4 rows x 16 columns of int32 or
 # fp32 accumulators fit the register file of NEON (32 x 128-bit) and AVX2 (16 x 256-bit).
@@ -33,7 +33,7 @@ SHORT_KV = 512
 
 def buckets(spec, target) -> list[dict]:
     # GEMMs get a one-token variant (decode GEMV: no row tiling, no padded rows) before the general one.
-    if spec.op in _GEMMS:
+    if spec.op in GEMM_OPS:
         return [{"M": 1}, {}]
     if spec.op == "attention_prefill":
         return [{"S": [1, SHORT_PREFILL]}, {}]
@@ -49,9 +49,9 @@ def layout(spec, target, bucket: dict) -> dict[str, Any]:
         # int8 weights tiled as the dot-product intrinsic consumes them (SDOT: 4 channels x 4 k);
         # int4 weights of W4A16 tiled to two SIMD registers of output columns.
         "int8_dot": dot,
-        "n_tile": w4a16_tile(_gemm_n(spec), target) if _float_weights(spec) else dot_tile(dot)[0],
+        "n_tile": w4a16_tile(gemm_n(spec), target) if float_weights(spec) else dot_tile(dot)[0],
         "k_tile": dot_tile(dot)[1],
-        "act_offset": activation_offset(dot) if spec.op in _GEMMS and not _float_weights(spec) else 0,
+        "act_offset": activation_offset(dot) if spec.op in GEMM_OPS and not float_weights(spec) else 0,
         "m_tile": 1 if bucket.get("M") == 1 else GEMM_ROW_TILE,
         # attention: keys per online-softmax step, query positions per prefill block (K/V reuse),
         # SIMD lanes, keys per decode split.
@@ -65,26 +65,16 @@ def layout(spec, target, bucket: dict) -> dict[str, Any]:
 def _int8_dot(spec, target) -> str:
     """The target's int8 dot-product instruction, unless the GEMM's N or K does not fit its tile
     (then the portable 4 x 4 tile, vectorised by LLVM)."""
-    if spec.op not in _GEMMS or _float_weights(spec):
+    if spec.op not in GEMM_OPS or float_weights(spec):
         return target.int8_dot
     nt, kt = dot_tile(target.int8_dot)
-    return target.int8_dot if _gemm_n(spec) % nt == 0 and spec.dim("k") % kt == 0 else "none"
+    return target.int8_dot if gemm_n(spec) % nt == 0 and spec.dim("k") % kt == 0 else "none"
 
 
 def _attention_lanes(spec, target) -> int:
     """SIMD lanes over the head dim: the widest that divides D (D=40 on AVX-512 takes 8)."""
     d = dict(spec.dims).get("d", target.float_lanes)
     return next(lanes for lanes in (target.float_lanes, 8, 4, 2, 1) if lanes <= target.float_lanes and d % lanes == 0)
-
-
-def _gemm_n(spec) -> int:
-    if spec.op == "qkv_proj":
-        return (spec.dim("hq") + 2 * spec.dim("hkv")) * spec.dim("d")
-    return spec.dim("n") if "n" in dict(spec.dims) else 0
-
-
-def _float_weights(spec) -> bool:
-    return spec.op in ("qgemm_w4a16", "qgemm_w8a16") or (spec.op == "qkv_proj" and spec.opt("quant") in ("w4a16", "w8a16"))
 
 
 def schedule(sch, spec, target, bucket: dict) -> None:

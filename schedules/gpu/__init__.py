@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-_GEMMS = ("qgemm_w8a8", "qgemm_w4a8", "qgemm_w4a16", "qgemm_w8a16", "qkv_proj")
+from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n
 
 
 def buckets(spec, target) -> list[dict]:
-    if spec.op in _GEMMS:
+    if spec.op in GEMM_OPS:
         return [{"M": 1}, {}]
     return [{}]
 
@@ -22,7 +22,7 @@ def layout(spec, target, bucket: dict) -> dict[str, Any]:
         "int8_dot": "spirv_dot4" if gpu.int8_dot else "none",
         # int8/int4 weights as [N/4, K/4, 4, 4] tiles: one thread's 4 k-values are one 32-bit word;
         # float-activation GEMMs: columns per tile, as many as a subgroup reads side by side.
-        "n_tile": _float_tile(spec, gpu) if _float_weights(spec) else 4,
+        "n_tile": _float_tile(spec, gpu) if float_weights(spec) else 4,
         "k_tile": 4,
         "act_offset": 0,
         "m_tile": 1,
@@ -47,18 +47,8 @@ def _attention_layout(spec, gpu) -> dict[str, Any]:
     return {"threads": threads, "kv_tile": kv_tile, "split_len": split}
 
 
-def _gemm_n(spec) -> int:
-    if spec.op == "qkv_proj":
-        return (spec.dim("hq") + 2 * spec.dim("hkv")) * spec.dim("d")
-    return spec.dim("n")
-
-
-def _float_weights(spec) -> bool:
-    return spec.op in ("qgemm_w4a16", "qgemm_w8a16") or (spec.op == "qkv_proj" and spec.opt("quant") in ("w4a16", "w8a16"))
-
-
 def _float_tile(spec, gpu) -> int:
-    n = _gemm_n(spec)
+    n = gemm_n(spec)
     return next(t for t in (gpu.subgroup_size, 16, 8, 4, 2) if n % t == 0)
 
 
@@ -72,10 +62,10 @@ def schedule(sch, spec, target, bucket: dict):
     sized by the target's thread limit, replayed onto `sch`."""
     if spec.op.startswith("attention"):
         return sch
-    if spec.op in _GEMMS and bucket.get("M") == 1:
+    if spec.op in GEMM_OPS and bucket.get("M") == 1:
         schedule_gemv(sch, target.gpu)
         return sch
-    if spec.op in _GEMMS:
+    if spec.op in GEMM_OPS:
         schedule_gemm(sch, target.gpu)
         return sch
     scheduled = _dlight(sch.mod["main"], spec, target)

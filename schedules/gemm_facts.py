@@ -1,0 +1,17 @@
+"""Facts about GEMM specs that every schedule family's layout reads."""
+
+from __future__ import annotations
+
+GEMM_OPS = ("qgemm_w8a8", "qgemm_w4a8", "qgemm_w4a16", "qgemm_w8a16", "qkv_proj")
+
+
+def gemm_n(spec) -> int:
+    """Output columns of a GEMM spec (the fused QKV's are all heads' rows of Q, K and V)."""
+    if spec.op == "qkv_proj":
+        return (spec.dim("hq") + 2 * spec.dim("hkv")) * spec.dim("d")
+    return spec.dim("n")
+
+
+def float_weights(spec) -> bool:
+    """Whether the GEMM takes float activations (its weights are dequantised, not dot-multiplied as int8)."""
+    return spec.op in ("qgemm_w4a16", "qgemm_w8a16") or (spec.op == "qkv_proj" and spec.opt("quant") in ("w4a16", "w8a16"))
