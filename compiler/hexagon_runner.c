@@ -42,10 +42,12 @@ enum { kDLTensorPtr = 7, kMaxArgs = 64, kMaxKept = 65536 };
 extern const KernelEntry ekc_kernels[];
 extern const int ekc_num_kernels;
 
-/* The function pointers TVM's generated code calls through; the TVM runtime would fill them in. */
-extern void *(*__TVMBackendAllocWorkspace)(int, int, uint64_t, int, int);
-extern int (*__TVMBackendFreeWorkspace)(int, int, void *);
-extern int (*__TVMBackendParallelLaunch)(FTVMParallelLambda, void *, int);
+/* The function pointers TVM's generated code calls through; the TVM runtime would fill them in.
+ * The kernels' object defines each only if some kernel uses it (a library of GEMVs needs no
+ * workspace): weak, so an absent one resolves to null. */
+extern void *(*__TVMBackendAllocWorkspace)(int, int, uint64_t, int, int) __attribute__((weak));
+extern int (*__TVMBackendFreeWorkspace)(int, int, void *) __attribute__((weak));
+extern int (*__TVMBackendParallelLaunch)(FTVMParallelLambda, void *, int) __attribute__((weak));
 
 static char last_error[4096];
 
@@ -171,9 +173,9 @@ static void serve_call(void) {
 }
 
 int main(void) {
-  __TVMBackendAllocWorkspace = alloc_workspace;
-  __TVMBackendFreeWorkspace = free_workspace;
-  __TVMBackendParallelLaunch = parallel_launch;
+  if (&__TVMBackendAllocWorkspace) __TVMBackendAllocWorkspace = alloc_workspace;
+  if (&__TVMBackendFreeWorkspace) __TVMBackendFreeWorkspace = free_workspace;
+  if (&__TVMBackendParallelLaunch) __TVMBackendParallelLaunch = parallel_launch;
   for (;;) {
     char op;
     read_exact(&op, 1);

@@ -46,11 +46,12 @@ def check_kernel(kernel, sizes: dict[str, int], rng: np.random.Generator) -> lis
     out_names = [a["name"] for a in kernel.spec["args"] if a["role"] == "output"]
     outputs = dict(zip(out_names, result if isinstance(result, tuple) else (result,)))
     reference = op.reference(spec, **logical)
-    overrides = op.tolerances(spec)
+    layout = kernel.spec["layout"]
+    overrides = op.tolerances(spec, layout)
     checks = []
     for name in out_names:
         out, ref = outputs[name].astype(np.float64), np.asarray(reference[name], dtype=np.float64)
-        atol, rtol = overrides.get(name, op.tolerance)
+        atol, rtol = overrides.get(name, op.default_tolerance(layout))
         scale = float(np.abs(ref).max()) if ref.size else 0.0
         limit = atol * scale + rtol * np.abs(ref)
         error = np.abs(out - ref)

@@ -1,6 +1,7 @@
 """The Hexagon build: every kernel runs under qemu-hexagon (QEMU's v67 HVX model) through the loader's
 runner and matches numpy; the int8 GEMMs run VRMPY inside their loops; builds for v68+ (which QEMU
-cannot execute) compile, carry VRMPY, and refuse to load with a clear reason."""
+cannot execute) compile, run VRMPY and HVX qfloat inside their loops, and refuse to load with a
+clear reason."""
 
 from __future__ import annotations
 
@@ -38,8 +39,24 @@ def test_hexagon_kernel_matches_numpy(hexagon, spec, sizes):
     assert_matches(hexagon[spec.name], sizes, seed=sum(sizes.values()))
 
 
-def loop_ranges(library, mattr: str) -> dict[str, tuple[list[int], list[tuple[int, int]]]]:
-    """symbol -> (addresses of VRMPY, (start, end) of its hardware loops and backward jumps)."""
+VRMPY = re.compile(r"\bvrmpy\(")
+HVX_FLOAT = re.compile(r"\bv\d+(?::\d+)?\.(?:qf32|sf)\b")  # an HVX vector as qfloat or IEEE fp32 lanes
+
+
+def test_a_library_whose_kernels_need_no_workspace_links_and_runs(tmp_path):
+    """TVM defines its workspace hooks in the kernels' object only when a kernel uses them: the
+    runner links without them (a W8A16 GEMM alone allocates nothing)."""
+    require_emulator("hexagon")
+    spec = make_spec("qgemm_w8a16", n=32, k=64, group=32)
+    target = targets.get("hexagon")
+    build.build([spec], target, tmp_path, toolchain=toolchain.for_target(target), progress=lambda _: None)
+    with loader.load(tmp_path) as library:
+        assert_matches(library[spec.name], {"M": 3}, seed=3)
+
+
+def loop_ranges(library, mattr: str, pattern) -> dict[str, tuple[list[int], list[tuple[int, int]]]]:
+    """symbol -> (addresses of instructions matching `pattern`, (start, end) of its hardware loops
+    and backward jumps)."""
     text = subprocess.run([OBJDUMP, "-d", "--no-show-raw-insn", f"--mattr={mattr}", str(library)],
                           capture_output=True, text=True, check=True).stdout
     out: dict[str, tuple[list, list]] = {}
@@ -53,7 +70,7 @@ def loop_ranges(library, mattr: str) -> dict[str, tuple[list[int], list[tuple[in
         if not insn or current is None:
             continue
         addr, body = int(insn.group(1), 16), insn.group(2)
-        if "vrmpy" in body:
+        if pattern.search(body):
             current[0].append(addr)
         for level, start in re.findall(r"loop([01])\(0x([0-9a-f]+)", body):
             open_loops[level] = int(start, 16)
@@ -66,35 +83,59 @@ def loop_ranges(library, mattr: str) -> dict[str, tuple[list[int], list[tuple[in
     return out
 
 
-def assert_vrmpy_in_loops(directory, target_name: str, specs):
-    """Each int8 kernel whose shape fits VRMPY's 32-channel x 4-k tile (the manifest's layout says
-    so; others take the portable tile) has VRMPY inside a loop of its body."""
-    # VRMPY's encoding is the same in every version; Debian's LLVM 14 objdump knows HVX up to v69
-    functions = loop_ranges(directory / "kernels.so", "+hvxv66,+hvx-length128b")
-    manifest = loader.read_manifest(directory)["kernels"]
-    specs = [s for s in specs if manifest[s.name]["layout"]["int8_dot"] == "hvx_vrmpy"]
-    assert specs, "no kernel uses VRMPY"
+def assert_in_loops(functions, specs, what: str, target_name: str) -> None:
+    """Each variant's compute function of each spec has a `what` instruction inside a loop."""
     for spec in specs:
-        for symbol, (hits, loops) in functions.items():
-            if symbol.startswith(spec.name) and symbol.endswith("_compute_"):
-                assert any(start <= hit <= end for hit in hits for start, end in loops), \
-                    f"{symbol} on {target_name}: no vrmpy inside a loop"
+        variants = [s for s in functions if s.startswith(spec.name) and s.endswith("_compute_")]
+        assert variants, f"no compute function of {spec.name} in the library"
+        for symbol in variants:
+            hits, loops = functions[symbol]
+            assert any(start <= hit <= end for hit in hits for start, end in loops), \
+                f"{symbol} on {target_name}: no {what} inside a loop"
+
+
+def vrmpy_specs(directory, specs):
+    """The int8 kernels whose shape fits VRMPY's 32-channel x 4-k tile (the manifest's layout says
+    so; others take the portable tile)."""
+    manifest = loader.read_manifest(directory)["kernels"]
+    chosen = [s for s in specs if manifest[s.name]["layout"]["int8_dot"] == "hvx_vrmpy"]
+    assert chosen, "no kernel uses VRMPY"
+    return chosen
+
+
+# VRMPY's encoding is the same in every version; Debian's LLVM 14 objdump knows HVX up to v69
+V66_FEATURES = "+hvxv66,+hvx-length128b"
+QFLOAT_FEATURES = "+hvxv69,+hvx-length128b,+hvx-qfloat"
 
 
 @pytest.mark.skipif(OBJDUMP is None, reason="needs llvm-objdump (Debian llvm)")
 def test_int8_kernels_run_vrmpy_in_loops(build_library):
-    specs = [s for s in coverage_specs() if s.op in INT8_KINDS]
-    assert_vrmpy_in_loops(build_library("hexagon", coverage_specs()), "hexagon", specs)
+    directory = build_library("hexagon", coverage_specs())
+    specs = vrmpy_specs(directory, [s for s in coverage_specs() if s.op in INT8_KINDS])
+    assert_in_loops(loop_ranges(directory / "kernels.so", V66_FEATURES, VRMPY), specs, "vrmpy", "hexagon")
+
+
+V68_INT8 = [make_spec("qgemm_w8a8", n=64, k=128), make_spec("qgemm_w4a8", n=64, k=256, group=32)]
+V68_FLOAT = [make_spec("qgemm_w4a16", n=64, k=128, group=32, min=True), make_spec("qgemm_w8a16", n=32, k=64, group=32),
+             make_spec("qkv_proj", hq=2, hkv=2, d=64, k=64, quant="w4a16", group=32, bias=True),
+             make_spec("attention_prefill", hq=4, hkv=4, d=64), make_spec("attention_decode", hq=4, hkv=2, d=64)]
 
 
 @pytest.mark.skipif(OBJDUMP is None, reason="needs llvm-objdump (Debian llvm)")
-def test_newer_hexagon_versions_are_compile_only(tmp_path):
-    specs = [make_spec("qgemm_w8a8", n=64, k=128), make_spec("qgemm_w4a8", n=64, k=256, group=32),
-             make_spec("attention_decode", hq=4, hkv=2, d=64)]
-    target = targets.get("hexagon-v73")
-    out = tmp_path / "v73"
-    build.build(specs, target, out, toolchain=toolchain.for_target(target), progress=lambda _: None)
-    assert_vrmpy_in_loops(out, "hexagon-v73", specs[:2])
+@pytest.mark.parametrize("name, int8, floats", [
+    ("hexagon-v68", V68_INT8, V68_FLOAT),
+    # LLVM takes minutes over v73's float GEMMs: one of each kind keeps the test short
+    ("hexagon-v73", V68_INT8[:1], V68_FLOAT[-1:]),
+])
+def test_newer_hexagon_versions_are_compile_only(tmp_path, name, int8, floats):
+    """v68+ builds: int8 GEMMs run VRMPY and the float kernels (float-activation GEMMs, the fused
+    QKV's RoPE, attention) HVX qfloat, inside their loops; loading says why they cannot run here."""
+    target = targets.get(name)
+    out = tmp_path / name
+    build.build(int8 + floats, target, out, toolchain=toolchain.for_target(target), progress=lambda _: None)
+    library = out / "kernels.so"
+    assert_in_loops(loop_ranges(library, V66_FEATURES, VRMPY), vrmpy_specs(out, int8), "vrmpy", name)
+    assert_in_loops(loop_ranges(library, QFLOAT_FEATURES, HVX_FLOAT), floats, "HVX float", name)
     with pytest.raises(loader.LoaderError, match="compile-only here"):
         loader.load(out)
 

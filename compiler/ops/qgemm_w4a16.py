@@ -112,7 +112,7 @@ def w4a16_arguments(n, k, group, zero, act, bias, layout, out, minimum=False, no
 
 
 def w4a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False, residual=False):
-    """Stages: xpair[m, k/2, 2 or 3] (the activation factors of each weight byte, see the module doc) and
+    """Stages: xpair[m, k/2, 2 or 3] (fp32 form only: the activation factors of each weight byte, see the module doc) and
     xgroup[m, k/g, 2] (group sums of x) -> acc[m, g, n] (group partial sums of x * (w - zero),
     unscaled) -> ysum[m, n] (scaled once per group, summed over groups) -> y (+ the group terms, bias)."""
     from tvm import te, tirx
@@ -127,29 +127,17 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False
     def xf(i, kk):
         return x[row(i), kk].astype("float32")
 
-    def pair(i, p, h):  # the activation factors of one weight byte (see the module doc); lo + hi for zeros
-        lo, hi = xf(i, 2 * p), xf(i, 2 * p + 1)
-        return tirx.Select(h == 0, lo - hi * 0.0625, tirx.Select(h == 1, hi * 0.0625, lo + hi))
-
-    terms = 3 if wz is not None else 2
-    xpair = te.compute((rows, k // 2, terms), pair, name="xpair")
-    # per group: -8 x the sum of x at even k, and the sum of all x (for block minimums)
+    # per group: -8 x the sum of x at even k (the low nibble is offset binary), and the sum of all x
+    # (for block minimums)
     rs = te.reduce_axis((0, group), name="rs")
     xgroup = te.compute((rows, ngroups, 2), lambda i, g, h: te.sum(te.if_then_else(
         h == 1, xf(i, g * group + rs),
         te.if_then_else(rs % 2 == 0, xf(i, g * group + rs) * tirx.const(-8.0, "float32"), tirx.const(0.0, "float32"))),
         axis=rs), name="xgroup")
-
-    def factor(g, j, p, h):  # what multiplies xpair[., p, h]: the low nibble u, the signed byte b, -zero
-        byte = w[j // nt, p, j % nt].astype("int32")
-        rest = -wz[j // nt, g, j % nt] if wz is not None else tirx.const(0.0, "float32")
-        return tirx.Select(h == 0, (byte & 15).astype("float32"), tirx.Select(h == 1, byte.astype("float32"), rest))
-
-    # Reducing over (pair, factor) makes each factor its own FMA into the accumulator.
-    r = te.reduce_axis((0, pairs), name="r")
-    h = te.reduce_axis((0, terms), name="h")
-    acc = te.compute((rows, ngroups, n), lambda i, g, j: te.sum(
-        factor(g, j, g * pairs + r, h) * xpair[i, g * pairs + r, h], axis=[r, h]), name="acc")
+    if layout.get("float_math", "float32") == "float16":
+        acc = _acc_fp16(x, w, wz, rows, row, n, ngroups, pairs, nt)
+    else:
+        acc = _acc_fp32(x, w, wz, rows, row, n, ngroups, pairs, nt)
     rg = te.reduce_axis((0, ngroups), name="rg")
     ysum = te.compute((rows, n), lambda i, j: te.sum(acc[i, rg, j] * ws[j // nt, rg, j % nt], axis=rg), name="ysum")
     # The group terms, a small GEMM over group sums: scale x the -8 x_k terms, and with block minimums
@@ -169,6 +157,56 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False
         return value + bias[j] if bias is not None else value
 
     return te.compute((m, n), output, name=name)
+
+
+def _acc_fp32(x, w, wz, rows, row, n, ngroups, pairs, nt):
+    """acc[m, g, n], the group sums of x * (w - zero) + 8 x_even, with the byte trick of the module doc:
+    per byte, two or three FMAs against activation factors computed once per call (xpair)."""
+    from tvm import te, tirx
+
+    def xf(i, kk):
+        return x[row(i), kk].astype("float32")
+
+    def pair(i, p, h):  # the activation factors of one weight byte (see the module doc); lo + hi for zeros
+        lo, hi = xf(i, 2 * p), xf(i, 2 * p + 1)
+        return tirx.Select(h == 0, lo - hi * 0.0625, tirx.Select(h == 1, hi * 0.0625, lo + hi))
+
+    terms = 3 if wz is not None else 2
+    xpair = te.compute((rows, ngroups * pairs, terms), pair, name="xpair")
+
+    def factor(g, j, p, h):  # what multiplies xpair[., p, h]: the low nibble u, the signed byte b, -zero
+        byte = w[j // nt, p, j % nt].astype("int32")
+        rest = -wz[j // nt, g, j % nt] if wz is not None else tirx.const(0.0, "float32")
+        return tirx.Select(h == 0, (byte & 15).astype("float32"), tirx.Select(h == 1, byte.astype("float32"), rest))
+
+    # Reducing over (pair, factor) makes each factor its own FMA into the accumulator.
+    r = te.reduce_axis((0, pairs), name="r")
+    h = te.reduce_axis((0, terms), name="h")
+    return te.compute((rows, ngroups, n), lambda i, g, j: te.sum(
+        factor(g, j, g * pairs + r, h) * xpair[i, g * pairs + r, h], axis=[r, h]), name="acc")
+
+
+def _acc_fp16(x, w, wz, rows, row, n, ngroups, pairs, nt):
+    """acc[m, g, n] as in _acc_fp32, with each weight byte's products in float16 and the sum over
+    bytes in float32 (GPUs with fast fp16: Mali, Adreno). The nibbles are small integers, exact in
+    fp16, so no byte trick is needed (it cancels terms, which fp16 cannot afford): per byte
+    u x_k + w_k+1 x_k+1 (- zero (x_k + x_k+1)), with u = w_k + 8 as in the fp32 form."""
+    from tvm import te
+
+    def xh(i, kk):
+        return x[row(i), kk].astype("float16")
+
+    def byte_sum(i, g, j, p):
+        byte = w[j // nt, p, j % nt].astype("int32")
+        lo, hi = xh(i, 2 * p), xh(i, 2 * p + 1)
+        value = (byte & 15).astype("float16") * lo + (byte >> 4).astype("float16") * hi
+        if wz is not None:
+            value = value - wz[j // nt, g, j % nt].astype("float16") * (lo + hi)
+        return value.astype("float32")
+
+    r = te.reduce_axis((0, pairs), name="r")
+    return te.compute((rows, ngroups, n), lambda i, g, j: te.sum(
+        byte_sum(i, g, j, g * pairs + r), axis=r), name="acc")
 
 
 def w4a16_reference(x, w, w_scale, w_zero, group, bias=None, w_min=None) -> np.ndarray:

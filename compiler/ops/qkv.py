@@ -81,9 +81,9 @@ class QKVProj(OpDef):
         if not spec.opt("rope_theta") > 0:
             raise ValueError("qkv_proj: rope_theta must be positive")
 
-    def tolerances(self, spec: KernelSpec):
+    def tolerances(self, spec: KernelSpec, layout: dict[str, Any]):
         exact_sums = spec.opt("quant") not in FLOAT_ACT_FORMS
-        return {name: (2e-5, 2e-5) if exact_sums else self.tolerance for name in ("q", "k", "v")}
+        return {name: (2e-5, 2e-5) if exact_sums else self.default_tolerance(layout) for name in ("q", "k", "v")}
 
     @staticmethod
     def int_form(spec: KernelSpec) -> tuple[int, int]:

@@ -16,7 +16,7 @@ class QuantizePerToken(OpDef):
     def __init__(self):
         super().__init__("quantize_per_token", ("k",))
 
-    def tolerances(self, spec):
+    def tolerances(self, spec, layout):
         return {"q": (0.0, 0.0), "scale": (0.0, 0.0)}
 
     def arguments(self, spec: KernelSpec, layout) -> list[Arg]:

@@ -27,6 +27,9 @@ def layout(spec, target, bucket: dict) -> dict[str, Any]:
         "act_offset": 0,
         "m_tile": 1,
         "rope_dtype": "float32",  # mobile GPUs have no float64
+        # Float-activation GEMMs on GPUs with fast fp16 (Mali, Adreno: twice the fp32 rate): products
+        # in fp16, sums in fp32 (ops/qgemm_w4a16.py, ops/qgemm_w8a16.py).
+        "float_math": "float16" if gpu.fp16 and float_weights(spec) else "float32",
         **attention,
     }
 
