@@ -112,9 +112,10 @@ def w4a16_arguments(n, k, group, zero, act, bias, layout, out, minimum=False, no
 
 
 def w4a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False, residual=False):
-    """Stages: xpair[m, k/2, 2 or 3] (fp32 form only: the activation factors of each weight byte, see the module doc) and
-    xgroup[m, k/g, 2] (group sums of x) -> acc[m, g, n] (group partial sums of x * (w - zero),
-    unscaled) -> ysum[m, n] (scaled once per group, summed over groups) -> y (+ the group terms, bias)."""
+    """Stages: xpair[m, k/2, 2 or 3] (fp32 form only: the activation factors of each weight byte,
+    see the module doc) and xgroup[m, k/g, 2] (group sums of x) -> acc[m, g, n] (group partial sums
+    of x * (w - zero), unscaled) -> ysum[m, n] (scaled once per group, summed over groups) -> y
+    (+ the group terms, bias)."""
     from tvm import te, tirx
 
     nt = layout["n_tile"]
