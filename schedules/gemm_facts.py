@@ -15,3 +15,8 @@ def gemm_n(spec) -> int:
 def float_weights(spec) -> bool:
     """Whether the GEMM takes float activations (its weights are dequantised, not dot-multiplied as int8)."""
     return spec.op in ("qgemm_w4a16", "qgemm_w8a16") or (spec.op == "qkv_proj" and spec.opt("quant") in ("w4a16", "w8a16"))
+
+
+def int4_float_weights(spec) -> bool:
+    """Whether the GEMM is W4A16 (int4 weights, float activations), alone or as the fused QKV."""
+    return spec.op == "qgemm_w4a16" or (spec.op == "qkv_proj" and spec.opt("quant") == "w4a16")

@@ -16,7 +16,7 @@ from kernel_cases import cases
 
 from compiler import loader, vulkan_runtime
 from compiler.ops.attention import attention_reference
-from schedules.gemm_facts import float_weights
+from schedules.gemm_facts import float_weights, int4_float_weights
 
 pytestmark = pytest.mark.emulated
 
@@ -183,21 +183,22 @@ def spirv_text(directory, variant) -> str:
 
 @pytest.mark.parametrize("name, fp16", [("vulkan-mali", True), ("vulkan", False)])
 def test_float_gemms_multiply_in_fp16_where_the_target_has_it(build_library, name, fp16):
-    """Targets with fast fp16 (Mali, Adreno) multiply the float-activation GEMMs' products in fp16
-    and accumulate in fp32 (checked in the SPIR-V: half-precision multiplies, and the device feature
-    they need); the portable target keeps fp32 products."""
+    """Targets with fast fp16 (Mali, Adreno) multiply the W4A16 GEMMs' products in fp16 and
+    accumulate in fp32 (checked in the SPIR-V: half-precision multiplies, and the device feature
+    they need); W8A16 (whose products would overflow fp16) and the portable target keep fp32."""
     require_emulator("spirv")
     directory = build_library(name, coverage_specs())
     manifest = json.loads((directory / "manifest.json").read_text())
     for spec in coverage_specs():
         if not float_weights(spec):
             continue
+        in_fp16 = fp16 and int4_float_weights(spec)
         for variant in manifest["kernels"][spec.name]["variants"]:
             text = spirv_text(directory, variant)
             half = re.findall(r"^\s*(%\w+) = OpTypeFloat 16$", text, re.M)
             half_products = [t for t in half if re.search(rf"= OpFMul {t} ", text)]
-            assert bool(half_products) == fp16, variant["symbol"]
-            assert not fp16 or "shaderFloat16" in variant["vulkan"]["features"], variant["symbol"]
+            assert bool(half_products) == in_fp16, variant["symbol"]
+            assert not in_fp16 or "shaderFloat16" in variant["vulkan"]["features"], variant["symbol"]
 
 
 def test_a_device_without_integer_dot_products_refuses_the_int8dot_build(build_library, monkeypatch):

@@ -83,22 +83,9 @@ def w8a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False
     w, ws, bias = ph["w"], ph["w_scale"], ph.tensors.get("bias")
     m = x.shape[0]
     rows, row = padded_rows(m, layout.get("m_tile", 1))
-    if layout.get("float_math", "float32") == "float16":
-        # GPUs with fast fp16: products of k pairs in float16 (int8 weights are exact in fp16), the
-        # sum over pairs in float32
-        def product(i, j, kk):
-            return w[j // nt, kk, j % nt].astype("float16") * x[row(i), kk].astype("float16")
-
-        r = te.reduce_axis((0, group // 2), name="r")
-        def pair(i, j, kk):
-            return (product(i, j, kk) + product(i, j, kk + 1)).astype("float32")
-
-        acc = te.compute((rows, k // group, n), lambda i, g, j: te.sum(pair(i, j, g * group + 2 * r), axis=r),
-                         name="acc")
-    else:
-        r = te.reduce_axis((0, group), name="r")
-        acc = te.compute((rows, k // group, n), lambda i, g, j: te.sum(
-            w[j // nt, g * group + r, j % nt].astype("float32") * x[row(i), g * group + r], axis=r), name="acc")
+    r = te.reduce_axis((0, group), name="r")
+    acc = te.compute((rows, k // group, n), lambda i, g, j: te.sum(
+        w[j // nt, g * group + r, j % nt].astype("float32") * x[row(i), g * group + r], axis=r), name="acc")
     rg = te.reduce_axis((0, k // group), name="rg")
     ysum = te.compute((rows, n), lambda i, j: te.sum(acc[i, rg, j] * ws[j // nt, rg, j % nt], axis=rg), name="ysum")
 

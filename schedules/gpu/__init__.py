@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n
+from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n, int4_float_weights
 
 
 def buckets(spec, target) -> list[dict]:
@@ -27,9 +27,10 @@ def layout(spec, target, bucket: dict) -> dict[str, Any]:
         "act_offset": 0,
         "m_tile": 1,
         "rope_dtype": "float32",  # mobile GPUs have no float64
-        # Float-activation GEMMs on GPUs with fast fp16 (Mali, Adreno: twice the fp32 rate): products
-        # in fp16, sums in fp32 (ops/qgemm_w4a16.py, ops/qgemm_w8a16.py).
-        "float_math": "float16" if gpu.fp16 and float_weights(spec) else "float32",
+        # W4A16 GEMMs on GPUs with fast fp16 (Mali, Adreno: twice the fp32 rate): products in fp16,
+        # sums in fp32 (ops/qgemm_w4a16.py). Not W8A16: an int8 weight times an activation of a few
+        # hundred overflows fp16.
+        "float_math": "float16" if gpu.fp16 and int4_float_weights(spec) else "float32",
         **attention,
     }
 
