@@ -43,17 +43,6 @@ VRMPY = re.compile(r"\bvrmpy\(")
 HVX_FLOAT = re.compile(r"\bv\d+(?::\d+)?\.(?:qf32|sf)\b")  # an HVX vector as qfloat or IEEE fp32 lanes
 
 
-def test_a_library_whose_kernels_need_no_workspace_links_and_runs(tmp_path):
-    """TVM defines its workspace hooks in the kernels' object only when a kernel uses them: the
-    runner links without them (a W8A16 GEMM alone allocates nothing)."""
-    require_emulator("hexagon")
-    spec = make_spec("qgemm_w8a16", n=32, k=64, group=32)
-    target = targets.get("hexagon")
-    build.build([spec], target, tmp_path, toolchain=toolchain.for_target(target), progress=lambda _: None)
-    with loader.load(tmp_path) as library:
-        assert_matches(library[spec.name], {"M": 3}, seed=3)
-
-
 def loop_ranges(library, mattr: str, pattern) -> dict[str, tuple[list[int], list[tuple[int, int]]]]:
     """symbol -> (addresses of instructions matching `pattern`, (start, end) of its hardware loops
     and backward jumps)."""
@@ -138,6 +127,17 @@ def test_newer_hexagon_versions_are_compile_only(tmp_path, name, int8, floats):
     assert_in_loops(loop_ranges(library, QFLOAT_FEATURES, HVX_FLOAT), floats, "HVX float", name)
     with pytest.raises(loader.LoaderError, match="compile-only here"):
         loader.load(out)
+
+
+def test_a_library_whose_kernels_need_no_workspace_links_and_runs(tmp_path):
+    """TVM defines its workspace hooks in the kernels' object only when a kernel uses them: the
+    runner links without them (a W8A16 GEMM alone allocates nothing)."""
+    require_emulator("hexagon")
+    spec = make_spec("qgemm_w8a16", n=32, k=64, group=32)
+    target = targets.get("hexagon")
+    build.build([spec], target, tmp_path, toolchain=toolchain.for_target(target), progress=lambda _: None)
+    with loader.load(tmp_path) as library:
+        assert_matches(library[spec.name], {"M": 3}, seed=3)
 
 
 def test_a_llama_gguf_runs_on_the_hexagon_build(tmp_path):
