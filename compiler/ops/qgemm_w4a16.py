@@ -136,9 +136,9 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False
         te.if_then_else(rs % 2 == 0, xf(i, g * group + rs) * tirx.const(-8.0, "float32"), tirx.const(0.0, "float32"))),
         axis=rs), name="xgroup")
     if layout.get("float_math", "float32") == "float16":
-        acc = _acc_fp16(x, w, wz, rows, row, n, ngroups, pairs, nt)
+        acc = _acc_fp16(xf, w, wz, rows, n, ngroups, pairs, nt)
     else:
-        acc = _acc_fp32(x, w, wz, rows, row, n, ngroups, pairs, nt)
+        acc = _acc_fp32(xf, w, wz, rows, n, ngroups, pairs, nt)
     rg = te.reduce_axis((0, ngroups), name="rg")
     ysum = te.compute((rows, n), lambda i, j: te.sum(acc[i, rg, j] * ws[j // nt, rg, j % nt], axis=rg), name="ysum")
     # The group terms, a small GEMM over group sums: scale x the -8 x_k terms, and with block minimums
@@ -160,13 +160,11 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False
     return te.compute((m, n), output, name=name)
 
 
-def _acc_fp32(x, w, wz, rows, row, n, ngroups, pairs, nt):
-    """acc[m, g, n], the group sums of x * (w - zero) + 8 x_even, with the byte trick of the module doc:
-    per byte, two or three FMAs against activation factors computed once per call (xpair)."""
+def _acc_fp32(xf, w, wz, rows, n, ngroups, pairs, nt):
+    """acc[m, g, n], the group sums of x * (w - zero) + 8 x_even (xf(row, k): x as float32), with the
+    byte trick of the module doc: per byte, two or three FMAs against activation factors computed
+    once per call (xpair)."""
     from tvm import te, tirx
-
-    def xf(i, kk):
-        return x[row(i), kk].astype("float32")
 
     def pair(i, p, h):  # the activation factors of one weight byte (see the module doc); lo + hi for zeros
         lo, hi = xf(i, 2 * p), xf(i, 2 * p + 1)
@@ -187,19 +185,16 @@ def _acc_fp32(x, w, wz, rows, row, n, ngroups, pairs, nt):
         factor(g, j, g * pairs + r, h) * xpair[i, g * pairs + r, h], axis=[r, h]), name="acc")
 
 
-def _acc_fp16(x, w, wz, rows, row, n, ngroups, pairs, nt):
+def _acc_fp16(xf, w, wz, rows, n, ngroups, pairs, nt):
     """acc[m, g, n] as in _acc_fp32, with each weight byte's products in float16 and the sum over
     bytes in float32 (GPUs with fast fp16: Mali, Adreno). The nibbles are small integers, exact in
     fp16, so no byte trick is needed (it cancels terms, which fp16 cannot afford): per byte
     u x_k + w_k+1 x_k+1 (- zero (x_k + x_k+1)), with u = w_k + 8 as in the fp32 form."""
     from tvm import te
 
-    def xh(i, kk):
-        return x[row(i), kk].astype("float16")
-
     def byte_sum(i, g, j, p):
         byte = w[j // nt, p, j % nt].astype("int32")
-        lo, hi = xh(i, 2 * p), xh(i, 2 * p + 1)
+        lo, hi = xf(i, 2 * p).astype("float16"), xf(i, 2 * p + 1).astype("float16")
         value = (byte & 15).astype("float16") * lo + (byte >> 4).astype("float16") * hi
         if wz is not None:
             value = value - wz[j // nt, g, j % nt].astype("float16") * (lo + hi)
