@@ -1,4 +1,4 @@
-"""python -m compiler build | run | tune | bench | list | verify | setup-emulator | rpc-emulator"""
+"""python -m compiler build | run | tune | bench | list | verify | setup-emulator | rpc-emulator | rpc-server"""
 
 from __future__ import annotations
 
@@ -191,13 +191,22 @@ def cmd_setup_emulator(args) -> int:
     return 0
 
 
+def cmd_rpc_server(args) -> int:
+    from compiler import rpc, rpc_server
+
+    rpc_server.serve(rpc.Tracker.parse(args.tracker, args.key), host=args.host, port=args.port,
+                     progress=lambda line: print(line, flush=True))
+    return 0
+
+
 def cmd_rpc_emulator(args) -> int:
     from compiler import rpc
 
     with rpc.EmulatedDevice(args.isa) as device:
         print(f"emulated {args.isa} device registered: --rpc-tracker {device.tracker.address} --rpc-key {device.key}",
               flush=True)
-        print("(timings under qemu are the emulator's, not a chip's; Ctrl-C stops)", flush=True)
+        print(f"(timings under {rpc.EmulatedDevice.EMULATORS[args.isa]} are the emulator's, not a chip's; "
+              "Ctrl-C stops)", flush=True)
         while True:
             time.sleep(3600)
 
@@ -288,8 +297,15 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--isa", default="aarch64")
     e.set_defaults(func=cmd_setup_emulator)
 
+    rs = sub.add_parser("rpc-server", help="on a phone or board: TVM's RPC server that also times Vulkan candidates")
+    rs.add_argument("--tracker", required=True, help="HOST:PORT of the TVM RPC tracker the tuning machine uses")
+    rs.add_argument("--key", required=True, help="device key to register under (pass it to tune --rpc-key)")
+    rs.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    rs.add_argument("--port", type=int, default=9090, help="first port to try (default 9090)")
+    rs.set_defaults(func=cmd_rpc_server)
+
     r = sub.add_parser("rpc-emulator", help="a TVM RPC tracker + an emulated device on loopback (tries the RPC route)")
-    r.add_argument("--isa", default="aarch64")
+    r.add_argument("--isa", default="aarch64", help="aarch64 (TVM's server under qemu) or vulkan (ours on lavapipe)")
     r.set_defaults(func=cmd_rpc_emulator)
     return p
 

@@ -3,7 +3,8 @@ any number of devices running TVM's RPC server under one key. Candidates are cro
 and timed there by MetaSchedule's RPCRunner; devices sharing a key share the measurements.
 
 `EmulatedDevice` is such a device on this machine: a tracker on loopback and TVM's RPC server in
-an emulated CPython of the target ISA under qemu-user (the userland `setup-emulator` builds). Its
+an emulated CPython of the target ISA under qemu-user (the userland `setup-emulator` builds), or for
+Vulkan our RPC server (compiler.rpc_server) on this machine's CPU Vulkan driver, lavapipe. Its
 timings are the emulator's, not the chip's: its key and device name say "emulated".
 """
 
@@ -22,7 +23,6 @@ from pathlib import Path
 
 from compiler.loader import sysroot_dir
 
-EMULATED_KEY_SUFFIX = "qemu-emulated"
 
 
 class RpcError(RuntimeError):
@@ -76,13 +76,20 @@ class Tracker:
         queue = queues.get(self.key, {})
         return max(len(servers), int(queue.get("free", 0)) + int(queue.get("pending", 0)), 1)
 
-    def runner(self, *, timeout_sec: int):
-        """MetaSchedule's RPC runner: one measuring worker per device under the key."""
+    def runner(self, *, timeout_sec: int, **steps):
+        """MetaSchedule's RPC runner: one measuring worker per device under the key. `steps`
+        replace RPCRunner's f_upload_module, f_run_evaluator, ... for devices TVM cannot time."""
         from tvm.s_tir import meta_schedule as ms
 
         config = ms.runner.RPCConfig(tracker_host=self.host, tracker_port=self.port, tracker_key=self.key,
                                      session_timeout_sec=timeout_sec)
-        return ms.runner.RPCRunner(rpc_config=config, max_workers=self.devices())
+        return ms.runner.RPCRunner(rpc_config=config, max_workers=self.devices(), **steps)
+
+    def session(self, timeout_sec: int):
+        """An RPC session with one device under the key (waiting while all are busy)."""
+        from tvm import rpc
+
+        return rpc.connect_tracker(self.host, self.port).request(self.key, session_timeout=timeout_sec)
 
 
 def _free_port() -> int:
@@ -92,16 +99,17 @@ def _free_port() -> int:
 
 
 class EmulatedDevice:
-    """A tracker on loopback plus TVM's RPC server in an emulated `isa` CPython, registered with
-    key "<isa>-qemu-emulated". Use as a context manager; both stop on exit."""
+    """A tracker on loopback plus an RPC server for `isa`, registered with key "<isa>-<emulator>-emulated":
+    TVM's server in an emulated aarch64 CPython, or ours on lavapipe for "vulkan". Use as a context
+    manager; both stop on exit."""
 
-    EMULATORS = {"aarch64": "qemu-aarch64"}
+    EMULATORS = {"aarch64": "qemu", "vulkan": "lavapipe"}
 
     def __init__(self, isa: str = "aarch64", *, start_timeout: float = 300.0):
         if isa not in self.EMULATORS:
             raise RpcError(f"no emulated RPC device for {isa!r}; known: {', '.join(self.EMULATORS)}")
         self.isa = isa
-        self.key = f"{isa}-{EMULATED_KEY_SUFFIX}"
+        self.key = f"{isa}-{self.EMULATORS[isa]}-emulated"
         self.start_timeout = start_timeout
         self._procs: list[tuple[subprocess.Popen, Path]] = []
         self._logs = tempfile.TemporaryDirectory(prefix="ekc-rpc-")
@@ -119,18 +127,37 @@ class EmulatedDevice:
         self.stop()
 
     def start(self) -> None:
+        port = _free_port()
+        self._spawn([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
+                     "--port-end", str(port + 1), "--silent"], os.environ.copy())
+        self.tracker = Tracker("127.0.0.1", port, self.key)
+        if self.isa == "vulkan":
+            self._start_vulkan_server()
+        else:
+            self._start_qemu_server()
+        self._wait_registered()
+
+    def _start_vulkan_server(self) -> None:
+        from compiler.vulkan_runtime import Device
+
+        device = Device()
+        name, is_cpu = device.name, device.is_cpu
+        device.close()
+        if not is_cpu:  # the key would call a real GPU's timings emulated
+            raise RpcError(f"this machine's Vulkan device is {name}, not an emulator: serve it with "
+                           "`python -m compiler rpc-server --tracker HOST:PORT --key KEY`")
+        self._spawn([sys.executable, "-m", "compiler", "rpc-server", "--tracker", self.tracker.address,
+                     "--key", self.key, "--host", "127.0.0.1", "--port", str(_free_port())], os.environ.copy())
+
+    def _start_qemu_server(self) -> None:
         root = sysroot_dir(self.isa)
         python = root / "root" / "usr" / "bin" / "python3.11"
         if not (root / "rpc-site" / "tvm").is_dir() or not python.is_file():
             raise RpcError(f"no {self.isa} userland with TVM's RPC server at {root}; create it with: "
                            f"python -m compiler setup-emulator --isa {self.isa}")
-        qemu = shutil.which(self.EMULATORS[self.isa])
+        qemu = shutil.which(f"qemu-{self.isa}")
         if qemu is None:
-            raise RpcError(f"{self.EMULATORS[self.isa]} is not installed (Debian: apt-get install qemu-user)")
-        port = _free_port()
-        self._spawn([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
-                     "--port-end", str(port + 1), "--silent"], os.environ.copy())
-        self.tracker = Tracker("127.0.0.1", port, self.key)
+            raise RpcError(f"qemu-{self.isa} is not installed (Debian: apt-get install qemu-user)")
         # TVM's server re-executes sys.executable for its worker process; point that at a script
         # that starts the emulated CPython again (so no binfmt_misc registration is needed).
         relaunch = root / "python-under-qemu"
@@ -144,7 +171,6 @@ class EmulatedDevice:
         self._spawn([qemu, str(python), "-c", launcher, str(relaunch), "--host", "127.0.0.1",
                      "--port", str(server_port), "--port-end", str(server_port + 50),
                      "--tracker", self.tracker.address, "--key", self.key], env)
-        self._wait_registered()
 
     def _spawn(self, cmd: list[str], env: dict[str, str]) -> None:
         log = Path(self._logs.name) / f"{len(self._procs)}.log"  # a file: a full pipe would stall the server

@@ -273,18 +273,20 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
     """Tune every tunable variant of `specs` within `trials` measurements and/or `minutes` of wall
     time (at least one given): on this machine, or on the devices under `tracker`'s key (a
     compiler.rpc.Tracker). Each task stops early once its search space is exhausted."""
-    if target.gpu is not None and tracker is not None:
-        raise ValueError(f"tuning {target.name} over RPC is not supported yet: run `tune` on the device itself "
-                         "(candidates are timed through the loader's Vulkan dispatcher)")
     directory = device_dir(logs_root, target.name, device)
     where = f"over RPC ({tracker.key} at {tracker.address})" if tracker else "on this machine"
     progress(f"tuning for {target.name} {where}, device {device}, into {directory}")
-    runner = tracker.runner(timeout_sec=rpc_timeout) if tracker else "local"
     if target.gpu is not None:
         from compiler import tune_vulkan
 
-        runner = tune_vulkan.runner()
-        progress(tune_vulkan.describe_device())
+        if tracker:
+            progress(tune_vulkan.describe_remote(tracker, rpc_timeout))
+            runner = tune_vulkan.rpc_runner(tracker, rpc_timeout)
+        else:
+            progress(tune_vulkan.describe_local())
+            runner = tune_vulkan.runner()
+    else:
+        runner = tracker.runner(timeout_sec=rpc_timeout) if tracker else "local"
     tasks = make_tasks(specs, target, progress)
     if not tasks:
         raise ValueError("none of the selected kernels has tunable knobs")

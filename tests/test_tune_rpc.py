@@ -1,11 +1,14 @@
-"""The autotuner's device route: a TVM RPC tracker and an aarch64 RPC server under qemu on loopback.
-Candidates are cross-compiled here and measured in the emulated CPython; the records then drive an
-ARM build whose kernels match numpy under the emulator."""
+"""The autotuner's device route: a TVM RPC tracker and an aarch64 RPC server under qemu on loopback,
+or our RPC server timing Vulkan shaders on lavapipe. Candidates are compiled here and measured on
+the "device"; the records then drive a build whose kernels match numpy there."""
 
 from __future__ import annotations
 
 import json
 import socket
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 from conftest import assert_matches, require_emulator
@@ -21,6 +24,13 @@ pytestmark = pytest.mark.emulated
 def device():
     require_emulator("aarch64")
     with rpc.EmulatedDevice("aarch64") as dev:
+        yield dev
+
+
+@pytest.fixture(scope="module")
+def vulkan_device():
+    require_emulator("spirv")
+    with rpc.EmulatedDevice("vulkan") as dev:
         yield dev
 
 
@@ -53,6 +63,45 @@ def test_a_candidate_that_times_out_is_recorded_failed_and_the_search_goes_on(de
                     tracker=device.tracker, rpc_timeout=1, progress=lines.append)
     assert sum(t.failures for t in run.tasks) >= 1
     assert any("failed" in line for line in lines)
+
+
+def test_tune_vulkan_over_rpc_then_build_uses_the_records(vulkan_device, tmp_path):
+    """The Vulkan candidates' shaders travel to `python -m compiler rpc-server`, which times them
+    through the loader's dispatcher; the device line says lavapipe's timings are emulated."""
+    target = targets.get("vulkan-adreno")
+    spec = make_spec("qgemm_w4a16", n=64, k=256, group=64, min=True)
+    lines = []
+    run = tune.tune([spec], target, device=vulkan_device.key, logs_root=tmp_path / "logs", trials=8,
+                    tracker=vulkan_device.tracker, rpc_timeout=120, progress=lines.append)
+    assert any("EMULATED" in line and "llvmpipe" in line for line in lines)
+    assert all(task.trials > task.failures for task in run.tasks), lines
+    out = tmp_path / "lib"
+    build.build([spec], target, out, toolchain=None, tuning_dir=run.directory, progress=lines.append)
+    variants = json.loads((out / "manifest.json").read_text())["kernels"][spec.name]["variants"]
+    assert all(v["tuning"] != "default" for v in variants)
+    with loader.load(out) as lib:
+        for m in (1, 5):
+            assert_matches(lib[spec.name], {"M": m}, seed=m)
+
+
+def test_vulkan_tuning_refuses_a_stock_tvm_server(vulkan_device):
+    from tvm import rpc as tvm_rpc
+
+    tracker = vulkan_device.tracker
+    port = rpc._free_port()
+    server = tvm_rpc.Server(host="127.0.0.1", port=port, port_end=port + 50, key="stock-phone", silent=True,
+                            tracker_addr=(tracker.host, tracker.port))
+    try:
+        stock = rpc.Tracker(tracker.host, tracker.port, "stock-phone")
+        for _ in range(50):  # registration takes a moment
+            if stock.summary().get("queue_info", {}).get("stock-phone", {}).get("free", 0):
+                break
+            time.sleep(0.2)
+        with pytest.raises(rpc.RpcError, match="stock RPC server.*compiler rpc-server"):
+            tune.tune([make_spec("qgemm_w4a16", n=64, k=256, group=64)], targets.get("vulkan"), device="stock",
+                      logs_root=Path(tempfile.mkdtemp()), trials=2, tracker=stock, progress=lambda _: None)
+    finally:
+        server.terminate()
 
 
 def test_unknown_key_names_the_registered_ones(device):

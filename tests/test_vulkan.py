@@ -211,3 +211,36 @@ def test_a_device_without_integer_dot_products_refuses_the_int8dot_build(build_l
         weights = kernel.pack(w=np.ones((spec.dim("n"), spec.dim("k")), np.int8), w_scale=np.ones(spec.dim("n"), np.float32))
         with pytest.raises(loader.LoaderError, match="shaderIntegerDotProduct"):
             kernel(x=np.ones((1, spec.dim("k")), np.int8), x_scale=np.ones(1, np.float32), **weights)
+
+
+def test_every_gemm_tile_compiles_for_any_m(monkeypatch, tmp_path):
+    """The tiled GEMM's whole knob space (tile heights x widths, the widest workgroup) lowers with a
+    dynamic M to shaders glslang accepts: a tuned record may pick any of them."""
+    require_emulator("spirv")
+    import itertools
+
+    import targets
+    from compiler import build
+    from compiler.codegen import vulkan
+    from compiler.specs import make_spec
+    from schedules import decisions
+
+    target = targets.get("vulkan-adreno")
+    spec = make_spec("qgemm_w4a16", n=64, k=256, group=64, min=True)
+    space = {}
+    choose = decisions.sample_choice
+
+    def recording_choice(sch, name, block, candidates, default):
+        space[name] = candidates
+        return choose(sch, name, block, candidates, forced.get(name, default))
+
+    monkeypatch.setattr(decisions, "sample_choice", recording_choice)
+    forced = {}
+    build.lower_kernel(spec, target)  # fills `space`
+    names = ["gemm_ty", "gemm_rows", "gemm_cols"]
+    for values in itertools.product(*(space[n] for n in names)):
+        forced = dict(zip(names, values), gemm_tx=max(space["gemm_tx"]))
+        func, knobs, _ = build.lower_kernel(spec, target)
+        assert all(knobs[name] == value for name, value in forced.items())
+        vulkan.build({"main": func.with_attr("global_symbol", "main")}, target.tvm_target(), target.gpu.api_version,
+                     tmp_path, progress=lambda _: None)

@@ -87,7 +87,9 @@ def schedule_gemm(sch, gpu) -> None:
     acc = sch.get_sblock("acc")
     i, g, j, *reduction = sch.get_loops(acc)
     # Every pairing of gemm_tx and gemm_ty fits a workgroup; default: a subgroup along the columns.
-    tys = [1, 2, 4]
+    # No gemm_ty of 1: with a one-thread threadIdx.y and a dynamic M, TVM 0.27's buffer compaction
+    # sizes the register tile negative (`float acc_local[-2]`, which glslang rejects).
+    tys = [2, 4]
     txs = [t for t in (4, 8, 16, 32, 64) if t * tys[-1] <= gpu.max_threads]
     tx = sample_choice(sch, "gemm_tx", acc, txs, max(t for t in txs if t <= max(gpu.subgroup_size, txs[0])))
     ty = sample_choice(sch, "gemm_ty", acc, tys, 4)
