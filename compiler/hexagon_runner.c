@@ -8,6 +8,9 @@
  *   'K' u64 nbytes, bytes                    -> u32 id            keep a weight buffer resident
  *   'C' u32 name_len, name, u32 nargs, args  -> i32 status, then each output's bytes (status 0)
  *                                               or u32 len, message (status != 0)
+ *   'T' as 'C', then u32 repeats             -> i32 status, then f64 seconds of each of `repeats`
+ *                                               back-to-back calls (status 0), outputs dropped;
+ *                                               the autotuner's timing, free of the pipe's cost
  *       arg: u8 role (0 input bytes, 1 kept id, 2 output), u8 code, u8 bits, u16 lanes, u32 ndim,
  *            i64 shape[ndim], then u64 nbytes + bytes (role 0) | u32 id (role 1) | nothing (role 2)
  *   'Q'                                      -> exit
@@ -16,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct { uint8_t code, bits; uint16_t lanes; } DLDataType;
 typedef struct { int32_t device_type, device_id; } DLDevice;
@@ -100,7 +104,14 @@ static void reply_error(const char *message) {
   fflush(stdout);
 }
 
-static void serve_call(void) {
+static double now_seconds(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* 'C' (timed == 0) or 'T' (timed == 1): see the protocol above. */
+static void serve_call(int timed) {
   uint32_t name_len, nargs;
   char name[512];
   read_exact(&name_len, 4);
@@ -148,6 +159,11 @@ static void serve_call(void) {
     args[i].zero_padding = 0;
     args[i].v.v_ptr = &tensors[i];
   }
+  uint32_t repeats = 1;
+  if (timed) {
+    read_exact(&repeats, 4);
+    if (repeats == 0 || repeats > 1000) exit(2);
+  }
   TVMFFISafeCallType fn = NULL;
   for (int k = 0; k < ekc_num_kernels; ++k)
     if (strcmp(ekc_kernels[k].name, name) == 0) fn = ekc_kernels[k].fn;
@@ -155,16 +171,26 @@ static void serve_call(void) {
     snprintf(last_error, sizeof last_error, "no kernel named %s in this runner", name);
     reply_error(last_error);
   } else {
+    static double seconds[1000];
     TVMFFIAny result;
-    memset(&result, 0, sizeof result);
+    int32_t status = 0;
     last_error[0] = 0;
-    int32_t status = fn(NULL, args, (int32_t)nargs, &result);
+    for (uint32_t r = 0; r < repeats && status == 0; ++r) {
+      memset(&result, 0, sizeof result);
+      double start = now_seconds();
+      status = fn(NULL, args, (int32_t)nargs, &result);
+      seconds[r] = now_seconds() - start;
+    }
     if (status != 0) {
       reply_error(last_error[0] ? last_error : "kernel failed");
     } else {
       write_exact(&status, 4);
-      for (uint32_t i = 0; i < nargs; ++i)
-        if (role[i] == 2) write_exact(tensors[i].data, out_bytes[i]);
+      if (timed) {
+        write_exact(seconds, 8 * (size_t)repeats);
+      } else {
+        for (uint32_t i = 0; i < nargs; ++i)
+          if (role[i] == 2) write_exact(tensors[i].data, out_bytes[i]);
+      }
       fflush(stdout);
     }
   }
@@ -190,8 +216,8 @@ int main(void) {
       uint32_t id = num_kept++;
       write_exact(&id, 4);
       fflush(stdout);
-    } else if (op == 'C') {
-      serve_call();
+    } else if (op == 'C' || op == 'T') {
+      serve_call(op == 'T');
     } else {
       return 2;
     }

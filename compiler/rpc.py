@@ -3,19 +3,23 @@ any number of devices running TVM's RPC server under one key. Candidates are cro
 and timed there by MetaSchedule's RPCRunner; devices sharing a key share the measurements.
 
 `EmulatedDevice` is such a device on this machine: a tracker on loopback and TVM's RPC server in
-an emulated CPython of the target ISA under qemu-user (the userland `setup-emulator` builds), or for
-Vulkan our RPC server (compiler.rpc_server) on this machine's CPU Vulkan driver, lavapipe. Its
-timings are the emulator's, not the chip's: its key and device name say "emulated".
+an emulated CPython of the target ISA under qemu-user (the userland `setup-emulator` builds), or
+our RPC server (compiler.rpc_server) timing Vulkan shaders on lavapipe or Hexagon runners under
+qemu-hexagon. Its timings are the emulator's, not the chip's: its key and device name say "emulated".
 """
 
 from __future__ import annotations
 
+import functools
+import io
+import json
 import os
 import shlex
 import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from dataclasses import dataclass
@@ -85,11 +89,57 @@ class Tracker:
                                      session_timeout_sec=timeout_sec)
         return ms.runner.RPCRunner(rpc_config=config, max_workers=self.devices(), **steps)
 
+    def measuring_runner(self, *, timeout_sec: int, functions: str):
+        """An RPC runner for candidates TVM's runtime cannot time (Vulkan shaders, Hexagon runners):
+        each candidate's folder goes to the device as one tar and `<functions>.measure` there
+        (compiler.rpc_server) times it."""
+        return self.runner(timeout_sec=timeout_sec, f_upload_module=_upload_folder, f_alloc_argument=_arguments,
+                           f_run_evaluator=functools.partial(_measure, functions + ".measure"), f_cleanup=_cleanup)
+
+    def describe(self, functions: str, timeout_sec: int) -> str:
+        """`<functions>.describe` on a device under the key: where it measures (which also proves
+        it runs compiler.rpc_server)."""
+        name = functions + ".describe"
+        session = self.session(timeout_sec)
+        try:
+            return session.get_function(name)()
+        except Exception as err:  # noqa: BLE001 (TVM raises a bare error for a missing remote function)
+            if name not in str(err):
+                raise
+            raise RpcError(f"the device under key {self.key!r} runs TVM's stock RPC server, which cannot time "
+                           "these kernels; run `python -m compiler rpc-server --tracker HOST:PORT --key KEY` "
+                           "on it instead") from None
+
     def session(self, timeout_sec: int):
         """An RPC session with one device under the key (waiting while all are busy)."""
         from tvm import rpc
 
         return rpc.connect_tracker(self.host, self.port).request(self.key, session_timeout=timeout_sec)
+
+
+# MetaSchedule RPCRunner steps of Tracker.measuring_runner (module functions: they are pickled to
+# the runner's worker processes).
+
+def _upload_folder(session, local_path: str, remote_path: str) -> str:
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        for file in Path(local_path).parent.iterdir():
+            tar.add(file, arcname=file.name)
+    session.upload(bytearray(data.getvalue()), remote_path + ".tar")
+    return remote_path + ".tar"
+
+
+def _arguments(session, device, args_info, alloc_repeat) -> list:
+    return [list(args_info)]  # the device fills them: random data need not cross the network
+
+
+def _measure(function: str, session, remote_tar: str, device, evaluator_config, repeated_args) -> list[float]:
+    return json.loads(session.get_function(function)(remote_tar, json.dumps(repeated_args[0])))
+
+
+def _cleanup(session, remote_path) -> None:
+    if session is not None and remote_path is not None:
+        session.remove(remote_path + ".tar")
 
 
 def _free_port() -> int:
@@ -100,10 +150,10 @@ def _free_port() -> int:
 
 class EmulatedDevice:
     """A tracker on loopback plus an RPC server for `isa`, registered with key "<isa>-<emulator>-emulated":
-    TVM's server in an emulated aarch64 CPython, or ours on lavapipe for "vulkan". Use as a context
-    manager; both stop on exit."""
+    TVM's server in an emulated aarch64 CPython, or ours (on lavapipe for "vulkan", timing runners
+    under qemu-hexagon for "hexagon"). Use as a context manager; both stop on exit."""
 
-    EMULATORS = {"aarch64": "qemu", "vulkan": "lavapipe"}
+    EMULATORS = {"aarch64": "qemu", "vulkan": "lavapipe", "hexagon": "qemu"}
 
     def __init__(self, isa: str = "aarch64", *, start_timeout: float = 300.0):
         if isa not in self.EMULATORS:
@@ -131,21 +181,24 @@ class EmulatedDevice:
         self._spawn([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
                      "--port-end", str(port + 1), "--silent"], os.environ.copy())
         self.tracker = Tracker("127.0.0.1", port, self.key)
-        if self.isa == "vulkan":
-            self._start_vulkan_server()
-        else:
+        if self.isa == "aarch64":
             self._start_qemu_server()
+        else:
+            self._start_our_server()
         self._wait_registered()
 
-    def _start_vulkan_server(self) -> None:
-        from compiler.vulkan_runtime import Device
+    def _start_our_server(self) -> None:
+        if self.isa == "vulkan":
+            from compiler.vulkan_runtime import Device
 
-        device = Device()
-        name, is_cpu = device.name, device.is_cpu
-        device.close()
-        if not is_cpu:  # the key would call a real GPU's timings emulated
-            raise RpcError(f"this machine's Vulkan device is {name}, not an emulator: serve it with "
-                           "`python -m compiler rpc-server --tracker HOST:PORT --key KEY`")
+            device = Device()
+            name, is_cpu = device.name, device.is_cpu
+            device.close()
+            if not is_cpu:  # the key would call a real GPU's timings emulated
+                raise RpcError(f"this machine's Vulkan device is {name}, not an emulator: serve it with "
+                               "`python -m compiler rpc-server --tracker HOST:PORT --key KEY`")
+        elif shutil.which("qemu-hexagon") is None:
+            raise RpcError("qemu-hexagon is not installed (Debian: apt-get install qemu-user)")
         self._spawn([sys.executable, "-m", "compiler", "rpc-server", "--tracker", self.tracker.address,
                      "--key", self.key, "--host", "127.0.0.1", "--port", str(_free_port())], os.environ.copy())
 

@@ -1,7 +1,7 @@
-"""The device side of the autotuner's RPC route for targets whose kernels TVM's runtime cannot
-time: TVM's RPC server with our measuring functions registered. Today that is Vulkan, whose
-shaders run through the loader's dispatcher rather than a TVM module (compiler.tune_vulkan sends
-each candidate's shaders and launch plan as one tar)."""
+"""The device side of the autotuner's RPC route for kernels TVM's runtime cannot time: TVM's RPC
+server with our measuring functions registered. Vulkan shaders run through the loader's
+dispatcher (compiler.tune_vulkan), Hexagon code in its runner program (compiler.tune_hexagon);
+the tuner sends each candidate's folder as one tar (compiler.rpc.Tracker.measuring_runner)."""
 
 from __future__ import annotations
 
@@ -10,21 +10,34 @@ import tarfile
 from pathlib import Path
 
 
-def _measure_vulkan(tar_name: str, args_json: str) -> str:
+def _unpack(tar_name: str) -> Path:
     import tvm
-
-    from compiler import tune_vulkan
-    from compiler.vulkan_runtime import Device
 
     tar_path = Path(tvm.get_global_func("tvm.rpc.server.workpath")(tar_name))
     folder = tar_path.with_suffix(".d")
     with tarfile.open(tar_path) as tar:
         tar.extractall(folder, filter="data")
+    return folder
+
+
+def _measure_vulkan(tar_name: str, args_json: str) -> str:
+    from compiler import tune_vulkan
+    from compiler.vulkan_runtime import Device
+
+    folder = _unpack(tar_name)
     device = Device()  # per session: the server forks a process per session
     try:
         return json.dumps(tune_vulkan.time_candidate(folder, json.loads(args_json), device))
     finally:
         device.close()
+
+
+def _measure_hexagon(tar_name: str, args_json: str) -> str:
+    from compiler import tune_hexagon
+
+    folder = _unpack(tar_name)
+    (folder / tune_hexagon.RUNNER).chmod(0o755)
+    return json.dumps(tune_hexagon.time_candidate(folder, json.loads(args_json)))
 
 
 def _describe_vulkan() -> str:
@@ -33,14 +46,22 @@ def _describe_vulkan() -> str:
     return tune_vulkan.describe_local()
 
 
+def _describe_hexagon() -> str:
+    from compiler import tune_hexagon
+
+    return tune_hexagon.describe()
+
+
 def register() -> None:
     """server_init_callback of TVM's RPC server: runs in its serving process, before any session."""
     import tvm_ffi
 
-    from compiler import tune_vulkan
+    from compiler import tune_hexagon, tune_vulkan
 
-    tvm_ffi.register_global_func(tune_vulkan.MEASURE_FUNC, _measure_vulkan, override=True)
-    tvm_ffi.register_global_func(tune_vulkan.DESCRIBE_FUNC, _describe_vulkan, override=True)
+    for prefix, measure, describe in ((tune_vulkan.MEASURE_FUNC, _measure_vulkan, _describe_vulkan),
+                                      (tune_hexagon.MEASURE_FUNC, _measure_hexagon, _describe_hexagon)):
+        tvm_ffi.register_global_func(prefix + ".measure", measure, override=True)
+        tvm_ffi.register_global_func(prefix + ".describe", describe, override=True)
 
 
 def serve(tracker, *, host: str, port: int, progress=print) -> None:

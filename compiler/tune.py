@@ -210,7 +210,32 @@ def _builder(target, work_dir: str):
         from compiler import tune_vulkan
 
         return in_process_builder(tune_vulkan.spirv_candidate(target, work_dir))
+    if target.runner == "hexagon":
+        from compiler import tune_hexagon
+
+        return in_process_builder(tune_hexagon.runner_candidate(target, work_dir))
     return in_process_builder(_cpu_library(toolchain.for_target(target), work_dir))
+
+
+def _runner(target, tracker, rpc_timeout: int, progress):
+    """Where candidates are timed: this machine's CPU or Vulkan device, or the devices under
+    `tracker`'s key: TVM's own RPC measurement, or for the kernels TVM's runtime cannot time
+    (Vulkan shaders, Hexagon runners) the functions compiler.rpc_server registers there."""
+    from compiler import tune_hexagon, tune_vulkan
+
+    if tracker is None:
+        if target.gpu is None:
+            return "local"
+        progress(tune_vulkan.describe_local())
+        return tune_vulkan.runner()
+    if target.gpu is not None:
+        functions = tune_vulkan.MEASURE_FUNC
+    elif target.runner == "hexagon":
+        functions = tune_hexagon.MEASURE_FUNC
+    else:
+        return tracker.runner(timeout_sec=rpc_timeout)
+    progress(tracker.describe(functions, rpc_timeout))
+    return tracker.measuring_runner(timeout_sec=rpc_timeout, functions=functions)
 
 
 @dataclass
@@ -276,17 +301,7 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
     directory = device_dir(logs_root, target.name, device)
     where = f"over RPC ({tracker.key} at {tracker.address})" if tracker else "on this machine"
     progress(f"tuning for {target.name} {where}, device {device}, into {directory}")
-    if target.gpu is not None:
-        from compiler import tune_vulkan
-
-        if tracker:
-            progress(tune_vulkan.describe_remote(tracker, rpc_timeout))
-            runner = tune_vulkan.rpc_runner(tracker, rpc_timeout)
-        else:
-            progress(tune_vulkan.describe_local())
-            runner = tune_vulkan.runner()
-    else:
-        runner = tracker.runner(timeout_sec=rpc_timeout) if tracker else "local"
+    runner = _runner(target, tracker, rpc_timeout, progress)
     tasks = make_tasks(specs, target, progress)
     if not tasks:
         raise ValueError("none of the selected kernels has tunable knobs")

@@ -5,9 +5,7 @@ here, which the tuner's device line says) or over TVM RPC on a phone or board th
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -15,9 +13,7 @@ from pathlib import Path
 import numpy as np
 
 RUN_REPEATS = 5
-# The functions compiler.rpc_server registers on the device.
-MEASURE_FUNC = "ekc.vulkan.measure"
-DESCRIBE_FUNC = "ekc.vulkan.describe"
+MEASURE_FUNC = "ekc.vulkan"  # compiler.rpc_server registers <this>.measure and <this>.describe
 
 
 def spirv_candidate(target, work_dir: str):
@@ -112,49 +108,3 @@ def runner():
             return futures
 
     return DispatcherRunner()
-
-
-# MetaSchedule's RPCRunner steps for Vulkan: it sends the candidate's folder as one tar and has the
-# device time it (compiler.rpc_server); TVM's own steps would load a TVM module there instead.
-
-def _upload(session, local_path: str, remote_path: str) -> str:
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
-        for file in Path(local_path).parent.iterdir():
-            tar.add(file, arcname=file.name)
-    session.upload(bytearray(data.getvalue()), remote_path + ".tar")
-    return remote_path + ".tar"
-
-
-def _arguments(session, device, args_info, alloc_repeat) -> list:
-    return [list(args_info)]  # the device fills them: random data need not cross the network
-
-
-def _measure(session, remote_tar: str, device, evaluator_config, repeated_args) -> list[float]:
-    return json.loads(session.get_function(MEASURE_FUNC)(remote_tar, json.dumps(repeated_args[0])))
-
-
-def _cleanup(session, remote_path) -> None:
-    if session is not None and remote_path is not None:
-        session.remove(remote_path + ".tar")
-
-
-def rpc_runner(tracker, timeout_sec: int):
-    """MetaSchedule's RPCRunner over `tracker` (a compiler.rpc.Tracker) with the Vulkan steps."""
-    return tracker.runner(timeout_sec=timeout_sec, f_upload_module=_upload, f_alloc_argument=_arguments,
-                          f_run_evaluator=_measure, f_cleanup=_cleanup)
-
-
-def describe_remote(tracker, timeout_sec: int) -> str:
-    """The device line of a device under `tracker`'s key, which also proves it serves our functions."""
-    from compiler.rpc import RpcError
-
-    session = tracker.session(timeout_sec)
-    try:
-        return session.get_function(DESCRIBE_FUNC)()
-    except Exception as err:  # noqa: BLE001 (TVM raises a bare error for a missing remote function)
-        if DESCRIBE_FUNC not in str(err):
-            raise
-        raise RpcError(f"the device under key {tracker.key!r} runs TVM's stock RPC server, which cannot time "
-                       "Vulkan shaders; run `python -m compiler rpc-server --tracker HOST:PORT --key KEY` "
-                       "on it instead") from None

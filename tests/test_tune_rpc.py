@@ -1,6 +1,7 @@
 """The autotuner's device route: a TVM RPC tracker and an aarch64 RPC server under qemu on loopback,
-or our RPC server timing Vulkan shaders on lavapipe. Candidates are compiled here and measured on
-the "device"; the records then drive a build whose kernels match numpy there."""
+or our RPC server timing Vulkan shaders on lavapipe or Hexagon runners under qemu-hexagon.
+Candidates are compiled here and measured on the "device"; the records then drive a build whose
+kernels match numpy there."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ def device():
 def vulkan_device():
     require_emulator("spirv")
     with rpc.EmulatedDevice("vulkan") as dev:
+        yield dev
+
+
+@pytest.fixture(scope="module")
+def hexagon_device():
+    require_emulator("hexagon")
+    with rpc.EmulatedDevice("hexagon") as dev:
         yield dev
 
 
@@ -80,6 +88,26 @@ def test_tune_vulkan_over_rpc_then_build_uses_the_records(vulkan_device, tmp_pat
     variants = json.loads((out / "manifest.json").read_text())["kernels"][spec.name]["variants"]
     assert all(v["tuning"] != "default" for v in variants)
     with loader.load(out) as lib:
+        for m in (1, 5):
+            assert_matches(lib[spec.name], {"M": m}, seed=m)
+
+
+def test_tune_hexagon_over_rpc_then_build_uses_the_records(hexagon_device, tmp_path):
+    """Each candidate is linked into its own runner, which the device times inside itself (under
+    qemu-hexagon here, said to be emulated); the build replays the records and matches numpy."""
+    target = targets.get("hexagon")
+    spec = make_spec("qgemm_w4a8", n=64, k=256, group=32)
+    lines = []
+    run = tune.tune([spec], target, device=hexagon_device.key, logs_root=tmp_path / "logs", trials=6,
+                    tracker=hexagon_device.tracker, rpc_timeout=120, progress=lines.append)
+    assert any("EMULATED" in line and "qemu-hexagon" in line for line in lines)
+    assert all(task.trials > task.failures and task.best_secs > 0 for task in run.tasks), lines
+    out = tmp_path / "lib"
+    build.build([spec], target, out, toolchain=toolchain.for_target(target), tuning_dir=run.directory,
+                progress=lines.append)
+    variants = json.loads((out / "manifest.json").read_text())["kernels"][spec.name]["variants"]
+    assert all(v["tuning"] != "default" for v in variants)
+    with loader.load(out, emulate=True) as lib:
         for m in (1, 5):
             assert_matches(lib[spec.name], {"M": m}, seed=m)
 
