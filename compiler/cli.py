@@ -297,7 +297,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--isa", default="aarch64")
     e.set_defaults(func=cmd_setup_emulator)
 
-    rs = sub.add_parser("rpc-server", help="on a phone or board: TVM's RPC server that also times Vulkan / Hexagon candidates")
+    rs = sub.add_parser("rpc-server",
+                        help="on a phone or board: TVM's RPC server that also times Vulkan / Hexagon candidates")
     rs.add_argument("--tracker", required=True, help="HOST:PORT of the TVM RPC tracker the tuning machine uses")
     rs.add_argument("--key", required=True, help="device key to register under (pass it to tune --rpc-key)")
     rs.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
@@ -305,8 +306,9 @@ def parser() -> argparse.ArgumentParser:
     rs.set_defaults(func=cmd_rpc_server)
 
     r = sub.add_parser("rpc-emulator", help="a TVM RPC tracker + an emulated device on loopback (tries the RPC route)")
-    r.add_argument("--isa", default="aarch64", help="aarch64 (TVM's server under qemu), vulkan (ours on lavapipe) or hexagon (ours, runners "
-                   "under qemu-hexagon)")
+    r.add_argument("--isa", default="aarch64",
+                   help="aarch64 (TVM's server under qemu), vulkan (ours on lavapipe) or hexagon (ours, runners "
+                        "under qemu-hexagon)")
     r.set_defaults(func=cmd_rpc_emulator)
     return p
 
