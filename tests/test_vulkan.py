@@ -213,34 +213,44 @@ def test_a_device_without_integer_dot_products_refuses_the_int8dot_build(build_l
             kernel(x=np.ones((1, spec.dim("k")), np.int8), x_scale=np.ones(1, np.float32), **weights)
 
 
-def test_every_gemm_tile_compiles_for_any_m(monkeypatch, tmp_path):
-    """The tiled GEMM's whole knob space (tile heights x widths, the widest workgroup) lowers with a
-    dynamic M to shaders glslang accepts: a tuned record may pick any of them."""
+@pytest.mark.parametrize("op, options", [("qgemm_w4a16", {"group": 64, "min": True}),  # group scales
+                                         ("qgemm_w8a8", {})])  # per-channel: one group
+def test_every_gemm_knob_setting_replays_and_compiles(tmp_path, op, options):
+    """The GEMM schedules' whole knob spaces (the tiled GEMM's tile heights x widths with the widest
+    workgroup, with a dynamic M; the GEMV's columns x reduction threads), each reached as the
+    tuner reaches it, by replaying the default trace with other decisions, lower to shaders
+    glslang accepts."""
     require_emulator("spirv")
     import itertools
 
+    import tvm
+    from tvm import s_tir
+
+    import schedules
     import targets
-    from compiler import build
+    from compiler import ops
     from compiler.codegen import vulkan
     from compiler.specs import make_spec
-    from schedules import decisions
 
     target = targets.get("vulkan-adreno")
-    spec = make_spec("qgemm_w4a16", n=64, k=256, group=64, min=True)
-    space = {}
-    choose = decisions.sample_choice
-
-    def recording_choice(sch, name, block, candidates, default):
-        space[name] = candidates
-        return choose(sch, name, block, candidates, forced.get(name, default))
-
-    monkeypatch.setattr(decisions, "sample_choice", recording_choice)
-    forced = {}
-    build.lower_kernel(spec, target)  # fills `space`
-    names = ["gemm_ty", "gemm_rows", "gemm_cols"]
-    for values in itertools.product(*(space[n] for n in names)):
-        forced = dict(zip(names, values), gemm_tx=max(space["gemm_tx"]))
-        func, knobs, _ = build.lower_kernel(spec, target)
-        assert all(knobs[name] == value for name, value in forced.items())
-        vulkan.build({"main": func.with_attr("global_symbol", "main")}, target.tvm_target(), target.gpu.api_version,
-                     tmp_path, progress=lambda _: None)
+    spec = make_spec(op, n=64, k=256, **options)
+    for bucket, fixed in (({}, {"gemm_tx": 64}), ({"M": 1}, {})):
+        func = ops.get(spec.op).build(spec, schedules.layout(spec, target, bucket))
+        sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+        schedules.schedule(sch, spec, target, bucket)
+        knobs = {}  # knob name -> (its SampleCategorical, candidates)
+        for inst in sch.trace.insts:
+            if inst.kind.name == "Annotate" and str(inst.attrs[0]).startswith(schedules.KNOB_PREFIX):
+                sample = next(i for i in sch.trace.insts if i.outputs and i.outputs[0].same_as(inst.inputs[1]))
+                knobs[str(inst.attrs[0])[len(schedules.KNOB_PREFIX):]] = (sample, [int(c) for c in sample.attrs[0]])
+        names = [n for n in knobs if n not in fixed]
+        for values in itertools.product(*(knobs[n][1] for n in names)):
+            trace = sch.trace
+            for name, value in {**dict(zip(names, values)), **fixed}.items():
+                sample, candidates = knobs[name]
+                trace = trace.with_decision(sample, candidates.index(value), remove_postproc=True)
+            replayed = s_tir.Schedule(tvm.IRModule({"main": func}))
+            trace.apply_to_schedule(replayed, remove_postproc=True)
+            assert schedules.knobs(replayed) == {**dict(zip(names, values)), **fixed}
+            vulkan.build({"main": replayed.mod["main"].with_attr("global_symbol", "main")}, target.tvm_target(),
+                         target.gpu.api_version, tmp_path, progress=lambda _: None)

@@ -59,62 +59,115 @@ def _float_tile(spec, gpu) -> int:
 def schedule(sch, spec, target, bucket: dict):
     """Schedule in place (attention is thread-bound already: compiler/ops/attention_gpu.py).
 
-    One-token GEMMs (decode): the accumulation is a GEMV with the reduction split over threads
-    (cross-thread reduction) and `gemv_cols` output columns per workgroup. Other GEMMs: register
-    tiles per thread (schedule_gemm). The stages around the accumulation get one thread per output
-    element. All choices are tunable knobs. Quantisation: TVM's rule-based GPU schedules (dlight),
-    sized by the target's thread limit, replayed onto `sch`."""
+    GEMMs with group scales (every float-activation GEMM, int GEMMs with block scales) keep each
+    group's partial sum in a register and scale it there: the thread that owns an output loops over
+    groups (schedule_grouped_gemv / _gemm). Per-channel int GEMMs have one group, the whole K. One-
+    token GEMMs (decode) split the reduction over threads (cross-thread reduction); other GEMMs give
+    each thread a register tile. The stages around get one thread per output element. All choices
+    are tunable knobs. Quantisation: TVM's rule-based GPU schedules (dlight), sized by the target's
+    thread limit, replayed onto `sch`."""
     if spec.op.startswith("attention"):
         return sch
-    if spec.op in GEMM_OPS and bucket.get("M") == 1:
-        schedule_gemv(sch, target.gpu)
-        return sch
     if spec.op in GEMM_OPS:
-        schedule_gemm(sch, target.gpu)
+        grouped = _has_block(sch, "ysum")
+        if bucket.get("M") == 1:
+            (schedule_grouped_gemv if grouped else schedule_gemv)(sch, target.gpu)
+        else:
+            (schedule_grouped_gemm if grouped else schedule_gemm)(sch, target.gpu)
         return sch
     scheduled = _dlight(sch.mod["main"], spec, target)
     scheduled.trace.apply_to_schedule(sch, remove_postproc=False)
     return sch
 
 
-def schedule_gemm(sch, gpu) -> None:
-    """Any-length GEMM: each thread accumulates a `gemm_rows` x `gemm_cols` register tile (every
-    activation value it loads serves gemm_cols columns, every weight value gemm_rows rows), a
-    workgroup is `gemm_ty` x `gemm_tx` threads; the accumulation block is (i, g, j, reductions) in
-    every GEMM op. The stages around it get one thread per output element."""
+def _has_block(sch, name: str) -> bool:
+    """Asked of a copy of the IR: the schedule's own trace must not record the question."""
+    from tvm import s_tir
+
+    try:
+        s_tir.Schedule(sch.mod).get_sblock(name)
+    except s_tir.schedule.ScheduleError:
+        return False
+    return True
+
+
+def _register_tiles(sch, block, i, j, gpu):
+    """Knobs and splits of a register-tiled GEMM: each thread owns a `gemm_rows` x `gemm_cols` tile
+    of outputs (every activation value it loads serves gemm_cols columns, every weight value
+    gemm_rows rows), a workgroup `gemm_ty` x `gemm_tx` threads. Returns ((io, it, ii), (jo, jt, ji))
+    with it/jt bound to threads."""
     from schedules.decisions import sample_choice
 
-    acc = sch.get_sblock("acc")
-    i, g, j, *reduction = sch.get_loops(acc)
     # Every pairing of gemm_tx and gemm_ty fits a workgroup; default: a subgroup along the columns.
     # No gemm_ty of 1: with a one-thread threadIdx.y and a dynamic M, TVM 0.27's buffer compaction
     # sizes the register tile negative (`float acc_local[-2]`, which glslang rejects).
     tys = [2, 4]
     txs = [t for t in (4, 8, 16, 32, 64) if t * tys[-1] <= gpu.max_threads]
-    tx = sample_choice(sch, "gemm_tx", acc, txs, max(t for t in txs if t <= max(gpu.subgroup_size, txs[0])))
-    ty = sample_choice(sch, "gemm_ty", acc, tys, 4)
-    rows = sample_choice(sch, "gemm_rows", acc, [1, 2, 4, 8], 4)
-    cols = sample_choice(sch, "gemm_cols", acc, [1, 2, 4], 4)
+    tx = sample_choice(sch, "gemm_tx", block, txs, max(t for t in txs if t <= max(gpu.subgroup_size, txs[0])))
+    ty = sample_choice(sch, "gemm_ty", block, tys, 4)
+    rows = sample_choice(sch, "gemm_rows", block, [1, 2, 4, 8], 4)
+    cols = sample_choice(sch, "gemm_cols", block, [1, 2, 4], 4)
     io, it, ii = sch.split(i, [None, ty, rows])
     jo, jt, ji = sch.split(j, [None, tx, cols])
+    sch.bind(it, "threadIdx.y")
+    sch.bind(jt, "threadIdx.x")
+    return (io, it, ii), (jo, jt, ji)
+
+
+def schedule_gemm(sch, gpu) -> None:
+    """Any-length GEMM of one group (per-channel scales): register tiles (_register_tiles) over
+    the accumulation block (i, g, j, reductions), g of extent 1."""
+    acc = sch.get_sblock("acc")
+    i, g, j, *reduction = sch.get_loops(acc)
+    (io, it, ii), (jo, jt, ji) = _register_tiles(sch, acc, i, j, gpu)
     sch.reorder(io, g, jo, it, jt, *reduction, ii, ji)
     sch.bind(io, "blockIdx.y")
     sch.bind(sch.fuse(g, jo), "blockIdx.x")
-    sch.bind(it, "threadIdx.y")
-    sch.bind(jt, "threadIdx.x")
-    local = sch.cache_write(acc, 0, "local")
-    sch.reverse_compute_at(local, jt)
+    sch.reverse_compute_at(sch.cache_write(acc, 0, "local"), jt, preserve_unit_loops=True)
     sch.decompose_reduction(acc, reduction[0])
     _one_thread_per_element(sch, gpu, skip={"acc", "acc_local"})
+
+
+def schedule_grouped_gemm(sch, gpu) -> None:
+    """Any-length GEMM with group scales: register tiles (_register_tiles) over the scaled sum
+    ysum(i, j; groups); per group, the tile's partial sums (acc) are computed in registers, scaled
+    and added, so they never reach memory."""
+    acc, ysum = sch.get_sblock("acc"), sch.get_sblock("ysum")
+    i, j, groups = sch.get_loops(ysum)
+    (io, it, ii), (jo, jt, ji) = _register_tiles(sch, ysum, i, j, gpu)
+    sch.reorder(io, jo, it, jt, groups, ii, ji)
+    sch.bind(io, "blockIdx.y")
+    sch.bind(jo, "blockIdx.x")
+    sch.reverse_compute_at(sch.cache_write(ysum, 0, "local"), jt, preserve_unit_loops=True)
+    _group_sums_in_registers(sch, acc, groups, reduction_outside=True)
+    sch.decompose_reduction(ysum, groups)
+    _one_thread_per_element(sch, gpu, skip={"acc", "ysum", "ysum_local"})
+
+
+def _group_sums_in_registers(sch, acc, group_loop, *, reduction_outside: bool) -> None:
+    """Compute the accumulation block inside `group_loop` into registers; with reduction_outside,
+    its reduction loops go outside its tile loops (each loaded value then serves the whole tile).
+    Unit loops are kept so the loop count, and with it the trace, does not depend on the knobs."""
+    sch.compute_at(acc, group_loop, preserve_unit_loops=True)
+    sch.set_scope(acc, 0, "local")
+    loops = sch.get_loops(acc)
+    reductions = sum(int(iv.iter_type) == 2 for iv in sch.get(acc).iter_vars)
+    at = [sch.get(loop).same_as(sch.get(group_loop)) for loop in loops].index(True)
+    tile, reduction = loops[at + 1:len(loops) - reductions], loops[len(loops) - reductions:]
+    if reduction_outside and tile:
+        sch.reorder(*reduction, *tile)
+    sch.decompose_reduction(acc, reduction[0])
 
 
 def _one_thread_per_element(sch, gpu, skip: set[str]) -> None:
     """Bind every other block's spatial loops (TE blocks: one loop per block iterator, in order)
     to threads; its reduction, if any, runs serially in the thread."""
     for block in sch.get_child_blocks(sch.get_sblock("root")):
+        if sch.get(block).name_hint in skip:  # before get_loops: their loop counts vary with the knobs
+            continue
         loops = sch.get_loops(block)
         iters = sch.get(block).iter_vars
-        if sch.get(block).name_hint in skip or any(sch.get(loop).thread_binding is not None for loop in loops):
+        if any(sch.get(loop).thread_binding is not None for loop in loops):
             continue
         if len(loops) != len(iters):
             raise ValueError(f"block {sch.get(block).name_hint}: loops do not match its iterators")
@@ -129,7 +182,7 @@ def _one_thread_per_element(sch, gpu, skip: set[str]) -> None:
 
 
 def schedule_gemv(sch, gpu) -> None:
-    """One-token GEMM: `gemv_threads` threads split each column's reduction (combined across
+    """One-token GEMM of one group (per-channel scales): `gemv_threads` threads split each column's reduction (combined across
     threads by TVM's cross-thread reduction), `gemv_cols` columns per workgroup."""
     from schedules.decisions import sample_choice
 
@@ -148,6 +201,30 @@ def schedule_gemv(sch, gpu) -> None:
     sch.bind(ty, "threadIdx.y")
     sch.bind(tx, "threadIdx.x")
     _one_thread_per_element(sch, gpu, skip={"acc"})
+
+
+def schedule_grouped_gemv(sch, gpu) -> None:
+    """One-token GEMM with group scales: `gemv_cols` adjacent columns per workgroup, one per thread
+    along threadIdx.x (a subgroup reads adjacent weight bytes), and `gemv_threads` threads along
+    threadIdx.y splitting the groups (combined by cross-thread reduction). Each thread computes a
+    group's partial sum in a register, scales it and adds it."""
+    from schedules.decisions import sample_choice
+
+    acc, ysum = sch.get_sblock("acc"), sch.get_sblock("ysum")
+    i, j, groups = sch.get_loops(ysum)
+    # Every pairing of the two knobs fits a workgroup; default: a subgroup of columns.
+    splits = [1, 2, 4]
+    columns = [c for c in (8, 16, 32, 64) if c * splits[-1] <= gpu.max_threads]
+    cols = sample_choice(sch, "gemv_cols", ysum, columns, max(c for c in columns if c <= max(gpu.subgroup_size, 8)))
+    threads = sample_choice(sch, "gemv_threads", ysum, splits, 4)
+    outer, tx = sch.split(sch.fuse(i, j), [None, cols])
+    ty, serial = sch.split(groups, [threads, None])
+    sch.reorder(outer, tx, ty, serial)
+    sch.bind(outer, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+    sch.bind(ty, "threadIdx.y")
+    _group_sums_in_registers(sch, acc, serial, reduction_outside=False)
+    _one_thread_per_element(sch, gpu, skip={"acc", "ysum"})
 
 
 def _dlight(func, spec, target):
