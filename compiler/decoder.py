@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from compiler import gguf_kernels, loader
+from compiler import gguf_kernels
 from compiler.gguf_file import GGUFModel
 from compiler.loader import Library
 
@@ -26,6 +26,7 @@ class Decoder:
         if missing:
             raise ValueError(f"library {library.directory} lacks kernels this model needs: {', '.join(missing)}")
         self.kernels = {role: library[spec.name] for role, spec in self.specs.items()}
+        self.library = library
         self.max_context = max_context
         m = self.shape
         self.layers = []
@@ -44,11 +45,13 @@ class Decoder:
         return sum(bound.nbytes for bound in [*(b for layer in self.layers for b in layer.values()), self.head])
 
     def reset(self) -> None:
-        """Forget the context (empty KV cache)."""
+        """Forget the context (empty KV cache). The cache lives where the kernels run (device memory
+        on Vulkan), so a decode step sends the new token's K and V there, not the whole cache."""
         m = self.shape
         self.length = 0
-        self.k_cache = loader.empty((m.layers, m.kv_heads, self.max_context, m.head_dim), np.float32)
-        self.v_cache = loader.empty(self.k_cache.shape, np.float32)
+        shape = (m.layers, m.kv_heads, self.max_context, m.head_dim)
+        self.k_cache = self.library.device_array(shape, np.float32)
+        self.v_cache = self.library.device_array(shape, np.float32)
 
     def _run(self, role: str, kernel, **inputs):
         start = time.perf_counter()

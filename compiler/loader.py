@@ -161,9 +161,49 @@ def _apply_step(name: str, array: np.ndarray, step: dict[str, Any]) -> np.ndarra
 
 # -- argument checks ---------------------------------------------------------------------------------
 
+class DeviceArray:
+    """An array kept where the library's kernels run, for data that changes a little per call but
+    is read whole (a KV cache): on a Vulkan device it lives in device memory, and kernels read views
+    of it in place instead of receiving a copy per call; on CPU targets it is an aligned numpy
+    array. Write with `arr[key] = values`, pass `arr[key]` (a view) to kernels, read with numpy()."""
+
+    def __init__(self, backend, shape, dtype):
+        self.shape, self.dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+        self._backend = backend
+        allocate = getattr(backend, "allocate", None)
+        self._storage = allocate(self.shape, self.dtype) if allocate else empty(self.shape, self.dtype)
+
+    def _open(self) -> np.ndarray:
+        if getattr(self._backend, "closed", False):
+            raise LoaderError("the library this DeviceArray belongs to is closed")
+        return self._storage
+
+    def __setitem__(self, key, values) -> None:
+        self._open()[key] = values
+
+    def __getitem__(self, key) -> DeviceView:
+        return DeviceView(self, key)
+
+    def numpy(self) -> np.ndarray:
+        """A copy of the values."""
+        return self._open().copy()
+
+
+class DeviceView:
+    """`device_array[key]`: what kernels take; it resolves to the backend's memory at call time."""
+
+    def __init__(self, parent: DeviceArray, key):
+        self._parent, self._key = parent, key
+
+    def array(self) -> np.ndarray:
+        return self._parent._open()[self._key]
+
+
 def _as_array(kernel: str, name: str, value: Any) -> np.ndarray:
     if isinstance(value, np.ndarray):
         return value
+    if isinstance(value, DeviceView):
+        return value.array()
     if hasattr(value, "__dlpack__"):
         try:
             return np.from_dlpack(value)
@@ -379,6 +419,10 @@ class Library:
 
     def __dir__(self):
         return [*super().__dir__(), *self._kernels]
+
+    def device_array(self, shape, dtype) -> DeviceArray:
+        """An array these kernels read in place (see DeviceArray), e.g. a KV cache."""
+        return DeviceArray(self._backend, shape, dtype)
 
     def close(self) -> None:
         self._backend.close()

@@ -99,6 +99,7 @@ class Device:
             "maxComputeWorkGroupCount": list(limits.maxComputeWorkGroupCount),
             "maxPushConstantsSize": limits.maxPushConstantsSize,
             "maxStorageBufferRange": limits.maxStorageBufferRange,
+            "minStorageBufferOffsetAlignment": limits.minStorageBufferOffsetAlignment,
         }
         self.features = self._query_features()
         family = next((i for i, q in enumerate(vk.vkGetPhysicalDeviceQueueFamilyProperties(self.physical))
@@ -238,6 +239,8 @@ class VulkanBackend:
         self._pipelines: dict[str, Pipeline] = {}
         self._free: list[Buffer] = []
         self._resident: list[Buffer] = []
+        self._shared: list[Buffer] = []  # DeviceArray storage, read in place
+        self.uploaded_bytes = 0  # inputs copied into device buffers, over all calls
         self._checked: set[str] = set()
         vk = self.device.vk
         self._fence = vk.vkCreateFence(self.device.device, vk.VkFenceCreateInfo(), None)
@@ -266,6 +269,31 @@ class VulkanBackend:
             self._pipelines[name] = Pipeline(self.device, spirv, len(launch["buffers"]), 4 * len(launch["push_dtypes"]))
         return self._pipelines[name]
 
+    @property
+    def closed(self) -> bool:
+        return self.device is None
+
+    def allocate(self, shape, dtype) -> np.ndarray:
+        """DeviceArray storage: device memory (host-visible), seen as a numpy array."""
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        buffer = Buffer(self.device, nbytes)
+        self._shared.append(buffer)
+        return buffer.mapped[:nbytes].view(dtype).reshape(shape)
+
+    def _in_place(self, array: np.ndarray):
+        """(buffer, byte offset, byte extent) when `array` views DeviceArray storage at an offset a
+        descriptor may start at, else None (the array is then copied)."""
+        if not self._shared or array.size == 0 or min(array.strides, default=1) <= 0:
+            return None
+        address = array.__array_interface__["data"][0]
+        extent = sum((n - 1) * s for n, s in zip(array.shape, array.strides)) + array.itemsize
+        align = max(4, self.device.limits["minStorageBufferOffsetAlignment"])
+        for buffer in self._shared:
+            offset = address - buffer.mapped.__array_interface__["data"][0]
+            if 0 <= offset < buffer.capacity:
+                return (buffer, offset, extent) if offset % align == 0 and offset + extent <= buffer.capacity else None
+        return None
+
     # -- calls -----------------------------------------------------------------------------------
     def keep(self, count: int, resident: dict[int, np.ndarray]):
         kept = {}
@@ -285,22 +313,29 @@ class VulkanBackend:
             self.device.check(name, plan)
             self._checked.add(name)
         count = len(kept) + len(inputs)
-        views: list = [None] * (count + len(out_specs))  # (buffer, shape, element strides)
+        # per argument: (buffer, shape, element strides, byte offset, byte extent)
+        views: list = [None] * (count + len(out_specs))
         taken = []
         for position, (buffer, shape, strides, dtype) in kept.items():
-            views[position] = (buffer, shape, [s // dtype.itemsize for s in strides])
+            views[position] = (buffer, shape, [s // dtype.itemsize for s in strides], 0, buffer.nbytes)
         for position, array in zip(slots, inputs):
+            placed = self._in_place(array)
+            if placed is not None:
+                buffer, offset, extent = placed
+                views[position] = (buffer, array.shape, [s // array.itemsize for s in array.strides], offset, extent)
+                continue
             array = np.ascontiguousarray(array)
             buffer = self._take(array.nbytes)
             buffer.write(array)
+            self.uploaded_bytes += array.nbytes
             taken.append(buffer)
-            views[position] = (buffer, array.shape, [s // array.itemsize for s in array.strides])
-        for offset, (shape, dtype) in enumerate(out_specs):
+            views[position] = (buffer, array.shape, [s // array.itemsize for s in array.strides], 0, buffer.nbytes)
+        for index, (shape, dtype) in enumerate(out_specs):
             nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
             buffer = self._take(nbytes)
             taken.append(buffer)
             strides = [int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(len(shape))]
-            views[count + offset] = (buffer, shape, strides)
+            views[count + index] = (buffer, shape, strides, 0, buffer.nbytes)
         env = {}
         for var, (kind, index, axis) in plan["sources"].items():
             env[var] = int(views[index][1][axis] if kind == "shape" else views[index][2][axis])
@@ -331,8 +366,11 @@ class VulkanBackend:
         writes, infos = [], []
         for launch, descriptor in zip(launches, sets):
             for binding, (kind, index) in enumerate(launch["buffers"]):
-                buffer = views[index][0] if kind == "arg" else temps[index]
-                info = vk.VkDescriptorBufferInfo(buffer=buffer.handle, offset=0, range=max(4, buffer.nbytes + (-buffer.nbytes) % 4))
+                if kind == "arg":
+                    buffer, _, _, offset, size = views[index]
+                else:
+                    buffer, offset, size = temps[index], 0, temps[index].nbytes
+                info = vk.VkDescriptorBufferInfo(buffer=buffer.handle, offset=offset, range=max(4, size + (-size) % 4))
                 infos.append(info)
                 writes.append(vk.VkWriteDescriptorSet(dstSet=descriptor, dstBinding=binding, descriptorCount=1,
                                                       descriptorType=vk.VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, pBufferInfo=[info]))
@@ -380,10 +418,11 @@ class VulkanBackend:
             return
         vk, dev = self.device.vk, self.device.device
         vk.vkDeviceWaitIdle(dev)
-        for buffer in self._free + self._resident:
+        for buffer in self._free + self._resident + self._shared:
             buffer.release(self.device)
         self._free.clear()
         self._resident.clear()
+        self._shared.clear()
         for pipeline in self._pipelines.values():
             vk.vkDestroyPipeline(dev, pipeline.handle, None)
             vk.vkDestroyPipelineLayout(dev, pipeline.layout, None)

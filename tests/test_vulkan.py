@@ -68,6 +68,30 @@ def test_decode_reads_a_view_of_a_longer_cache(vulkan_library):
     np.testing.assert_allclose(out, ref, atol=2e-5, rtol=2e-5)
 
 
+def test_decode_reads_a_device_array_in_place(vulkan_build):
+    """A KV cache made with lib.device_array lives in device memory: attention decode reads views
+    of it (here of the second layer, at a descriptor offset) without copying it, and matches numpy."""
+    spec = next(s for s in coverage_specs() if s.op == "attention_decode")
+    hq, hkv, d = spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
+    rng = np.random.default_rng(4)
+    values = rng.standard_normal((2, 2, hkv, 512, d)).astype(np.float32)  # [k/v, layer, ...]
+    q = rng.standard_normal((hq, d)).astype(np.float32)
+    library = loader.load(vulkan_build[1])
+    with library:
+        k_cache, v_cache = (library.device_array(values.shape[1:], np.float32) for _ in range(2))
+        k_cache[...] = values[0]
+        v_cache[:, :, :100] = values[1, :, :, :100]  # written as a decoder does: a few rows at a time
+        v_cache[:, :, 100:] = values[1, :, :, 100:]
+        before = library._backend.uploaded_bytes
+        out = library[spec.name](q=q, k_cache=k_cache[1, :, :77], v_cache=v_cache[1, :, :77])
+        assert library._backend.uploaded_bytes - before == q.nbytes  # the cache stayed on the device
+        np.testing.assert_array_equal(v_cache.numpy(), values[1])
+    ref = attention_reference(q[:, None], values[0, 1, :, :77], values[1, 1, :, :77], causal_offset=76)[:, 0]
+    np.testing.assert_allclose(out, ref, atol=2e-5, rtol=2e-5)
+    with pytest.raises(loader.LoaderError, match="closed"):
+        k_cache[0, 0, 0] = 1.0
+
+
 def test_kernel_needing_a_missing_feature_is_refused(vulkan_build, monkeypatch):
     """A device without 8-bit storage (as some older GPUs are) must refuse int8 kernels by name."""
     real = vulkan_runtime.Device._query_features
