@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
+from compiler.candidate_inputs import random_arguments
 
 RUN_REPEATS = 5
 MEASURE_FUNC = "ekc.hexagon"  # compiler.rpc_server registers <this>.measure and <this>.describe
@@ -48,12 +48,6 @@ def describe() -> str:
             "not for a DSP")
 
 
-def _random(dtype: str, shape, rng) -> np.ndarray:
-    if dtype.startswith(("int", "uint")):
-        return rng.integers(0, 8, size=shape).astype(dtype)
-    return rng.standard_normal(shape).astype(dtype)
-
-
 def time_candidate(folder: Path, args_info: list) -> list[float]:
     """Seconds per call of the candidate runner in `folder`: every argument kept in the runner, one
     warm-up call, then RUN_REPEATS calls timed inside it. `args_info` holds MetaSchedule's
@@ -62,8 +56,7 @@ def time_candidate(folder: Path, args_info: list) -> list[float]:
 
     backend = RunnerBackend(folder / RUNNER, emulator())
     try:
-        rng = np.random.default_rng(0)
-        arrays = [_random(dtype, shape, rng) for _, dtype, shape in args_info]
+        arrays = random_arguments(args_info)
         kept = backend.keep(len(arrays), dict(enumerate(arrays)))
         backend.call_kept("main", kept, [], [], [])
         return backend.time_kept("main", kept, RUN_REPEATS)

@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from compiler.candidate_inputs import random_arguments
 
 RUN_REPEATS = 5
 MEASURE_FUNC = "ekc.vulkan"  # compiler.rpc_server registers <this>.measure and <this>.describe
@@ -50,12 +50,6 @@ def describe_local() -> str:
         device.close()
 
 
-def _random(dtype: str, shape, rng) -> np.ndarray:
-    if dtype.startswith(("int", "uint")):
-        return rng.integers(0, 8, size=shape).astype(dtype)
-    return rng.standard_normal(shape).astype(dtype)
-
-
 def time_candidate(folder: Path, args_info: list, device) -> list[float]:
     """Seconds per launch of the candidate in `folder` (its plan.json and shaders): one warm-up call
     that also creates its pipelines, then RUN_REPEATS timed calls with every argument resident (as
@@ -66,8 +60,7 @@ def time_candidate(folder: Path, args_info: list, device) -> list[float]:
     manifest = {"kernels": {"main": {"args": [], "variants": [{"symbol": "main", "vulkan": plan}]}}}
     backend = VulkanBackend(folder, manifest, device=device)
     try:
-        rng = np.random.default_rng(0)
-        arrays = [_random(dtype, shape, rng) for _, dtype, shape in args_info]
+        arrays = random_arguments(args_info)
         kept = backend.keep(len(arrays), dict(enumerate(arrays)))
         backend.call_kept("main", kept, [], [], [])
         times = []
