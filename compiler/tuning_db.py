@@ -110,20 +110,48 @@ def sanitize(directory: Path, warn=lambda message: print(message, file=sys.stder
             rejected.append({"file": RECORDS, "line": index + 1, "text": line})
     if not rejected:
         return 0
-    warn(f"warning: {len(rejected)} unreadable line(s) in the tuning database {directory} skipped "
+    _set_aside(directory, rejected, kept_workloads, kept_records, "unreadable", warn)
+    return len(rejected)
+
+
+def _set_aside(directory: Path, rejected: list, workloads: list[str], records: list[str], why: str, warn) -> None:
+    """Append `rejected` to rejected.jsonl, then rewrite the database with the kept lines."""
+    warn(f"warning: {len(rejected)} {why} line(s) in the tuning database {directory} skipped "
          f"(kept in {directory / REJECTED})")
     with open(directory / REJECTED, "a") as f:
         for item in rejected:
             f.write(json.dumps(item) + "\n")
-    for path, lines in ((workload_path, kept_workloads), (record_path, kept_records)):
+    for path, lines in ((directory / WORKLOADS, workloads), (directory / RECORDS, records)):
         staged = path.with_suffix(".json.tmp")
         staged.write_text("".join(line + "\n" for line in lines))
         os.replace(staged, path)
+
+
+def reject_unreplayable(directory: Path, warn=lambda message: print(message, file=sys.stderr)) -> int:
+    """Move aside the records whose traces do not replay on their workloads (made by another
+    version of a schedule): MetaSchedule's database replays every record when it opens, and one
+    such record would make the whole database fail to open. Returns how many."""
+    from tvm.s_tir import meta_schedule as ms
+
+    workload_lines = (directory / WORKLOADS).read_text().splitlines()
+    workloads = [ms.database.Workload.from_json(json.loads(line)) for line in workload_lines]
+    kept, rejected = [], []
+    for index, line in enumerate((directory / RECORDS).read_text().splitlines()):
+        item = json.loads(line)
+        try:
+            ms.database.TuningRecord.from_json(item[1], workloads[item[0]])
+            kept.append(line)
+        except Exception as err:  # noqa: BLE001 (TVM raises bare errors from the replay)
+            reason = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
+            rejected.append({"file": RECORDS, "line": index + 1, "text": line, "why": reason})
+    if rejected:
+        _set_aside(directory, rejected, workload_lines, kept, "unreplayable", warn)
     return len(rejected)
 
 
 def open_database(directory: Path, warn=lambda message: print(message, file=sys.stderr)):
-    """The MetaSchedule JSON database in `directory` (created if missing), after sanitize()."""
+    """The MetaSchedule JSON database in `directory` (created if missing), after sanitize(), with
+    records that do not replay set aside."""
     from tvm.s_tir import meta_schedule as ms
 
     from schedules.cpu.intrinsics import register_all
@@ -131,4 +159,13 @@ def open_database(directory: Path, warn=lambda message: print(message, file=sys.
     register_all()  # records' traces name our tensor intrinsics
     directory.mkdir(parents=True, exist_ok=True)
     sanitize(directory, warn)
-    return ms.database.JSONDatabase(str(directory / WORKLOADS), str(directory / RECORDS), allow_missing=True)
+
+    def database():
+        return ms.database.JSONDatabase(str(directory / WORKLOADS), str(directory / RECORDS), allow_missing=True)
+
+    try:
+        return database()
+    except RuntimeError:  # a record that does not replay fails the whole load: set those aside
+        if not reject_unreplayable(directory, warn):
+            raise
+        return database()

@@ -104,3 +104,34 @@ def test_build_without_records_says_default(tmp_path):
     assert any("default schedule" in line for line in lines)
     manifest = json.loads((tmp_path / "lib" / "manifest.json").read_text())
     assert all(v["tuning"] == "default" for v in manifest["kernels"][spec.name]["variants"])
+
+
+def test_a_record_that_no_longer_replays_is_set_aside(tmp_path):
+    """A record made by another version of a schedule (here: another op's trace filed under this
+    kernel's workload) would make MetaSchedule's database fail to open: it is moved to
+    rejected.jsonl with the reason, the build says so and uses the default schedule."""
+    import tvm
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    import schedules
+
+    target = targets.get("x86")
+    spec, other = make_spec("qgemm_w8a8", n=32, k=64), make_spec("qgemm_w4a16", n=32, k=64, group=32)
+    foreign = s_tir.Schedule(tune.tuning_module(other, target, {})[0])
+    schedules.schedule(foreign, other, target, {})
+    mod, _ = tune.tuning_module(spec, target, {})
+    database = tuning_db.open_database(tmp_path / "db")
+    database.commit_tuning_record(ms.database.TuningRecord(
+        foreign.trace, database.commit_workload(mod), [tvm.runtime.const(1e-3, "float32")], target.tvm_target(),
+        ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+    lines = []
+    build.build([spec], target, tmp_path / "lib", toolchain=toolchain.for_target(target),
+                tuning_dir=tmp_path / "db", progress=lines.append)
+    assert any("1 unreplayable line(s)" in line for line in lines), lines
+    assert json.loads((tmp_path / "db" / tuning_db.REJECTED).read_text())["why"]
+    assert (tmp_path / "db" / tuning_db.RECORDS).read_text() == ""
+    manifest = json.loads((tmp_path / "lib" / "manifest.json").read_text())
+    assert all(v["tuning"] == "default" for v in manifest["kernels"][spec.name]["variants"])
+    with loader.load(tmp_path / "lib") as lib:
+        assert_matches(lib[spec.name], {"M": 3}, seed=3)

@@ -139,20 +139,25 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False
         acc = _acc_fp16(xf, w, wz, rows, n, ngroups, pairs, nt)
     else:
         acc = _acc_fp32(xf, w, wz, rows, n, ngroups, pairs, nt)
+    # The group terms: scale x the -8 x_k terms, and with block minimums sum_k x w_min =
+    # sum_g w_min[g] * (sum of x over group g).
+    def group_terms(i, j, g):
+        value = ws[j // nt, g, j % nt] * xgroup[i, g, 0]
+        return value + wmin[j // nt, g, j % nt] * xgroup[i, g, 1] if wmin is not None else value
+
     rg = te.reduce_axis((0, ngroups), name="rg")
-    ysum = te.compute((rows, n), lambda i, j: te.sum(acc[i, rg, j] * ws[j // nt, rg, j % nt], axis=rg), name="ysum")
-    # The group terms, a small GEMM over group sums: scale x the -8 x_k terms, and with block minimums
-    # sum_k x w_min = sum_g w_min[g] * (sum of x over group g).
-    rm = te.reduce_axis((0, ngroups), name="rm")
-
-    def group_terms(i, j):
-        value = ws[j // nt, rm, j % nt] * xgroup[i, rm, 0]
-        return value + wmin[j // nt, rm, j % nt] * xgroup[i, rm, 1] if wmin is not None else value
-
-    corr = te.compute((m, n), lambda i, j: te.sum(group_terms(i, j), axis=rm), name="corr")
+    if layout.get("group_terms_in_sum"):  # GPUs: added where each group's sum is scaled, one pass
+        ysum = te.compute((rows, n), lambda i, j: te.sum(
+            acc[i, rg, j] * ws[j // nt, rg, j % nt] + group_terms(i, j, rg), axis=rg), name="ysum")
+        corr = None
+    else:  # CPUs: a small GEMM over group sums of its own, scheduled apart (schedules/cpu/gemm_tiles)
+        ysum = te.compute((rows, n), lambda i, j: te.sum(acc[i, rg, j] * ws[j // nt, rg, j % nt], axis=rg),
+                          name="ysum")
+        rm = te.reduce_axis((0, ngroups), name="rm")
+        corr = te.compute((m, n), lambda i, j: te.sum(group_terms(i, j, rm), axis=rm), name="corr")
 
     def output(i, j):
-        value = ysum[i, j] + corr[i, j]
+        value = ysum[i, j] + corr[i, j] if corr is not None else ysum[i, j]
         if residual:
             value = value + ph["residual"][i, j]
         return value + bias[j] if bias is not None else value

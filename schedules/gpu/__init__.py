@@ -31,6 +31,9 @@ def layout(spec, target, bucket: dict) -> dict[str, Any]:
         # sums in fp32 (ops/qgemm_w4a16.py). Not W8A16: an int8 weight times an activation of a few
         # hundred overflows fp16.
         "float_math": "float16" if gpu.fp16 and int4_float_weights(spec) else "float32",
+        # W4A16: the group terms (-8 x sums, block minimums) join the scaled group sums, so the
+        # scales are read once and no separate pass runs (ops/qgemm_w4a16.py).
+        "group_terms_in_sum": True,
         **attention,
     }
 
