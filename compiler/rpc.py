@@ -28,7 +28,6 @@ from pathlib import Path
 from compiler.loader import sysroot_dir
 
 
-
 class RpcError(RuntimeError):
     pass
 
