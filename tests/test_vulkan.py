@@ -205,6 +205,25 @@ def spirv_text(directory, variant) -> str:
                    for launch in variant["vulkan"]["launches"])
 
 
+def test_decode_gemvs_load_weight_bytes_as_vectors(build_library):
+    """The GEMVs for float activations (W4A16, W8A16) give each thread 4 adjacent columns and read
+    their weight bytes with one vector load through a vector view of the weight's binding (Mali's
+    vec4 access)."""
+    require_emulator("spirv")
+    directory = build_library("vulkan-mali", coverage_specs())
+    manifest = json.loads((directory / "manifest.json").read_text())
+    checked = 0
+    for spec in coverage_specs():
+        quant = spec.opt("quant") if spec.op == "qkv_proj" else spec.op
+        if quant not in ("qgemm_w4a16", "w4a16", "qgemm_w8a16", "w8a16"):
+            continue
+        gemv = next(v for v in manifest["kernels"][spec.name]["variants"] if v["bucket"] == {"M": 1})
+        text = spirv_text(directory, gemv)
+        assert "OpTypeRuntimeArray %v4char" in text and re.search(r"= OpLoad %v4char", text), gemv["symbol"]
+        checked += 1
+    assert checked >= 7
+
+
 @pytest.mark.parametrize("name, fp16", [("vulkan-mali", True), ("vulkan", False)])
 def test_float_gemms_multiply_in_fp16_where_the_target_has_it(build_library, name, fp16):
     """Targets with fast fp16 (Mali, Adreno) multiply the W4A16 GEMMs' products in fp16 and

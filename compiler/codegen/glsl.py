@@ -80,10 +80,22 @@ def dtype_of(expr) -> str:
     return str(expr.ty.dtype)
 
 
+# Vector type name prefixes (GLSL: vec4, i8vec4, ...), for 2 to 4 lanes.
+_VECTORS = {"float32": "vec", "float16": "f16vec", "int32": "ivec", "uint32": "uvec", "int8": "i8vec",
+            "uint8": "u8vec", "int16": "i16vec", "uint16": "u16vec", "bool": "bvec"}
+
+
+def _lanes(dtype: str) -> tuple[str, int]:
+    """("int8", 4) for "int8x4"; ("int8", 1) for "int8"."""
+    scalar, _, lanes = dtype.partition("x")
+    return scalar, int(lanes) if lanes else 1
+
+
 def glsl_type(dtype: str) -> str:
-    if dtype not in _SCALARS:
-        raise CodegenError(f"type {dtype} has no GLSL counterpart here (vector lanes are not emitted yet)")
-    return _SCALARS[dtype][0]
+    scalar, lanes = _lanes(dtype)
+    if scalar not in _SCALARS or (lanes > 1 and (lanes > 4 or scalar not in _VECTORS)):
+        raise CodegenError(f"type {dtype} has no GLSL counterpart here")
+    return _SCALARS[scalar][0] if lanes == 1 else f"{_VECTORS[scalar]}{lanes}"
 
 
 class _Printer:
@@ -94,6 +106,8 @@ class _Printer:
         self.names: dict = {}  # tirx.Var -> unique GLSL identifier
         self.used_names: set[str] = set()
         self.buffers: dict = {}  # buffer or pointer Var -> (GLSL array expression, element dtype, element offset)
+        self.parameters: set[str] = set()  # array expressions of the storage buffers (kernel parameters)
+        self.vector_views: dict[str, str] = {}  # storage buffer array expression -> vector type it is read as
         self.shared: list[str] = []
         self.shared_bytes = 0
         self.extensions: set[str] = set()
@@ -123,11 +137,12 @@ class _Printer:
 
     def type(self, dtype: str) -> str:
         gtype = glsl_type(dtype)
-        ext = _SCALARS[dtype][1]
+        scalar, _ = _lanes(dtype)
+        ext = _SCALARS[scalar][1]
         if ext:
             self.extensions.add(ext)
-            self.features.add("shaderFloat16" if dtype == "float16" else
-                              "shaderInt8" if "8" in dtype else "shaderInt16")
+            self.features.add("shaderFloat16" if scalar == "float16" else
+                              "shaderInt8" if "8" in scalar else "shaderInt16")
         return gtype
 
     def emit(self, line: str) -> None:
@@ -240,6 +255,15 @@ class _Printer:
             self.emit("}")
 
     def stmt_BufferStore(self, s):
+        index = s.indices[0] if len(s.indices) == 1 else None
+        if isinstance(index, tirx.Ramp):  # a vector: stored lane by lane
+            prefix, _, lanes = self._vector_access(s.buffer, index, dtype_of(s.value))
+            value = self.name(tirx.Var("lanes", "int32"))
+            self.emit(f"{self.type(dtype_of(s.value))} {value} = {self.expr(s.value)};")
+            for lane, at in enumerate(lanes):
+                self.emit(f"{prefix}[{at}] = {value}[{lane}];")
+            self.stored.add(prefix)
+            return
         target = self.access(s.buffer, s.indices, dtype_of(s.value))
         self.stored.add(self.buffers[s.buffer][0]) if s.buffer in self.buffers else None
         self.emit(f"{target} = {self.expr(s.value)};")
@@ -361,10 +385,41 @@ class _Printer:
     def expr_Cast(self, e):
         return f"{self.type(dtype_of(e))}({self.expr(e.value)})"
 
+    def _vector_access(self, buf, ramp, dtype: str):
+        """(array expression, element offset, lane indices) of a vector access."""
+        scalar, _ = _lanes(dtype)
+        if buf not in self.buffers:
+            raise CodegenError(f"{self.func_name}: buffer {buf.name} is not declared")
+        prefix, elem, offset = self.buffers[buf]
+        if elem != scalar:
+            raise CodegenError(f"{self.func_name}: buffer {buf.name} of {elem} is accessed as {dtype}")
+        base = self.expr(offset + ramp.base)
+        unit = isinstance(ramp.stride, tirx.IntImm) and ramp.stride.value == 1
+        step = "" if unit else f" * {self.expr(ramp.stride)}"
+        lanes = [f"{base} + {lane}{step}" if lane else base for lane in range(int(ramp.lanes))]
+        return prefix, offset, lanes
+
     def expr_BufferLoad(self, e):
         return self.access(e.buffer, e.indices, dtype_of(e))
 
+    def _vector_load(self, buf, ramp, dtype: str) -> str:
+        """A unit-stride read of a storage buffer at a multiple of the lane count goes through a
+        view of the same binding as an array of vectors: one vector load (Mali's vec4 access).
+        Other vector reads are assembled lane by lane."""
+        prefix, offset, lanes = self._vector_access(buf, ramp, dtype)
+        count, base = len(lanes), offset + ramp.base
+        unit = isinstance(ramp.stride, tirx.IntImm) and ramp.stride.value == 1
+        if prefix in self.parameters and unit and self.analyzer.can_prove(tirx.floormod(base, count) == 0):
+            vtype = self.type(dtype)
+            if self.vector_views.setdefault(prefix, vtype) != vtype:
+                raise CodegenError(f"{self.func_name}: {buf.name} is read as two vector types")
+            return f"{prefix.replace('_buf.data', '_vec.data')}[({lanes[0]}) / {count}]"
+        return f"{self.type(dtype)}({', '.join(f'{prefix}[{at}]' for at in lanes)})"
+
     def expr_TensorLoad(self, e):  # TVM 0.27's load node: `source` is the buffer
+        index = e.indices[0] if len(e.indices) == 1 else None
+        if isinstance(index, tirx.Ramp):
+            return self._vector_load(e.source, index, dtype_of(e))
         return self.access(e.source, e.indices, dtype_of(e))
 
     def expr_Let(self, e):
@@ -444,6 +499,7 @@ def emit_shader(name: str, func) -> Shader:
             dtype = str(ty.element_type.dtype)
             pname = printer.name(param)
             printer.buffers[param] = (f"{pname}_buf.data", dtype, 0)
+            printer.parameters.add(f"{pname}_buf.data")
             buffers.append(param)
             buffer_dtypes.append(dtype)
         else:
@@ -476,6 +532,12 @@ def emit_shader(name: str, func) -> Shader:
         access = "" if f"{pname}_buf.data" in printer.stored else "readonly "
         header.append(f"layout(std430, set = 0, binding = {binding}) {access}restrict buffer "
                       f"B_{pname} {{ {printer.type(dtype)} data[]; }} {pname}_buf;")
+        vector = printer.vector_views.get(f"{pname}_buf.data")
+        if vector is not None:  # the same binding read as vectors (both views read-only)
+            if access != "readonly ":
+                raise CodegenError(f"{name}: {pname} is written and read as vectors")
+            header.append(f"layout(std430, set = 0, binding = {binding}) readonly restrict buffer "
+                          f"B_{pname}_vec {{ {vector} data[]; }} {pname}_vec;")
     push = [(printer.names[p], d) for p, d in scalars] + ([("ekc_grid_x", "int32")] if printer.fold_x else [])
     if push:
         fields = " ".join(f"{glsl_type(d)} {n};" for n, d in push)

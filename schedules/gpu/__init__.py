@@ -144,13 +144,14 @@ def schedule_grouped_gemm(sch, gpu) -> None:
     sch.reverse_compute_at(sch.cache_write(ysum, 0, "local"), jt, preserve_unit_loops=True)
     _group_sums_in_registers(sch, acc, groups, reduction_outside=True)
     sch.decompose_reduction(ysum, groups)
-    _one_thread_per_element(sch, gpu, skip={"acc", "ysum", "ysum_local"})
+    _one_thread_per_element(sch, gpu, skip={"acc", "ysum", "ysum_local", "w_local"})
 
 
 def _group_sums_in_registers(sch, acc, group_loop, *, reduction_outside: bool) -> None:
     """Compute the accumulation block inside `group_loop` into registers; with reduction_outside,
     its reduction loops go outside its tile loops (each loaded value then serves the whole tile).
-    Unit loops are kept so the loop count, and with it the trace, does not depend on the knobs."""
+    Unit loops are kept so the loop count, and with it the trace, does not depend on the knobs.
+    Weight bytes are loaded as vectors where the layout allows (_vector_weight_loads)."""
     sch.compute_at(acc, group_loop, preserve_unit_loops=True)
     sch.set_scope(acc, 0, "local")
     loops = sch.get_loops(acc)
@@ -160,6 +161,7 @@ def _group_sums_in_registers(sch, acc, group_loop, *, reduction_outside: bool) -
     if reduction_outside and tile:
         sch.reorder(*reduction, *tile)
     sch.decompose_reduction(acc, reduction[0])
+    _vector_weight_loads(sch, acc, reduction[0])
 
 
 def _one_thread_per_element(sch, gpu, skip: set[str]) -> None:
@@ -207,27 +209,67 @@ def schedule_gemv(sch, gpu) -> None:
 
 
 def schedule_grouped_gemv(sch, gpu) -> None:
-    """One-token GEMM with group scales: `gemv_cols` adjacent columns per workgroup, one per thread
-    along threadIdx.x (a subgroup reads adjacent weight bytes), and `gemv_threads` threads along
-    threadIdx.y splitting the groups (combined by cross-thread reduction). Each thread computes a
-    group's partial sum in a register, scales it and adds it."""
+    """One-token GEMM with group scales: `gemv_cols` threads along x, each owning adjacent columns
+    (as many as one vector load of their weight bytes covers: _weight_lanes), so a subgroup reads
+    adjacent weight bytes; `gemv_threads` threads along y split the groups (combined by
+    cross-thread reduction). Each thread computes a group's partial sums in registers, scales them
+    and adds them."""
     from schedules.decisions import sample_choice
 
     acc, ysum = sch.get_sblock("acc"), sch.get_sblock("ysum")
     i, j, groups = sch.get_loops(ysum)
-    # Every pairing of the two knobs fits a workgroup; default: a subgroup of columns.
-    splits = [1, 2, 4]
-    columns = [c for c in (8, 16, 32, 64) if c * splits[-1] <= gpu.max_threads]
-    cols = sample_choice(sch, "gemv_cols", ysum, columns, max(c for c in columns if c <= max(gpu.subgroup_size, 8)))
-    threads = sample_choice(sch, "gemv_threads", ysum, splits, 4)
-    outer, tx = sch.split(sch.fuse(i, j), [None, cols])
+    # Every pairing of the two knobs fits a workgroup; default: a subgroup of column threads. The
+    # groups split evenly: after rfactor, TVM 0.27 drops the bounds check of an uneven split from
+    # the per-thread sums (a thread past the last group would add stale registers).
+    ngroups = int(sch.get(groups).extent)
+    splits = [t for t in (1, 2, 4) if ngroups % t == 0]
+    columns = [c for c in (4, 8, 16, 32, 64) if c * 4 <= gpu.max_threads]
+    cols = sample_choice(sch, "gemv_cols", ysum, columns, max(c for c in columns if c <= max(gpu.subgroup_size, 4)))
+    threads = sample_choice(sch, "gemv_threads", ysum, splits, splits[-1])
+    outer, tx, own = sch.split(sch.fuse(i, j), [None, cols, _weight_lanes(sch, acc)])
     ty, serial = sch.split(groups, [threads, None])
-    sch.reorder(outer, tx, ty, serial)
+    sch.reorder(outer, tx, ty, serial, own)
+    # Each thread first sums its groups for its columns (ysum_rf, in registers); then one cross-
+    # thread reduction per column, whose reduction loop TVM needs innermost.
+    partial = sch.rfactor(ty, factor_axis=0)  # the loop handles now belong to the final sum's nest
+    sch.reorder(own, ty)
     sch.bind(outer, "blockIdx.x")
     sch.bind(tx, "threadIdx.x")
     sch.bind(ty, "threadIdx.y")
-    _group_sums_in_registers(sch, acc, serial, reduction_outside=False)
-    _one_thread_per_element(sch, gpu, skip={"acc", "ysum"})
+    sch.compute_at(partial, tx, preserve_unit_loops=True)
+    sch.set_scope(partial, 0, "local")
+    split_of_groups, _, own_columns, groups_of_thread = sch.get_loops(partial)[2:]
+    sch.reorder(groups_of_thread, own_columns)
+    sch.bind(split_of_groups, "threadIdx.y")
+    _group_sums_in_registers(sch, acc, groups_of_thread, reduction_outside=True)
+    _one_thread_per_element(sch, gpu, skip={"acc", "ysum", "ysum_rf", "w_local"})
+
+
+def _packed_weight(sch, acc):
+    """(read index, buffer) of the accumulation's weight where it is [N/nt, K', nt] bytes (W4A16,
+    W8A16: columns innermost), else None."""
+    reads = [region.source for region in sch.get(acc).reads]
+    return next(((i, b) for i, b in enumerate(reads)
+                 if b.name == "w" and len(b.shape) == 3 and str(b.dtype) in ("int8", "uint8")), None)
+
+
+def _weight_lanes(sch, acc) -> int:
+    """Adjacent columns whose weight bytes one vector load covers: 4 where the weight keeps columns
+    innermost in tiles of a multiple of 4 (_packed_weight), else 1."""
+    weight = _packed_weight(sch, acc)
+    return 4 if weight is not None and int(weight[1].shape[-1]) % 4 == 0 else 1
+
+
+def _vector_weight_loads(sch, acc, reduction) -> None:
+    """Load a thread's adjacent columns' weight bytes into registers with one vector load per step
+    of the accumulation's `reduction` loop (Mali: vec4 memory access), where the weight keeps
+    columns innermost (_packed_weight)."""
+    weight = _packed_weight(sch, acc)
+    if weight is None:
+        return
+    local = sch.cache_read(acc, weight[0], "local")
+    sch.compute_at(local, reduction, preserve_unit_loops=True)
+    sch.vectorize(sch.get_loops(local)[-1])
 
 
 def _dlight(func, spec, target):
