@@ -636,10 +636,7 @@ class RunnerBackend(_ChildProcess):
         count = len(parts) + len(out_specs)
         message = [b"C", struct.pack("<I", len(encoded)), encoded, struct.pack("<I", count), *parts]
         message += [self._header(2, dtype, shape) for shape, dtype in out_specs]
-        (status,) = struct.unpack("<i", self._exchange(b"".join(message), 4))
-        if status != 0:
-            (length,) = struct.unpack("<I", self._exchange(b"", 4))
-            raise LoaderError(f"kernel failed in the runner: {self._exchange(b'', length).decode(errors='replace')}")
+        self._check_status(b"".join(message))
         outputs = []
         for shape, dtype in out_specs:
             out = empty(shape, dtype)
@@ -653,11 +650,15 @@ class RunnerBackend(_ChildProcess):
         encoded = name.encode()
         message = [b"T", struct.pack("<I", len(encoded)), encoded, struct.pack("<I", len(kept)), *kept,
                    struct.pack("<I", repeats)]
-        (status,) = struct.unpack("<i", self._exchange(b"".join(message), 4))
+        self._check_status(b"".join(message))
+        return list(struct.unpack(f"<{repeats}d", self._exchange(b"", 8 * repeats)))
+
+    def _check_status(self, request: bytes) -> None:
+        """Send a call request; raise the runner's message if the kernel failed."""
+        (status,) = struct.unpack("<i", self._exchange(request, 4))
         if status != 0:
             (length,) = struct.unpack("<I", self._exchange(b"", 4))
             raise LoaderError(f"kernel failed in the runner: {self._exchange(b'', length).decode(errors='replace')}")
-        return list(struct.unpack(f"<{repeats}d", self._exchange(b"", 8 * repeats)))
 
     def _input(self, array: np.ndarray) -> bytes:
         array = np.ascontiguousarray(array)

@@ -40,26 +40,14 @@ def _measure_hexagon(tar_name: str, args_json: str) -> str:
     return json.dumps(tune_hexagon.time_candidate(folder, json.loads(args_json)))
 
 
-def _describe_vulkan() -> str:
-    from compiler import tune_vulkan
-
-    return tune_vulkan.describe_local()
-
-
-def _describe_hexagon() -> str:
-    from compiler import tune_hexagon
-
-    return tune_hexagon.describe()
-
-
 def register() -> None:
     """server_init_callback of TVM's RPC server: runs in its serving process, before any session."""
     import tvm_ffi
 
     from compiler import tune_hexagon, tune_vulkan
 
-    for prefix, measure, describe in ((tune_vulkan.MEASURE_FUNC, _measure_vulkan, _describe_vulkan),
-                                      (tune_hexagon.MEASURE_FUNC, _measure_hexagon, _describe_hexagon)):
+    for prefix, measure, describe in ((tune_vulkan.MEASURE_FUNC, _measure_vulkan, tune_vulkan.describe_local),
+                                      (tune_hexagon.MEASURE_FUNC, _measure_hexagon, tune_hexagon.describe)):
         tvm_ffi.register_global_func(prefix + ".measure", measure, override=True)
         tvm_ffi.register_global_func(prefix + ".describe", describe, override=True)
 

@@ -32,20 +32,16 @@ def spirv_candidate(target, work_dir: str):
     return compile_one
 
 
-def describe(device) -> str:
-    """The tuner's line naming where candidates are timed, saying so when the driver emulates a GPU."""
-    if device.is_cpu:
-        return (f"measuring on {device.name}: EMULATED (a CPU Vulkan driver); its timings rank "
-                "candidates for this driver only, not for a phone's GPU")
-    return f"measuring on {device.name}"
-
-
 def describe_local() -> str:
+    """The tuner's line naming where candidates are timed, saying so when the driver emulates a GPU."""
     from compiler.vulkan_runtime import Device
 
     device = Device()
     try:
-        return describe(device)
+        if device.is_cpu:
+            return (f"measuring on {device.name}: EMULATED (a CPU Vulkan driver); its timings rank "
+                    "candidates for this driver only, not for a phone's GPU")
+        return f"measuring on {device.name}"
     finally:
         device.close()
 
