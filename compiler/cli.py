@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
 from pathlib import Path
 
-from compiler import models, ops, tuning_db
+from compiler import models, ops, runtime
+from compiler.tuning import database as tuning_db
 
 
 def _split_list(values: list[str] | None) -> list[str] | None:
@@ -40,15 +42,14 @@ def cmd_list(args) -> int:
 
 def cmd_build(args) -> int:
     import targets
-    from compiler import build, toolchain
+    from compiler import backends, build
 
     target = targets.get(args.target)
     model = _model(args)
-    tools = toolchain.for_target(target, cc=args.cc, ndk=args.ndk, android_api=args.android_api)
+    tools = backends.toolchain_for(target, cc=args.cc, ndk=args.ndk, android_api=args.android_api)
     specs = _specs(args)
     out = Path(args.out) if args.out else Path("build") / target.name
-    tuning = None if args.no_tuning else tuning_db.device_dir(Path(args.tuning_logs), target.name,
-                                                               args.device or tuning_db.host_device(target))
+    tuning = _records_dir(args, target)
     print(f"building {len(specs)} kernels of {model.name} for {target.name} into {out}")
     build.build(specs, target, out, toolchain=tools, model=models.describe(model), tuning_dir=tuning)
     return 0
@@ -56,20 +57,34 @@ def cmd_build(args) -> int:
 
 def cmd_run(args) -> int:
     import targets
-    from compiler import model_files, run, toolchain
-    from compiler.sampling import Sampler
+    from compiler import backends
+    from compiler.llm import model_files, run
+    from compiler.llm.sampling import Sampler
 
     target = targets.get(args.target)
     gguf = Path(args.gguf) if args.gguf else model_files.gguf_path(args.model)
     out = Path(args.out) if args.out else Path("build") / "run" / target.name / gguf.stem.lower()
-    tuning = None if args.no_tuning else tuning_db.device_dir(Path(args.tuning_logs), target.name,
-                                                               args.device or tuning_db.host_device(target))
+    tuning = _records_dir(args, target)
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 - stdout carries the text
     run.run_command(gguf=gguf, target=target, prompt=args.prompt, max_tokens=args.max_tokens,
                     sampler=Sampler(args.temperature, args.top_p, args.seed), chat=args.chat, out_dir=out,
-                    toolchain=toolchain.for_target(target), tuning_dir=tuning, max_context=args.max_context,
+                    toolchain=backends.toolchain_for(target), tuning_dir=tuning, max_context=args.max_context,
                     emit=lambda text: print(text, end="", flush=True), progress=progress)
     return 0
+
+
+def _records_dir(args, target) -> Path | None:
+    """The tuning database a build reads (None with --no-tuning): --device, else the device this
+    machine runs the target's kernels on, which EKC_VULKAN_DEVICE changes for Vulkan targets."""
+    if args.no_tuning:
+        return None
+    from compiler import backends
+
+    device = args.device or tuning_db.host_device(target)
+    chooser = backends.get(target).device_variable
+    if not args.device and chooser and os.environ.get(chooser):
+        print(f"tuning records of device {device} (chosen by {chooser}={os.environ[chooser]})", file=sys.stderr)
+    return tuning_db.device_dir(Path(args.tuning_logs), target.name, device)
 
 
 def _specs(args):
@@ -85,17 +100,17 @@ def _specs(args):
 
 def _gguf_specs(path: Path, wanted_ops: list[str] | None):
     """The kernels `run` builds for a GGUF (fusions included), so tuning records match them."""
-    from compiler import gguf_kernels
-    from compiler.gguf_file import GGUFModel
+    from compiler.llm import model_kernels
+    from compiler.llm.gguf import GGUFModel
 
-    specs = list({s.name: s for s in gguf_kernels.kernel_specs(GGUFModel(path)).values()}.values())
+    specs = list({s.name: s for s in model_kernels.kernel_specs(GGUFModel(path)).values()}.values())
     return [s for s in specs if not wanted_ops or s.op in wanted_ops]
 
 
 def cmd_tune(args) -> int:
     import targets
-    from compiler import rpc, tune
-    from compiler.loader import native_ok
+    from compiler import backends
+    from compiler.tuning import rpc, search
 
     target = targets.get(args.target)
     tracker = None
@@ -103,21 +118,25 @@ def cmd_tune(args) -> int:
         tracker = rpc.Tracker.parse(args.rpc_tracker or "", args.rpc_key or "")
         tracker.devices()  # fail now, clearly, if the tracker or the key's devices are missing
         device = args.device or re.sub(r"[^A-Za-z0-9._-]+", "-", args.rpc_key)
-    elif target.gpu is None:
-        ok, reason = native_ok(target.to_json())
-        if not ok:
-            raise ValueError(f"tuning {target.name} needs a device of that target ({reason}): register one "
+    elif args.replay:  # nothing is measured: the recording's device named the records
+        from compiler.tuning.replay import Recording
+
+        device = args.device or f"replay-{Recording.load(Path(args.replay)).device or 'unknown'}"
+    else:
+        refusal = backends.get(target).local_tuning_refusal(target)
+        if refusal:
+            raise ValueError(f"tuning {target.name} needs a device of that target ({refusal}): register one "
                              "with a TVM RPC tracker and pass --rpc-tracker HOST:PORT --rpc-key KEY")
-        device = args.device or tuning_db.host_device(target)
-    else:  # a GPU target: measured on this machine's Vulkan device through the loader's dispatcher
         device = args.device or tuning_db.host_device(target)
     trials = args.trials if args.trials or args.minutes else 64
     specs = _gguf_specs(Path(args.gguf), _split_list(args.ops)) if args.gguf else _specs(args)
-    run = tune.tune(specs, target, device=device, logs_root=Path(args.tuning_logs), trials=trials,
+    run = search.tune(specs, target, device=device, logs_root=Path(args.tuning_logs), trials=trials,
                     minutes=args.minutes, tracker=tracker, rpc_timeout=args.rpc_timeout,
+                    replay=Path(args.replay) if args.replay else None,
+                    record=Path(args.record) if args.record else None,
                     progress=lambda line: print(line, flush=True))
     if args.plot:
-        from compiler import plots
+        from compiler.benchmarks import plots
 
         title = f"tuning {target.name} on {device}: {sum(t.trials for t in run.tasks)} trials, {run.seconds:.0f} s"
         print(f"tuning curves: {plots.tuning_curves(run.tasks, Path(args.plot), title)}")
@@ -126,8 +145,8 @@ def cmd_tune(args) -> int:
 
 def cmd_tune_compare(args) -> int:
     import targets
-    from compiler import tune_compare
-    from compiler.loader import native_ok
+    from compiler.runtime.host import native_ok
+    from compiler.tuning import compare
 
     target = targets.get(args.target)
     ok, reason = native_ok(target.to_json())
@@ -137,27 +156,25 @@ def cmd_tune_compare(args) -> int:
         budgets = [int(b) for b in _split_list([args.budgets])]
     except ValueError:
         raise ValueError(f"--budgets must be comma-separated trial counts, got {args.budgets!r}") from None
-    tune_compare.run(target, budgets=budgets, rounds=args.rounds,
+    compare.run(target, budgets=budgets, rounds=args.rounds,
                      json_path=Path(args.json) if args.json else None, progress=lambda line: print(line, flush=True))
     return 0
 
 
 def cmd_bench(args) -> int:
     import targets
-    from compiler import bench, toolchain
-
-    from compiler import model_files
+    from compiler import backends
+    from compiler.benchmarks import bench
+    from compiler.llm import model_files
 
     target = targets.get(args.target)
-    if target.gpu is not None:
-        raise ValueError(f"bench races CPU kernels against CPU contenders; {target.name} kernels are timed by "
-                         "`tune` through the Vulkan dispatcher (on lavapipe here, which says nothing about a phone)")
-    tuning = None if args.no_tuning else tuning_db.device_dir(Path(args.tuning_logs), target.name,
-                                                               args.device or tuning_db.host_device(target))
+    if backends.get(target).bench_refusal:
+        raise ValueError(f"{target.name}: {backends.get(target).bench_refusal}")
+    tuning = _records_dir(args, target)
     gguf = Path(args.gguf) if args.gguf else None
     if gguf is None and not args.config and args.model in model_files.GGUF_PACKAGES and not args.no_model_row:
         gguf = model_files.gguf_path(args.model)  # a preset with a published GGUF gets its model row
-    bench.run(_specs(args), target, toolchain=toolchain.for_target(target), tuning_dir=tuning, quick=args.quick,
+    bench.run(_specs(args), target, toolchain=backends.toolchain_for(target), tuning_dir=tuning, quick=args.quick,
               json_path=Path(args.json) if args.json else None, plot_path=Path(args.plot) if args.plot else None,
               model=_model(args), gguf=gguf, progress=lambda line: print(line, flush=True))
     return 0
@@ -166,9 +183,9 @@ def cmd_bench(args) -> int:
 def cmd_verify(args) -> int:
     import numpy as np
 
-    from compiler import loader, verify
+    from compiler import verify
 
-    lib = loader.load(args.dir, emulate=True if args.emulate else None)
+    lib = runtime.load(args.dir, emulate=True if args.emulate else None)
     print(f"verifying {len(lib.kernels)} kernels of {args.dir} ({lib.target['name']}, {lib.mode})")
     rng = np.random.default_rng(args.seed)
     failures = 0
@@ -185,14 +202,14 @@ def cmd_verify(args) -> int:
 
 
 def cmd_setup_emulator(args) -> int:
-    from compiler import emulate
+    from compiler.backends.native import sysroot
 
-    emulate.setup_sysroot(args.isa)
+    sysroot.setup_sysroot(args.isa)
     return 0
 
 
 def cmd_rpc_server(args) -> int:
-    from compiler import rpc, rpc_server
+    from compiler.tuning import rpc, rpc_server
 
     rpc_server.serve(rpc.Tracker.parse(args.tracker, args.key), host=args.host, port=args.port,
                      progress=lambda line: print(line, flush=True))
@@ -200,7 +217,7 @@ def cmd_rpc_server(args) -> int:
 
 
 def cmd_rpc_emulator(args) -> int:
-    from compiler import rpc
+    from compiler.tuning import rpc
 
     with rpc.EmulatedDevice(args.isa) as device:
         print(f"emulated {args.isa} device registered: --rpc-tracker {device.tracker.address} --rpc-key {device.key}",
@@ -263,6 +280,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--rpc-timeout", type=int, default=60, help="seconds per measurement on a device (default 60)")
     t.add_argument("--plot", help="write the tuning curves (best so far vs trials) to this PNG")
     t.add_argument("--gguf", help="tune the kernels `run` builds for this GGUF instead of a preset's")
+    measured = t.add_mutually_exclusive_group()
+    measured.add_argument("--record", help="also write every measured time to this JSON file (for --replay)")
+    measured.add_argument("--replay", help="measure nothing: answer from a --record file of an earlier search "
+                                           "(tests the search offline; records go to device replay-<its device>)")
     t.set_defaults(func=cmd_tune)
 
     tc = sub.add_parser("tune-compare", help="default vs our tuned space vs MetaSchedule's generic space, same budgets")
@@ -315,12 +336,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from compiler.loader import use_all_cores
+    from compiler.runtime.host import use_all_cores
 
     use_all_cores()  # before anything starts TVM's thread pool (tuning runners, bench, run)
-    from compiler.emulate import EmulatorSetupError
-    from compiler.loader import LoaderError
-    from compiler.rpc import RpcError
+    from compiler.backends.native.sysroot import EmulatorSetupError
+    from compiler.runtime import LoaderError
+    from compiler.tuning.rpc import RpcError
     from compiler.toolchain import ToolchainError
 
     try:

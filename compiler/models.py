@@ -12,6 +12,12 @@ from compiler.specs import KernelSpec, make_spec
 QUANT_FORMS = ("w8a8", "w4a8", "w4a16")
 
 
+def int8_activations(quant: str) -> bool:
+    """Whether a quantized form ("w4a8", "w8a16", ...) multiplies int8 activations (an int8 dot
+    product, fed by quantize_per_token) rather than float ones."""
+    return quant.endswith("a8")
+
+
 @dataclass(frozen=True)
 class ModelShape:
     name: str
@@ -103,7 +109,7 @@ def kernel_specs(model: ModelShape, *, ops: list[str] | None = None,
                                bias=m.qkv_bias, rope=True, rope_theta=float(m.rope_theta), **int4))
         for n, k in projections:
             specs.append(make_spec(f"qgemm_{q}", n=n, k=k, **int4))
-    if any(q != "w4a16" for q in quants):
+    if any(int8_activations(q) for q in quants):
         specs += [make_spec("quantize_per_token", k=k) for k in (m.hidden, attn_width, m.ffn)]
     specs.append(make_spec("attention_prefill", hq=m.heads, hkv=m.kv_heads, d=m.head_dim))
     specs.append(make_spec("attention_decode", hq=m.heads, hkv=m.kv_heads, d=m.head_dim))
@@ -128,7 +134,7 @@ def layer_calls(model: ModelShape, quant: str) -> list[tuple[str, int]]:
         (make_spec("attention_prefill", hq=m.heads, hkv=m.kv_heads, d=m.head_dim).name, 1),
         (make_spec("attention_decode", hq=m.heads, hkv=m.kv_heads, d=m.head_dim).name, 1),
     ]
-    if quant != "w4a16":  # inputs of qkv and gate/up, of o, of down
+    if int8_activations(quant):  # inputs of qkv and gate/up, of o, of down
         for k in (m.hidden, m.hidden, attn_width, m.ffn):
             calls.append((make_spec("quantize_per_token", k=k).name, 1))
     counts: dict[str, int] = {}

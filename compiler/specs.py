@@ -33,3 +33,12 @@ def make_spec(op: str, **values: Any) -> KernelSpec:
     from compiler import ops
 
     return ops.get(op).make(**values)
+
+
+def variant_symbol(spec: KernelSpec, bucket: dict) -> str:
+    """Exported name of one length variant: the spec name, plus e.g. "__m1" for the M=1 bucket
+    or "__l1to512" for the range bucket L in [1, 512]."""
+    def part(dim, value):
+        return f"__{dim.lower()}{value[0]}to{value[1]}" if isinstance(value, list) else f"__{dim.lower()}{value}"
+
+    return spec.name + "".join(part(dim, value) for dim, value in sorted(bucket.items()))

@@ -63,12 +63,8 @@ class Toolchain:
 _NDK_TRIPLES = {"aarch64": "aarch64-linux-android", "x86_64": "x86_64-linux-android"}
 
 
-def for_target(target, *, cc: str | None = None, ndk: str | None = None, android_api: int = 28) -> Toolchain | None:
-    """The C toolchain that links a CPU target's library; None for GPU targets (glslang makes SPIR-V)."""
-    if target.gpu is not None:
-        if cc or ndk:
-            raise ToolchainError(f"{target.name} builds SPIR-V shaders: --cc/--ndk do not apply")
-        return None
+def for_target(target, *, cc: str | None = None, ndk: str | None = None, android_api: int = 28) -> Toolchain:
+    """The C toolchain that links a CPU target's library: zig by default, or --cc / --ndk."""
     if cc and ndk:
         raise ToolchainError("give either --cc or --ndk, not both")
     if cc:
@@ -89,8 +85,5 @@ def for_target(target, *, cc: str | None = None, ndk: str | None = None, android
     except ImportError:
         raise ToolchainError("the default cross toolchain needs the `ziglang` package "
                              "(pip install ziglang), or pass --cc/--ndk") from None
-    # Hexagon: zig builds its C runtime per CPU (~1 min each); the v66 baseline runs on every later DSP,
-    # so all versions link against that one (their kernels keep their own ISA version).
-    cpu = ("-mcpu=hexagonv66",) if target.isa == "hexagon" else ()
-    return Toolchain((sys.executable, "-m", "ziglang", "cc", "-target", target.triple, *cpu), "zig")
+    return Toolchain((sys.executable, "-m", "ziglang", "cc", "-target", target.triple, *target.link_flags), "zig")
 

@@ -14,7 +14,11 @@ from typing import Any
 
 _DIR = Path(__file__).resolve().parent
 
-INT8_DOT_KINDS = ("sdot", "neon", "avx2_madd", "avx512_madd", "avx512_vnni", "hvx_vrmpy", "none")
+# How int8 dot products are done -> the width in bits of the lanes its multiplies run on: SDOT,
+# VPDPBUSD and VRMPY multiply 8-bit lanes; the VPMADDWD and SMULL routes widen to 16 bits first;
+# "none" multiplies in 32-bit lanes.
+INT8_DOT_KINDS = {"sdot": 8, "avx512_vnni": 8, "hvx_vrmpy": 8, "neon": 16, "avx2_madd": 16, "avx512_madd": 16,
+                  "none": 32}
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Target:
     name: str
     description: str
     family: str  # schedule family in schedules/ ("cpu", "gpu")
+    backend: str  # plug-in in compiler/backends/ that builds, tunes and loads it ("native", "hexagon", "vulkan")
     isa: str  # machine this code runs on, as platform.machine() names it ("spirv" for GPU code)
     triple: str  # toolchain triple for the cross linker
     llvm: dict[str, Any]  # TVM target as a JSON dict (for a GPU: its host)
@@ -52,9 +57,7 @@ class Target:
     l2_kib: int = 0
     cpu_features: tuple[str, ...] = ()  # /proc/cpuinfo flags needed to run natively
     emulator: str | None = None  # qemu-user binary that runs this ISA elsewhere
-    # How a host process calls the kernels where no Python runs (a DSP): "hexagon" = a static runner
-    # executable built with the library (compiler/hexagon_runner.c). None: the library is dlopen-ed.
-    runner: str | None = None
+    link_flags: tuple[str, ...] = ()  # extra flags for the default (zig) cross linker
     compile_only: str | None = None  # why builds for this target cannot run on this kind of machine
     gpu: GpuFacts | None = None
 
@@ -73,6 +76,7 @@ class Target:
         return {
             "name": self.name,
             "family": self.family,
+            "backend": self.backend,
             "isa": self.isa,
             "triple": self.triple,
             "llvm": dict(self.llvm),
@@ -81,7 +85,6 @@ class Target:
             "int8_dot": self.int8_dot,
             "cpu_features": list(self.cpu_features),
             "emulator": self.emulator,
-            "runner": self.runner,
             **({"compile_only": self.compile_only} if self.compile_only else {}),
             **({"gpu": asdict(self.gpu)} if self.gpu else {}),
         }
@@ -91,8 +94,8 @@ def _load(path: Path) -> Target:
     raw = tomllib.loads(path.read_text())
     try:
         common = {"name": path.stem, "description": raw["description"], "family": raw["family"],
-                  "isa": raw["isa"], "triple": raw["triple"], "llvm": dict(raw["llvm"]),
-                  "emulator": raw.get("emulator"), "runner": raw.get("runner"),
+                  "backend": raw["backend"], "isa": raw["isa"], "triple": raw["triple"], "llvm": dict(raw["llvm"]),
+                  "emulator": raw.get("emulator"), "link_flags": tuple(raw.get("link_flags", ())),
                   "compile_only": raw.get("compile_only")}
         if raw["family"] == "gpu":
             gpu = raw["gpu"]
@@ -113,7 +116,7 @@ def _load(path: Path) -> Target:
     except KeyError as missing:
         raise ValueError(f"target file {path} lacks the field {missing}") from None
     if target.int8_dot not in INT8_DOT_KINDS:
-        raise ValueError(f"target file {path}: int8_dot must be one of {INT8_DOT_KINDS}")
+        raise ValueError(f"target file {path}: int8_dot must be one of {', '.join(INT8_DOT_KINDS)}")
     return target
 
 
@@ -121,7 +124,7 @@ def host() -> Target:
     """The widest target this machine runs natively (its ISA, and every CPU feature it needs)."""
     import platform
 
-    from compiler.loader import native_ok
+    from compiler.runtime.host import native_ok
 
     fits = [t for t in all_targets() if t.family == "cpu" and native_ok(t.to_json())[0]]
     if not fits:
@@ -145,3 +148,11 @@ def get(name: str) -> Target:
 
 def all_targets() -> list[Target]:
     return [get(n) for n in names()]
+
+
+def emulator_for(isa: str) -> str | None:
+    """The emulator the targets of an ISA name (qemu-aarch64 for aarch64), None if none does."""
+    emulators = {t.emulator for t in all_targets() if t.isa == isa and t.emulator}
+    if len(emulators) > 1:
+        raise ValueError(f"targets of {isa} name different emulators: {sorted(emulators)}")
+    return next(iter(emulators), None)

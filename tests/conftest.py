@@ -10,35 +10,58 @@ import numpy as np
 import pytest
 
 import targets
-from compiler import build, loader, toolchain, verify
+from compiler import backends, build, verify
+from compiler.runtime.host import missing_emulator
+from compiler.runtime.paths import sysroot_dir
 from compiler.specs import make_spec
 
 # CI sets this so a missing emulator fails the run instead of skipping its tests.
 REQUIRE_EMULATOR = os.environ.get("EKC_REQUIRE_EMULATOR") == "1"
+TIERS = ("unit", "compile", "native", "emulated", "e2e")  # pyproject.toml says what each means
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test is in exactly one tier, so `pytest -m <tier>` selections partition the suite."""
+    wrong = []
+    for item in items:
+        tiers = sorted({mark.name for mark in item.iter_markers() if mark.name in TIERS})
+        if len(tiers) != 1:
+            wrong.append(f"{item.nodeid}: {tiers or 'no tier'}")
+    if wrong:
+        raise pytest.UsageError("tests must be in exactly one tier of " + ", ".join(TIERS) + ":\n" + "\n".join(wrong))
 
 
 def emulator_missing(isa: str) -> str | None:
     """Why foreign-ISA kernels cannot run here, or None when they can."""
     if isa == "spirv":
         return _vulkan_missing()
-    emulator = {"aarch64": "qemu-aarch64", "hexagon": "qemu-hexagon"}[isa]
+    emulator = targets.emulator_for(isa)
     if shutil.which(emulator) is None:
-        return f"{emulator} is not installed (apt-get install qemu-user)"
-    if isa == "aarch64" and not (loader.sysroot_dir(isa) / "READY.json").is_file():  # Hexagon needs no userland
+        return missing_emulator(emulator)
+    if isa == "aarch64" and not (sysroot_dir(isa) / "READY.json").is_file():  # Hexagon needs no userland
         return f"no {isa} userland (python -m compiler setup-emulator --isa {isa})"
     return None
 
 
 @functools.cache
-def _vulkan_missing() -> str | None:
-    """Why SPIR-V kernels cannot be built and run here (glslang, spirv-val, a Vulkan device such as lavapipe)."""
-    from compiler.codegen import vulkan
-    from compiler.vulkan_runtime import Device, VulkanError
+def _spirv_tools_missing() -> str | None:
+    """Why SPIR-V kernels cannot be built here (glslang, spirv-val)."""
+    from compiler.backends.vulkan import spirv
 
     try:
-        vulkan.require_tools()
+        spirv.require_tools()
     except RuntimeError as err:
         return str(err)
+    return None
+
+
+@functools.cache
+def _vulkan_missing() -> str | None:
+    """Why SPIR-V kernels cannot be built and run here (the tools, a Vulkan device such as lavapipe)."""
+    from compiler.runtime.drivers.vulkan_device import Device, VulkanError
+
+    if _spirv_tools_missing():
+        return _spirv_tools_missing()
     try:
         Device().close()
     except VulkanError as err:
@@ -46,12 +69,20 @@ def _vulkan_missing() -> str | None:
     return None
 
 
-def require_emulator(isa: str) -> None:
-    reason = emulator_missing(isa)
+def _require(reason: str | None, what: str) -> None:
     if reason:
         if REQUIRE_EMULATOR:
-            pytest.fail(f"emulator required but unavailable: {reason}")
-        pytest.skip(f"EMULATOR UNAVAILABLE, test not run: {reason}")
+            pytest.fail(f"{what} required but unavailable: {reason}")
+        pytest.skip(f"{what.upper()} UNAVAILABLE, test not run: {reason}")
+
+
+def require_spirv_tools() -> None:
+    """For compile-tier tests of Vulkan builds: glslang and spirv-val, no device."""
+    _require(_spirv_tools_missing(), "SPIR-V tools")
+
+
+def require_emulator(isa: str) -> None:
+    _require(emulator_missing(isa), "emulator")
 
 
 # Kernels whose shapes exercise every variant while staying fast under emulation.
@@ -101,7 +132,7 @@ def build_library(tmp_path_factory):
         if key not in cache:
             target = targets.get(target_name)
             out = tmp_path_factory.mktemp(f"build-{target_name}")
-            build.build(specs, target, out, toolchain=toolchain.for_target(target), progress=lambda _: None)
+            build.build(specs, target, out, toolchain=backends.toolchain_for(target), progress=lambda _: None)
             cache[key] = out
         return cache[key]
 

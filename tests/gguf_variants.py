@@ -60,11 +60,12 @@ def two_layer_greedy(tmp_path: Path, target_names: tuple[str, ...], steps: int =
     """SmolLM2's first two layers (its own weight types: Q4_1, Q8_0 head) decoded greedily from
     "The capital of France is" on each target's build: name -> (tokens, logits)."""
     import targets
-    from compiler import loader, model_files, toolchain
-    from compiler.decoder import Decoder
-    from compiler.gguf_file import GGUFModel
-    from compiler.gguf_tokenizer import GGUFTokenizer
-    from compiler.run import greedy_tokens, model_library
+    from compiler import backends, runtime
+    from compiler.llm import model_files
+    from compiler.llm.decoder import Decoder
+    from compiler.llm.gguf import GGUFModel
+    from compiler.llm.tokenizer import GGUFTokenizer
+    from compiler.llm.run import greedy_tokens, model_library
 
     source = model_files.gguf_path("smollm2-135m")
     types = {"qkv": "Q4_1", "o": "Q4_1", "gate_up": "Q4_1", "down": "Q4_1", "embedding": "Q8_0"}
@@ -73,8 +74,8 @@ def two_layer_greedy(tmp_path: Path, target_names: tuple[str, ...], steps: int =
     results = {}
     for name in target_names:
         target = targets.get(name)
-        model_library(model, target, tmp_path / name, toolchain=toolchain.for_target(target), tuning_dir=None,
+        model_library(model, target, tmp_path / name, toolchain=backends.toolchain_for(target), tuning_dir=None,
                       progress=lambda _: None)
-        with loader.load(tmp_path / name) as library:
+        with runtime.load(tmp_path / name) as library:
             results[name] = greedy_tokens(Decoder(model, library, max_context=32), prompt, steps)
     return results

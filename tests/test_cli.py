@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import assert_matches, coverage_specs, require_emulator
 
-from compiler import loader, models
+from compiler import models, runtime
 
 
 def run(*args, cwd=None):
@@ -18,6 +18,7 @@ def run(*args, cwd=None):
                           cwd=cwd)
 
 
+@pytest.mark.unit
 def test_list_names_targets_presets_and_ops():
     proc = run("list")
     assert proc.returncode == 0
@@ -25,6 +26,7 @@ def test_list_names_targets_presets_and_ops():
         assert word in proc.stdout
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("args, message", [
     (["build", "--target", "nope"], "unknown target 'nope'"),
     (["build", "--target", "arm", "--model", "nope"], "unknown model preset 'nope'"),
@@ -43,6 +45,7 @@ def test_bad_input_is_a_clear_error(args, message):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.unit
 def test_bad_config_files(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text("{ hidden: ")
@@ -58,12 +61,14 @@ def test_bad_config_files(tmp_path):
     assert proc.returncode == 2 and "hq=3 must be a multiple of 2" in proc.stderr
 
 
+@pytest.mark.unit
 def test_config_without_group_picks_one_that_divides(tmp_path):
     config = tmp_path / "small.json"
     config.write_text(json.dumps({"hidden": 576, "heads": 9, "kv_heads": 3, "head_dim": 64, "ffn": 1536}))
     assert models.from_config(config).group == 64  # 576 is not a multiple of 128
 
 
+@pytest.mark.unit
 def test_hugging_face_config_is_understood(tmp_path):
     hf = {"model_type": "qwen2", "hidden_size": 896, "num_attention_heads": 14, "num_key_value_heads": 2,
           "intermediate_size": 4864, "rope_theta": 1000000.0, "vocab_size": 151936, "torch_dtype": "bfloat16"}
@@ -76,6 +81,7 @@ def test_hugging_face_config_is_understood(tmp_path):
         s.name for s in models.kernel_specs(models.preset("qwen2.5-0.5b"))}
 
 
+@pytest.mark.e2e
 def test_build_from_config_and_verify(tmp_path):
     config = tmp_path / "tiny.toml"
     config.write_text('hidden = 128\nheads = 4\nkv_heads = 2\nhead_dim = 32\nffn = 192\ngroup = 32\nqkv_bias = true\n')
@@ -101,7 +107,7 @@ def test_default_arm_build_runs_under_emulation(tmp_path):
     assert proc.returncode == 0, proc.stderr
     expected = {s.name for s in models.kernel_specs(models.preset(models.DEFAULT_PRESET))}
     require_emulator("aarch64")
-    with loader.load(out) as lib:
+    with runtime.load(out) as lib:
         assert set(lib.kernels) == expected and lib.mode == "emulated"
         for name in lib.kernels:
             if name.startswith(("qkv_proj_w8a8", "qgemm_w4a16", "attention_decode", "quantize")):
@@ -109,6 +115,7 @@ def test_default_arm_build_runs_under_emulation(tmp_path):
                 assert_matches(lib[name], sizes)
 
 
+@pytest.mark.native
 def test_verify_reports_a_wrong_kernel(build_library, tmp_path, monkeypatch):
     """`verify` must be able to fail: with a corrupted reference the same kernels mismatch."""
     from compiler.ops import qgemm_int
@@ -116,11 +123,12 @@ def test_verify_reports_a_wrong_kernel(build_library, tmp_path, monkeypatch):
     monkeypatch.setattr(qgemm_int, "int_gemm_reference", lambda *a, **k: np.zeros((1, 1)) + 1e9)
     from compiler import verify
 
-    with loader.load(build_library("x86", coverage_specs())) as lib:
+    with runtime.load(build_library("x86", coverage_specs())) as lib:
         checks = verify.check_kernel(lib["qgemm_w8a8_n64_k128"], {"M": 2}, np.random.default_rng(0))
     assert not any(c.ok for c in checks)
 
 
+@pytest.mark.e2e
 def test_bench_quick_writes_well_formed_json(tmp_path):
     """Not a speed test: bench must run side by side with its contenders and write every row."""
     config = tmp_path / "tiny.toml"

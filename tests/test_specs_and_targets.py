@@ -9,6 +9,8 @@ import targets
 from compiler import models, ops
 from compiler.specs import make_spec
 
+pytestmark = pytest.mark.unit
+
 
 def test_spec_names_are_stable_and_readable():
     assert make_spec("qgemm_w4a16", n=2048, k=2048).name == "qgemm_w4a16_g128_n2048_k2048"

@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from compiler.ops.base import Arg, OpDef, Option, check_divisible
+from compiler.ops.base import NEG_INF, Arg, OpDef, Option, check_divisible
 from compiler.specs import KernelSpec
 
-NEG_INF = -3.0e38  # finite: exp(NEG_INF - m) is 0 without inf - inf = NaN
 
 
 class AttentionPrefill(OpDef):

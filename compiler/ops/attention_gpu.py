@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from compiler.ops.attention import NEG_INF
+from compiler.ops.base import NEG_INF
 
 
 def _ceil(a: int, b: int) -> int:

@@ -14,8 +14,8 @@ import numpy as np
 
 from compiler.specs import KernelSpec
 
-# Symbolic (runtime) dims: token count, prefill sequence length, KV length.
-SYMBOLIC_DIMS = ("M", "S", "L")
+# Attention's masked score: finite, so exp(NEG_INF - m) is 0 without inf - inf = NaN.
+NEG_INF = -3.0e38
 
 Shape = tuple[int | str, ...]
 
@@ -191,11 +191,6 @@ class Placeholders:
 def int4_nibble(byte, high):
     """Signed 4-bit value held in an int8 `byte` (low nibble: high=0): shift it to the top, shift back."""
     return (byte.astype("int32") << (28 - 4 * high)) >> 28
-
-
-def pack_nibbles_steps() -> tuple[dict, ...]:
-    """Pack steps pairing adjacent elements of the last axis into one byte (first element low)."""
-    return ({"op": "check_range", "min": -8, "max": 7}, {"op": "nibbles"})
 
 
 def padded_rows(m, m_tile: int):

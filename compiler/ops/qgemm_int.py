@@ -130,7 +130,7 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
 
     if layout.get("int8_dot") == "spirv_dot4" and group % 4 == 0:
         # GPUs with SPV_KHR_integer_dot_product: 4 products per instruction on packed int8
-        # (compiler/codegen/glsl.py prints the extern as OpSDotKHR).
+        # (compiler/backends/vulkan/glsl.py prints the extern as OpSDotKHR).
         from tvm import tirx
 
         kq = te.reduce_axis((0, group // 4), name="kq")

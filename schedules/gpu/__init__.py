@@ -226,7 +226,7 @@ def schedule_grouped_gemv(sch, gpu) -> None:
     columns = [c for c in (4, 8, 16, 32, 64) if c * 4 <= gpu.max_threads]
     cols = sample_choice(sch, "gemv_cols", ysum, columns, max(c for c in columns if c <= max(gpu.subgroup_size, 4)))
     threads = sample_choice(sch, "gemv_threads", ysum, splits, splits[-1])
-    outer, tx, own = sch.split(sch.fuse(i, j), [None, cols, _weight_lanes(sch, acc)])
+    outer, tx, own = sch.split(sch.fuse(i, j), [None, cols, _weight_lanes(sch, acc, gpu)])
     ty, serial = sch.split(groups, [threads, None])
     sch.reorder(outer, tx, ty, serial, own)
     # Each thread first sums its groups for its columns (ysum_rf, in registers); then one cross-
@@ -253,11 +253,12 @@ def _packed_weight(sch, acc):
                  if b.name == "w" and len(b.shape) == 3 and str(b.dtype) in ("int8", "uint8")), None)
 
 
-def _weight_lanes(sch, acc) -> int:
-    """Adjacent columns whose weight bytes one vector load covers: 4 where the weight keeps columns
-    innermost in tiles of a multiple of 4 (_packed_weight), else 1."""
+def _weight_lanes(sch, acc, gpu) -> int:
+    """Adjacent columns whose weight bytes one vector load covers: the target's vector width where
+    the weight keeps columns innermost in tiles of a multiple of it (_packed_weight), else 1."""
     weight = _packed_weight(sch, acc)
-    return 4 if weight is not None and int(weight[1].shape[-1]) % 4 == 0 else 1
+    lanes = gpu.vector_width
+    return lanes if weight is not None and int(weight[1].shape[-1]) % lanes == 0 else 1
 
 
 def _vector_weight_loads(sch, acc, reduction) -> None:

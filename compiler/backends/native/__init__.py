@@ -1,0 +1,73 @@
+"""The native backend: one shared library of CPU kernels (LLVM through TVM, linked by the target's
+cross toolchain), loaded by the runtime's native driver here, or for another ISA in a worker
+process under qemu-user (the userland `setup-emulator` prepares: sysroot.py). Candidates are timed
+by TVM itself: on this machine, or over TVM RPC on a board."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from compiler.backends.base import Backend
+from compiler.manifest import LIBRARY_NAME
+from compiler.toolchain import for_target
+
+
+class NativeBackend(Backend):
+    name = "native"
+
+    def toolchain(self, target, *, cc=None, ndk=None, android_api=28):
+        return for_target(target, cc=cc, ndk=ndk, android_api=android_api)
+
+    def compile(self, funcs: dict, target):
+        """TVM's executable of the scheduled PrimFuncs (one object for all kernels)."""
+        import tvm
+
+        return tvm.compile(tvm.IRModule(funcs), target.tvm_target())
+
+    def build(self, funcs, kernels, target, out_dir, toolchain, progress) -> list[str]:
+        progress(f"compiling {len(funcs)} functions for {target.name} ({target.llvm.get('mtriple', 'host')})")
+        exe = self.compile(funcs, target)
+        progress(f"linking with {toolchain.describe()}")
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            staged = Path(tmp) / LIBRARY_NAME
+            exe.export_library(str(staged), fcompile=toolchain.fcompile())
+            os.replace(staged, out_dir / LIBRARY_NAME)
+            return [LIBRARY_NAME, *self.extra_artifacts(exe, sorted(funcs), target, out_dir, Path(tmp), toolchain,
+                                                        progress)]
+
+    def extra_artifacts(self, exe, symbols, target, out_dir: Path, tmp: Path, toolchain, progress) -> list[str]:
+        """Artifacts besides the library (none here; the Hexagon backend adds its runner)."""
+        return []
+
+    def describe_tools(self, target, toolchain) -> str:
+        return f"{toolchain.describe()} ({toolchain.version()})"
+
+    def candidate_compiler(self, target, work_dir: str) -> Callable:
+        import tvm
+
+        toolchain = self.toolchain(target)
+
+        def compile_one(build_input) -> str:
+            exe = tvm.compile(build_input.mod, build_input.target)
+            path = os.path.join(tempfile.mkdtemp(dir=work_dir), "candidate.so")
+            exe.export_library(path, fcompile=toolchain.fcompile())
+            return path
+
+        return compile_one
+
+    def tuning_runner(self, target, tracker, rpc_timeout, progress):
+        if tracker is None:
+            return "local"
+        return tracker.runner(timeout_sec=rpc_timeout)
+
+    def local_tuning_refusal(self, target) -> str | None:
+        from compiler.runtime.host import native_ok
+
+        ok, reason = native_ok(target.to_json())
+        return None if ok else reason
+
+
+BACKEND = NativeBackend()

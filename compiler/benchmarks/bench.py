@@ -1,0 +1,289 @@
+"""python -m compiler bench: our built kernels against what users would run instead (compiler/
+contenders.py), in one process, on the same logical inputs, alternating so that drift hits all.
+
+Per kernel and length: median / min / max time of each contestant, GFLOP/s, GB/s of the bytes that
+must move (and that as a fraction of the memory bandwidth measured at start-up), and our speed
+over the best alternative. Not a test: timings on a shared machine are noisy, hence medians.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+import targets
+from compiler import models, ops, runtime
+from compiler.runtime import host
+from compiler.benchmarks import contenders
+from compiler.benchmarks.summary import memory_bound
+
+# Lengths benchmarked per runtime dim (`--quick`: the first of each): decode (one token) and a
+# prefill chunk for GEMMs, a chat-turn prompt and longer ones for prefill attention, a 2K and an
+# 8K KV cache for decode attention.
+LENGTHS = {"M": (1, 128), "S": (128, 512, 2048), "L": (2048, 8192)}
+
+
+def memory_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
+    """GB/s of a large copy (read + write) split over every core, the roofline of memory-bound
+    kernels (numpy's copy releases the GIL, so threads run in parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = os.cpu_count() or 1
+    src = np.ones(megabytes * (1 << 20) // 4, np.float32)
+    dst = np.empty_like(src)
+    bounds = np.linspace(0, src.size, threads + 1).astype(int)
+    chunks = [(dst[a:b], src[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            list(pool.map(lambda pair: np.copyto(*pair), chunks))
+            best = min(best, time.perf_counter() - start)
+    return 2 * src.nbytes / best / 1e9
+
+
+def time_alternating(contestants: list[tuple[str, Callable]], *, rounds: int, min_seconds: float) -> dict:
+    """Seconds per call of each contestant per round; each round runs all of them, order rotating."""
+    calls = {}
+    for name, fn in contestants:  # warm-up, and enough calls per round for a readable timer
+        start = time.perf_counter()
+        fn()
+        calls[name] = max(1, int(min_seconds / max(time.perf_counter() - start, 1e-7)))
+    samples: dict[str, list[float]] = {name: [] for name, _ in contestants}
+    for r in range(rounds):
+        order = contestants[r % len(contestants):] + contestants[:r % len(contestants)]
+        for name, fn in order:
+            start = time.perf_counter()
+            for _ in range(calls[name]):
+                fn()
+            samples[name].append((time.perf_counter() - start) / calls[name])
+    return samples
+
+
+def cpu_ghz() -> float:
+    """The clock /proc/cpuinfo reports (the highest of the cores), 0 when it reports none."""
+    values = [float(v) for v in host.cpuinfo(("cpu MHz",)) if v.replace(".", "", 1).isdigit()]
+    return max(values, default=0.0) / 1e3
+
+
+def compute_peaks(target: dict) -> dict[str, float]:
+    """Estimated GFLOP/s (GOP/s for int8) of the cores: two vector pipes per core, each one
+    multiply-add (2 ops) per lane per cycle, at the reported clock. An estimate for the roofline
+    column, not a measurement: turbo, AVX-512 double-pumping (Zen 4) and port counts move it."""
+    per_cycle = 2 * 2 * (os.cpu_count() or 1) * cpu_ghz()
+    return {"fp32": per_cycle * target["vector_bits"] / 32,
+            "int8": per_cycle * target["vector_bits"] / targets.INT8_DOT_KINDS[target["int8_dot"]]}
+
+
+def _int8_compute(spec) -> bool:
+    quant = spec.opt("quant") if spec.op == "qkv_proj" else spec.op.removeprefix("qgemm_")
+    return models.int8_activations(quant)
+
+
+def _machine(bandwidth: float) -> dict:
+    flags = host.cpu_features()
+    model = host.cpu_model() or platform.processor()
+    versions = {}
+    for dist in ("apache-tvm", "numpy", "torch"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {"cpu": model, "machine": platform.machine(), "threads": os.cpu_count(), "cpu_ghz": round(cpu_ghz(), 3),
+            "simd_flags": sorted(f for f in flags if f.startswith(("avx", "fma", "asimd", "sve"))),
+            "memory_bandwidth_gbs": round(bandwidth, 2), "versions": versions}
+
+
+def last_level_cache_bytes() -> int:
+    """The largest CPU cache the OS reports (32 MiB if it reports none)."""
+    sizes = []
+    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = path.read_text().strip()
+        scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
+        sizes.append(int(text.rstrip("KM")) * scale)
+    return max(sizes, default=32 << 20)
+
+
+
+def _tuned(kernel) -> bool:
+    """Whether any variant of a loaded kernel was built from a tuning record."""
+    return any(v["tuning"] != "default" for v in kernel.spec["variants"])
+
+
+def _contestant_sets(kernel, spec, op, sizes, rng, copies: int, separate_qkv=None, default=None):
+    """`copies` independent input sets, each with our packed call and the contenders' calls; the
+    contestants cycle through them, so with enough copies every call streams from DRAM.
+    `default`: the same kernel built with its default schedule (when ours is tuned)."""
+    sets = []
+    for _ in range(copies):
+        logical = op.random_inputs(spec, sizes, rng)
+        weights = kernel.pack(**{n: logical[n] for n in kernel.logical_weights})
+        inputs = {a["name"]: runtime.aligned(np.ascontiguousarray(logical[a["name"]]))
+                  for a in kernel.spec["args"] if a["role"] == "input"}
+        calls = [("ours", lambda inputs=inputs, weights=weights: kernel(**inputs, **weights))]
+        if default is not None:  # the layouts do not depend on tuning: same packed weights
+            calls.append(("ours, default schedule", lambda inputs=inputs, weights=weights: default(**inputs, **weights)))
+        if separate_qkv:
+            calls.append(contenders.separate_qkv(spec, separate_qkv, logical))
+        sets.append(calls + contenders.for_kernel(spec, logical))
+    names = [name for name, _ in sets[0]]
+    contestants = []
+    for index, name in enumerate(names):
+        position = itertools.cycle(range(copies))
+        contestants.append((name, lambda index=index, position=position: sets[next(position)][index][1]()))
+    return contestants
+
+
+def _rows(name, op_name, sizes, cache, samples, flops, nbytes, bandwidth, peak) -> list[dict]:
+    medians = {n: statistics.median(t) for n, t in samples.items()}
+    # Alternatives are what users would run instead: not our own default schedule or unfused form.
+    best_other = min((t for n, t in medians.items() if not n.startswith("ours")), default=None)
+    return [{
+        "kernel": name, "op": op_name, "sizes": sizes, "cache": cache, "contestant": contestant,
+        "median_ms": medians[contestant] * 1e3, "min_ms": min(times) * 1e3, "max_ms": max(times) * 1e3,
+        "gflops": flops / medians[contestant] / 1e9, "gbs": nbytes / medians[contestant] / 1e9,
+        "bandwidth_fraction": nbytes / medians[contestant] / 1e9 / bandwidth,
+        "compute_fraction": flops / medians[contestant] / 1e9 / peak if peak else None,
+        "speedup_vs_best_alternative": best_other / medians[contestant] if contestant == "ours" and best_other else None,
+    } for contestant, times in samples.items()]
+
+
+def separate_qkv_specs(spec) -> list:
+    """The q, k and v projections of a fused qkv_proj spec as three plain GEMM specs (same form,
+    group and bias): what an unfused model runs, before its separate RoPE."""
+    from compiler.specs import make_spec
+
+    quant = spec.opt("quant")
+    extra = {"group": spec.opt("group")} if quant != "w8a8" else {}
+    widths = (spec.dim("hq") * spec.dim("d"), spec.dim("hkv") * spec.dim("d"), spec.dim("hkv") * spec.dim("d"))
+    return [make_spec(f"qgemm_{quant}", n=n, k=spec.dim("k"), bias=spec.opt("bias"), **extra) for n in widths]
+
+
+def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, seed: int = 0,
+                  only: list[str] | None = None, default_lib=None) -> dict:
+    """Benchmark the kernels `only` names (default all) of a loaded (native) library. Decode
+    kernels are measured with their data hot in cache and, unless `quick`, cold: cycling through
+    copies of the inputs that together exceed the last-level cache several times (edge decode
+    streams weights from DRAM). A fused qkv_proj also races its three separate projections from
+    the same library (when built) plus a separate RoPE; `default_lib` (the same kernels with
+    default schedules) races each kernel whose build used a tuning record."""
+    from compiler.verify import spec_of, symbolic_dims
+
+    if lib.mode != "native":
+        raise ValueError("bench measures kernels natively; this library runs only under emulation here")
+    bandwidth = memory_bandwidth()
+    peaks = compute_peaks(lib.target)
+    contenders.set_threads(os.cpu_count() or 1)  # TVM's pool uses every core; so do the contenders
+    cold_bytes = 4 * last_level_cache_bytes()
+    progress(f"memory bandwidth (copy on every core): {bandwidth:.1f} GB/s; estimated peak {peaks['fp32']:.0f} "
+             f"GFLOP/s fp32, {peaks['int8']:.0f} GOP/s int8; cold working set {cold_bytes >> 20} MiB")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name in only or lib.kernels:
+        kernel = lib[name]
+        spec = spec_of(kernel.spec)
+        op = ops.get(spec.op)
+        dims = symbolic_dims(kernel.spec)
+        separate = None
+        if spec.op == "qkv_proj":
+            names = [s.name for s in separate_qkv_specs(spec)]
+            separate = [lib[n] for n in names] if all(n in lib.kernels for n in names) else None
+        peak = peaks["int8" if _int8_compute(spec) else "fp32"]
+        default = default_lib[name] if default_lib is not None and _tuned(kernel) else None
+        for length in LENGTHS[dims[0]][:1] if quick else LENGTHS[dims[0]]:
+            sizes = {d: length for d in dims}
+            nbytes = op.bytes_moved(spec, sizes, kernel.spec["layout"])
+            caches = [("hot", 1)]
+            if memory_bound(sizes) and not quick:
+                caches.append(("cold", max(2, -(-cold_bytes // int(nbytes)))))
+            for cache, copies in caches:
+                contestants = _contestant_sets(kernel, spec, op, sizes, rng, copies, separate, default)
+                samples = time_alternating(contestants, rounds=3 if quick else 9, min_seconds=0.02 if quick else 0.1)
+                new = _rows(name, spec.op, sizes, cache, samples, op.flops(spec, sizes), nbytes, bandwidth, peak)
+                rows += new
+                ours = new[0]
+                best = ours["speedup_vs_best_alternative"]
+                vs = f", {best:.2f}x the best alternative" if best else ""
+                progress(f"{name} {sizes} {cache}: {ours['median_ms']:.3f} ms, {ours['gflops']:.1f} GFLOP/s, "
+                         f"{ours['gbs']:.1f} GB/s ({100 * ours['bandwidth_fraction']:.0f}% of copy bandwidth){vs}")
+    machine = _machine(bandwidth)
+    machine["estimated_peak_gflops"] = {k: round(v, 1) for k, v in peaks.items()}
+    return {"machine": machine, "rows": rows}
+
+
+def _model_row(gguf: Path, target, toolchain, tuning_dir, quick: bool, progress) -> dict:
+    from compiler.benchmarks.model_row import bench_model
+    from compiler.llm.gguf import GGUFModel
+    from compiler.llm.run import model_library
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_library(GGUFModel(gguf), target, Path(tmp), toolchain=toolchain, tuning_dir=tuning_dir,
+                      progress=lambda _: None)
+        progress(f"model row: {gguf.name} on our kernels and on llama.cpp, alternating")
+        return bench_model(gguf, Path(tmp), threads=host.physical_cores(), quick=quick, progress=lambda _: None)
+
+
+def format_table(result: dict) -> str:
+    lines = [f"{'kernel':58} {'sizes':10} {'cache':5} {'contestant':44} {'median ms':>10} {'GFLOP/s':>8} "
+             f"{'GB/s':>7} {'%BW':>5} {'%peak':>5} {'ours/best':>9}"]
+    for row in result["rows"]:
+        sizes = ",".join(f"{k}={v}" for k, v in row["sizes"].items())
+        ratio = f"{row['speedup_vs_best_alternative']:.2f}x" if row["speedup_vs_best_alternative"] else ""
+        peak = f"{100 * row['compute_fraction']:5.0f}" if row["compute_fraction"] is not None else "    -"
+        lines.append(f"{row['kernel'][:58]:58} {sizes:10} {row['cache']:5} {row['contestant'][:44]:44} {row['median_ms']:10.3f} "
+                     f"{row['gflops']:8.1f} {row['gbs']:7.1f} {100 * row['bandwidth_fraction']:5.0f} {peak} {ratio:>9}")
+    return "\n".join(lines)
+
+
+def run(specs, target, *, toolchain, tuning_dir: Path | None, quick: bool, json_path: Path | None,
+        plot_path: Path | None = None, model=None, gguf: Path | None = None,
+        progress: Callable[[str], None] = print) -> dict:
+    """Build `specs` (plus the separate projections each fused QKV races), benchmark them, print
+    the table, the goals and (for a model with a layer count) the tokens/s estimates; with a GGUF,
+    also the model row: the whole model on our kernels against llama.cpp (model_row.py)."""
+    from compiler import build
+    from compiler.benchmarks import summary as bench_summary
+
+    helpers = {s.name: s for spec in specs if spec.op == "qkv_proj" for s in separate_qkv_specs(spec)}
+    wanted = [s.name for s in specs]
+    everything = list({**helpers, **{s.name: s for s in specs}}.values())
+    with tempfile.TemporaryDirectory() as tmp:
+        tuned_dir, default_dir = Path(tmp) / "tuned", Path(tmp) / "default"
+        build.build(everything, target, tuned_dir, toolchain=toolchain, tuning_dir=tuning_dir, progress=lambda _: None)
+        with runtime.load(tuned_dir, emulate=False) as lib:
+            if any(_tuned(lib[k]) for k in lib.kernels):
+                build.build(everything, target, default_dir, toolchain=toolchain, tuning_dir=None, progress=lambda _: None)
+                with runtime.load(default_dir, emulate=False) as default_lib:
+                    result = bench_library(lib, quick=quick, progress=progress, only=wanted, default_lib=default_lib)
+            else:
+                result = bench_library(lib, quick=quick, progress=progress, only=wanted)
+    result["target"] = target.name
+    result["goals"] = bench_summary.goals(result["rows"])
+    if model is not None and model.layers:
+        result["model_estimates"] = bench_summary.model_estimates(result["rows"], model)
+    if gguf is not None:
+        result["model_row"] = _model_row(gguf, target, toolchain, tuning_dir, quick, progress)
+    print(format_table(result))
+    print(bench_summary.format_summary(result))
+    if gguf is not None:
+        from compiler.benchmarks.model_row import format_row
+
+        print(format_row(result["model_row"]))
+    if json_path is not None:
+        json_path.write_text(json.dumps(result, indent=1) + "\n")
+        progress(f"wrote {json_path}")
+    if plot_path is not None:
+        from compiler.benchmarks import plots
+
+        progress(f"chart: {plots.bench_chart(result, plot_path)}")
+    return result

@@ -1,0 +1,99 @@
+"""The model row of `bench`: a GGUF run end to end on our kernels and on llama.cpp, same file, same
+threads, same token sequence, rounds alternating between the two; prefill and decode tokens/s as
+medians, plus where our decode time goes (per kernel role and the numpy glue)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from compiler import runtime
+from compiler.llm.decoder import Decoder
+from compiler.llm.gguf import GGUFModel
+from compiler.llm.llama_cpp import LlamaCppPeer
+
+PROMPT_TOKENS = 128
+DECODE_TOKENS = 32
+
+
+def _token_sequence(model: GGUFModel, count: int, seed: int) -> list[int]:
+    """A fixed sequence of ordinary (non-control) token ids: both runners process identical work."""
+    from compiler.llm.tokenizer import GGUFTokenizer
+
+    text = ("The quick brown fox jumps over the lazy dog while the old clock in the hall strikes noon. " * 40)
+    ids = GGUFTokenizer(model).encode(text)
+    rng = np.random.default_rng(seed)
+    start = int(rng.integers(0, max(1, len(ids) - count)))
+    return ids[start:start + count]
+
+
+def _run_once(runner, prompt: list[int], continuation: list[int]) -> tuple[float, float]:
+    """(prefill seconds for the prompt, seconds per decoded token over the continuation)."""
+    runner.reset()
+    start = time.perf_counter()
+    runner.forward(prompt)
+    prefill = time.perf_counter() - start
+    start = time.perf_counter()
+    for token in continuation:
+        runner.forward([token])
+    return prefill, (time.perf_counter() - start) / len(continuation)
+
+
+def bench_model(gguf: Path, library_dir: Path, *, threads: int, quick: bool,
+                progress: Callable[[str], None] = print) -> dict:
+    model = GGUFModel(gguf)
+    tokens = _token_sequence(model, PROMPT_TOKENS + DECODE_TOKENS, seed=0)
+    prompt, continuation = tokens[:PROMPT_TOKENS], tokens[PROMPT_TOKENS:]
+    library = runtime.load(library_dir, emulate=False)
+    ours = Decoder(model, library, max_context=PROMPT_TOKENS + DECODE_TOKENS)
+    peer = LlamaCppPeer(gguf, threads=threads, max_context=PROMPT_TOKENS + DECODE_TOKENS)
+    runners = {"ours": ours, "llama.cpp": peer}
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
+    for runner in runners.values():  # warm-up: page in weights, start thread pools
+        _run_once(runner, prompt[:16], continuation[:4])
+    rounds = 3 if quick else 7
+    decode_profile: dict[str, float] = {}
+    for index in range(rounds):
+        order = list(runners) if index % 2 == 0 else list(reversed(runners))
+        for name in order:
+            if name == "ours":
+                ours.profile.clear()
+            samples[name].append(_run_once(runners[name], prompt, continuation))
+            if name == "ours":
+                for role, seconds in ours.profile.items():
+                    decode_profile[role] = decode_profile.get(role, 0.0) + seconds
+    library.close()
+
+    def summary(values):
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+    row = {"gguf": gguf.name, "threads": threads, "prompt_tokens": len(prompt), "decode_tokens": len(continuation),
+           "rounds": rounds, "resident_weight_bytes": ours.resident_weight_bytes, "gguf_bytes": gguf.stat().st_size}
+    for name, values in samples.items():
+        row[name] = {"prefill_tokens_per_s": summary([len(prompt) / p for p, _ in values]),
+                     "decode_tokens_per_s": summary([1.0 / d for _, d in values])}
+    total = sum(decode_profile.values()) or 1.0
+    row["ours_time_share"] = {role: round(seconds / total, 4)
+                              for role, seconds in sorted(decode_profile.items(), key=lambda kv: -kv[1])}
+    for metric in ("prefill_tokens_per_s", "decode_tokens_per_s"):
+        row[f"{metric}_ratio"] = row["ours"][metric]["median"] / row["llama.cpp"][metric]["median"]
+    progress(format_row(row))
+    return row
+
+
+def format_row(row: dict) -> str:
+    lines = [f"model {row['gguf']} ({row['threads']} threads, {row['rounds']} alternating rounds; "
+             f"resident weights {row['resident_weight_bytes'] / 1e6:.1f} MB, GGUF {row['gguf_bytes'] / 1e6:.1f} MB)"]
+    for metric, label in (("prefill_tokens_per_s", f"prefill {row['prompt_tokens']} tokens"),
+                          ("decode_tokens_per_s", f"decode {row['decode_tokens']} tokens")):
+        ours, theirs = row["ours"][metric], row["llama.cpp"][metric]
+        lines.append(f"  {label:20} ours {ours['median']:7.1f} tok/s ({ours['min']:.1f}-{ours['max']:.1f})   "
+                     f"llama.cpp {theirs['median']:7.1f} tok/s ({theirs['min']:.1f}-{theirs['max']:.1f})   "
+                     f"ours/llama.cpp {row[metric + '_ratio']:.2f}x")
+    shares = ", ".join(f"{role} {100 * share:.0f}%" for role, share in row["ours_time_share"].items())
+    lines.append(f"  our time by kernel (prefill + decode): {shares}")
+    return "\n".join(lines)

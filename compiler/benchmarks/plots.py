@@ -1,0 +1,81 @@
+"""PNG charts: tuning runs (best-so-far per kernel variant vs trials) and benchmarks (each
+contestant's speed relative to ours). matplotlib's Agg backend: no display needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def tuning_curves(tasks, path: Path, title: str) -> Path:
+    """One panel per unit (GFLOP/s, GB/s): each task's best rate after each trial."""
+    plt = _pyplot()
+    units = sorted({t.unit for t in tasks})
+    fig, axes = plt.subplots(len(units), 1, figsize=(10, 4.5 * len(units)), squeeze=False)
+    for ax, unit in zip(axes[:, 0], units):
+        for task in (t for t in tasks if t.unit == unit and t.history):
+            trials, rates, _ = zip(*task.history)
+            ax.step(trials, rates, where="post", label=task.name)
+        ax.set_xlabel("trials of this kernel variant")
+        ax.set_ylabel(f"best {unit}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="lower right")
+    axes[0, 0].set_title(title)
+    return _save(plt, fig, path)
+
+
+def bench_chart(result: dict, path: Path) -> Path:
+    """Per benchmarked case (kernel, lengths, cache) a group of bars: each contestant's speed
+    relative to ours (1.0 = ours; right of the line = faster than ours), labelled with its rate."""
+    from compiler.benchmarks.summary import memory_bound
+
+    plt = _pyplot()
+    cases: dict[tuple, list[dict]] = {}
+    for row in result["rows"]:
+        key = (row["kernel"], ",".join(f"{k}={v}" for k, v in row["sizes"].items()), row["cache"])
+        cases.setdefault(key, []).append(row)
+    labels, values, colors, texts = [], [], [], []
+    palette = {}
+    for (kernel, sizes, cache), rows in cases.items():
+        ours = next(r for r in rows if r["contestant"] == "ours")
+        for row in rows:
+            labels.append(f"{kernel[:40]} {sizes} {cache} | {row['contestant'][:32]}")
+            values.append(ours["median_ms"] / row["median_ms"])
+            colors.append(palette.setdefault(row["contestant"].split(" (")[0], f"C{len(palette) % 10}"))
+            texts.append(f"{row['gbs']:.1f} GB/s" if memory_bound(row["sizes"]) else f"{row['gflops']:.1f} GFLOP/s")
+        labels.append("")  # a gap between cases
+        values.append(float("nan"))
+        colors.append("white")
+        texts.append("")
+    fig, ax = plt.subplots(figsize=(12, 0.22 * len(labels) + 1.5))
+    y = range(len(labels))
+    ax.barh(list(y), values, color=colors)
+    for yi, value, text in zip(y, values, texts):
+        if text:
+            ax.text(value, yi, f" {value:.2f}x  {text}", va="center", fontsize=6)
+    ax.set_xscale("log")  # 2x faster and 2x slower sit equally far from ours
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(list(y), labels, fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("speed relative to ours (ours = 1, log scale)")
+    machine = result.get("machine", {})
+    ax.set_title(f"{result.get('target', '')} on {machine.get('cpu', '')}, {machine.get('threads', '')} threads, "
+                 f"{machine.get('memory_bandwidth_gbs', '')} GB/s copy bandwidth", fontsize=9)
+    return _save(plt, fig, path)

@@ -1,0 +1,68 @@
+"""Facts about the machine this process runs on: its CPU's features, model and cores, and whether
+a target's code runs on it natively."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+def physical_cores() -> int:
+    """Cores this process may run on, counting SMT siblings once (Linux topology; else the CPU count)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+def use_all_cores() -> None:
+    """Give TVM's thread pool one thread per physical core unless TVM_NUM_THREADS says otherwise.
+    TVM's own default halves the logical CPU count on x86 (it assumes SMT), which on a VM whose
+    vCPUs are separate cores runs every parallel kernel on half of them. Must run before the
+    first kernel call (the pool reads it once)."""
+    os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
+
+
+def cpuinfo(keys: tuple[str, ...]) -> list[str]:
+    """Values of the /proc/cpuinfo lines with these keys (empty where there is no such file)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    values = []
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in keys:
+            values.append(value.strip())
+    return values
+
+
+def cpu_features() -> set[str]:
+    return {flag for value in cpuinfo(("flags", "Features")) for flag in value.split()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the OS reports it ("" when it does not)."""
+    return next(iter(cpuinfo(("model name",))), "")
+
+
+def native_ok(target: dict[str, Any]) -> tuple[bool, str]:
+    """Can this machine run the target's code directly? (ok, reason when not)"""
+    if platform.machine() != target["isa"]:
+        return False, f"this machine is {platform.machine()}, the library is {target['isa']}"
+    missing = sorted(set(target.get("cpu_features", ())) - cpu_features())
+    if missing:
+        return False, f"this CPU lacks {', '.join(missing)}"
+    return True, ""
+
+
+
+def missing_emulator(emulator: str) -> str:
+    """What to say when an emulator this machine needs is not installed."""
+    return f"{emulator} is not installed (Debian: apt-get install qemu-user)"

@@ -1,0 +1,186 @@
+"""Kernel, BoundKernel and Library: the manifest's kernels as callables over a driver."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compiler.runtime.checks import as_array, bind_shape, bucket_matches, check_layout, check_names
+from compiler.runtime.errors import LoaderError
+from compiler.runtime.memory import DeviceArray, aligned
+from compiler.runtime.packing import apply_step
+
+
+class Kernel:
+    """One kernel: `.spec` is its manifest entry; call it with keyword arrays."""
+
+    def __init__(self, name: str, entry: dict[str, Any], driver):
+        self.name = name
+        self.spec = entry
+        self._driver = driver
+        self._inputs = [a for a in entry["args"] if a["role"] != "output"]
+        self._outputs = [a for a in entry["args"] if a["role"] == "output"]
+        # Per-call checks read these: the manifest's strings turned into numpy dtypes once.
+        self._input_names = {a["name"] for a in self._inputs}
+        self._input_checks = [(a["name"], np.dtype(a["dtype"]), a["shape"], a.get("strided", False))
+                              for a in self._inputs]
+
+    def __repr__(self) -> str:
+        sig = ", ".join(f"{a['name']}: {a['dtype']}{a['shape']}" for a in self._inputs)
+        return f"<Kernel {self.name}({sig})>"
+
+    def variant_for(self, sizes: dict[str, int]) -> dict[str, Any]:
+        """The build variant serving these runtime lengths: the first whose bucket they match
+        (e.g. the M=1 decode GEMV), else the any-length one."""
+        for variant in self.spec["variants"]:
+            if bucket_matches(variant["bucket"], sizes):
+                return variant
+        raise LoaderError(f"{self.name}: no variant serves {sizes}")
+
+    @property
+    def logical_weights(self) -> list[str]:
+        """The names `pack` takes: weights in their logical layouts (derived ones excluded)."""
+        weights = [a for a in self._inputs if a["role"] == "weight"]
+        return list(dict.fromkeys(a.get("source") or a["name"] for a in weights))
+
+    def pack(self, **logical: Any) -> dict[str, np.ndarray]:
+        """Weights in their logical layouts (e.g. int8 w [N, K]) -> the arrays this kernel takes."""
+        weights = [a for a in self._inputs if a["role"] == "weight"]
+        check_names(self.name, self.logical_weights, logical)
+        packed = {}
+        for arg in weights:
+            name = arg.get("source") or arg["name"]
+            array = as_array(self.name, name, logical[name])
+            bind_shape(self.name, name, array, arg.get("logical_shape", arg["shape"]),
+                        arg.get("logical_dtype", arg["dtype"]), {})
+            for step in arg.get("pack", ()):
+                array = apply_step(name, array, step)
+            packed[arg["name"]] = aligned(np.ascontiguousarray(array, dtype=arg["dtype"]))
+        return packed
+
+    def bind(self, **weights: np.ndarray) -> "BoundKernel":
+        """This kernel with its weights (as `pack` returns them) checked and handed to the driver
+        once (an emulated worker keeps them): the result takes only the runtime inputs per call."""
+        return BoundKernel(self, weights)
+
+    def __call__(self, **inputs: Any):
+        if inputs.keys() != self._input_names:
+            check_names(self.name, [a["name"] for a in self._inputs], inputs)
+        sizes: dict[str, int] = {}
+        arrays = []
+        for name, dtype, shape, strided in self._input_checks:
+            array = as_array(self.name, name, inputs[name])
+            bind_shape(self.name, name, array, shape, dtype, sizes)
+            if not array.flags.c_contiguous:
+                check_layout(self.name, name, array, strided)
+            arrays.append(array)  # the driver copies it only if its data is misaligned
+        out_specs = [(tuple(sizes[d] if isinstance(d, str) else d for d in a["shape"]), a["dtype"])
+                     for a in self._outputs]
+        outputs = self._driver.call(self.variant_for(sizes)["symbol"], arrays, out_specs)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+
+class BoundKernel:
+    """A kernel with resident weights: call it with the activations (role "input") only."""
+
+    def __init__(self, kernel: Kernel, weights: dict[str, np.ndarray]):
+        args = kernel._inputs
+        expected = [a["name"] for a in args if a["role"] == "weight"]
+        check_names(kernel.name, expected, weights)
+        resident = {}
+        for position, arg in enumerate(args):
+            if arg["role"] == "weight":
+                array = as_array(kernel.name, arg["name"], weights[arg["name"]])
+                bind_shape(kernel.name, arg["name"], array, arg["shape"], np.dtype(arg["dtype"]), {})
+                resident[position] = aligned(np.ascontiguousarray(array))
+        self.kernel = kernel
+        self.weights = {args[p]["name"]: a for p, a in resident.items()}
+        self._checks = [(p, *check) for p, check in enumerate(kernel._input_checks) if p not in resident]
+        self._names = {check[1] for check in self._checks}
+        self._slots = [check[0] for check in self._checks]
+        self._plans: dict[tuple, tuple] = {}
+        self._driver = kernel._driver
+        self._kept = self._driver.keep(len(args), resident)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.weights.values())
+
+    def __call__(self, **inputs: Any):
+        kernel = self.kernel
+        if inputs.keys() != self._names:
+            check_names(kernel.name, sorted(self._names), inputs)
+        arrays = [as_array(kernel.name, check[1], inputs[check[1]]) for check in self._checks]
+        # Calls repeat a few shapes (decode: always M=1): checked once per distinct set of shapes.
+        key = tuple(a.shape for a in arrays)
+        plan = self._plans.get(key)
+        if plan is None:
+            if len(self._plans) > 256:  # many prompt lengths: keep the cache small
+                self._plans.clear()
+            plan = self._plans[key] = self._plan(arrays)
+        symbol, out_specs = plan
+        for (_, name, dtype, _, strided), array in zip(self._checks, arrays):
+            if array.dtype != dtype:
+                raise ValueError(f"{kernel.name}: argument {name!r} must have dtype {dtype}, got {array.dtype}")
+            if not array.flags.c_contiguous:
+                check_layout(kernel.name, name, array, strided)
+        outputs = self._driver.call_kept(symbol, self._kept, self._slots, arrays, out_specs)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def _plan(self, arrays: list[np.ndarray]):
+        """(variant symbol, output shapes and dtypes) for these input shapes, after checking them."""
+        kernel = self.kernel
+        sizes: dict[str, int] = {}
+        for (_, name, dtype, shape, _), array in zip(self._checks, arrays):
+            bind_shape(kernel.name, name, array, shape, dtype, sizes)
+        out_specs = [(tuple(sizes[d] if isinstance(d, str) else d for d in a["shape"]), a["dtype"])
+                     for a in kernel._outputs]
+        return kernel.variant_for(sizes)["symbol"], out_specs
+
+
+class Library:
+    """A built library: `lib.kernels` lists names; `lib[name]` or `lib.<name>` gives a Kernel."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], driver):
+        self.directory = directory
+        self.manifest = manifest
+        self.target = manifest["target"]
+        self.mode = driver.mode
+        self._driver = driver
+        self._kernels = {name: Kernel(name, entry, driver) for name, entry in manifest["kernels"].items()}
+
+    @property
+    def kernels(self) -> list[str]:
+        return list(self._kernels)
+
+    def __getitem__(self, name: str) -> Kernel:
+        if name not in self._kernels:
+            raise KeyError(f"no kernel {name!r} in {self.directory}; kernels: {', '.join(self._kernels)}")
+        return self._kernels[name]
+
+    def __getattr__(self, name: str) -> Kernel:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self[name]
+        except KeyError as err:
+            raise AttributeError(str(err)) from None
+
+    def __dir__(self):
+        return [*super().__dir__(), *self._kernels]
+
+    def device_array(self, shape, dtype) -> DeviceArray:
+        """An array these kernels read in place (see DeviceArray), e.g. a KV cache."""
+        return DeviceArray(self._driver, shape, dtype)
+
+    def close(self) -> None:
+        self._driver.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+

@@ -1,0 +1,38 @@
+"""Where the loader finds its helpers: the cache of emulator userlands and the TVM runtime library.
+
+Environment: EKC_CACHE_DIR moves the cache; EKC_TVM_RUNTIME names the libtvm_runtime.so to load
+(the emulated worker points it at the target ISA's copy).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from compiler.runtime.errors import LoaderError
+
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+def cache_dir() -> Path:
+    """Downloaded and built helpers (emulator sysroots): $EKC_CACHE_DIR, else .cache/ in a checkout."""
+    if os.environ.get("EKC_CACHE_DIR"):
+        return Path(os.environ["EKC_CACHE_DIR"])
+    if (_PROJECT_ROOT / "pyproject.toml").is_file():
+        return _PROJECT_ROOT / ".cache"
+    return Path.home() / ".cache" / "edge-kernel-compiler"
+
+
+def sysroot_dir(isa: str) -> Path:
+    """Emulated userland for `isa`: root/ (libc, CPython) and site/ (numpy, tvm_ffi, the TVM runtime)."""
+    return cache_dir() / "sysroot" / isa
+
+
+def tvm_runtime_path() -> Path:
+    if os.environ.get("EKC_TVM_RUNTIME"):
+        return Path(os.environ["EKC_TVM_RUNTIME"])
+    spec = importlib.util.find_spec("tvm")
+    if spec is None or not spec.submodule_search_locations:
+        raise LoaderError("the TVM runtime library was not found: install apache-tvm or set EKC_TVM_RUNTIME")
+    return Path(spec.submodule_search_locations[0]) / "lib" / "libtvm_runtime.so"
+

@@ -1,0 +1,148 @@
+"""Autotuning: MetaSchedule's evolutionary search guided by its XGBoost cost model, over the space
+our schedule functions define (their named sample_* knobs), one task per kernel variant, all
+tasks under one trial budget (gradient task scheduler). Records go to the MetaSchedule JSON
+database in tuning_logs/<target>/<device>/, and `build` replays the best one per variant.
+
+Candidates are measured on this
+machine or, through compiler.tuning.rpc, on devices registered with a TVM RPC tracker.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from compiler import backends
+from compiler.specs import KernelSpec
+from compiler.tuning.database import device_dir, locked, open_database
+from compiler.tuning import replay as replay_timings
+from compiler.tuning.fast_import import import_tensor_intrinsics
+from compiler.tuning.progress import progress_callback
+from compiler.tuning.tasks import Task, make_tasks
+
+
+def in_process_builder(compile_one):
+    """MetaSchedule builder compiling candidates in this process with `compile_one(build_input)` ->
+    artifact path: its LocalBuilder starts fresh worker processes per batch, each importing TVM's
+    tensor intrinsics (~20 s) first. A candidate that fails to build is recorded with its error."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        def build(self, build_inputs):
+            results = []
+            for build_input in build_inputs:
+                try:
+                    results.append(BuilderResult(compile_one(build_input), None))
+                except Exception as err:  # noqa: BLE001 - a failed candidate is recorded, the search goes on
+                    results.append(BuilderResult(None, f"{type(err).__name__}: {err}"))
+            return results
+
+    return InProcessBuilder()
+
+
+@dataclass
+class TuningRun:
+    directory: Path  # the database written
+    tasks: list[Task]
+    seconds: float  # wall time of the search
+
+
+def our_space(task: Task, target):
+    """The TuneContext searching `task` over our schedule function's knobs."""
+    from tvm.s_tir import meta_schedule as ms
+
+    import schedules
+
+    def space(sch):
+        schedules.schedule(sch, task.spec, target, task.bucket)
+
+    generator = ms.space_generator.ScheduleFn(space, sch_rules=[], postprocs=[], mutator_probs={})
+    # Our spaces are a handful of named knobs, not MetaSchedule's generic tiling space: a small
+    # population and few genetic rounds keep the search overhead below the measurements'.
+    search_strategy = ms.search_strategy.EvolutionarySearch(population_size=64, init_min_unmeasured=16,
+                                                            genetic_num_iters=2)
+    import_tensor_intrinsics()
+    return ms.TuneContext(task.mod, target=target.tvm_target(), space_generator=generator,
+                          search_strategy=search_strategy, task_name=task.name, num_threads=os.cpu_count() or 1)
+
+
+def search(tasks: list[Task], contexts: list, target, *, database, trials: int | None, minutes: float | None = None,
+           runner="local", compile_with: Callable | None = None, extra_callbacks=(),
+           progress: Callable[[str], None] = print) -> float:
+    """MetaSchedule's search over `contexts` (one per task) with the XGBoost cost model and the
+    gradient task scheduler, candidates built in this process by `compile_with(work_dir)` (default:
+    the target backend's candidate compiler); records go to `database`. Returns the wall time in
+    seconds."""
+    from tvm.s_tir import meta_schedule as ms
+
+    if trials is None and minutes is None:
+        raise ValueError("give a trial budget, a time budget or both")
+    if trials is not None and trials < 1:
+        raise ValueError("--trials must be at least 1")
+    if minutes is not None and minutes <= 0:
+        raise ValueError("--minutes must be positive")
+    start = time.time()
+    deadline = start + minutes * 60 if minutes is not None else None
+    budget = trials if trials is not None else 1 << 30  # the deadline stops an open-ended run
+    # Small batches under a deadline: the clock is checked after each batch is measured.
+    per_batch = min(16, max(2, trials // len(tasks))) if trials is not None else 8
+    if compile_with is None:
+        compile_with = functools.partial(backends.get(target).candidate_compiler, target)
+    with tempfile.TemporaryDirectory() as work_dir:
+        callbacks = [*ms.measure_callback.MeasureCallback.create("default"),
+                     progress_callback(tasks, trials, deadline, progress), *extra_callbacks]
+        ms.tune_tasks(tasks=contexts, task_weights=[1.0] * len(contexts), work_dir=work_dir,
+                      max_trials_global=budget, num_trials_per_iter=per_batch,
+                      builder=in_process_builder(compile_with(work_dir)), runner=runner,
+                      database=database, cost_model="xgb", measure_callbacks=callbacks,
+                      task_scheduler="gradient")
+    return time.time() - start
+
+
+def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trials: int | None,
+         minutes: float | None = None, tracker=None, rpc_timeout: int = 60, replay: Path | None = None,
+         record: Path | None = None, progress: Callable[[str], None] = print) -> TuningRun:
+    """Tune every tunable variant of `specs` within `trials` measurements and/or `minutes` of wall
+    time (at least one given): on this machine, on the devices under `tracker`'s key (a
+    compiler.tuning.rpc.Tracker), or with `replay`, against a recording of an earlier search
+    (compiler.tuning.replay); `record` writes one. Each task stops early once its search space is
+    exhausted."""
+    if replay is not None and (tracker is not None or record is not None):
+        raise ValueError("a replayed search measures nothing: it cannot use an RPC device or make a recording")
+    directory = device_dir(logs_root, target.name, device)
+    where = (f"replaying {replay}" if replay else
+             f"over RPC ({tracker.key} at {tracker.address})" if tracker else "on this machine")
+    progress(f"tuning for {target.name} {where}, device {device}, into {directory}")
+    if replay is not None:
+        recording = replay_timings.Recording.load(replay)
+        runner, compile_with = replay_timings.runner(recording), replay_timings.compile_knobs
+    else:
+        runner, compile_with = backends.get(target).tuning_runner(target, tracker, rpc_timeout, progress), None
+    tasks = make_tasks(specs, target, progress)
+    if not tasks:
+        raise ValueError("none of the selected kernels has tunable knobs")
+    callbacks = []
+    if record is not None:
+        recording = replay_timings.Recording(device=device)
+        if Path(record).is_file():
+            recording = replay_timings.Recording.load(record)  # a second run adds to it
+        callbacks.append(replay_timings.recorder(recording, Path(record), [task.name for task in tasks]))
+    with locked(directory):
+        database = open_database(directory, warn=progress)
+        seconds = search(tasks, [our_space(task, target) for task in tasks], target, database=database,
+                         trials=trials, minutes=minutes, runner=runner, compile_with=compile_with,
+                         extra_callbacks=callbacks, progress=progress)
+    for task in tasks:
+        failed = f", {task.failures} failed" if task.failures else ""
+        progress(f"{task.name}: best {task.best_secs * 1e3:.3f} ms ({task.rate:.1f} {task.unit}) "
+                 f"after {task.trials} trials{failed}")
+    progress(f"tuned {len(tasks)} variants in {seconds:.0f} s; records in {directory}")
+    return TuningRun(directory, tasks, seconds)
+

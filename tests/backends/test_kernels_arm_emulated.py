@@ -1,0 +1,52 @@
+"""The same kernels built for ARM targets and run under qemu-aarch64 through the loader's emulated
+worker: the instructions that run are the AArch64 ones (SDOT, SMULL, NEON), checked against numpy."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import assert_matches, coverage_specs, require_emulator
+from kernel_cases import cases
+
+from compiler import runtime
+
+pytestmark = pytest.mark.emulated
+
+
+LENGTHS = {"M": (1, 7, 33), "S": (1, 7, 130, 300, 2048), "L": (1, 33, 2049)}
+
+
+def affordable(spec, sizes) -> bool:
+    """Under emulation S=2048 is checked with D=64 only (D=128 at 2048 costs ~20 s and adds nothing)."""
+    return not (sizes.get("S") == 2048 and spec.dim("d") == 128)
+VARIANT_LENGTHS = {"M": (1, 5), "S": (1, 37), "L": (1, 300)}
+
+
+def _open(build_library, target):
+    require_emulator("aarch64")
+    library = runtime.load(build_library(target, coverage_specs()))
+    assert library.mode == "emulated"
+    return library
+
+
+@pytest.fixture(scope="module")
+def arm(build_library):
+    library = _open(build_library, "arm")
+    yield library
+    library.close()
+
+
+@pytest.fixture(scope="module", params=["arm-a53", "arm-i8mm"])
+def arm_variant(request, build_library):
+    library = _open(build_library, request.param)
+    yield library
+    library.close()
+
+
+@pytest.mark.parametrize("spec, sizes", cases(coverage_specs(), LENGTHS, keep=affordable))
+def test_arm_kernel_matches_numpy(arm, spec, sizes):
+    assert_matches(arm[spec.name], sizes, seed=sum(sizes.values()))
+
+
+@pytest.mark.parametrize("spec, sizes", cases(coverage_specs(), VARIANT_LENGTHS))
+def test_arm_variant_kernel_matches_numpy(arm_variant, spec, sizes):
+    assert_matches(arm_variant[spec.name], sizes, seed=sum(sizes.values()))

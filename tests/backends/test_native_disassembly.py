@@ -1,0 +1,62 @@
+"""Native builds checked in their machine code, whether or not this machine can run them: the int8
+GEMMs run on the target's dot-product instruction (SDOT, or SMULL on ARMv8.0; VPDPBUSD with VNNI,
+VPMADDWD without) and the AVX-512 builds' kernels compute on 512-bit registers, inside loops."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from conftest import coverage_specs
+from disassembly import functions, in_loop
+
+pytestmark = pytest.mark.compile
+
+OBJDUMP = next((t for t in ("aarch64-linux-gnu-objdump", "llvm-objdump") if shutil.which(t)), None)
+X86_OBJDUMP = shutil.which("objdump")
+INT8_OPS = ("qgemm_w8a8", "qgemm_w4a8", "qkv_proj")
+
+
+def int8_kernels():
+    return [s for s in coverage_specs()
+            if s.op in INT8_OPS and (s.op != "qkv_proj" or s.opt("quant") not in ("w4a16", "w8a16"))]
+
+
+@pytest.mark.skipif(OBJDUMP is None, reason="needs aarch64-linux-gnu-objdump (binutils-aarch64-linux-gnu)")
+@pytest.mark.parametrize("target, instruction", [("arm", "sdot"), ("arm-i8mm", "sdot"), ("arm-a53", "smull")])
+def test_int8_kernels_use_dot_instructions_in_loops(build_library, target, instruction):
+    funcs = functions(OBJDUMP, build_library(target, coverage_specs()) / "kernels.so")
+    for spec in int8_kernels():
+        for symbol in (spec.name, f"{spec.name}__m1"):  # the any-length GEMM and the decode GEMV
+            body = funcs[f"{symbol}_compute_"]
+            assert in_loop(body, "aarch64", lambda m, _: m == instruction), \
+                f"{symbol} on {target}: no {instruction} inside a loop"
+
+
+@pytest.mark.skipif(OBJDUMP is None, reason="needs aarch64-linux-gnu-objdump (binutils-aarch64-linux-gnu)")
+def test_armv8_0_build_has_no_sdot(build_library):
+    """A Cortex-A53 build must not contain SDOT: it would be an illegal instruction there."""
+    funcs = functions(OBJDUMP, build_library("arm-a53", coverage_specs()) / "kernels.so")
+    assert not any(m == "sdot" for body in funcs.values() for _, m, _ in body)
+
+
+@pytest.mark.skipif(X86_OBJDUMP is None, reason="needs objdump (binutils)")
+@pytest.mark.parametrize("target, int8_instruction", [("x86-avx512", "vpdpbusd"), ("x86-avx512-skx", "vpmaddwd")])
+def test_avx512_kernels_compute_on_512_bit_registers_in_loops(build_library, target, int8_instruction):
+    """The numeric tests of these builds skip on a CPU without AVX-512; their code is checked here:
+    int8 GEMMs multiply with the target's instruction on zmm registers, every float kernel (GEMMs,
+    fused QKV, attention) runs zmm FMAs, each inside a loop of both length variants."""
+    funcs = functions(X86_OBJDUMP, build_library(target, coverage_specs()) / "kernels.so")
+    int8 = {s.name for s in int8_kernels()}
+    checked = 0
+    for spec in coverage_specs():
+        if spec.op == "quantize_per_token":
+            continue  # not vectorised to 512 bits (checked numerically on AVX2 and under qemu)
+        want = int8_instruction if spec.name in int8 else "vfmadd"
+        variants = [s for s in funcs if s.endswith("_compute_") and
+                    (s == f"{spec.name}_compute_" or s.startswith(f"{spec.name}__"))]
+        for symbol in variants:
+            assert in_loop(funcs[symbol], "x86_64", lambda m, ops: m.startswith(want) and "zmm" in ops), \
+                f"{symbol} on {target}: no {want} on zmm registers inside a loop"
+            checked += 1
+    assert checked >= 2 * (len(coverage_specs()) - 2)
