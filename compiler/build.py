@@ -18,9 +18,10 @@ from compiler import backends, manifest, ops
 from compiler.specs import KernelSpec, variant_symbol
 
 
-def lower_kernel(spec: KernelSpec, target, bucket: dict | None = None, database=None):
-    """One length variant of a spec: (its scheduled PrimFunc, the knob values it used, its tuning:
-    the best record of `database` for it replayed, else "default", its layout)."""
+def lower_kernel(spec: KernelSpec, target, bucket: dict | None = None, database=None, layout: dict | None = None):
+    """One length variant of a spec, with its layout (computed here when not given): (its scheduled
+    PrimFunc, the knob values it used, its tuning: the best record of `database` for it replayed,
+    else "default", its layout)."""
     import tvm
     from tvm import s_tir
 
@@ -28,7 +29,7 @@ def lower_kernel(spec: KernelSpec, target, bucket: dict | None = None, database=
     from compiler.tuning.tasks import best_record
 
     bucket = bucket or {}
-    layout = schedules.layout(spec, target, bucket)
+    layout = layout if layout is not None else schedules.layout(spec, target, bucket)
     func = ops.get(spec.op).build(spec, layout)
     record = best_record(database, spec, target, bucket, layout=layout, func=func) if database is not None else None
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))  # traces name the function "main"
@@ -42,11 +43,16 @@ def lower_kernel(spec: KernelSpec, target, bucket: dict | None = None, database=
     return scheduled, schedules.knobs(sch), tuning, layout
 
 
-def manifest_entry(spec: KernelSpec, target) -> dict:
-    """The manifest entry of a spec before its variants are scheduled: arguments and variants."""
+def variant_layouts(spec: KernelSpec, target) -> list[tuple[dict, dict]]:
+    """(bucket, layout) of each length variant of a spec, most specific first."""
     import schedules
 
-    return manifest.kernel_entry(spec, schedules.layout(spec, target), schedules.buckets(spec, target))
+    return [(bucket, schedules.layout(spec, target, bucket)) for bucket in schedules.buckets(spec, target)]
+
+
+def manifest_entry(spec: KernelSpec, target) -> dict:
+    """The manifest entry of a spec before its variants are scheduled: arguments and variants."""
+    return manifest.kernel_entry(spec, variant_layouts(spec, target))
 
 
 def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain, model: dict | None = None,
@@ -63,12 +69,11 @@ def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain, model: d
     funcs, kernels = {}, {}
     for index, spec in enumerate(specs, 1):
         progress(f"[{index}/{len(specs)}] scheduling {spec.name}")
-        kernels[spec.name] = entry = manifest_entry(spec, target)
-        for variant in entry["variants"]:
+        layouts = variant_layouts(spec, target)
+        kernels[spec.name] = entry = manifest.kernel_entry(spec, layouts)
+        for variant, (bucket, layout) in zip(entry["variants"], layouts):
             symbol = variant["symbol"]
-            funcs[symbol], variant["knobs"], variant["tuning"], layout = lower_kernel(
-                spec, target, variant["bucket"], database)
-            variant["layout"] = manifest.public_layout(layout)
+            funcs[symbol], variant["knobs"], variant["tuning"], _ = lower_kernel(spec, target, bucket, database, layout)
             if variant["tuning"] == "default" and database is not None:
                 progress(f"      {symbol}: no tuning record, default schedule")
             elif variant["tuning"] != "default":

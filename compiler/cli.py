@@ -322,7 +322,9 @@ def parser() -> argparse.ArgumentParser:
                         help="on a phone or board: TVM's RPC server that also times Vulkan / Hexagon candidates")
     rs.add_argument("--tracker", required=True, help="HOST:PORT of the TVM RPC tracker the tuning machine uses")
     rs.add_argument("--key", required=True, help="device key to register under (pass it to tune --rpc-key)")
-    rs.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    rs.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1; another address warns: TVM RPC has no "
+                         "authentication, so anyone who reaches it can run code here)")
     rs.add_argument("--port", type=int, default=9090, help="first port to try (default 9090)")
     rs.set_defaults(func=cmd_rpc_server)
 

@@ -29,21 +29,28 @@ def package_version(dist: str) -> str:
         return "not installed"
 
 
-def public_layout(layout: dict) -> dict:
-    """A layout as the manifest records it (the bucket is recorded beside it; the row tile is
-    the schedule's business)."""
-    return {k: v for k, v in layout.items() if k not in ("bucket", "m_tile")}
+def variant_layout(layout) -> dict:
+    """A variant's layout (schedules.layouts) as its manifest entry records it (its bucket is
+    recorded beside it)."""
+    return {k: v for k, v in layout.to_json().items() if k != "bucket"}
 
 
-def kernel_entry(spec: KernelSpec, layout: dict, buckets: list[dict]) -> dict:
-    """A kernel's arguments under `layout` (the any-length variant's; arguments are the same for
-    every variant) and its variants, to be completed by the build."""
+def kernel_entry(spec: KernelSpec, variants: list[tuple[dict, dict]]) -> dict:
+    """A kernel's entry from its variants' (bucket, layout), most specific first: its arguments
+    (the same for every variant), the layout its variants share (each records its whole own), and
+    its variants, to be completed by the build."""
+    layouts = [variant_layout(layout) for _, layout in variants]
+    shared = {k: v for k, v in layouts[0].items() if all(other.get(k) == v for other in layouts[1:])}
+    arguments = [[a.to_json() for a in ops.get(spec.op).arguments(spec, layout)] for _, layout in variants]
+    if any(args != arguments[0] for args in arguments[1:]):
+        raise ValueError(f"{spec.name}: its length variants' layouts give different arguments")
     return {
         "op": spec.op,
         "spec": spec.to_json(),
-        "layout": public_layout(layout),
-        "args": [a.to_json() for a in ops.get(spec.op).arguments(spec, layout)],
-        "variants": [{"symbol": variant_symbol(spec, b), "bucket": b} for b in buckets],
+        "layout": shared,
+        "args": arguments[0],
+        "variants": [{"symbol": variant_symbol(spec, bucket), "bucket": bucket, "layout": layout}
+                     for (bucket, _), layout in zip(variants, layouts)],
     }
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler import ops
+from schedules import layouts
 from compiler.specs import make_spec
 
 
@@ -46,7 +47,7 @@ def check_kernel(kernel, sizes: dict[str, int], rng: np.random.Generator) -> lis
     out_names = [a["name"] for a in kernel.spec["args"] if a["role"] == "output"]
     outputs = dict(zip(out_names, result if isinstance(result, tuple) else (result,)))
     reference = op.reference(spec, **logical)
-    layout = kernel.spec["layout"]
+    layout = layouts.from_json(kernel.variant_for(sizes)["layout"])
     overrides = op.tolerances(spec, layout)
     checks = []
     for name in out_names:

@@ -4,7 +4,7 @@
                                              {"M": 1} is a variant specialised to one token
                                              (decode GEMV), {"L": [1, 512]} one for a range of
                                              lengths (still dynamic), {} serves every length
-    layout(spec, target, bucket) -> dict     structural choices the op's tensor expression needs
+    layout(spec, target, bucket) -> Layout   structural choices the op's tensor expression needs
                                              (weight tiles matching the dot-product instruction,
                                              accumulator row tiles, KV tiles, the bucket itself)
     schedule(sch, spec, target, bucket)      schedule the kernel in place; every choice is drawn
@@ -17,7 +17,6 @@ Families are imported lazily: a missing dependency of one family never breaks an
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 KNOB_PREFIX = "ekc.knob."
 
@@ -43,7 +42,8 @@ def buckets(spec, target) -> list[dict]:
     return _family(target).buckets(spec, target)
 
 
-def layout(spec, target, bucket: dict | None = None) -> dict[str, Any]:
+def layout(spec, target, bucket: dict | None = None):
+    """The variant's layout (a schedules.layouts.Layout of the target's family)."""
     return _family(target).layout(spec, target, bucket or {})
 
 

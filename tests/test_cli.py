@@ -90,7 +90,7 @@ def test_build_from_config_and_verify(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "[1/" in proc.stdout  # progress
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["model"]["name"] == "tiny" and manifest["schema_version"] == 1
+    assert manifest["model"]["name"] == "tiny" and manifest["schema_version"] == 2
     for entry in manifest["kernels"].values():
         assert all(v["tuning"] == "default" for v in entry["variants"])
         assert any(isinstance(d, str) for a in entry["args"] for d in a["shape"])  # symbolic dims named

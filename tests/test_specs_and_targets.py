@@ -78,5 +78,5 @@ def test_targets_are_data():
 
 def test_layout_follows_target_facts():
     spec = make_spec("qgemm_w4a16", n=64, k=128)
-    assert schedules.layout(spec, targets.get("x86"))["n_tile"] == 16  # 2 x 8 fp32 lanes (AVX2)
-    assert schedules.layout(spec, targets.get("arm"))["n_tile"] == 8  # 2 x 4 fp32 lanes (NEON)
+    assert schedules.layout(spec, targets.get("x86")).n_tile == 16  # 2 x 8 fp32 lanes (AVX2)
+    assert schedules.layout(spec, targets.get("arm")).n_tile == 8  # 2 x 4 fp32 lanes (NEON)

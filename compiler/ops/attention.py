@@ -10,7 +10,6 @@ K and V rows are read once for all Hq/Hkv query heads of a group. fp32 throughou
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
@@ -33,13 +32,13 @@ class AttentionPrefill(OpDef):
         return [Arg("q", (hq, "S", d), "float32", "input"), Arg("k", (hkv, "S", d), "float32", "input"),
                 Arg("v", (hkv, "S", d), "float32", "input"), Arg("o", (hq, "S", d), "float32", "output")]
 
-    def build(self, spec: KernelSpec, layout: dict[str, Any]):
-        if layout.get("threads"):  # a GPU layout: thread-bound TensorIR
+    def build(self, spec: KernelSpec, layout):
+        if layout.threaded:  # a GPU layout: thread-bound TensorIR
             from compiler.ops.attention_gpu import prefill_gpu_tir
 
-            return prefill_gpu_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout["kv_tile"], layout["threads"])
-        return prefill_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout["kv_tile"], layout["lanes"],
-                           layout["q_rows"])
+            return prefill_gpu_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.kv_tile, layout.threads)
+        return prefill_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.kv_tile, layout.lanes,
+                           layout.q_rows)
 
     def flops(self, spec, sizes):
         s = sizes["S"]  # causal: about half of the S x S scores
@@ -69,13 +68,13 @@ class AttentionDecode(OpDef):
                 Arg("v_cache", (hkv, "L", d), "float32", "input", strided=True),
                 Arg("o", (hq, d), "float32", "output")]
 
-    def build(self, spec: KernelSpec, layout: dict[str, Any]):
-        if layout.get("threads"):
+    def build(self, spec: KernelSpec, layout):
+        if layout.threaded:
             from compiler.ops.attention_gpu import decode_gpu_tir
 
-            return decode_gpu_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout["split_len"], layout["threads"])
-        return decode_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout["kv_tile"], layout["lanes"],
-                          layout["split_len"])
+            return decode_gpu_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.split_len, layout.threads)
+        return decode_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.kv_tile, layout.lanes,
+                          layout.split_len)
 
     def flops(self, spec, sizes):
         return 4.0 * spec.dim("hq") * spec.dim("d") * sizes["L"]

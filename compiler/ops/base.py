@@ -113,10 +113,10 @@ class OpDef:
         return "_".join(parts)
 
     # -- per op --------------------------------------------------------------------------------
-    def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
+    def arguments(self, spec: KernelSpec, layout) -> list[Arg]:
         raise NotImplementedError
 
-    def build(self, spec: KernelSpec, layout: dict[str, Any]):
+    def build(self, spec: KernelSpec, layout):
         """The kernel as a TVM PrimFunc (unscheduled)."""
         raise NotImplementedError
 
@@ -130,17 +130,17 @@ class OpDef:
     # product rounds to 11 significant bits (2^-12 relative), several times the fp32 error.
     fp16_tolerance: ClassVar[tuple[float, float]] = (2e-3, 2e-3)
 
-    def default_tolerance(self, layout: dict[str, Any]) -> tuple[float, float]:
-        return self.fp16_tolerance if layout.get("float_math") == "float16" else self.tolerance
+    def default_tolerance(self, layout) -> tuple[float, float]:
+        return self.fp16_tolerance if layout.float_math == "float16" else self.tolerance
 
-    def tolerances(self, spec: KernelSpec, layout: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    def tolerances(self, spec: KernelSpec, layout) -> dict[str, tuple[float, float]]:
         return {}  # per-output overrides of default_tolerance(layout)
 
     def flops(self, spec: KernelSpec, sizes: dict[str, int]) -> float:
         """Arithmetic of one call (multiply-add = 2), for GFLOP/s."""
         raise NotImplementedError
 
-    def bytes_moved(self, spec: KernelSpec, sizes: dict[str, int], layout: dict[str, Any]) -> float:
+    def bytes_moved(self, spec: KernelSpec, sizes: dict[str, int], layout) -> float:
         """Bytes one call must read and write at least: every argument once, weights as packed."""
         return float(sum(int(np.prod([sizes.get(d, d) for d in a.shape])) * np.dtype(a.dtype).itemsize
                          for a in self.arguments(spec, layout)))
@@ -159,11 +159,11 @@ class Placeholders:
     """te placeholders for a kernel's Args, with one te.var per symbolic dim name, or a constant
     for the dims the layout's length bucket fixes (e.g. {"M": 1} for the decode variant)."""
 
-    def __init__(self, args: list[Arg], layout: dict[str, Any] | None = None):
+    def __init__(self, args: list[Arg], layout=None):
         from tvm import te
 
         # Only exact buckets fix a dim; a range bucket ({"L": [1, 512]}) leaves it dynamic.
-        self.vars: dict[str, Any] = {d: v for d, v in (layout or {}).get("bucket", {}).items() if isinstance(v, int)}
+        self.vars: dict[str, Any] = {d: v for d, v in (layout.bucket if layout is not None else {}).items() if isinstance(v, int)}
         self.tensors: dict[str, Any] = {}
         for a in args:
             if a.role == "output":

@@ -8,7 +8,6 @@ The weight is stored tiled [N/nt, K/kt, nt, kt] (int4: two k-neighbours per byte
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
@@ -47,12 +46,12 @@ class IntGemm(OpDef):
         check_divisible(self.name, "n", spec.dim("n"), 4)
         check_divisible(self.name, "k", spec.dim("k"), self.group(spec))
 
-    def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
+    def arguments(self, spec: KernelSpec, layout) -> list[Arg]:
         n, k = spec.dim("n"), spec.dim("k")
         return int_gemm_arguments(n, k, self.weight_bits, self.group(spec), spec.opt("bias"), layout, out="y",
                                   group_scales=self.group_scales(spec))
 
-    def build(self, spec: KernelSpec, layout: dict[str, Any]):
+    def build(self, spec: KernelSpec, layout):
         args = self.arguments(spec, layout)
         ph = Placeholders(args, layout)
         y = int_gemm_te(ph, spec.dim("n"), spec.dim("k"), self.weight_bits, self.group(spec), layout, "y",
@@ -76,7 +75,7 @@ class IntGemm(OpDef):
 def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None) -> list[Arg]:
     """group_scales: w_scale per group [N, K/group] (default: for int4 weights) or per channel [N]."""
     group_scales = bits == 4 if group_scales is None else group_scales
-    nt, kt = layout["n_tile"], layout["k_tile"]
+    nt, kt = layout.n_tile, layout.k_tile
     check_divisible("int gemm", "n", n, nt)
     check_divisible("int gemm", "k", k, kt)
     tile = [{"op": "reshape", "shape": [n // nt, nt, k // kt, kt]}, {"op": "transpose", "axes": [0, 2, 1, 3]}]
@@ -97,11 +96,11 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None) 
         w,
         w_scale,
     ]
-    if layout.get("act_offset"):
+    if layout.act_offset:
         # Dot products on unsigned activations (VNNI) compute sum((x + o) w); this is -o sum(w)
         # per group and column, precomputed once from the weight, [K/group, N].
         args.append(Arg("w_offset_sums", (k // group, n), "int32", "weight", (n, k), "int8", (
-            {"op": "group_sums", "group": group, "scale": -layout["act_offset"]},
+            {"op": "group_sums", "group": group, "scale": -layout.act_offset},
             {"op": "transpose", "axes": [1, 0]}), source="w",
             doc="derived from w by pack: -offset * sum of each group's weights"))
     if bias:
@@ -115,7 +114,7 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
     from tvm import te
 
     group_scales = bits == 4 if group_scales is None else group_scales
-    nt, kt = layout["n_tile"], layout["k_tile"]
+    nt, kt = layout.n_tile, layout.k_tile
     x, xs, w, ws = ph["x"], ph["x_scale"], ph["w"], ph["w_scale"]
     m = x.shape[0]
     ngroups = k // group
@@ -125,10 +124,10 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
             return w[j // nt, kg // kt, j % nt, kg % kt].astype("int32")
         return int4_nibble(w[j // nt, kg // kt, j % nt, (kg % kt) // 2], kg % 2)
 
-    rows, row = padded_rows(m, layout.get("m_tile", 1))
-    offset = layout.get("act_offset", 0)
+    rows, row = padded_rows(m, layout.m_tile)
+    offset = layout.act_offset
 
-    if layout.get("int8_dot") == "spirv_dot4" and group % 4 == 0:
+    if layout.int8_dot == "spirv_dot4" and group % 4 == 0:
         # GPUs with SPV_KHR_integer_dot_product: 4 products per instruction on packed int8
         # (compiler/backends/vulkan/glsl.py prints the extern as OpSDotKHR).
         from tvm import tirx

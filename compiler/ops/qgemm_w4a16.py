@@ -14,7 +14,6 @@ FMA per byte: sum x (w - z) = sum x w - z sum x.
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
@@ -48,12 +47,12 @@ class W4A16Gemm(OpDef):
         check_divisible(self.name, "k", spec.dim("k"), spec.opt("group"))
         check_divisible(self.name, "n", spec.dim("n"), 2)
 
-    def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
+    def arguments(self, spec: KernelSpec, layout) -> list[Arg]:
         n, k = spec.dim("n"), spec.dim("k")
         return w4a16_arguments(n, k, spec.opt("group"), spec.opt("zero"), spec.opt("act"), spec.opt("bias"),
                                layout, out="y", minimum=spec.opt("min"), **fused_act.options(spec))
 
-    def build(self, spec: KernelSpec, layout: dict[str, Any]):
+    def build(self, spec: KernelSpec, layout):
         args = self.arguments(spec, layout)
         ph = Placeholders(args, layout)
         y = w4a16_te(ph, spec.dim("n"), spec.dim("k"), spec.opt("group"), layout, "y", **fused_act.options(spec))
@@ -78,7 +77,7 @@ class W4A16Gemm(OpDef):
 
 def w4a16_arguments(n, k, group, zero, act, bias, layout, out, minimum=False, norm=0.0, swiglu=False,
                     residual=False) -> list[Arg]:
-    nt = layout["n_tile"]
+    nt = layout.n_tile
     check_divisible("qgemm_w4a16", "n", n, nt)
     steps = (
         {"op": "check_range", "min": -8, "max": 7},
@@ -118,12 +117,12 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False
     (+ the group terms, bias)."""
     from tvm import te, tirx
 
-    nt = layout["n_tile"]
+    nt = layout.n_tile
     x, w, ws = fused_act.activation(ph, k, norm, swiglu), ph["w"], ph["w_scale"]
     wz, wmin, bias = ph.tensors.get("w_zero"), ph.tensors.get("w_min"), ph.tensors.get("bias")
     m = x.shape[0]
     ngroups, pairs = k // group, group // 2
-    rows, row = padded_rows(m, layout.get("m_tile", 1))
+    rows, row = padded_rows(m, layout.m_tile)
 
     def xf(i, kk):
         return x[row(i), kk].astype("float32")
@@ -135,7 +134,7 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False
         h == 1, xf(i, g * group + rs),
         te.if_then_else(rs % 2 == 0, xf(i, g * group + rs) * tirx.const(-8.0, "float32"), tirx.const(0.0, "float32"))),
         axis=rs), name="xgroup")
-    if layout.get("float_math", "float32") == "float16":
+    if layout.float_math == "float16":
         acc = _acc_fp16(xf, w, wz, rows, n, ngroups, pairs, nt)
     else:
         acc = _acc_fp32(xf, w, wz, rows, n, ngroups, pairs, nt)
@@ -146,7 +145,7 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False
         return value + wmin[j // nt, g, j % nt] * xgroup[i, g, 1] if wmin is not None else value
 
     rg = te.reduce_axis((0, ngroups), name="rg")
-    if layout.get("group_terms_in_sum"):  # GPUs: added where each group's sum is scaled, one pass
+    if layout.group_terms_in_sum:  # GPUs: added where each group's sum is scaled, one pass
         ysum = te.compute((rows, n), lambda i, j: te.sum(
             acc[i, rg, j] * ws[j // nt, rg, j % nt] + group_terms(i, j, rg), axis=rg), name="ysum")
         corr = None

@@ -8,7 +8,6 @@ converts a vector of int8 weights to fp32 and does one FMA per column vector (W4
 
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 
@@ -29,11 +28,11 @@ class W8A16Gemm(OpDef):
         check_divisible(self.name, "k", spec.dim("k"), spec.opt("group"))
         check_divisible(self.name, "n", spec.dim("n"), 2)
 
-    def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
+    def arguments(self, spec: KernelSpec, layout) -> list[Arg]:
         return w8a16_arguments(spec.dim("n"), spec.dim("k"), spec.opt("group"), spec.opt("bias"), layout, "y",
                                **fused_act.options(spec))
 
-    def build(self, spec: KernelSpec, layout: dict[str, Any]):
+    def build(self, spec: KernelSpec, layout):
         args = self.arguments(spec, layout)
         ph = Placeholders(args, layout)
         y = w8a16_te(ph, spec.dim("n"), spec.dim("k"), spec.opt("group"), layout, "y", **fused_act.options(spec))
@@ -57,7 +56,7 @@ class W8A16Gemm(OpDef):
 # -- shared with qkv_proj -------------------------------------------------------------------------
 
 def w8a16_arguments(n, k, group, bias, layout, out, norm=0.0, swiglu=False, residual=False) -> list[Arg]:
-    nt = layout["n_tile"]
+    nt = layout.n_tile
     check_divisible("qgemm_w8a16", "n", n, nt)
     tiled = ({"op": "reshape", "shape": [n // nt, nt, -1]}, {"op": "transpose", "axes": [0, 2, 1]})
     fused_weights, fused_inputs = fused_act.extra_args(k, n, norm, residual)
@@ -78,11 +77,11 @@ def w8a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False
     """Stages: acc[m, g, n] (group sums of x * w) -> ysum[m, n] (scaled per group) -> out (+ residual, bias)."""
     from tvm import te
 
-    nt = layout["n_tile"]
+    nt = layout.n_tile
     x = fused_act.activation(ph, k, norm, swiglu)
     w, ws, bias = ph["w"], ph["w_scale"], ph.tensors.get("bias")
     m = x.shape[0]
-    rows, row = padded_rows(m, layout.get("m_tile", 1))
+    rows, row = padded_rows(m, layout.m_tile)
     r = te.reduce_axis((0, group), name="r")
     acc = te.compute((rows, k // group, n), lambda i, g, j: te.sum(
         w[j // nt, g * group + r, j % nt].astype("float32") * x[row(i), g * group + r], axis=r), name="acc")

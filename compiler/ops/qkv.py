@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
 
 import numpy as np
 
@@ -81,7 +80,7 @@ class QKVProj(OpDef):
         if not spec.opt("rope_theta") > 0:
             raise ValueError("qkv_proj: rope_theta must be positive")
 
-    def tolerances(self, spec: KernelSpec, layout: dict[str, Any]):
+    def tolerances(self, spec: KernelSpec, layout):
         exact_sums = spec.opt("quant") not in FLOAT_ACT_FORMS
         return {name: (2e-5, 2e-5) if exact_sums else self.default_tolerance(layout) for name in ("q", "k", "v")}
 
@@ -90,7 +89,7 @@ class QKVProj(OpDef):
         """(weight bits, K group) of the int8-activation forms: W8A8 has one group spanning K."""
         return (8, spec.dim("k")) if spec.opt("quant") == "w8a8" else (4, spec.opt("group"))
 
-    def _gemm_args(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
+    def _gemm_args(self, spec: KernelSpec, layout) -> list[Arg]:
         n, k, quant = self.n_total(spec), spec.dim("k"), spec.opt("quant")
         if quant == "w4a16":
             return w4a16_arguments(n, k, spec.opt("group"), spec.opt("zero"), "float32", spec.opt("bias"), layout,
@@ -99,7 +98,7 @@ class QKVProj(OpDef):
             return w8a16_arguments(n, k, spec.opt("group"), spec.opt("bias"), layout, "proj", norm=spec.opt("norm"))
         return int_gemm_arguments(n, k, *self.int_form(spec), spec.opt("bias"), layout, out="proj")
 
-    def arguments(self, spec: KernelSpec, layout: dict[str, Any]) -> list[Arg]:
+    def arguments(self, spec: KernelSpec, layout) -> list[Arg]:
         hq, hkv, d = spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
         args = [a for a in self._gemm_args(spec, layout) if a.role != "output"]
         for i, a in enumerate(args):
@@ -112,7 +111,7 @@ class QKVProj(OpDef):
                  Arg("v", (hkv, "M", d), "float32", "output")]
         return args
 
-    def build(self, spec: KernelSpec, layout: dict[str, Any]):
+    def build(self, spec: KernelSpec, layout):
         from tvm import te, tirx
 
         args = self.arguments(spec, layout)
@@ -133,7 +132,7 @@ class QKVProj(OpDef):
             log_theta = math.log(spec.opt("rope_theta"))
 
             def angle(i, f):
-                if layout.get("rope_dtype", "float64") == "float32":
+                if layout.rope_dtype == "float32":
                     return tirx.const(2 * math.pi, "float32") * _turns_float32(pos[i], f, half, log_theta, d)
                 inv_freq = te.exp(tirx.const(-2.0 * log_theta / d, "float64") * f.astype("float64"))
                 return pos[i].astype("float64") * inv_freq

@@ -10,7 +10,7 @@ from typing import Any
 
 from compiler.runtime.errors import LoaderError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the target names its backend; every variant records its layout
 
 
 def sha256_of(path: Path) -> str:
@@ -21,7 +21,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+REQUIRED = ("target", "kernels", "artifacts")  # `library` may be null: a Vulkan build's artifacts are shaders
+ENTRY_POINTS = ("library", "runner")  # what a driver opens: each must name a checked artifact
+
+
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
+    """The build's manifest, refused unless every file a driver may open is an artifact inside the
+    build folder whose sha256 matches: the manifest must not point the loader at any other file."""
     directory = Path(directory)
     path = directory / "manifest.json"
     if not path.is_file():
@@ -30,14 +36,68 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except ValueError as err:
         raise LoaderError(f"{path} is not valid JSON: {err}") from None
+    if not isinstance(manifest, dict):
+        raise LoaderError(f"{path} is not a JSON object (it is a {type(manifest).__name__})")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise LoaderError(f"{path} has schema version {manifest.get('schema_version')!r}; "
                           f"this loader reads version {SCHEMA_VERSION}")
-    for name, digest in manifest["artifacts"].items():
-        artifact = directory / name
-        if not artifact.is_file():
-            raise LoaderError(f"artifact {artifact} named in the manifest is missing")
-        if sha256_of(artifact) != digest:
-            raise LoaderError(f"artifact {artifact} does not match the sha256 in the manifest; refusing to load it")
+    missing = [key for key in REQUIRED if key not in manifest]
+    if missing:
+        raise LoaderError(f"{path} lacks {', '.join(repr(k) for k in missing)}")
+    _check_artifacts(directory, path, manifest["artifacts"])
+    for key in ENTRY_POINTS:
+        name = manifest.get(key)
+        if name is not None and (not isinstance(name, str) or name not in manifest["artifacts"]):
+            raise LoaderError(f"{path}: {key!r} names {name!r}, which is not one of its artifacts; refusing to load it")
     return manifest
 
+
+def _check_artifacts(directory: Path, path: Path, artifacts: Any) -> None:
+    """Every artifact is a file inside the build folder (after symlinks) with its recorded sha256."""
+    if not isinstance(artifacts, dict) or not artifacts:
+        raise LoaderError(f"{path}: 'artifacts' must map each artifact's file name to its sha256; "
+                          f"it is {artifacts!r}")
+    for name, digest in artifacts.items():
+        artifact = _inside(directory, name, path)
+        if not artifact.is_file():
+            raise LoaderError(f"artifact {directory / name} named in the manifest is missing")
+        if sha256_of(artifact) != digest:
+            raise LoaderError(f"artifact {directory / name} does not match the sha256 in the manifest; "
+                              "refusing to load it")
+
+
+def _inside(directory: Path, name: Any, path: Path) -> Path:
+    """`directory / name` resolved, refused when `name` is absolute, has a '..' component, or leads
+    (through symlinks) out of the build folder."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise LoaderError(f"{path}: artifact name {name!r} must be a relative path inside the build folder")
+    resolved = (directory / name).resolve()
+    if not resolved.is_relative_to(directory.resolve()):
+        raise LoaderError(f"{path}: artifact {name!r} resolves to {resolved}, outside the build folder "
+                          f"{directory.resolve()}; refusing to load it")
+    return resolved
+
+
+def artifact_path(directory: Path, manifest: dict[str, Any], key: str) -> Path:
+    """The checked file the manifest's `key` ('library', 'runner') names: what a driver opens."""
+    name = manifest.get(key)
+    if name is None:
+        raise LoaderError(f"{directory}: the manifest names no {key} (a build for another backend?)")
+    return checked_artifact(directory, manifest, name)
+
+
+def checked_artifact(directory: Path, manifest: dict[str, Any], name: str) -> Path:
+    """`directory / name` resolved, when `name` is one of the artifacts read_manifest checked."""
+    if not isinstance(name, str) or name not in manifest.get("artifacts", {}):
+        raise LoaderError(f"{directory}: {name!r} is not one of the manifest's artifacts; refusing to open it")
+    return _inside(directory, name, directory / "manifest.json")
+
+
+def shader_path(directory: Path, manifest: dict[str, Any], shader: str) -> Path:
+    """The SPIR-V file of a launch's `shader`. A loaded build's manifest has an artifacts table
+    (read_manifest requires one): the file must be one of its checked artifacts. A tuning
+    candidate's (the tuner made the folder, nothing is hashed) must still be inside its folder."""
+    name = f"shaders/{shader}.spv"
+    if "artifacts" in manifest:
+        return checked_artifact(directory, manifest, name)
+    return _inside(directory, name, directory / "plan.json")

@@ -1,7 +1,7 @@
 """Where the loader finds its helpers: the cache of emulator userlands and the TVM runtime library.
 
-Environment: EKC_CACHE_DIR moves the cache; EKC_TVM_RUNTIME names the libtvm_runtime.so to load
-(the emulated worker points it at the target ISA's copy).
+Environment: EKC_CACHE_DIR moves the cache (default ~/.cache/edge-kernel-compiler); EKC_TVM_RUNTIME
+names the libtvm_runtime.so to load (the emulated worker points it at the target ISA's copy).
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ from pathlib import Path
 
 from compiler.runtime.errors import LoaderError
 
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
 
 def cache_dir() -> Path:
-    """Downloaded and built helpers (emulator sysroots): $EKC_CACHE_DIR, else .cache/ in a checkout."""
+    """Downloaded and built helpers (emulator userlands, model files): $EKC_CACHE_DIR, else a per-user
+    cache outside any checkout, so a fresh clone reuses them."""
     if os.environ.get("EKC_CACHE_DIR"):
         return Path(os.environ["EKC_CACHE_DIR"])
-    if (_PROJECT_ROOT / "pyproject.toml").is_file():
-        return _PROJECT_ROOT / ".cache"
     return Path.home() / ".cache" / "edge-kernel-compiler"
 
 

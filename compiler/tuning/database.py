@@ -23,7 +23,7 @@ REJECTED = "rejected.jsonl"
 
 
 def default_logs_root() -> Path:
-    return Path(__file__).resolve().parents[1] / "tuning_logs"
+    return Path(__file__).resolve().parents[2] / "tuning_logs"
 
 
 def host_device(target) -> str:

@@ -5,19 +5,46 @@ the tuner sends each candidate's folder as one tar (compiler.tuning.rpc.Tracker.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
+import sys
 import tarfile
 from pathlib import Path
+
+
+def checked_tar_name(tar_name: str) -> str:
+    """`tar_name` if it is one plain file name, else ValueError: it comes from the network, and the
+    tar and the folder it unpacks to must stay inside TVM's server work folder."""
+    separators = {"/", "\\", os.sep, os.altsep} - {None}
+    if not tar_name or tar_name in (".", "..") or "\0" in tar_name or any(s in tar_name for s in separators):
+        raise ValueError(f"refusing the candidate tar name {tar_name!r}: it must be a plain file name "
+                         "inside the RPC server's work folder (no path separator, '..' or absolute path)")
+    return tar_name
 
 
 def _unpack(tar_name: str) -> Path:
     import tvm
 
-    tar_path = Path(tvm.get_global_func("tvm.rpc.server.workpath")(tar_name))
+    name = checked_tar_name(tar_name)
+    tar_path = Path(tvm.get_global_func("tvm.rpc.server.workpath")(name))
     folder = tar_path.with_suffix(".d")
     with tarfile.open(tar_path) as tar:
         tar.extractall(folder, filter="data")
     return folder
+
+
+def exposure_warning(host: str) -> str | None:
+    """The warning for listening on `host` when it is not loopback: TVM RPC has no authentication,
+    so whoever reaches the port can upload code and run it here."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        return None
+    return (f"warning: rpc-server listens on {host}: anyone who can reach it can upload and run code on this "
+            "machine (TVM RPC has no authentication); use a private network or an SSH tunnel")
 
 
 def _measuring_backends():
@@ -45,6 +72,9 @@ def serve(tracker, *, host: str, port: int, progress=print) -> None:
     """Serve under `tracker`'s key (a compiler.tuning.rpc.Tracker) until interrupted."""
     from tvm import rpc
 
+    warning = exposure_warning(host)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     server = rpc.Server(host=host, port=port, port_end=port + 100, tracker_addr=(tracker.host, tracker.port),
                         key=tracker.key, server_init_callback=register)
     progress(f"serving on {host}:{server.port}, registered at {tracker.address} under key {tracker.key!r} "

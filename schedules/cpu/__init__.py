@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from schedules.cpu import attention, gemm_float, gemm_int, pointwise
 from schedules.cpu.gemm_float import w4a16_tile
 from schedules.cpu.intrinsics import activation_offset, dot_tile
 from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n
+from schedules.layouts import CpuLayout
 
 _SCHEDULES = {
     "qgemm_w8a8": gemm_int.schedule_gemm,
@@ -42,24 +41,22 @@ def buckets(spec, target) -> list[dict]:
     return [{}]
 
 
-def layout(spec, target, bucket: dict) -> dict[str, Any]:
+def layout(spec, target, bucket: dict) -> CpuLayout:
     dot = _int8_dot(spec, target)
-    return {
-        "bucket": dict(bucket),
+    return CpuLayout(
+        bucket=dict(bucket),
         # int8 weights tiled as the dot-product intrinsic consumes them (SDOT: 4 channels x 4 k);
         # int4 weights of W4A16 tiled to two SIMD registers of output columns.
-        "int8_dot": dot,
-        "n_tile": w4a16_tile(gemm_n(spec), target) if float_weights(spec) else dot_tile(dot)[0],
-        "k_tile": dot_tile(dot)[1],
-        "act_offset": activation_offset(dot) if spec.op in GEMM_OPS and not float_weights(spec) else 0,
-        "m_tile": 1 if bucket.get("M") == 1 else GEMM_ROW_TILE,
-        # attention: keys per online-softmax step, query positions per prefill block (K/V reuse),
-        # SIMD lanes, keys per decode split.
-        "kv_tile": 32,
-        "q_rows": 4,
-        "lanes": _attention_lanes(spec, target),
-        "split_len": 64 if "L" in bucket else 256,
-    }
+        int8_dot=dot,
+        n_tile=w4a16_tile(gemm_n(spec), target) if float_weights(spec) else dot_tile(dot)[0],
+        k_tile=dot_tile(dot)[1],
+        act_offset=activation_offset(dot) if spec.op in GEMM_OPS and not float_weights(spec) else 0,
+        m_tile=1 if bucket.get("M") == 1 else GEMM_ROW_TILE,
+        kv_tile=32,
+        q_rows=4,
+        lanes=_attention_lanes(spec, target),
+        split_len=64 if "L" in bucket else 256,  # short caches split finer: more blocks per core
+    )
 
 
 def _int8_dot(spec, target) -> str:

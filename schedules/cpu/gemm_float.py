@@ -23,7 +23,7 @@ def schedule_gemm(sch, spec, target, layout) -> None:
 
 
 def schedule_w4a16(sch, target, layout, *, n: int, out: str) -> None:
-    n_tile = layout["n_tile"]
+    n_tile = layout.n_tile
     lanes = min(n_tile, target.float_lanes)
 
     def micro_kernel(sch, acc, k, rows, cols, inner):
@@ -42,7 +42,7 @@ def schedule_w4a16(sch, target, layout, *, n: int, out: str) -> None:
     if has_block(sch, "rms_inv"):
         sch.compute_inline(sch.get_sblock("rms_inv"))
     for name in ("rms_ss", "xact", "xpair", "xgroup"):
-        if has_block(sch, name) and layout["m_tile"] > 1:
+        if has_block(sch, name) and layout.m_tile > 1:
             sch.parallel(sch.get_loops(sch.get_sblock(name))[0])
 
     # Half the register file holds the accumulators of m_tile rows; the rest unpacked weights. A
@@ -50,6 +50,6 @@ def schedule_w4a16(sch, target, layout, *, n: int, out: str) -> None:
     # contiguous stream, which the hardware prefetcher follows (measured on a cold 3072 x 576 Q4_1
     # GEMV: 65 us per call against 96 us with two or four tiles per task; hot, all ~57 us). The
     # tuner measures with hot caches and cannot see this, so it is fixed, not a knob, there.
-    per_row = max(1, target.vector_registers // 2 // layout["m_tile"])
-    tile_gemm(sch, n=n, out=out, m_tile=layout["m_tile"], n_multiple=n_tile, n_preferred=max(n_tile, per_row * lanes),
-              n_limit=8 * n_tile, micro_kernel=micro_kernel, n_fixed=n_tile if layout["m_tile"] == 1 else None)
+    per_row = max(1, target.vector_registers // 2 // layout.m_tile)
+    tile_gemm(sch, n=n, out=out, m_tile=layout.m_tile, n_multiple=n_tile, n_preferred=max(n_tile, per_row * lanes),
+              n_limit=8 * n_tile, micro_kernel=micro_kernel, n_fixed=n_tile if layout.m_tile == 1 else None)

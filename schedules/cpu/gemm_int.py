@@ -18,7 +18,7 @@ def schedule_gemm(sch, spec, target, layout) -> None:
 
 
 def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int) -> None:
-    nt, kt = layout["n_tile"], layout["k_tile"]
+    nt, kt = layout.n_tile, layout.k_tile
 
     def micro_kernel(sch, acc, k, rows, cols, inner):
         ko, kl = sch.split(k, [None, kt])
@@ -27,13 +27,13 @@ def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int
         sch.unroll(rows)
         sch.unroll(ct)
         sch.decompose_reduction(acc, ko)
-        if has_dot_intrinsic(layout["int8_dot"]):
-            sch.tensorize(cl, dot_intrinsic(layout["int8_dot"], weight_bits))
+        if has_dot_intrinsic(layout.int8_dot):
+            sch.tensorize(cl, dot_intrinsic(layout.int8_dot, weight_bits))
         else:
             sch.unroll(kl)
 
     # Half the register file holds the accumulators of m_tile rows (int32 lanes per register).
-    per_row = max(1, target.vector_registers // 2 // layout["m_tile"])
+    per_row = max(1, target.vector_registers // 2 // layout.m_tile)
     preferred = max(nt, per_row * target.vector_bits // 32)
-    tile_gemm(sch, n=n, out=out, m_tile=layout["m_tile"], n_multiple=nt, n_preferred=preferred,
+    tile_gemm(sch, n=n, out=out, m_tile=layout.m_tile, n_multiple=nt, n_preferred=preferred,
               n_limit=max(64, 4 * nt), micro_kernel=micro_kernel)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n, int4_float_weights
+from schedules.layouts import GpuLayout
 
 
 def buckets(spec, target) -> list[dict]:
@@ -13,29 +14,29 @@ def buckets(spec, target) -> list[dict]:
     return [{}]
 
 
-def layout(spec, target, bucket: dict) -> dict[str, Any]:
+def layout(spec, target, bucket: dict) -> GpuLayout:
     gpu = target.gpu
     attention = _attention_layout(spec, gpu) if spec.op.startswith("attention") else {}
-    return {
-        "bucket": dict(bucket),
+    return GpuLayout(
+        bucket=dict(bucket),
         # int8 GEMMs: SPV_KHR_integer_dot_product where the target says the device has it fast.
-        "int8_dot": "spirv_dot4" if gpu.int8_dot else "none",
+        int8_dot="spirv_dot4" if gpu.int8_dot else "none",
         # int8/int4 weights as [N/4, K/4, 4, 4] tiles: one thread's 4 k-values are one 32-bit word;
         # float-activation GEMMs: columns per tile, as many as a subgroup reads side by side.
-        "n_tile": _float_tile(spec, gpu) if float_weights(spec) else 4,
-        "k_tile": 4,
-        "act_offset": 0,
-        "m_tile": 1,
-        "rope_dtype": "float32",  # mobile GPUs have no float64
+        n_tile=_float_tile(spec, gpu) if float_weights(spec) else 4,
+        k_tile=4,
+        act_offset=0,
+        m_tile=1,
+        rope_dtype="float32",  # mobile GPUs have no float64
         # W4A16 GEMMs on GPUs with fast fp16 (Mali, Adreno: twice the fp32 rate): products in fp16,
         # sums in fp32 (ops/qgemm_w4a16.py). Not W8A16: an int8 weight times an activation of a few
         # hundred overflows fp16.
-        "float_math": "float16" if gpu.fp16 and int4_float_weights(spec) else "float32",
+        float_math="float16" if gpu.fp16 and int4_float_weights(spec) else "float32",
         # W4A16: the group terms (-8 x sums, block minimums) join the scaled group sums, so the
         # scales are read once and no separate pass runs (ops/qgemm_w4a16.py).
-        "group_terms_in_sum": True,
+        group_terms_in_sum=True,
         **attention,
-    }
+    )
 
 
 def _attention_layout(spec, gpu) -> dict[str, Any]:

@@ -172,6 +172,18 @@ def test_length_buckets_pick_the_decode_variant(lib):
 
 
 @pytest.mark.native
+def test_each_variant_records_its_own_layout(lib):
+    """The decode variant of short caches splits the keys finer than the any-length one, and the
+    one-token GEMV computes one row where the GEMM tiles rows: each variant's manifest entry says
+    what it uses; the kernel's layout keeps only what its variants share."""
+    decode = lib["attention_decode_hq4_hkv4_d128"]
+    short, long = (v["layout"]["split_len"] for v in decode.spec["variants"])
+    assert short < long and "split_len" not in decode.spec["layout"]
+    gemv, gemm = (v["layout"]["m_tile"] for v in lib[GEMM].spec["variants"])
+    assert gemv == 1 < gemm and "m_tile" not in lib[GEMM].spec["layout"]
+
+
+@pytest.mark.native
 def test_bound_kernels_match_plain_calls_and_check_their_inputs(lib, gemm_inputs):
     kernel = lib[GEMM]
     weights = {name: gemm_inputs[name] for name in ("w", "w_scale")}

@@ -10,6 +10,7 @@ import numpy as np
 
 from compiler.runtime.errors import LoaderError
 from compiler.runtime.host import native_ok, use_all_cores
+from compiler.runtime.manifest import artifact_path
 from compiler.runtime.memory import ALIGNMENT, aligned, empty
 from compiler.runtime.paths import tvm_runtime_path
 
@@ -84,7 +85,7 @@ class NativeDriver:
 def open_driver(directory: Path, manifest: dict[str, Any], emulate: bool | None):
     """This process when the machine runs the target's code, else a worker under its emulator."""
     target = manifest["target"]
-    library = (directory / manifest["library"]).resolve()
+    library = artifact_path(directory, manifest, "library")
     ok, reason = native_ok(target)
     if emulate is None:
         emulate = not ok

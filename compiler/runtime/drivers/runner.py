@@ -17,6 +17,7 @@ import numpy as np
 from compiler.runtime.drivers.child import ChildProcess
 from compiler.runtime.errors import LoaderError
 from compiler.runtime.host import missing_emulator
+from compiler.runtime.manifest import artifact_path
 from compiler.runtime.memory import empty
 
 
@@ -120,7 +121,7 @@ class RunnerDriver(ChildProcess):
 def open_driver(directory: Path, manifest: dict[str, Any], emulate: bool | None) -> RunnerDriver:
     """The runner directly on a machine of the target's ISA, else under its emulator."""
     target = manifest["target"]
-    runner = (directory / manifest.get("runner", "runner")).resolve()
+    runner = artifact_path(directory, manifest, "runner")
     on_device = platform.machine() == target["isa"] and not emulate
     if not on_device and not target.get("emulator"):
         why = target.get("compile_only") or f"no emulator runs {target['llvm'].get('mcpu', target['isa'])} code"

@@ -16,6 +16,7 @@ import numpy as np
 from compiler.runtime.drivers.vulkan_device import Buffer, Device, Pipeline, VulkanError
 from compiler.runtime.errors import LoaderError
 from compiler.runtime.launch import evaluate
+from compiler.runtime.manifest import shader_path
 
 
 class VulkanDriver:
@@ -24,11 +25,13 @@ class VulkanDriver:
     def __init__(self, directory: Path, manifest: dict[str, Any], device: Device | None = None):
         """`device`: share an open device (the tuner's runner does); closing then leaves it open."""
         self.directory = directory
+        self.plans = {v["symbol"]: v["vulkan"] for k in manifest["kernels"].values() for v in k["variants"]}
+        self._shader_files = {launch["shader"]: shader_path(directory, manifest, launch["shader"])
+                              for plan in self.plans.values() for launch in plan["launches"]}
         self._owns_device = device is None
         self.device = device or Device()
         self.mode = "emulated" if self.device.is_cpu else "native"
         self.device_name = self.device.name
-        self.plans = {v["symbol"]: v["vulkan"] for k in manifest["kernels"].values() for v in k["variants"]}
         self._pipelines: dict[str, Pipeline] = {}
         self._free: list[Buffer] = []
         self._resident: list[Buffer] = []
@@ -58,7 +61,7 @@ class VulkanDriver:
     def _pipeline(self, launch: dict) -> Pipeline:
         name = launch["shader"]
         if name not in self._pipelines:
-            spirv = (self.directory / "shaders" / f"{name}.spv").read_bytes()
+            spirv = self._shader_files[name].read_bytes()
             self._pipelines[name] = Pipeline(self.device, spirv, len(launch["buffers"]), 4 * len(launch["push_dtypes"]))
         return self._pipelines[name]
 

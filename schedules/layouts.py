@@ -1,0 +1,61 @@
+"""Layouts: the structural choices that shape an op's tensor expression and its packed weights,
+made once per kernel variant by a schedule family from the target's facts (`layout()`), read by
+the ops (ops/*.py build their tensor expressions from them) and recorded in the manifest.
+
+Typed per family, so an op reads named fields instead of probing a dict: `threaded` says the
+kernel is written as thread-bound TensorIR (GPU families) rather than for SIMD lanes (CPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Layout:
+    family: ClassVar[str]
+    threaded: ClassVar[bool] = False
+
+    bucket: dict = field(default_factory=dict)  # the length bucket of the variant ({"M": 1}, {"L": [1, 512]}, {})
+    int8_dot: str = "none"  # the int8 dot-product form the int GEMMs' weight tiles are made for
+    n_tile: int = 4  # output channels per packed weight tile
+    k_tile: int = 4  # reduction elements per packed weight tile
+    act_offset: int = 0  # added to int8 activations (VNNI's unsigned bytes), subtracted via weight sums
+    m_tile: int = 1  # token rows per accumulator tile (padded rows computed, never stored)
+    rope_dtype: str = "float64"  # precision of RoPE's angles
+    float_math: str = "float32"  # W4A16 products: "float16" where the device has fast fp16
+    group_terms_in_sum: bool = False  # W4A16: group terms added where each group's sum is scaled
+
+    def to_json(self) -> dict[str, Any]:
+        return {"family": self.family, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class CpuLayout(Layout):
+    family: ClassVar[str] = "cpu"
+
+    kv_tile: int = 32  # attention: keys per online-softmax step
+    q_rows: int = 4  # attention prefill: query positions per block (K/V rows loaded once for them)
+    lanes: int = 1  # attention: SIMD lanes over the head dim
+    split_len: int = 256  # attention decode: keys per split
+
+
+@dataclass(frozen=True)
+class GpuLayout(Layout):
+    family: ClassVar[str] = "gpu"
+    threaded: ClassVar[bool] = True
+
+    rope_dtype: str = "float32"  # mobile GPUs have no float64
+    threads: int = 0  # attention: threads per workgroup
+    kv_tile: int = 0  # attention prefill: keys staged in shared memory per step
+    split_len: int = 0  # attention decode: keys per split
+
+
+FAMILIES = {cls.family: cls for cls in (CpuLayout, GpuLayout)}
+
+
+def from_json(data: dict[str, Any]) -> Layout:
+    """A layout from its manifest form (fields a kernel-level entry leaves out take their defaults)."""
+    fields = {k: v for k, v in data.items() if k != "family"}
+    return FAMILIES[data["family"]](**fields)
