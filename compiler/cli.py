@@ -1,4 +1,4 @@
-"""python -m compiler build | run | tune | bench | list | verify | setup-emulator | rpc-emulator | rpc-server"""
+"""python -m compiler build | run | tune | knobs | bench | list | verify | setup-emulator | rpc-emulator | rpc-server"""
 
 from __future__ import annotations
 
@@ -140,6 +140,23 @@ def cmd_tune(args) -> int:
 
         title = f"tuning {target.name} on {device}: {sum(t.trials for t in run.tasks)} trials, {run.seconds:.0f} s"
         print(f"tuning curves: {plots.tuning_curves(run.tasks, Path(args.plot), title)}")
+    return 0
+
+
+def cmd_knobs(args) -> int:
+    import targets
+    from compiler.tuning.knob_report import knob_rows, print_rows
+
+    target = targets.get(args.target)
+    directory = _records_dir(args, target)
+    records = None
+    if directory is not None and directory.is_dir():
+        records = tuning_db.open_database(directory)
+        print(f"tuning records: {directory}")
+    else:
+        print("no tuning records: defaults only" if directory is None else f"no tuning records at {directory}")
+    specs = _gguf_specs(Path(args.gguf), _split_list(args.ops)) if args.gguf else _specs(args)
+    print_rows(knob_rows(specs, target, records))
     return 0
 
 
@@ -285,6 +302,12 @@ def parser() -> argparse.ArgumentParser:
     measured.add_argument("--replay", help="measure nothing: answer from a --record file of an earlier search "
                                            "(tests the search offline; records go to device replay-<its device>)")
     t.set_defaults(func=cmd_tune)
+
+    kn = sub.add_parser("knobs", help="every variant's knobs: candidates, default, and the tuning record's choice")
+    _selection_args(kn)
+    kn.add_argument("--gguf", help="the kernels `run` builds for this GGUF instead of a preset's")
+    kn.add_argument("--no-tuning", action="store_true", help="defaults only")
+    kn.set_defaults(func=cmd_knobs)
 
     tc = sub.add_parser("tune-compare", help="default vs our tuned space vs MetaSchedule's generic space, same budgets")
     tc.add_argument("--target", default="host", help="a target this machine runs (default host)")

@@ -17,18 +17,44 @@ Families are imported lazily: a missing dependency of one family never breaks an
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 
 KNOB_PREFIX = "ekc.knob."
 
 
-def knobs(sch) -> dict[str, int]:
-    """The named decisions a scheduled kernel used ({"n_block": 16}), read from its trace."""
-    values = {}
+@dataclass(frozen=True)
+class Knob:
+    """One named decision of a scheduled kernel: the values the tuner may choose from and the one
+    this schedule took (the target-derived default, or a tuning record's choice when one was
+    replayed). A fixed, untuned choice has one candidate."""
+
+    name: str
+    candidates: tuple[int, ...]
+    value: int
+
+
+def knob_table(sch) -> list[Knob]:
+    """The knobs of a scheduled kernel, read from its trace: each sch.sample_categorical that
+    schedules.decisions annotated on a block as ekc.knob.<name>."""
+    decisions = sch.trace.decisions
+    sampled = {inst.outputs[0]: tuple(int(c) for c in inst.attrs[0])
+               for inst in sch.trace.insts if inst.kind.name == "SampleCategorical"}
+    chosen = {inst.outputs[0]: int(decisions[inst])
+              for inst in sch.trace.insts if inst.kind.name == "SampleCategorical"}
+    table = []
     for inst in sch.trace.insts:
         if inst.kind.name == "Annotate" and str(inst.attrs[0]).startswith(KNOB_PREFIX):
-            value = inst.inputs[1]  # a sampled decision, or a constant for a fixed (untuned) choice
-            values[str(inst.attrs[0])[len(KNOB_PREFIX):]] = int(value if isinstance(value, int) else sch.get(value))
-    return values
+            name, value = str(inst.attrs[0])[len(KNOB_PREFIX):], inst.inputs[1]
+            if value in sampled:
+                table.append(Knob(name, sampled[value], sampled[value][chosen[value]]))
+            else:
+                table.append(Knob(name, (int(value),), int(value)))
+    return table
+
+
+def knobs(sch) -> dict[str, int]:
+    """The named decisions a scheduled kernel used ({"n_block": 16})."""
+    return {knob.name: knob.value for knob in knob_table(sch)}
 
 
 def _family(target):
