@@ -132,8 +132,11 @@ def host() -> Target:
     return max(fits, key=lambda t: (t.vector_bits, len(t.cpu_features)))
 
 
+_CORES = _DIR / "cores.toml"  # not a target: the cores the ARM cycle model can stand for
+
+
 def names() -> list[str]:
-    return sorted(p.stem for p in _DIR.glob("*.toml"))
+    return sorted(p.stem for p in _DIR.glob("*.toml") if p != _CORES)
 
 
 def get(name: str) -> Target:
@@ -156,3 +159,29 @@ def emulator_for(isa: str) -> str | None:
     if len(emulators) > 1:
         raise ValueError(f"targets of {isa} name different emulators: {sorted(emulators)}")
     return next(iter(emulators), None)
+
+
+@dataclass(frozen=True)
+class Core:
+    """An ARM core the cycle model can stand for (targets/cores.toml)."""
+
+    name: str
+    description: str
+    mca_cpu: str  # llvm-mca -mcpu
+    ghz: float
+    int8_macs_per_cycle: int
+    fp32_macs_per_cycle: int
+    decode_width: int
+    dram_gbs: float
+
+
+def cores() -> dict[str, Core]:
+    raw = tomllib.loads(_CORES.read_text())
+    return {name: Core(name=name, **facts) for name, facts in raw.items()}
+
+
+def core(name: str) -> Core:
+    known = cores()
+    if name not in known:
+        raise ValueError(f"unknown core {name!r}; known cores: {', '.join(known)}")
+    return known[name]

@@ -1,0 +1,120 @@
+"""Exact execution counts of a kernel call's blocks: the call runs once under qemu-user with the
+block-counting plugin (in the emulated CPython the loader's worker uses), and the counted blocks
+that lie in the library are mapped back to the library's own addresses."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compiler import ops, verify
+from compiler.backends.native.cycle_model.mca import ModelError
+from compiler.backends.native.cycle_model.plugin import plugin_path
+from compiler.runtime.library import Kernel
+from compiler.runtime.memory import empty
+from compiler.runtime.paths import sysroot_dir
+
+PROBE = Path(__file__).with_name("probe.py")
+
+
+@dataclass(frozen=True)
+class Block:
+    start: int  # library address (as objdump prints it)
+    end: int  # exclusive
+    instructions: int
+    executions: int
+
+
+class _Capture:
+    """A driver that records the call a Kernel makes instead of making it."""
+
+    mode = "capture"
+
+    def call(self, name, inputs, out_specs):
+        self.call_args = (name, inputs, out_specs)
+        return [empty(shape, dtype) for shape, dtype in out_specs]
+
+
+def call_arguments(manifest: dict, kernel_name: str, sizes: dict[str, int], seed: int = 0):
+    """(symbol, inputs, output specs) of one call of a kernel on random data of these sizes."""
+    entry = manifest["kernels"][kernel_name]
+    capture = _Capture()
+    kernel = Kernel(kernel_name, entry, capture)
+    spec = verify.spec_of(entry)
+    logical = ops.get(spec.op).random_inputs(spec, sizes, np.random.default_rng(seed))
+    packed = kernel.pack(**{name: logical[name] for name in kernel.logical_weights})
+    kernel(**{a["name"]: logical[a["name"]] for a in entry["args"] if a["role"] == "input"}, **packed)
+    return capture.call_args
+
+
+def count_blocks(directory: Path, manifest: dict, kernel_name: str, sizes: dict[str, int]) -> list[Block]:
+    """The library blocks one call of the kernel runs, with their execution counts (one thread)."""
+    target = manifest["target"]
+    emulator = target.get("emulator")
+    if target["isa"] != "aarch64" or not emulator or shutil.which(emulator) is None:
+        raise ModelError(f"the cycle model runs aarch64 builds under qemu-aarch64; {target['name']} is {target['isa']}")
+    library = (directory / manifest["library"]).resolve()
+    symbol, inputs, out_specs = call_arguments(manifest, kernel_name, sizes)
+    root = sysroot_dir("aarch64")
+    python = root / "root" / "usr" / "bin" / "python3.11"
+    if not python.is_file():
+        raise ModelError(f"no aarch64 userland at {root}: python -m compiler setup-emulator --isa aarch64")
+    with tempfile.TemporaryDirectory() as tmp:
+        request, result, counts = Path(tmp) / "request.pkl", Path(tmp) / "result.pkl", Path(tmp) / "counts.txt"
+        with open(request, "wb") as f:
+            pickle.dump({"library": str(library), "symbol": symbol, "inputs": inputs, "out_specs": out_specs}, f)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(root / "site"),
+               "EKC_TVM_RUNTIME": str(root / "site" / "tvm_runtime" / "libtvm_runtime.so"),
+               "QEMU_LD_PREFIX": str(root / "root"), "PYTHONDONTWRITEBYTECODE": "1",
+               "TVM_NUM_THREADS": "1"}  # the model is of one core
+        proc = subprocess.run([shutil.which(emulator), "-plugin", f"{plugin_path(emulator)},out={counts}",
+                               str(python), str(PROBE), str(request), str(result)],
+                              capture_output=True, text=True, env=env, timeout=3600)
+        if proc.returncode != 0 or not counts.is_file():
+            raise ModelError(f"the counted run of {kernel_name} failed: {proc.stderr.strip()[-2000:]}")
+        with open(result, "rb") as f:
+            entry_address = pickle.load(f)["entry_address"]
+        bias = entry_address - _symbol_address(library, f"__tvm_ffi_{symbol}")
+        text_start, text_end = _text_range(library)
+        blocks = []
+        for line in counts.read_text().splitlines():
+            start, end, instructions, executions = line.split()
+            start, end = int(start, 16) - bias, int(end, 16) - bias
+            if text_start <= start < text_end:
+                blocks.append(Block(start, end, int(instructions), int(executions)))
+    return sorted(blocks, key=lambda b: b.start)
+
+
+def _tool(*names: str) -> str:
+    found = next((t for t in names if shutil.which(t)), None)
+    if found is None:
+        raise ModelError(f"the cycle model needs {names[0]} (apt-get install binutils-aarch64-linux-gnu)")
+    return found
+
+
+def _text_range(library: Path) -> tuple[int, int]:
+    """[start, end) of the library's .text section, in its own addresses."""
+    out = subprocess.run([_tool("aarch64-linux-gnu-objdump", "llvm-objdump"), "-h", str(library)],
+                         capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and parts[1] == ".text":
+            return int(parts[3], 16), int(parts[3], 16) + int(parts[2], 16)
+    raise ModelError(f"{library} has no .text section")
+
+
+def _symbol_address(library: Path, symbol: str) -> int:
+    out = subprocess.run([_tool("aarch64-linux-gnu-nm", "llvm-nm"), "-D", "--defined-only", str(library)],
+                         capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2] == symbol:
+            return int(parts[0], 16)
+    raise ModelError(f"{library} does not export {symbol}")
