@@ -63,7 +63,7 @@ def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain, model: d
     if not specs:
         raise ValueError("nothing to build: the selection of ops left no kernels")
     backend = backends.get(target)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    previous = prepare_output(out_dir)
     start = time.time()
     database = _open_records(tuning_dir, progress)
     funcs, kernels = {}, {}
@@ -82,8 +82,35 @@ def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain, model: d
     artifacts = backend.build(funcs, kernels, target, out_dir, toolchain, progress)
     path = manifest.write(out_dir, target=target, model=model, artifacts=artifacts,
                           tools=backend.describe_tools(target, toolchain), kernels=kernels)
+    _remove_stale(out_dir, previous - set(artifacts))
     progress(f"built {len(specs)} kernels into {out_dir} in {time.time() - start:.1f} s")
     return path
+
+
+def prepare_output(out_dir: Path) -> set[str]:
+    """Make out_dir ready for a build; returns what the previous build there wrote (its manifest's
+    artifacts), the only files a rebuild may delete. A build never overwrites or deletes files it did
+    not write: an existing file, or a non-empty folder holding no build of ours, is refused by name."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} is an existing file, not a build folder; choose another output folder (--out)")
+    previous = manifest.previous_artifacts(out_dir)
+    if previous is None and out_dir.is_dir() and any(out_dir.iterdir()):
+        raise ValueError(f"{out_dir} is not empty and holds no build of ours (no manifest.json); refusing to "
+                         "write into it: choose a new or empty output folder (--out)")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a parent is a file, no permission, ...
+        raise ValueError(f"cannot create the build folder {out_dir}: {err.strerror or err}") from None
+    return previous or set()
+
+
+def _remove_stale(out_dir: Path, stale: set[str]) -> None:
+    """Delete what the previous build wrote and this one did not rewrite (e.g. shaders of kernels
+    no longer built), now that the new manifest no longer lists them."""
+    for name in sorted(stale):
+        path = out_dir / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
 
 
 def _open_records(tuning_dir: Path | None, progress):

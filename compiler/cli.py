@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import time
 from pathlib import Path
 
-from compiler import models, ops, runtime
+from compiler import models, ops, runtime, selection
 from compiler.tuning import database as tuning_db
-
-
-def _split_list(values: list[str] | None) -> list[str] | None:
-    if not values:
-        return None
-    return [v for value in values for v in value.split(",") if v]
-
-
-def _model(args):
-    return models.from_config(args.config) if args.config else models.preset(args.model)
 
 
 def cmd_list(args) -> int:
@@ -45,11 +34,11 @@ def cmd_build(args) -> int:
     from compiler import backends, build
 
     target = targets.get(args.target)
-    model = _model(args)
+    model = selection.model(args)
     tools = backends.toolchain_for(target, cc=args.cc, ndk=args.ndk, android_api=args.android_api)
-    specs = _specs(args)
+    specs = selection.specs(args)
     out = Path(args.out) if args.out else Path("build") / target.name
-    tuning = _records_dir(args, target)
+    tuning = selection.records_dir(args, target)
     print(f"building {len(specs)} kernels of {model.name} for {target.name} into {out}")
     build.build(specs, target, out, toolchain=tools, model=models.describe(model), tuning_dir=tuning)
     return 0
@@ -61,53 +50,22 @@ def cmd_run(args) -> int:
     from compiler.llm import model_files, run
     from compiler.llm.sampling import Sampler
 
-    target = targets.get(args.target)
+    target, sampler = targets.get(args.target), Sampler(args.temperature, args.top_p, args.seed)  # before a download
     gguf = Path(args.gguf) if args.gguf else model_files.gguf_path(args.model)
     out = Path(args.out) if args.out else Path("build") / "run" / target.name / gguf.stem.lower()
-    tuning = _records_dir(args, target)
+    tuning = selection.records_dir(args, target)
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 - stdout carries the text
     run.run_command(gguf=gguf, target=target, prompt=args.prompt, max_tokens=args.max_tokens,
-                    sampler=Sampler(args.temperature, args.top_p, args.seed), chat=args.chat, out_dir=out,
+                    sampler=sampler, chat=args.chat, out_dir=out,
                     toolchain=backends.toolchain_for(target), tuning_dir=tuning, max_context=args.max_context,
                     emit=lambda text: print(text, end="", flush=True), progress=progress)
     return 0
 
 
-def _records_dir(args, target) -> Path | None:
-    """The tuning database a build reads (None with --no-tuning): --device, else the device this
-    machine runs the target's kernels on, which EKC_VULKAN_DEVICE changes for Vulkan targets."""
-    if args.no_tuning:
-        return None
-    from compiler import backends
-
-    device = args.device or tuning_db.host_device(target)
-    chooser = backends.get(target).device_variable
-    if not args.device and chooser and os.environ.get(chooser):
-        print(f"tuning records of device {device} (chosen by {chooser}={os.environ[chooser]})", file=sys.stderr)
-    return tuning_db.device_dir(Path(args.tuning_logs), target.name, device)
-
-
-def _specs(args):
-    wanted_ops = _split_list(args.ops)
-    for name in wanted_ops or ():
-        ops.get(name)  # an unknown op is an error, not an empty build
-    quants = tuple(_split_list(args.quant) or models.QUANT_FORMS)
-    bad = [q for q in quants if q not in models.QUANT_FORMS]
-    if bad:
-        raise ValueError(f"unknown quantized form(s) {bad}; known: {', '.join(models.QUANT_FORMS)}")
-    return models.kernel_specs(_model(args), ops=wanted_ops, quants=quants)
-
-
-def _gguf_specs(path: Path, wanted_ops: list[str] | None):
-    """The kernels `run` builds for a GGUF (fusions included), so tuning records match them."""
-    from compiler.llm import model_kernels
-    from compiler.llm.gguf import GGUFModel
-
-    specs = list({s.name: s for s in model_kernels.kernel_specs(GGUFModel(path)).values()}.values())
-    return [s for s in specs if not wanted_ops or s.op in wanted_ops]
-
-
 def cmd_tune(args) -> int:
+    trials, minutes = selection.tune_budget(args)
+    if args.device:  # a name that is no plain folder name fails now, not after the preparation
+        tuning_db.device_dir(Path(args.tuning_logs), args.target, args.device)
     import targets
     from compiler import backends
     from compiler.tuning import rpc, search
@@ -128,10 +86,9 @@ def cmd_tune(args) -> int:
             raise ValueError(f"tuning {target.name} needs a device of that target ({refusal}): register one "
                              "with a TVM RPC tracker and pass --rpc-tracker HOST:PORT --rpc-key KEY")
         device = args.device or tuning_db.host_device(target)
-    trials = args.trials if args.trials or args.minutes else 64
-    specs = _gguf_specs(Path(args.gguf), _split_list(args.ops)) if args.gguf else _specs(args)
+    specs = selection.gguf_specs(Path(args.gguf), selection.split_list(args.ops)) if args.gguf else selection.specs(args)
     run = search.tune(specs, target, device=device, logs_root=Path(args.tuning_logs), trials=trials,
-                    minutes=args.minutes, tracker=tracker, rpc_timeout=args.rpc_timeout,
+                    minutes=minutes, tracker=tracker, rpc_timeout=args.rpc_timeout,
                     replay=Path(args.replay) if args.replay else None,
                     record=Path(args.record) if args.record else None,
                     progress=lambda line: print(line, flush=True))
@@ -148,14 +105,14 @@ def cmd_knobs(args) -> int:
     from compiler.tuning.knob_report import knob_rows, print_rows
 
     target = targets.get(args.target)
-    directory = _records_dir(args, target)
+    directory = selection.records_dir(args, target)
     records = None
     if directory is not None and directory.is_dir():
         records = tuning_db.open_database(directory)
         print(f"tuning records: {directory}")
     else:
         print("no tuning records: defaults only" if directory is None else f"no tuning records at {directory}")
-    specs = _gguf_specs(Path(args.gguf), _split_list(args.ops)) if args.gguf else _specs(args)
+    specs = selection.gguf_specs(Path(args.gguf), selection.split_list(args.ops)) if args.gguf else selection.specs(args)
     print_rows(knob_rows(specs, target, records))
     return 0
 
@@ -170,7 +127,7 @@ def cmd_tune_compare(args) -> int:
     if not ok:
         raise ValueError(f"tune-compare times kernels in this process; {target.name} does not run here ({reason})")
     try:
-        budgets = [int(b) for b in _split_list([args.budgets])]
+        budgets = [int(b) for b in selection.split_list([args.budgets])]
     except ValueError:
         raise ValueError(f"--budgets must be comma-separated trial counts, got {args.budgets!r}") from None
     compare.run(target, budgets=budgets, rounds=args.rounds,
@@ -185,15 +142,35 @@ def cmd_bench(args) -> int:
     from compiler.llm import model_files
 
     target = targets.get(args.target)
+    if args.core:
+        return _bench_modelled(args, target)
     if backends.get(target).bench_refusal:
         raise ValueError(f"{target.name}: {backends.get(target).bench_refusal}")
-    tuning = _records_dir(args, target)
+    tuning = selection.records_dir(args, target)
     gguf = Path(args.gguf) if args.gguf else None
     if gguf is None and not args.config and args.model in model_files.GGUF_PACKAGES and not args.no_model_row:
         gguf = model_files.gguf_path(args.model)  # a preset with a published GGUF gets its model row
-    bench.run(_specs(args), target, toolchain=backends.toolchain_for(target), tuning_dir=tuning, quick=args.quick,
+    bench.run(selection.specs(args), target, toolchain=backends.toolchain_for(target), tuning_dir=tuning, quick=args.quick,
               json_path=Path(args.json) if args.json else None, plot_path=Path(args.plot) if args.plot else None,
-              model=_model(args), gguf=gguf, progress=lambda line: print(line, flush=True))
+              model=selection.model(args), gguf=gguf, progress=lambda line: print(line, flush=True))
+    return 0
+
+
+def _bench_modelled(args, target) -> int:
+    """bench --core: the cycle model of ARM cores instead of timing in this process."""
+    import targets
+    from compiler import backends
+    from compiler.benchmarks import modelled
+
+    if target.isa != "aarch64":
+        raise ValueError(f"--core models ARM cores; {target.name} is {target.isa} (use --target arm)")
+    cores = list(targets.cores()) if args.core == "all" else selection.split_list([args.core])
+    for name in cores:
+        targets.core(name)  # an unknown core is an error before anything is built
+    modelled.run(selection.specs(args), target, toolchain=backends.toolchain_for(target),
+                 tuning_dir=selection.records_dir(args, target),
+                 cores=cores, quick=args.quick, json_path=Path(args.json) if args.json else None,
+                 progress=lambda line: print(line, flush=True))
     return 0
 
 
@@ -236,11 +213,13 @@ def cmd_rpc_server(args) -> int:
 def cmd_rpc_emulator(args) -> int:
     from compiler.tuning import rpc
 
-    with rpc.EmulatedDevice(args.isa) as device:
+    # SIGTERM / SIGHUP / SIGINT end the `with` block, whose exit stops the tracker and the server:
+    # they run in their own sessions, so nothing else would.
+    with rpc.ending_on_signals(), rpc.EmulatedDevice(args.isa) as device:
         print(f"emulated {args.isa} device registered: --rpc-tracker {device.tracker.address} --rpc-key {device.key}",
               flush=True)
         print(f"(timings under {rpc.EmulatedDevice.EMULATORS[args.isa]} are the emulator's, not a chip's; "
-              "Ctrl-C stops)", flush=True)
+              "Ctrl-C or SIGTERM stops)", flush=True)
         while True:
             time.sleep(3600)
 
@@ -319,6 +298,8 @@ def parser() -> argparse.ArgumentParser:
     bn = sub.add_parser("bench", help="our kernels vs PyTorch / numpy, same inputs, one process")
     _selection_args(bn)
     bn.add_argument("--quick", action="store_true", help="one length per kernel, few rounds")
+    bn.add_argument("--core", help="ARM builds: MODEL the kernels on these cores instead of timing them "
+                                   "(comma-separated, or all; see targets/cores.toml)")
     bn.add_argument("--json", help="write every row and the machine facts to this file")
     bn.add_argument("--plot", help="write a chart of every contestant's speed relative to ours to this PNG")
     bn.add_argument("--no-tuning", action="store_true", help="default schedules even where records exist")

@@ -54,6 +54,33 @@ def kernel_entry(spec: KernelSpec, variants: list[tuple[dict, dict]]) -> dict:
     }
 
 
+def previous_artifacts(out_dir: Path) -> set[str] | None:
+    """The files the last build of ours in out_dir wrote (its manifest's artifacts, only names that
+    stay inside the folder), or None when out_dir holds no manifest.json: a rebuild may replace or
+    delete those files and nothing else. A manifest.json that is not ours is a ValueError, so a build
+    never writes into a folder that belongs to something else."""
+    path = out_dir / "manifest.json"
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        found = json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+        found = None
+    if not isinstance(found, dict) or not {"schema_version", "target", "kernels"} <= found.keys():
+        raise ValueError(f"{path} is not the manifest of a build of ours; refusing to write into {out_dir}: "
+                         "choose another output folder (--out) or remove it")
+    artifacts = found.get("artifacts")
+    return {name for name in artifacts if _stays_inside(out_dir, name)} if isinstance(artifacts, dict) else set()
+
+
+def _stays_inside(out_dir: Path, name) -> bool:
+    """Whether an artifact name from a manifest is a file path inside out_dir other than the manifest
+    itself (a hand-edited manifest must not make a rebuild delete anything else)."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        return False
+    return Path(name) != Path("manifest.json") and (out_dir / name).parent.resolve().is_relative_to(out_dir.resolve())
+
+
 def write(out_dir: Path, *, target, model: dict | None, artifacts: list[str], tools: str, kernels: dict) -> Path:
     """out_dir/manifest.json, replaced atomically."""
     manifest = {

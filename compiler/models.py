@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -58,8 +59,14 @@ def from_config(path: str | Path) -> ModelShape:
     except (ValueError, tomllib.TOMLDecodeError) as err:
         kind = "TOML" if path.suffix == ".toml" else "JSON"
         raise ValueError(f"config file {path} is not valid {kind}: {err}") from None
+    if not isinstance(raw, dict):
+        kind = {list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(raw), "number")
+        raise ValueError(f"config file {path} must hold a table of fields (a JSON object), not a {kind}")
     if "hidden_size" in raw:  # a Hugging Face config.json
-        raw = _from_hf_config(raw)
+        try:
+            raw = _from_hf_config(raw)
+        except ValueError as err:
+            raise ValueError(f"config file {path}: {err}") from None
     known = {f.name for f in fields(ModelShape)}
     unknown = set(raw) - known
     if unknown:
@@ -68,30 +75,65 @@ def from_config(path: str | Path) -> ModelShape:
     missing = {"hidden", "heads", "kv_heads", "head_dim", "ffn"} - set(raw)
     if missing:
         raise ValueError(f"config file {path}: missing field(s) {sorted(missing)}")
+    problem = next(filter(None, (_field_problem(name, value) for name, value in raw.items())), None)
+    if problem:
+        raise ValueError(f"config file {path}: {problem}")
     if "group" not in raw:  # the largest int4 group that divides every K of the model
         widths = (raw["hidden"], raw["heads"] * raw["head_dim"], raw["ffn"])
         raw["group"] = next((g for g in (128, 64, 32) if all(w % g == 0 for w in widths)), 128)
     return ModelShape(**raw)
 
 
+MAX_DIM = 1 << 20  # far beyond any published model's widths: a larger value is a typo, not a model
+
+
+def _field_problem(name: str, value) -> str | None:
+    """What is wrong with one ModelShape field's value (named, with the value), or None: checked
+    here so a bad config is refused by its field name instead of failing deep in a kernel spec."""
+    if name in ("name", "description"):
+        return None if isinstance(value, str) else f"field {name!r} must be a string, got {value!r}"
+    if name == "qkv_bias":
+        return None if isinstance(value, bool) else f"field 'qkv_bias' must be true or false, got {value!r}"
+    if name == "rope_theta":
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = number and math.isfinite(value) and value > 0
+        return None if ok else f"field 'rope_theta' must be a positive finite number, got {value!r}"
+    least = 0 if name == "layers" else 1  # layers 0: unknown
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= MAX_DIM:
+        kind = "a non-negative" if least == 0 else "a positive"
+        return f"field {name!r} must be {kind} integer of at most {MAX_DIM}, got {value!r}"
+    return None
+
+
+def _hf_int(hf: dict, key: str, default=None) -> int:
+    """A positive integer field of a Hugging Face config, by its key (divisions follow)."""
+    value = hf.get(key, default)
+    if value is None:
+        raise ValueError(f"Hugging Face config lacks '{key}'")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"Hugging Face config: '{key}' must be a positive integer, got {value!r}")
+    return value
+
+
 def _from_hf_config(hf: dict) -> dict:
     """The fields we need from a Hugging Face transformers config.json (llama/qwen2/mistral style)."""
-    try:
-        heads = hf["num_attention_heads"]
-        shape = {
-            "hidden": hf["hidden_size"],
-            "heads": heads,
-            "kv_heads": hf.get("num_key_value_heads", heads),
-            "head_dim": hf.get("head_dim") or hf["hidden_size"] // heads,
-            "ffn": hf["intermediate_size"],
-            "rope_theta": float(hf.get("rope_theta", 10000.0)),
-            # Qwen2 always has QKV biases; llama-style configs say so in attention_bias.
-            "qkv_bias": bool(hf.get("attention_bias", hf.get("model_type") == "qwen2")),
-            "layers": int(hf.get("num_hidden_layers", 0)),
-        }
-    except KeyError as missing:
-        raise ValueError(f"Hugging Face config lacks {missing}") from None
-    if hf.get("_name_or_path"):
+    hidden, heads = _hf_int(hf, "hidden_size"), _hf_int(hf, "num_attention_heads")
+    rope_theta = hf.get("rope_theta", 10000.0)
+    shape = {
+        "hidden": hidden,
+        "heads": heads,
+        "kv_heads": _hf_int(hf, "num_key_value_heads", heads),
+        "head_dim": _hf_int(hf, "head_dim") if hf.get("head_dim") is not None else hidden // heads,
+        "ffn": _hf_int(hf, "intermediate_size"),
+        "rope_theta": float(rope_theta) if isinstance(rope_theta, (int, float)) else rope_theta,
+        # Qwen2 always has QKV biases; llama-style configs say so in attention_bias.
+        "qkv_bias": bool(hf.get("attention_bias", hf.get("model_type") == "qwen2")),
+        "layers": hf.get("num_hidden_layers", 0),
+    }
+    if hf.get("head_dim") is None and hidden % heads:
+        raise ValueError(f"Hugging Face config: hidden_size {hidden} is not a multiple of "
+                         f"num_attention_heads {heads} (and there is no head_dim)")
+    if hf.get("_name_or_path") and isinstance(hf["_name_or_path"], str):
         shape["name"] = Path(hf["_name_or_path"]).name.lower()
     return shape
 

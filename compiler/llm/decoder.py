@@ -8,6 +8,7 @@ role, plus "numpy" for that glue, so callers can say where the time goes.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 
@@ -15,11 +16,38 @@ import numpy as np
 
 from compiler.llm import model_kernels
 from compiler.llm.gguf import GGUFModel
+from compiler.models import ModelShape
 from compiler.runtime import Library
+
+
+def kv_cache_bytes(shape: ModelShape, max_context: int) -> int:
+    """Bytes of the float32 K and V caches for max_context tokens (what reset() allocates)."""
+    return 2 * shape.layers * shape.kv_heads * max_context * shape.head_dim * 4
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_context(shape: ModelShape, max_context: int) -> None:
+    """Refuse a context length whose KV cache cannot fit in this machine's memory, with the figure,
+    before anything is built or allocated (numpy would fail, or the machine swap, much later)."""
+    if isinstance(max_context, bool) or not isinstance(max_context, int) or max_context < 1:
+        raise ValueError(f"max_context must be a positive integer, got {max_context!r}")
+    need, have = kv_cache_bytes(shape, max_context), physical_memory()
+    if have is not None and need > have:
+        raise ValueError(f"a KV cache of max_context={max_context} tokens needs {need / 2**30:,.1f} GiB "
+                         f"({shape.layers} layers x K and V x {shape.kv_heads} KV heads x {shape.head_dim} floats "
+                         f"per token) but this machine has {have / 2**30:,.1f} GiB of memory: lower --max-context")
 
 
 class Decoder:
     def __init__(self, model: GGUFModel, library: Library, *, max_context: int = 4096):
+        check_context(model.shape, max_context)
         self.model, self.shape = model, model.shape
         self.specs = model_kernels.kernel_specs(model)
         missing = [s.name for s in self.specs.values() if s.name not in library.kernels]

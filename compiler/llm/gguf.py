@@ -10,12 +10,13 @@ weights are read when a kernel packs them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from compiler.models import ModelShape
+from compiler.models import MAX_DIM, ModelShape
 
 BLOCK = 32
 SUPPORTED = ("Q4_0", "Q4_1", "Q8_0")
@@ -113,18 +114,99 @@ class GGUFModel:
         return f.contents()
 
     def _shape(self) -> ModelShape:
-        hidden = int(self.field("llama.embedding_length"))
-        heads = int(self.field("llama.attention.head_count"))
-        head_dim = int(self.field("llama.attention.key_length", hidden // heads))
-        rotated = int(self.field("llama.rope.dimension_count", head_dim))
+        """The model's shape from its metadata, every value checked up front and named with the key
+        it came from (a bad one would otherwise fail much later, after a build, with another message)."""
+        hidden = self._count("llama.embedding_length")
+        self._check_tensor("token_embd.weight", (hidden, None), what="llama.embedding_length")
+        heads = self._count("llama.attention.head_count")
+        kv_heads = self._count("llama.attention.head_count_kv", heads)
+        if heads % kv_heads:
+            raise GGUFError(f"{self.path.name}: llama.attention.head_count_kv {kv_heads} does not divide "
+                            f"llama.attention.head_count {heads}")
+        if not self.has("llama.attention.key_length") and hidden % heads:
+            raise GGUFError(f"{self.path.name}: llama.embedding_length {hidden} is not a multiple of "
+                            f"llama.attention.head_count {heads}")
+        head_dim = self._count("llama.attention.key_length", hidden // heads)
+        value_dim = self._count("llama.attention.value_length", head_dim)
+        if value_dim != head_dim or head_dim % 2:
+            raise GGUFError(f"{self.path.name}: heads of {head_dim} key and {value_dim} value dimensions are not "
+                            "supported (they must be equal and even)")
+        rotated = self._count("llama.rope.dimension_count", head_dim)
         if rotated != head_dim:
             raise GGUFError(f"{self.path.name}: RoPE over {rotated} of {head_dim} head dimensions is not supported")
-        return ModelShape(
-            name=self.path.stem.lower(), hidden=hidden, heads=heads,
-            kv_heads=int(self.field("llama.attention.head_count_kv", heads)), head_dim=head_dim,
-            ffn=int(self.field("llama.feed_forward_length")), qkv_bias="blk.0.attn_q.bias" in self._tensors,
-            rope_theta=float(self.field("llama.rope.freq_base", 10000.0)), group=BLOCK,
-            description=str(self.field("general.name", self.path.stem)), layers=int(self.field("llama.block_count")))
+        self._positive("llama.attention.layer_norm_rms_epsilon", 1e-5)
+        shape = ModelShape(
+            name=self.path.stem.lower(), hidden=hidden, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
+            ffn=self._count("llama.feed_forward_length"), qkv_bias="blk.0.attn_q.bias" in self._tensors,
+            rope_theta=self._positive("llama.rope.freq_base", 10000.0), group=BLOCK,
+            description=str(self.field("general.name", self.path.stem)), layers=self._count("llama.block_count"))
+        self._check_tensors(shape)
+        self._check_vocabulary()
+        return shape
+
+    def _count(self, key: str, default: int | None = None) -> int:
+        """A positive integer of the metadata (a dimension, a head or layer count)."""
+        value = self.field(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DIM:
+            raise GGUFError(f"{self.path.name}: metadata {key} must be a positive integer of at most {MAX_DIM}, "
+                            f"got {value!r:.60}")
+        return value
+
+    def _positive(self, key: str, default: float) -> float:
+        """A positive finite number of the metadata (epsilon, RoPE base)."""
+        value = self.field(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise GGUFError(f"{self.path.name}: metadata {key} must be a positive number, got {value!r:.60}")
+        return float(value)
+
+    def _check_tensor(self, name: str, shape: tuple, *, what: str = "the metadata", floats: bool = False) -> None:
+        """The tensor exists with this shape (GGUF order: K first; None: any) and, for norms and
+        biases, a float type."""
+        tensor = self._tensor(name)
+        got = tuple(int(d) for d in tensor.shape)
+        if len(got) != len(shape) or any(w is not None and w != g for w, g in zip(shape, got)):
+            want = ", ".join("*" if w is None else str(w) for w in shape)
+            raise GGUFError(f"{self.path.name}: tensor {name} has shape {list(got)}, but {what} makes it [{want}]")
+        if floats and tensor.tensor_type.name not in FLOAT_TYPES:
+            raise GGUFError(f"{self.path.name}: {name} is {tensor.tensor_type.name}, expected one of {FLOAT_TYPES}")
+
+    def _check_tensors(self, m: ModelShape) -> None:
+        """Every tensor a llama decoder reads, with the shape the metadata implies."""
+        q, kv, vocab = m.heads * m.head_dim, m.kv_heads * m.head_dim, int(self._tensor("token_embd.weight").shape[1])
+        expected = {"output_norm.weight": (m.hidden,)}
+        if "output.weight" in self._tensors:
+            expected["output.weight"] = (m.hidden, vocab)
+        for layer in range(m.layers):  # a block_count beyond the file's layers stops at the first missing tensor
+            for part, shape in (("attn_norm", (m.hidden,)), ("attn_q", (m.hidden, q)), ("attn_k", (m.hidden, kv)),
+                                ("attn_v", (m.hidden, kv)), ("attn_output", (q, m.hidden)), ("ffn_norm", (m.hidden,)),
+                                ("ffn_gate", (m.hidden, m.ffn)), ("ffn_up", (m.hidden, m.ffn)),
+                                ("ffn_down", (m.ffn, m.hidden))):
+                self._check_tensor(f"blk.{layer}.{part}.weight", shape, floats=len(shape) == 1)
+            for part, width in (("attn_q", q), ("attn_k", kv), ("attn_v", kv)) if m.qkv_bias else ():
+                self._check_tensor(f"blk.{layer}.{part}.bias", (width,), floats=True)
+        for name, shape in expected.items():
+            self._check_tensor(name, shape, floats=len(shape) == 1)
+
+    def _check_vocabulary(self) -> None:
+        """The tokenizer metadata, where present, agrees with the embedding: one token (and one token
+        type) per row, merges as pairs, special ids in range."""
+        vocab = self.vocab_size
+        tokens, types = self.field("tokenizer.ggml.tokens", []), self.field("tokenizer.ggml.token_type", [])
+        merges = self.field("tokenizer.ggml.merges", [])
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise GGUFError(f"{self.path.name}: metadata tokenizer.ggml.tokens must be a list of strings")
+        if tokens and len(tokens) != vocab:
+            raise GGUFError(f"{self.path.name}: tokenizer.ggml.tokens has {len(tokens)} tokens but token_embd.weight "
+                            f"has {vocab} rows")
+        if not isinstance(types, list) or not all(isinstance(t, int) for t in types) or len(types) not in (0, vocab):
+            raise GGUFError(f"{self.path.name}: metadata tokenizer.ggml.token_type must hold one integer per token")
+        if not isinstance(merges, list) or not all(isinstance(m, str) and " " in m for m in merges):
+            raise GGUFError(f"{self.path.name}: metadata tokenizer.ggml.merges must be a list of 'left right' pairs")
+        for key in ("bos", "eos", "eot"):
+            value = self.field(f"tokenizer.ggml.{key}_token_id", 0)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < vocab:
+                raise GGUFError(f"{self.path.name}: metadata tokenizer.ggml.{key}_token_id must be a token id "
+                                f"in [0, {vocab}), got {value!r:.60}")
 
     @property
     def tensor_names(self) -> set[str]:
@@ -132,7 +214,7 @@ class GGUFModel:
 
     @property
     def rms_eps(self) -> float:
-        return float(self.field("llama.attention.layer_norm_rms_epsilon", 1e-5))
+        return self._positive("llama.attention.layer_norm_rms_epsilon", 1e-5)
 
     @property
     def vocab_size(self) -> int:

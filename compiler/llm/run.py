@@ -11,7 +11,7 @@ import numpy as np
 
 from compiler import build, manifest, models, runtime
 from compiler.llm import model_kernels
-from compiler.llm.decoder import Decoder
+from compiler.llm.decoder import Decoder, check_context
 from compiler.llm.gguf import GGUFModel
 from compiler.llm.sampling import Sampler
 
@@ -107,7 +107,10 @@ def run_command(*, gguf: Path, target, prompt: str, max_tokens: int, sampler: Sa
     """Build or reuse the kernels, load the weights, stream the generated text through `emit`, report speed."""
     from compiler.llm.tokenizer import GGUFTokenizer
 
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ValueError(f"--max-tokens must be at least 1, got {max_tokens!r}")
     model = GGUFModel(gguf)
+    check_context(model.shape, max_context)  # before a build: the KV cache must fit in memory
     tokenizer = GGUFTokenizer(model)
     text = tokenizer.chat_prompt(prompt) if chat else prompt
     prompt_tokens = tokenizer.encode(text)

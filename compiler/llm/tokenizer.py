@@ -110,4 +110,12 @@ def render_chat_template(template: str, messages: list[dict], **variables) -> st
         raise GGUFError(f"the GGUF's chat template (tokenizer.chat_template) tried an unsafe operation, "
                         f"refused by the sandbox: {err}") from None
     except jinja2.TemplateError as err:
-        raise GGUFError(f"the GGUF's chat template (tokenizer.chat_template) failed: {err}") from None
+        raise GGUFError(f"the GGUF's chat template (tokenizer.chat_template) failed: {_one_line(err)}") from None
+    except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as err:  # e.g. {{ 1/0 }}
+        raise GGUFError(f"the GGUF's chat template (tokenizer.chat_template) failed: {type(err).__name__}: "
+                        f"{_one_line(err)}") from None
+
+
+def _one_line(err: Exception) -> str:
+    """An error's message on one line (a template's own message may span several)."""
+    return " ".join(str(err).split())

@@ -10,11 +10,16 @@ from compiler.runtime.memory import DeviceView
 
 
 def as_array(kernel: str, name: str, value: Any) -> np.ndarray:
+    """A numpy array (or device array view) as is; any other DLPack tensor as a numpy view of it.
+    A torch tensor with a lazy negation or conjugation bit (`t._neg_view()`, `t.conj()`) is
+    resolved first (`resolve_neg()` / `resolve_conj()`, a copy): DLPack cannot carry those bits,
+    and torch exports a negative view's data without its sign."""
     if isinstance(value, np.ndarray):
         return value
     if isinstance(value, DeviceView):
         return value.array()
     if hasattr(value, "__dlpack__"):
+        value = _resolve_lazy_bits(value)
         try:
             return np.from_dlpack(value)
         except (TypeError, RuntimeError, BufferError) as err:
@@ -22,6 +27,15 @@ def as_array(kernel: str, name: str, value: Any) -> np.ndarray:
                              f"(is it on the CPU?): {err}") from None
     raise ValueError(f"{kernel}: argument {name!r} must be a numpy array or a DLPack tensor, "
                      f"got {type(value).__name__}")
+
+
+def _resolve_lazy_bits(tensor: Any) -> Any:
+    """The tensor with torch's lazy negation/conjugation materialised (duck-typed: no torch import)."""
+    for flag, resolve in (("is_neg", "resolve_neg"), ("is_conj", "resolve_conj")):
+        is_set = getattr(tensor, flag, None)
+        if callable(is_set) and is_set():
+            tensor = getattr(tensor, resolve)()
+    return tensor
 
 
 def check_names(kernel: str, expected: list[str], given: dict[str, Any]) -> None:

@@ -9,8 +9,51 @@ import numpy as np
 
 from compiler.runtime.checks import as_array, bind_shape, bucket_matches, check_layout, check_names
 from compiler.runtime.errors import LoaderError
-from compiler.runtime.memory import DeviceArray, aligned
+from compiler.runtime.memory import DeviceArray, aligned, empty
 from compiler.runtime.packing import apply_step
+
+
+class OpenDriver:
+    """A library's driver as its kernels, bound kernels and device arrays reach it: each call into
+    it checks first that the library is still open. The drivers fail in their own ways once closed
+    (the native one not at all, Vulkan with AttributeError, the runner writing to a closed pipe);
+    checked here, every backend raises the same LoaderError. Other attributes (mode, the Vulkan
+    driver's counters) read through to the driver."""
+
+    def __init__(self, driver, directory: Path):
+        self.driver = driver
+        self.closed = False
+        self._directory = directory
+
+    def __getattr__(self, name: str):
+        if name == "driver":  # not set yet (a half-made object): no recursion
+            raise AttributeError(name)
+        return getattr(self.driver, name)
+
+    def _open(self):
+        if self.closed:
+            raise LoaderError(f"the library {self._directory} is closed")
+        return self.driver
+
+    def call(self, name: str, inputs, out_specs):
+        return self._open().call(name, inputs, out_specs)
+
+    def keep(self, count: int, resident):
+        return self._open().keep(count, resident)
+
+    def call_kept(self, name: str, kept, slots, inputs, out_specs):
+        return self._open().call_kept(name, kept, slots, inputs, out_specs)
+
+    def allocate(self, shape, dtype) -> np.ndarray:
+        """DeviceArray storage: the driver's (Vulkan: device memory) or an aligned host array."""
+        allocate = getattr(self._open(), "allocate", None)
+        return allocate(shape, dtype) if allocate else empty(shape, dtype)
+
+    def close(self) -> None:
+        """Close the driver once; later calls (and a second close) do nothing."""
+        if not self.closed:
+            self.closed = True
+            self.driver.close()
 
 
 class Kernel:
@@ -148,7 +191,7 @@ class Library:
         self.manifest = manifest
         self.target = manifest["target"]
         self.mode = driver.mode
-        self._driver = driver
+        self._driver = driver = OpenDriver(driver, directory)
         self._kernels = {name: Kernel(name, entry, driver) for name, entry in manifest["kernels"].items()}
 
     @property
@@ -172,10 +215,14 @@ class Library:
         return [*super().__dir__(), *self._kernels]
 
     def device_array(self, shape, dtype) -> DeviceArray:
-        """An array these kernels read in place (see DeviceArray), e.g. a KV cache."""
+        """An array these kernels read in place (see DeviceArray), e.g. a KV cache. Shape: integers
+        >= 0; dtype: an integer or float dtype (else ValueError)."""
         return DeviceArray(self._driver, shape, dtype)
 
     def close(self) -> None:
+        """Release the driver. Afterwards `pack` still works (plain numpy), but calling a kernel or
+        a bound kernel, `bind`, `device_array` and any use of a device array raise LoaderError.
+        Closing twice is harmless."""
         self._driver.close()
 
     def __enter__(self):

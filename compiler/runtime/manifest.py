@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from compiler.runtime.errors import LoaderError
 
 SCHEMA_VERSION = 2  # 2: the target names its backend; every variant records its layout
@@ -36,6 +38,8 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except ValueError as err:
         raise LoaderError(f"{path} is not valid JSON: {err}") from None
+    except RecursionError:
+        raise LoaderError(f"{path} nests JSON too deeply to be a manifest") from None
     if not isinstance(manifest, dict):
         raise LoaderError(f"{path} is not a JSON object (it is a {type(manifest).__name__})")
     if manifest.get("schema_version") != SCHEMA_VERSION:
@@ -45,11 +49,70 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     if missing:
         raise LoaderError(f"{path} lacks {', '.join(repr(k) for k in missing)}")
     _check_artifacts(directory, path, manifest["artifacts"])
+    _check_target(path, manifest["target"])
+    _check_kernels(path, manifest["kernels"])
     for key in ENTRY_POINTS:
         name = manifest.get(key)
         if name is not None and (not isinstance(name, str) or name not in manifest["artifacts"]):
             raise LoaderError(f"{path}: {key!r} names {name!r}, which is not one of its artifacts; refusing to load it")
     return manifest
+
+
+def _check_target(path: Path, target: Any) -> None:
+    if not isinstance(target, dict) or not all(isinstance(target.get(k), str) for k in ("name", "backend", "isa")):
+        raise LoaderError(f"{path}: 'target' must be an object naming the target's name, backend and isa")
+
+
+_ROLES = ("input", "weight", "output")
+_DTYPE_KINDS = "iuf"  # the kernels take integer and float arrays only
+
+
+def _check_kernels(path: Path, kernels: Any) -> None:
+    """The shape of every kernel entry the loader reads, so a damaged manifest is one clear error
+    here rather than a KeyError or TypeError at the first call."""
+    if not isinstance(kernels, dict):
+        raise LoaderError(f"{path}: 'kernels' must map each kernel's name to its entry")
+    for name, entry in kernels.items():
+        where = f"{path}: kernel {name!r}"
+        if not isinstance(entry, dict):
+            raise LoaderError(f"{where} is not an object")
+        args, variants = entry.get("args"), entry.get("variants")
+        if not isinstance(args, list) or not args:
+            raise LoaderError(f"{where} lists no 'args'")
+        for arg in args:
+            _check_argument(where, arg)
+        if not isinstance(variants, list) or not variants or not all(
+                isinstance(v, dict) and isinstance(v.get("symbol"), str) and isinstance(v.get("bucket"), dict)
+                for v in variants):
+            raise LoaderError(f"{where}: 'variants' must be a list of objects with a 'symbol' and a 'bucket'")
+
+
+def _check_argument(where: str, arg: Any) -> None:
+    if not isinstance(arg, dict) or not isinstance(arg.get("name"), str):
+        raise LoaderError(f"{where}: an argument is not an object with a 'name'")
+    label = f"{where} argument {arg['name']!r}"
+    if arg.get("role") not in _ROLES:
+        raise LoaderError(f"{label}: 'role' must be one of {', '.join(_ROLES)}")
+    for key in ("dtype", "logical_dtype"):
+        if key in arg or key == "dtype":
+            _check_dtype(label, key, arg.get(key))
+    for key in ("shape", "logical_shape"):
+        shape = arg.get(key, [] if key == "logical_shape" else None)
+        if not isinstance(shape, list) or not all(
+                isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool) and d >= 0) for d in shape):
+            raise LoaderError(f"{label}: {key!r} must list sizes (whole numbers) or runtime dim names")
+    steps = arg.get("pack", [])
+    if not isinstance(steps, list) or not all(isinstance(s, dict) and isinstance(s.get("op"), str) for s in steps):
+        raise LoaderError(f"{label}: 'pack' must be a list of steps, each an object naming its 'op'")
+
+
+def _check_dtype(label: str, key: str, dtype: Any) -> None:
+    try:
+        kind = np.dtype(dtype).kind if isinstance(dtype, str) else None
+    except TypeError:
+        kind = None
+    if kind is None or kind not in _DTYPE_KINDS:
+        raise LoaderError(f"{label}: {key} {dtype!r} is not an integer or float dtype")
 
 
 def _check_artifacts(directory: Path, path: Path, artifacts: Any) -> None:

@@ -38,6 +38,32 @@ def aligned(array: np.ndarray) -> np.ndarray:
 
 
 
+def device_shape(shape) -> tuple[int, ...]:
+    """A DeviceArray's shape as ints, checked: int() would turn 2.5 into 2 and "4" into 4, and a
+    negative dim would size the allocation wrong instead of failing."""
+    try:
+        dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    except TypeError:
+        raise ValueError(f"device_array: shape {shape!r} is neither an integer nor a sequence of them") from None
+    for axis, dim in enumerate(dims):
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 0:
+            raise ValueError(f"device_array: shape {shape!r}: dim {axis} must be a non-negative integer, "
+                             f"got {dim!r}")
+    return tuple(int(d) for d in dims)
+
+
+def device_dtype(dtype) -> np.dtype:
+    """A DeviceArray's dtype, checked: kernels read integers and floats, so anything else (object,
+    strings, records) or a name numpy does not know is the caller's mistake, said as a ValueError."""
+    try:
+        checked = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"device_array: dtype {dtype!r} is not a numpy dtype") from None
+    if checked.kind not in "iuf":
+        raise ValueError(f"device_array: dtype {checked} is not an integer or float dtype")
+    return checked
+
+
 class DeviceArray:
     """An array kept where the library's kernels run, for data that changes a little per call but
     is read whole (a KV cache): on a Vulkan device it lives in device memory, and kernels read views
@@ -45,7 +71,7 @@ class DeviceArray:
     array. Write with `arr[key] = values`, pass `arr[key]` (a view) to kernels, read with numpy()."""
 
     def __init__(self, driver, shape, dtype):
-        self.shape, self.dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+        self.shape, self.dtype = device_shape(shape), device_dtype(dtype)
         self._driver = driver
         allocate = getattr(driver, "allocate", None)
         self._storage = allocate(self.shape, self.dtype) if allocate else empty(self.shape, self.dtype)

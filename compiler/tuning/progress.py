@@ -11,6 +11,52 @@ import numpy as np
 from compiler.tuning.tasks import Task
 
 
+def eta_seconds(done: int, total: int | None, elapsed: float, to_deadline: float | None) -> float:
+    """Seconds left: the trial budget's pace or the deadline, whichever ends first; never negative
+    (MetaSchedule measures its last batch whole, which can pass the trial budget)."""
+    left = []
+    if total is not None:
+        left.append(elapsed / max(done, 1) * max(total - done, 0))
+    if to_deadline is not None:
+        left.append(max(to_deadline, 0.0))
+    return min(left) if left else 0.0
+
+
+def budget_text(done: int, total: int | None) -> str:
+    """"done/total" trials, never more done than the budget: trials MetaSchedule measured past it
+    (its last batch is measured whole) are said as such."""
+    if total is None:
+        return f"{done}"
+    if done > total:
+        return f"{total}/{total} (+{done - total} in the last batch)"
+    return f"{done}/{total}"
+
+
+def progress_line(task: Task, done: int, total: int | None, elapsed: float, eta: float) -> str:
+    failed = f", {task.failures} failed" if task.failures else ""
+    return (f"  [{budget_text(done, total)} trials, {elapsed:.0f} s, ETA {max(eta, 0.0):.0f} s] {task.name} @ "
+            f"{task.shape}: {task.trials} trials{failed}, best {task.rate:.1f} {task.unit}")
+
+
+def measured(tasks: list[Task], task_id: int, builder_results, runner_results, *, total: int | None,
+             deadline: float | None, start: float, progress: Callable[[str], None]) -> bool:
+    """Count one measured batch of tasks[task_id] (trials, failures, best time, history) and print
+    its progress line. Returns whether the wall-clock deadline has passed."""
+    task = tasks[task_id]
+    for built, ran in zip(builder_results, runner_results):
+        task.trials += 1
+        if built.error_msg is None and ran.error_msg is None and ran.run_secs:
+            task.best_secs = min(task.best_secs, float(np.median([float(s) for s in ran.run_secs])))
+        else:
+            task.failures += 1
+        task.history.append((task.trials, task.rate, time.time() - start))
+    done = sum(t.trials for t in tasks)
+    elapsed = time.time() - start
+    eta = eta_seconds(done, total, elapsed, deadline - time.time() if deadline is not None else None)
+    progress(progress_line(task, done, total, elapsed, eta))
+    return deadline is not None and time.time() >= deadline
+
+
 def progress_callback(tasks: list[Task], total: int | None, deadline: float | None,
                        progress: Callable[[str], None]):
     """Measure callback: per-task trial counts, best rate and history, a live progress line with an
@@ -26,28 +72,11 @@ def progress_callback(tasks: list[Task], total: int | None, deadline: float | No
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
             if not runner_results:
                 return  # a task whose search space is exhausted
-            task = tasks[task_id]
-            for built, ran in zip(builder_results, runner_results):
-                task.trials += 1
-                if built.error_msg is None and ran.error_msg is None and ran.run_secs:
-                    task.best_secs = min(task.best_secs, float(np.median([float(s) for s in ran.run_secs])))
-                else:
-                    task.failures += 1
-                task.history.append((task.trials, task.rate, time.time() - start))
-            done = sum(t.trials for t in tasks)
-            elapsed = time.time() - start
-            left = [elapsed / done * (total - done)] if total is not None else []
-            if deadline is not None:
-                left.append(max(deadline - time.time(), 0))
-            budget = f"{done}/{total}" if total is not None else f"{done}"
-            failed = f", {task.failures} failed" if task.failures else ""
-            progress(f"  [{budget} trials, {elapsed:.0f} s, ETA {min(left):.0f} s] {task.name} @ {task.shape}: "
-                     f"{task.trials} trials{failed}, best {task.rate:.1f} {task.unit}")
-            if deadline is not None and time.time() >= deadline:
+            if measured(tasks, task_id, builder_results, runner_results, total=total, deadline=deadline,
+                        start=start, progress=progress):
                 for index, record in enumerate(task_scheduler.tasks_):
                     if not record.is_terminated:
                         task_scheduler.terminate_task(index)
-                progress(f"  time budget reached after {done} trials")
+                progress(f"  time budget reached after {sum(t.trials for t in tasks)} trials")
 
     return Progress()
-

@@ -10,12 +10,14 @@ qemu-hexagon. Its timings are the emulator's, not the chip's: its key and device
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -141,6 +143,31 @@ def _measure(function: str, session, remote_tar: str, device, evaluator_config, 
 def _cleanup(session, remote_path) -> None:
     if session is not None and remote_path is not None:
         session.remove(remote_path + ".tar")
+
+
+@contextlib.contextmanager
+def ending_on_signals(signals=(signal.SIGTERM, signal.SIGHUP, signal.SIGINT)):
+    """Within this block SIGTERM and SIGHUP raise SystemExit (SIGINT KeyboardInterrupt), so that the
+    `with` blocks inside exit: EmulatedDevice starts its tracker and server in their own sessions,
+    which no signal to this process reaches, and only its stop() ends them (killed by a signal's
+    default action, this process would leave them serving). A signal ignored when the block starts
+    (SIGINT in a background job, SIGHUP under nohup) stays ignored, and once one has arrived the
+    others are ignored until the block ends, so that the stop runs to its end. Main thread only."""
+    handled = [s for s in signals if signal.getsignal(s) is not signal.SIG_IGN]
+
+    def end(signum, frame):
+        for s in handled:
+            signal.signal(s, signal.SIG_IGN)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    previous = {s: signal.signal(s, end) for s in handled}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
 def _free_port() -> int:

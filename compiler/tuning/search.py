@@ -134,8 +134,8 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
         if Path(record).is_file():
             recording = replay_timings.Recording.load(record)  # a second run adds to it
         callbacks.append(replay_timings.recorder(recording, Path(record), [task.name for task in tasks]))
-    with locked(directory):
-        database = open_database(directory, warn=progress)
+    with locked(directory):  # for the whole run: readers meanwhile never rewrite the files it appends to
+        database = open_database(directory, warn=progress)  # cleans them in place: this thread holds the lock
         seconds = search(tasks, [our_space(task, target) for task in tasks], target, database=database,
                          trials=trials, minutes=minutes, runner=runner, compile_with=compile_with,
                          extra_callbacks=callbacks, progress=progress)

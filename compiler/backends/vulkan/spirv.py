@@ -10,6 +10,7 @@ and glslang; every shader is checked with spirv-val for the target's Vulkan vers
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -196,34 +197,54 @@ def describe_tools() -> str:
 def build(funcs: dict, tvm_target, vulkan_version: str, out_dir: Path,
           progress=print) -> tuple[dict[str, dict], list[str]]:
     """Write out_dir/shaders/<kernel>.spv (and the GLSL it came from) for every device kernel;
-    return ({symbol: launch plan}, the .spv paths relative to out_dir)."""
+    return ({symbol: launch plan}, the .spv paths relative to out_dir). The shaders are staged and
+    reach out_dir/shaders only once every one compiled and every launch plan was made, so a failed
+    build leaves nothing there."""
     require_tools()
     hosts, devices = lower(funcs, tvm_target)
-    shaders_dir = out_dir / "shaders"
-    if shaders_dir.is_dir():  # a previous build's shaders must not linger
-        for old in [*shaders_dir.glob("*.spv"), *shaders_dir.glob("*.comp")]:
-            old.unlink()
-    shaders_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     shaders: dict[str, Shader] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(dir=out_dir, prefix=".shaders-") as staged:
         for index, (name, func) in enumerate(sorted(devices.items()), 1):
             shader = emit_shader(name, func)
-            (shaders_dir / f"{name}.spv").write_bytes(compile_glsl(shader, vulkan_version, Path(tmp)))
-            (shaders_dir / f"{name}.comp").write_text(shader.source)
+            (Path(staged) / f"{name}.spv").write_bytes(compile_glsl(shader, vulkan_version, Path(tmp)))
+            (Path(staged) / f"{name}.comp").write_text(shader.source)
             shaders[name] = shader
         progress(f"      {len(shaders)} shaders passed spirv-val (vulkan{vulkan_version})")
-    plans = {}
-    for symbol, func in hosts.items():
-        plan = host_plan(func)
-        features: set[str] = set()
-        for launch in plan["launches"]:
-            shader = shaders[launch["shader"]]
-            launch["workgroup"] = list(shader.workgroup)
-            launch["shared_bytes"] = shader.shared_bytes
-            launch["push_dtypes"] = [d for _, d in shader.push_constants]
-            launch["fold_x"] = shader.fold_x
-            launch["buffer_dtypes"] = shader.buffer_dtypes
-            features |= shader.features
-        plan["features"] = sorted(features)
-        plans[symbol] = plan
+        plans = {}
+        for symbol, func in hosts.items():
+            plan = host_plan(func)
+            features: set[str] = set()
+            for launch in plan["launches"]:
+                shader = shaders[launch["shader"]]
+                launch["workgroup"] = list(shader.workgroup)
+                launch["shared_bytes"] = shader.shared_bytes
+                launch["push_dtypes"] = [d for _, d in shader.push_constants]
+                launch["fold_x"] = shader.fold_x
+                launch["buffer_dtypes"] = shader.buffer_dtypes
+                features |= shader.features
+            plan["features"] = sorted(features)
+            plans[symbol] = plan
+        _install_shaders(Path(staged), out_dir)
     return plans, [f"shaders/{name}.spv" for name in sorted(shaders)]
+
+
+def _install_shaders(staged: Path, out_dir: Path) -> None:
+    """Move the staged shaders into out_dir/shaders. Of the previous build's files there, only its
+    shaders' GLSL sources that this build does not rewrite are deleted (build.build deletes its
+    stale .spv artifacts once the new manifest is written): other files in the folder are not ours."""
+    from compiler import manifest
+
+    shaders_dir = out_dir / "shaders"
+    shaders_dir.mkdir(exist_ok=True)
+    try:
+        previous = manifest.previous_artifacts(out_dir) or set()
+    except ValueError:  # not a build folder of ours (a tuning candidate's): nothing here is the last build's
+        previous = set()
+    for name in sorted(previous):
+        source = out_dir / Path(name).with_suffix(".comp")
+        rewritten = (staged / source.name).exists()
+        if Path(name).parent == Path("shaders") and name.endswith(".spv") and not rewritten and source.is_file():
+            source.unlink()
+    for staged_file in sorted(staged.iterdir()):
+        os.replace(staged_file, shaders_dir / staged_file.name)

@@ -34,6 +34,33 @@ def _load_runtime():
 
 
 
+def to_tensor(from_dlpack, array: np.ndarray):
+    """`array` as a TVM tensor whose data is aligned (the kernels' vector loads assume it; a
+    misaligned array is copied). A read-only array (np.frombuffer over bytes) is passed as well:
+    numpy refuses it to the legacy DLPack export tvm_ffi asks for, since that cannot say
+    "read-only"; kernels never write their inputs, so it goes as a versioned capsule, which can."""
+    try:
+        tensor = from_dlpack(array)
+    except BufferError:
+        if array.flags.writeable:
+            raise
+        tensor = from_dlpack(_read_only_capsule(array))
+    if tensor.data_ptr() % ALIGNMENT:
+        tensor = from_dlpack(aligned(array))  # a copy: writeable
+    return tensor
+
+
+def _read_only_capsule(array: np.ndarray):
+    """A versioned DLPack capsule of a read-only array; numpy before 2.0 has none: a writeable
+    aligned copy instead."""
+    try:
+        return array.__dlpack__(max_version=(1, 0))
+    except TypeError:
+        copy = empty(array.shape, array.dtype)
+        copy[...] = array
+        return copy.__dlpack__()
+
+
 class NativeDriver:
     mode = "native"
 
@@ -45,35 +72,35 @@ class NativeDriver:
     def call(self, name: str, inputs: list[np.ndarray], out_specs) -> list[np.ndarray]:
         function = self._functions.get(name)
         if function is None:
-            function = self._functions[name] = self._module[name]
+            function = self._functions[name] = self._function(name)
         from_dlpack = self._ffi.from_dlpack
-        tensors = []
-        for array in inputs:
-            tensor = from_dlpack(array)
-            if tensor.data_ptr() % ALIGNMENT:  # the kernels' vector loads assume alignment: copy
-                tensor = from_dlpack(aligned(array))
-            tensors.append(tensor)
+        tensors = [to_tensor(from_dlpack, array) for array in inputs]
         outputs = [empty(shape, dtype) for shape, dtype in out_specs]
         function(*tensors, *[from_dlpack(a) for a in outputs])
         return outputs
+
+    def _function(self, name: str):
+        try:
+            return self._module[name]
+        except AttributeError:  # tvm_ffi's answer for a name the library does not export
+            raise LoaderError(f"the library does not export the kernel {name!r} its manifest names") from None
 
     def keep(self, count: int, resident: dict[int, np.ndarray]):
         """Argument list template with the (aligned) resident arrays converted once; None at the
         positions of per-call inputs. The arrays stay referenced by the template's owner."""
         template = [None] * count
         for position, array in resident.items():
-            template[position] = self._ffi.from_dlpack(aligned(array))
+            template[position] = to_tensor(self._ffi.from_dlpack, array)
         return template, list(resident.values())
 
     def call_kept(self, name: str, kept, slots: list[int], inputs: list[np.ndarray], out_specs) -> list[np.ndarray]:
         function = self._functions.get(name)
         if function is None:
-            function = self._functions[name] = self._module[name]
+            function = self._functions[name] = self._function(name)
         from_dlpack = self._ffi.from_dlpack
         args = list(kept[0])
         for position, array in zip(slots, inputs):
-            tensor = from_dlpack(array)
-            args[position] = tensor if not tensor.data_ptr() % ALIGNMENT else from_dlpack(aligned(array))
+            args[position] = to_tensor(from_dlpack, array)
         outputs = [empty(shape, dtype) for shape, dtype in out_specs]
         function(*args, *[from_dlpack(a) for a in outputs])
         return outputs
