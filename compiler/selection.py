@@ -65,6 +65,8 @@ def tune_budget(args) -> tuple[int | None, float | None]:
         raise ValueError(f"--trials must be a whole number of at least 1, got {args.trials}")
     if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
         raise ValueError(f"--minutes must be a positive number of minutes, got {args.minutes:g}")
+    if args.rpc_timeout < 1:
+        raise ValueError(f"--rpc-timeout must be at least 1 second, got {args.rpc_timeout}")
     if args.trials is None and args.minutes is None:
         return 64, None
     return args.trials, args.minutes

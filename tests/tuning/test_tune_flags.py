@@ -40,6 +40,7 @@ def tune_calls(monkeypatch):
     (["--device", ".."], "device name '..' must be a plain folder name"),
     (["--device", "."], "device name '.' must be a plain folder name"),
     (["--device", "a/b"], "device name 'a/b' must be a plain folder name"),
+    (["--rpc-timeout", "0"], "--rpc-timeout must be at least 1 second, got 0"),
 ])
 def test_bad_tuning_flags_are_one_error_line_before_any_preparation(tmp_path, capsys, tune_calls, flags, message):
     code = cli.main(["tune", "--target", "x86", "--tuning-logs", str(tmp_path / "logs"), *flags])
