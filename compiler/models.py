@@ -19,6 +19,14 @@ def int8_activations(quant: str) -> bool:
     return quant.endswith("a8")
 
 
+def multiplies_int8(spec: KernelSpec) -> bool:
+    """Whether a kernel's multiply-adds are int8 dot products (its GEMM, or its fused QKV, takes
+    int8 activations); else they are float."""
+    if spec.op == "qkv_proj":
+        return int8_activations(spec.opt("quant"))
+    return spec.op.startswith("qgemm_") and int8_activations(spec.op.removeprefix("qgemm_"))
+
+
 @dataclass(frozen=True)
 class ModelShape:
     name: str

@@ -86,11 +86,6 @@ def compute_peaks(target: dict) -> dict[str, float]:
             "int8": per_cycle * target["vector_bits"] / targets.INT8_DOT_KINDS[target["int8_dot"]]}
 
 
-def _int8_compute(spec) -> bool:
-    quant = spec.opt("quant") if spec.op == "qkv_proj" else spec.op.removeprefix("qgemm_")
-    return models.int8_activations(quant)
-
-
 def _machine(bandwidth: float) -> dict:
     flags = host.cpu_features()
     model = host.cpu_model() or platform.processor()
@@ -199,7 +194,7 @@ def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, 
         if spec.op == "qkv_proj":
             names = [s.name for s in separate_qkv_specs(spec)]
             separate = [lib[n] for n in names] if all(n in lib.kernels for n in names) else None
-        peak = peaks["int8" if _int8_compute(spec) else "fp32"]
+        peak = peaks["int8" if models.multiplies_int8(spec) else "fp32"]
         default = default_lib[name] if default_lib is not None and _tuned(kernel) else None
         for length in LENGTHS[dims[0]][:1] if quick else LENGTHS[dims[0]]:
             sizes = {d: length for d in dims}

@@ -21,7 +21,7 @@ def serve(library: str) -> None:
     channel = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     requests = sys.stdin.buffer
-    backend = NativeDriver(Path(library))
+    driver = NativeDriver(Path(library))
     kept = []  # weight templates the caller bound (BoundKernel), by index
     while True:
         message = receive(requests)
@@ -32,13 +32,13 @@ def serve(library: str) -> None:
             continue
         try:
             if message[0] == "keep":
-                kept.append(backend.keep(*message[1:]))
+                kept.append(driver.keep(*message[1:]))
                 result = len(kept) - 1
             elif message[0] == "call_kept":
                 _, name, index, slots, inputs, out_specs = message
-                result = backend.call_kept(name, kept[index], slots, inputs, out_specs)
+                result = driver.call_kept(name, kept[index], slots, inputs, out_specs)
             else:
-                result = backend.call(*message[1:])
+                result = driver.call(*message[1:])
             send(channel, ("ok", result))
         except Exception as err:  # noqa: BLE001 - reported to the caller, worker stays up
             send(channel, ("error", f"{type(err).__name__}: {err}"))

@@ -20,7 +20,7 @@ from compiler.runtime.manifest import shader_path
 
 
 class VulkanDriver:
-    """The loader backend for Vulkan builds (same call/keep/call_kept interface as the others)."""
+    """The loader's driver for Vulkan builds (the same call/keep/call_kept interface as the others)."""
 
     def __init__(self, directory: Path, manifest: dict[str, Any], device: Device | None = None):
         """`device`: share an open device (the tuner's runner does); closing then leaves it open."""

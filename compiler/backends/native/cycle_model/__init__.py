@@ -10,12 +10,15 @@ waste, never to claim a speed."""
 
 from __future__ import annotations
 
+import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from compiler import ops
+from compiler import models, ops
 from compiler.backends.native.cycle_model import mca
-from compiler.backends.native.cycle_model.counts import Block, count_blocks
+from compiler.backends.native.cycle_model.counts import Block, binutils, count_blocks
+from compiler.runtime.checks import bucket_matches
 from compiler.verify import spec_of
 from schedules import layouts
 
@@ -43,11 +46,8 @@ class KernelModel:
 
 
 def _instruction_text(library: Path) -> dict[int, str]:
-    from compiler.backends.native.cycle_model.counts import _tool
-    import re
-    import subprocess
-
-    out = subprocess.run([_tool("aarch64-linux-gnu-objdump", "llvm-objdump"), "-d", "--no-show-raw-insn", str(library)],
+    """Every instruction of the library by address, as llvm-mca's assembler reads it."""
+    out = subprocess.run([binutils("aarch64-linux-gnu-objdump", "llvm-objdump"), "-d", "--no-show-raw-insn", str(library)],
                          capture_output=True, text=True, check=True).stdout
     text = {}
     for line in out.splitlines():
@@ -78,31 +78,25 @@ def model_kernel_on(directory: Path, manifest: dict, kernel_name: str, sizes: di
     entry = manifest["kernels"][kernel_name]
     spec = spec_of(entry)
     op = ops.get(spec.op)
-    variant = next(v for v in entry["variants"] if _serves(v["bucket"], sizes))
+    variant = next(v for v in entry["variants"] if bucket_matches(v["bucket"], sizes))
     layout = layouts.from_json(variant["layout"])
     library = (directory / manifest["library"]).resolve()
     blocks = count_blocks(directory, manifest, kernel_name, sizes)
     macs = op.flops(spec, sizes) / 2
     nbytes = op.bytes_moved(spec, sizes, layout)
-    int8 = spec.op in ("qgemm_w8a8", "qgemm_w4a8") or (spec.op == "qkv_proj" and spec.opt("quant") in ("w8a8", "w4a8"))
-    models = []
+    int8 = models.multiplies_int8(spec)
+    results = []
     for core in cores:
         cycles_of = block_cycles(library, blocks, core)
         cost = {block: block.executions * cycles_of[block] for block in blocks}
         cycles = sum(cost.values())
         hot = max(blocks, key=cost.get)
         per_cycle = core.int8_macs_per_cycle if int8 else core.fp32_macs_per_cycle
-        models.append(KernelModel(
+        results.append(KernelModel(
             kernel=kernel_name, variant=variant["symbol"], sizes=dict(sizes), core=core.name,
             instructions=sum(b.instructions * b.executions for b in blocks), cycles=cycles,
             microseconds=cycles / (core.ghz * 1e3), multiply_adds=macs,
             peak_share=macs / (cycles * per_cycle) if cycles else 0.0, bytes=nbytes,
             memory_microseconds=nbytes / (core.dram_gbs * 1e3), hot_block_instructions=hot.instructions,
             hot_block_share=cost[hot] / cycles if cycles else 0.0))
-    return models
-
-
-def _serves(bucket: dict, sizes: dict[str, int]) -> bool:
-    from compiler.runtime.checks import bucket_matches
-
-    return bucket_matches(bucket, sizes)
+    return results

@@ -92,7 +92,8 @@ def count_blocks(directory: Path, manifest: dict, kernel_name: str, sizes: dict[
     return sorted(blocks, key=lambda b: b.start)
 
 
-def _tool(*names: str) -> str:
+def binutils(*names: str) -> str:
+    """The first of these tools that is installed (aarch64 binutils, else LLVM's)."""
     found = next((t for t in names if shutil.which(t)), None)
     if found is None:
         raise ModelError(f"the cycle model needs {names[0]} (apt-get install binutils-aarch64-linux-gnu)")
@@ -101,7 +102,7 @@ def _tool(*names: str) -> str:
 
 def _text_range(library: Path) -> tuple[int, int]:
     """[start, end) of the library's .text section, in its own addresses."""
-    out = subprocess.run([_tool("aarch64-linux-gnu-objdump", "llvm-objdump"), "-h", str(library)],
+    out = subprocess.run([binutils("aarch64-linux-gnu-objdump", "llvm-objdump"), "-h", str(library)],
                          capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         parts = line.split()
@@ -111,7 +112,7 @@ def _text_range(library: Path) -> tuple[int, int]:
 
 
 def _symbol_address(library: Path, symbol: str) -> int:
-    out = subprocess.run([_tool("aarch64-linux-gnu-nm", "llvm-nm"), "-D", "--defined-only", str(library)],
+    out = subprocess.run([binutils("aarch64-linux-gnu-nm", "llvm-nm"), "-D", "--defined-only", str(library)],
                          capture_output=True, text=True, check=True).stdout
     for line in out.splitlines():
         parts = line.split()
