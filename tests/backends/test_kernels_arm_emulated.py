@@ -35,7 +35,7 @@ def arm(build_library):
     library.close()
 
 
-@pytest.fixture(scope="module", params=["arm-a53", "arm-i8mm"])
+@pytest.fixture(scope="module", params=["arm-a53", "arm-a55", "arm-i8mm"])
 def arm_variant(request, build_library):
     library = _open(build_library, request.param)
     yield library

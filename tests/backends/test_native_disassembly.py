@@ -23,7 +23,8 @@ def int8_kernels():
 
 
 @pytest.mark.skipif(OBJDUMP is None, reason="needs aarch64-linux-gnu-objdump (binutils-aarch64-linux-gnu)")
-@pytest.mark.parametrize("target, instruction", [("arm", "sdot"), ("arm-i8mm", "sdot"), ("arm-a53", "smull")])
+@pytest.mark.parametrize("target, instruction", [("arm", "sdot"), ("arm-a55", "sdot"), ("arm-i8mm", "sdot"),
+                                                 ("arm-a53", "smull")])
 def test_int8_kernels_use_dot_instructions_in_loops(build_library, target, instruction):
     funcs = functions(OBJDUMP, build_library(target, coverage_specs()) / "kernels.so")
     for spec in int8_kernels():
