@@ -170,7 +170,7 @@ def _bench_modelled(args, target) -> int:
     modelled.run(selection.specs(args), target, toolchain=backends.toolchain_for(target),
                  tuning_dir=selection.records_dir(args, target),
                  cores=cores, quick=args.quick, json_path=Path(args.json) if args.json else None,
-                 progress=lambda line: print(line, flush=True))
+                 peer=not args.no_model_row, progress=lambda line: print(line, flush=True))
     return 0
 
 
@@ -305,7 +305,8 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--no-tuning", action="store_true", help="default schedules even where records exist")
     bn.add_argument("--gguf", help="also race this GGUF end to end against llama.cpp (the model row)")
     bn.add_argument("--no-model-row", action="store_true",
-                    help="skip the model row a preset with a published GGUF (smollm2-135m) gets by default")
+                    help="skip the model row a preset with a published GGUF (smollm2-135m) gets by default; "
+                         "with --core, skip llama.cpp's modelled GEMV rows")
     bn.set_defaults(func=cmd_bench)
 
     ls = sub.add_parser("list", help="targets, model presets and ops")

@@ -22,9 +22,12 @@ LENGTHS = {"M": (1, 128), "S": (128,), "L": (2048,)}
 
 
 def run(specs, target, *, toolchain, tuning_dir: Path | None, cores: list[str], quick: bool,
-        json_path: Path | None, progress: Callable[[str], None] = print) -> dict:
+        json_path: Path | None, peer: bool = True, progress: Callable[[str], None] = print) -> dict:
+    """Model every variant of `specs` on `cores`; with `peer`, also llama.cpp's GEMV (ggml,
+    cross-built here) at the shape of each of our one-token GEMMs."""
     chosen = [targets.core(name) for name in cores]
-    rows = []
+    rows, peer_rows = [], []
+    by_name = {s.name: s for s in specs}
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "build"
         build.build(specs, target, directory, toolchain=toolchain, tuning_dir=tuning_dir, progress=lambda _: None)
@@ -34,16 +37,59 @@ def run(specs, target, *, toolchain, tuning_dir: Path | None, cores: list[str], 
             for length in (LENGTHS[dims[0]][:1] if quick else LENGTHS[dims[0]]) if dims else (None,):
                 sizes = {d: length for d in dims}
                 progress(f"  modelling {name} {sizes} on {', '.join(c.name for c in chosen)}")
-                rows += [asdict(m) for m in model_kernel_on(directory, manifest, name, sizes, chosen)]
+                rows += [{**asdict(m), "peer": _peer_shape(by_name.get(name))}
+                         for m in model_kernel_on(directory, manifest, name, sizes, chosen)]
+    if peer:
+        peer_rows = _peer_rows(specs, target, chosen, progress)
     result = {"kind": "modelled", "target": target.name,
               "method": "qemu-aarch64 block counts x llvm-mca 19.1.7 steady-state cycles; one core, every load an "
                         "L1 hit, no front end, not validated on silicon",
-              "cores": {c.name: asdict(c) for c in chosen}, "rows": rows}
+              "cores": {c.name: asdict(c) for c in chosen}, "rows": rows, "peer_rows": peer_rows}
     print(format_table(result))
+    if peer_rows:
+        print(format_peers(result))
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=1) + "\n")
         progress(f"wrote {json_path}")
     return result
+
+
+def _peer_shape(spec) -> list | None:
+    """[llama.cpp block type, N, K] of the GEMV llama.cpp runs in place of this GEMM (None: none)."""
+    from compiler.benchmarks.llama_cpp_arm import peer_type
+
+    ggml_type = peer_type(spec) if spec is not None else None
+    return [ggml_type, spec.dim("n"), spec.dim("k")] if ggml_type else None
+
+
+def _peer_rows(specs, target, cores, progress) -> list[dict]:
+    """llama.cpp's GEMV at the (block type, N, K) of each of our one-token GEMMs, modelled alike."""
+    from compiler.benchmarks import llama_cpp_arm
+
+    shapes = {tuple(shape) for shape in map(_peer_shape, specs) if shape}
+    if not shapes:
+        return []
+    program = llama_cpp_arm.peer_program(target, progress)
+    rows = []
+    for ggml_type, n, k in sorted(shapes):
+        progress(f"  modelling llama.cpp {ggml_type} GEMV N={n} K={k}")
+        rows += [asdict(m) for m in llama_cpp_arm.model_gemv(program, ggml_type, n, k, cores)]
+    return rows
+
+
+def format_peers(result: dict) -> str:
+    """Our one-token GEMMs beside llama.cpp's GEMV of the same N, K (its block type nearest ours)."""
+    peers = {(r["contestant"].split()[-1], r["n"], r["k"], r["core"]): r for r in result["peer_rows"]}
+    lines = ["MODELLED, ours vs llama.cpp's ggml GEMV (one token, one core; llama.cpp's time includes quantising "
+             "the activations to Q8 blocks):",
+             f"{'our kernel variant':58} {'core':11} {'ours us':>9} {'llama.cpp':>16} {'its us':>9} {'ours is':>9}"]
+    for row in result["rows"]:
+        peer = peers.get((*row["peer"], row["core"])) if row["peer"] and row["sizes"].get("M") == 1 else None
+        if peer is None:
+            continue
+        lines.append(f"{row['variant'][:58]:58} {row['core']:11} {row['microseconds']:9.1f} {peer['contestant']:>16} "
+                     f"{peer['microseconds']:9.1f} {peer['microseconds'] / row['microseconds']:8.2f}x")
+    return "\n".join(lines)
 
 
 def format_table(result: dict) -> str:

@@ -15,6 +15,7 @@ from conftest import require_emulator
 import targets
 from compiler import backends, build, runtime
 from compiler.backends.native.cycle_model import mca, model_kernel
+from compiler.backends.native.cycle_model.counts import program_blocks
 from compiler.backends.native.cycle_model.plugin import plugin_path
 from compiler.specs import make_spec
 
@@ -49,6 +50,20 @@ def test_the_plugin_counts_a_known_loop_exactly(tmp_path):
     grown = [(start, n, c - before[start][1]) for start, n, c in long if start in before and c != before[start][1]]
     assert [delta for _, _, delta in grown] == [777], grown  # only the loop body's block, by the difference
     assert sum(n * c for _, n, c in long) - sum(n * c for _, n, c in short) == 777 * grown[0][1]
+
+
+@pytest.mark.emulated
+def test_one_call_of_a_program_is_the_difference_of_two_runs(tmp_path):
+    """How llama.cpp's GEMV is counted: the loop runs 1000 x `calls` times, so one "call" is
+    exactly 1000 runs of its block, whatever the program does around it."""
+    _needs_model()
+    source, program = tmp_path / "loop.c", tmp_path / "loop"
+    source.write_text(LOOP)
+    subprocess.run([sys.executable, "-m", "ziglang", "cc", "-target", "aarch64-linux-musl", "-O1", "-static",
+                    str(source), "-o", str(program)], check=True, timeout=300)
+    blocks = program_blocks(program, lambda calls: [str(1000 * calls)])
+    assert max(b.executions for b in blocks) == 1000
+    assert all(b.executions <= 1000 for b in blocks)
 
 
 @pytest.mark.emulated
@@ -87,3 +102,4 @@ def test_objdump_lines_become_llvm_mca_assembly():
     assert mca.assembly("ldr", "q26, [x3, #19456]") == "ldr\tq26, [x3, #19456]"
     assert mca.assembly("mov", "w13, #0xc000                \t// #49152") == "mov\tw13, #0xc000"
     assert mca.assembly("ret", "") == "ret"
+    assert mca.assembly("bl", "15970 <__extendhfsf2>") == "b\ttarget"  # a call costs as a branch

@@ -68,6 +68,16 @@ def block_cycles(library: Path, blocks: list[Block], core) -> dict[Block, float]
     return {block: cycles[f"b{index}"] for index, block in enumerate(blocks)}
 
 
+def blocks_cost(library: Path, blocks: list[Block], core) -> tuple[int, float, Block, float]:
+    """(instructions, cycles, the costliest block, its share of the cycles) of running `blocks`
+    (with their counts) on `core`."""
+    cycles_of = block_cycles(library, blocks, core)
+    cost = {block: block.executions * cycles_of[block] for block in blocks}
+    cycles = sum(cost.values())
+    hot = max(blocks, key=cost.get)
+    return sum(b.instructions * b.executions for b in blocks), cycles, hot, cost[hot] / cycles if cycles else 0.0
+
+
 def model_kernel(directory: Path, manifest: dict, kernel_name: str, sizes: dict[str, int], core) -> KernelModel:
     """The modelled cost of one call of a kernel at these runtime sizes on `core` (targets.Core)."""
     return model_kernel_on(directory, manifest, kernel_name, sizes, [core])[0]
@@ -87,16 +97,12 @@ def model_kernel_on(directory: Path, manifest: dict, kernel_name: str, sizes: di
     int8 = models.multiplies_int8(spec)
     results = []
     for core in cores:
-        cycles_of = block_cycles(library, blocks, core)
-        cost = {block: block.executions * cycles_of[block] for block in blocks}
-        cycles = sum(cost.values())
-        hot = max(blocks, key=cost.get)
+        instructions, cycles, hot, hot_share = blocks_cost(library, blocks, core)
         per_cycle = core.int8_macs_per_cycle if int8 else core.fp32_macs_per_cycle
         results.append(KernelModel(
             kernel=kernel_name, variant=variant["symbol"], sizes=dict(sizes), core=core.name,
-            instructions=sum(b.instructions * b.executions for b in blocks), cycles=cycles,
-            microseconds=cycles / (core.ghz * 1e3), multiply_adds=macs,
+            instructions=instructions, cycles=cycles, microseconds=cycles / (core.ghz * 1e3), multiply_adds=macs,
             peak_share=macs / (cycles * per_cycle) if cycles else 0.0, bytes=nbytes,
             memory_microseconds=nbytes / (core.dram_gbs * 1e3), hot_block_instructions=hot.instructions,
-            hot_block_share=cost[hot] / cycles if cycles else 0.0))
+            hot_block_share=hot_share))
     return results

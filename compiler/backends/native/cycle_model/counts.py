@@ -119,3 +119,27 @@ def _symbol_address(library: Path, symbol: str) -> int:
         if len(parts) == 3 and parts[2] == symbol:
             return int(parts[0], 16)
     raise ModelError(f"{library} does not export {symbol}")
+
+
+def program_blocks(program: Path, args_for_calls, *, qemu: str = "qemu-aarch64") -> list[Block]:
+    """The blocks one call of an operation costs in an aarch64 program (a non-PIE executable)
+    that repeats it as often as its arguments say: counted with 1 call and with 2, the difference
+    is one call, whatever the program does to set up (`args_for_calls(calls)` -> its argv)."""
+    runs = []
+    root = sysroot_dir("aarch64") / "root"  # the program's shared libraries (libc, libstdc++)
+    with tempfile.TemporaryDirectory() as tmp:
+        for calls in (1, 2):
+            out = Path(tmp) / f"{calls}.txt"
+            proc = subprocess.run([shutil.which(qemu) or qemu, "-plugin", f"{plugin_path(qemu)},out={out}", str(program),
+                                   *args_for_calls(calls)], capture_output=True, text=True, timeout=3600,
+                                  env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "QEMU_LD_PREFIX": str(root)})
+            if proc.returncode != 0 or not out.is_file():
+                raise ModelError(f"the counted run of {program.name} failed: {proc.stderr.strip()[-2000:]}")
+            runs.append({(int(s, 16), int(e, 16)): (int(n), int(c))
+                         for s, e, n, c in (line.split() for line in out.read_text().splitlines())})
+    text_start, text_end = _text_range(program)
+    once, twice = runs
+    return sorted((Block(start, end, n, count - once.get((start, end), (n, 0))[1])
+                   for (start, end), (n, count) in twice.items()
+                   if text_start <= start < text_end and count > once.get((start, end), (n, 0))[1]),
+                  key=lambda b: b.start)
