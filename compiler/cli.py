@@ -164,6 +164,8 @@ def _bench_modelled(args, target) -> int:
 
     if target.isa != "aarch64":
         raise ValueError(f"--core models ARM cores; {target.name} is {target.isa} (use --target arm)")
+    if args.plot or args.gguf:
+        raise ValueError("--core models kernels only: --plot and --gguf do not apply to it yet (its rows go to --json)")
     cores = list(targets.cores()) if args.core == "all" else selection.split_list([args.core])
     for name in cores:
         targets.core(name)  # an unknown core is an error before anything is built
