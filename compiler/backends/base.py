@@ -13,6 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def device_slug(name: str) -> str:
+    """A device's name as a tuning-log folder name ("llvmpipe (LLVM 15.0.6)" -> "llvmpipe-llvm-15-0-6")."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
 class Backend(ABC):
     name: str  # as targets name it; also the runtime driver's key (compiler.runtime.DRIVERS)
     # Why `bench` does not race this backend's kernels in this process (None: it does).
@@ -56,7 +61,7 @@ class Backend(ABC):
 
         from compiler.runtime.host import cpu_model
 
-        slug = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-") or platform.machine()
+        slug = device_slug(cpu_model()) or platform.machine()
         return f"{slug}-{os.cpu_count()}c"
 
 

@@ -48,11 +48,13 @@ def peer_type(spec) -> str | None:
     return None
 
 
-def model_gemv(program: Path, ggml_type: str, n: int, k: int, cores) -> list[PeerModel]:
+def model_gemv(program: Path, text: dict[int, str], ggml_type: str, n: int, k: int, cores) -> list[PeerModel]:
+    """One ggml GEMV of this block type and shape, modelled on `cores`; `text` is the program's
+    instruction_text()."""
     blocks = program_blocks(program, lambda calls: [str(GGML_TYPES[ggml_type]), str(n), str(k), "1", str(calls)])
     rows = []
     for core in cores:
-        instructions, cycles, _, _ = blocks_cost(program, blocks, core)
+        instructions, cycles, _, _ = blocks_cost(text, blocks, core)
         rows.append(PeerModel(f"llama.cpp {ggml_type}", n, k, core.name, instructions, cycles, cycles / (core.ghz * 1e3)))
     return rows
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import targets
 from compiler import build, runtime
-from compiler.backends.native.cycle_model import model_kernel_on
+from compiler.backends.native.cycle_model import instruction_text, model_kernel_on
 from compiler.verify import symbolic_dims
 
 # Runtime lengths per symbolic dim: decode (one token, a 2K cache) and a 128-token prefill.
@@ -70,10 +70,10 @@ def _peer_rows(specs, target, cores, progress) -> list[dict]:
     if not shapes:
         return []
     program = llama_cpp_arm.peer_program(target, progress)
-    rows = []
+    text, rows = instruction_text(program), []
     for ggml_type, n, k in sorted(shapes):
         progress(f"  modelling llama.cpp {ggml_type} GEMV N={n} K={k}")
-        rows += [asdict(m) for m in llama_cpp_arm.model_gemv(program, ggml_type, n, k, cores)]
+        rows += [asdict(m) for m in llama_cpp_arm.model_gemv(program, text, ggml_type, n, k, cores)]
     return rows
 
 

@@ -27,6 +27,23 @@ def sysroot_dir(isa: str) -> Path:
     return cache_dir() / "sysroot" / isa
 
 
+def emulated_python(isa: str) -> Path:
+    """The CPython of `isa`'s userland (run under its qemu-user)."""
+    return sysroot_dir(isa) / "root" / "usr" / "bin" / "python3.11"
+
+
+def emulated_environment(isa: str) -> dict[str, str]:
+    """The environment that CPython runs with: the userland's libraries, packages and TVM runtime."""
+    root = sysroot_dir(isa)
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(root / "site"),
+        "EKC_TVM_RUNTIME": str(root / "site" / "tvm_runtime" / "libtvm_runtime.so"),
+        "QEMU_LD_PREFIX": str(root / "root"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+
+
 def tvm_runtime_path() -> Path:
     if os.environ.get("EKC_TVM_RUNTIME"):
         return Path(os.environ["EKC_TVM_RUNTIME"])

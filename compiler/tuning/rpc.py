@@ -29,7 +29,7 @@ from pathlib import Path
 
 import targets
 from compiler.runtime.host import missing_emulator
-from compiler.runtime.paths import sysroot_dir
+from compiler.runtime.paths import emulated_python, sysroot_dir
 
 
 class RpcError(RuntimeError):
@@ -233,7 +233,7 @@ class EmulatedDevice:
 
     def _start_qemu_server(self) -> None:
         root = sysroot_dir(self.isa)
-        python = root / "root" / "usr" / "bin" / "python3.11"
+        python = emulated_python(self.isa)
         if not (root / "rpc-site" / "tvm").is_dir() or not python.is_file():
             raise RpcError(f"no {self.isa} userland with TVM's RPC server at {root}; create it with: "
                            f"python -m compiler setup-emulator --isa {self.isa}")

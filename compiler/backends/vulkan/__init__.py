@@ -5,10 +5,9 @@ on this machine's Vulkan device, or on a phone running `compiler rpc-server` (tu
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from compiler.backends.base import Backend, RemoteMeasurement
+from compiler.backends.base import Backend, RemoteMeasurement, device_slug
 from compiler.backends.vulkan import tuning
 from compiler.toolchain import ToolchainError
 
@@ -62,7 +61,7 @@ class VulkanBackend(Backend, RemoteMeasurement):
             return "no-vulkan-device"  # building needs no device; its records simply are not found
         name = device.name
         device.close()
-        return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        return device_slug(name)
 
     def time_candidate(self, folder: Path, args_info: list) -> list[float]:
         from compiler.runtime.drivers.vulkan_device import Device

@@ -4,7 +4,6 @@ a worker process, an aarch64 CPython under qemu-user that loads it with the nati
 
 from __future__ import annotations
 
-import os
 import pickle
 import shutil
 import struct
@@ -17,7 +16,7 @@ import numpy as np
 from compiler.runtime.drivers.child import ChildProcess
 from compiler.runtime.errors import LoaderError
 from compiler.runtime.host import missing_emulator
-from compiler.runtime.paths import sysroot_dir
+from compiler.runtime.paths import emulated_environment, emulated_python, sysroot_dir
 
 WORKER = Path(__file__).resolve().parents[1] / "worker.py"
 
@@ -48,18 +47,11 @@ class EmulatedDriver(ChildProcess):
         if qemu is None:
             raise LoaderError(f"{library} is built for {isa}, which this machine runs only under "
                               f"{emulator}: {missing_emulator(emulator)}")
-        root = sysroot_dir(isa)
-        python = root / "root" / "usr" / "bin" / "python3.11"
+        python = emulated_python(isa)
         if not python.is_file():
-            raise LoaderError(f"no {isa} userland for {emulator} at {root}; "
+            raise LoaderError(f"no {isa} userland for {emulator} at {sysroot_dir(isa)}; "
                               f"create it with: python -m compiler setup-emulator --isa {isa}")
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": str(root / "site"),
-            "EKC_TVM_RUNTIME": str(root / "site" / "tvm_runtime" / "libtvm_runtime.so"),
-            "QEMU_LD_PREFIX": str(root / "root"),
-            "PYTHONDONTWRITEBYTECODE": "1",
-        }
+        env = emulated_environment(isa)
         self._stderr = tempfile.TemporaryFile()  # the worker's messages, quoted if it fails
         self._proc = subprocess.Popen(
             [qemu, str(python), str(WORKER), "--serve", str(library)],

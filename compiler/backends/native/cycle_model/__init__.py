@@ -45,7 +45,7 @@ class KernelModel:
         return max(self.microseconds, self.memory_microseconds)
 
 
-def _instruction_text(library: Path) -> dict[int, str]:
+def instruction_text(library: Path) -> dict[int, str]:
     """Every instruction of the library by address, as llvm-mca's assembler reads it."""
     out = subprocess.run([binutils("aarch64-linux-gnu-objdump", "llvm-objdump"), "-d", "--no-show-raw-insn", str(library)],
                          capture_output=True, text=True, check=True).stdout
@@ -57,9 +57,9 @@ def _instruction_text(library: Path) -> dict[int, str]:
     return text
 
 
-def block_cycles(library: Path, blocks: list[Block], core) -> dict[Block, float]:
-    """Cycles per execution of each block on the core (llvm-mca steady state)."""
-    text = _instruction_text(library)
+def block_cycles(text: dict[int, str], blocks: list[Block], core) -> dict[Block, float]:
+    """Cycles per execution of each block on the core (llvm-mca steady state); `text` is the
+    library's instruction_text()."""
     regions = {}
     for index, block in enumerate(blocks):
         lines = [text[a] for a in range(block.start, block.end, 4) if a in text]
@@ -68,10 +68,10 @@ def block_cycles(library: Path, blocks: list[Block], core) -> dict[Block, float]
     return {block: cycles[f"b{index}"] for index, block in enumerate(blocks)}
 
 
-def blocks_cost(library: Path, blocks: list[Block], core) -> tuple[int, float, Block, float]:
+def blocks_cost(text: dict[int, str], blocks: list[Block], core) -> tuple[int, float, Block, float]:
     """(instructions, cycles, the costliest block, its share of the cycles) of running `blocks`
-    (with their counts) on `core`."""
-    cycles_of = block_cycles(library, blocks, core)
+    (with their counts) on `core`; `text` is the library's instruction_text()."""
+    cycles_of = block_cycles(text, blocks, core)
     cost = {block: block.executions * cycles_of[block] for block in blocks}
     cycles = sum(cost.values())
     hot = max(blocks, key=cost.get)
@@ -96,8 +96,9 @@ def model_kernel_on(directory: Path, manifest: dict, kernel_name: str, sizes: di
     nbytes = op.bytes_moved(spec, sizes, layout)
     int8 = models.multiplies_int8(spec)
     results = []
+    text = instruction_text(library)  # disassembled once for every core
     for core in cores:
-        instructions, cycles, hot, hot_share = blocks_cost(library, blocks, core)
+        instructions, cycles, hot, hot_share = blocks_cost(text, blocks, core)
         per_cycle = core.int8_macs_per_cycle if int8 else core.fp32_macs_per_cycle
         results.append(KernelModel(
             kernel=kernel_name, variant=variant["symbol"], sizes=dict(sizes), core=core.name,

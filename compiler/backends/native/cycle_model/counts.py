@@ -19,7 +19,7 @@ from compiler.backends.native.cycle_model.mca import ModelError
 from compiler.backends.native.cycle_model.plugin import plugin_path
 from compiler.runtime.library import Kernel
 from compiler.runtime.memory import empty
-from compiler.runtime.paths import sysroot_dir
+from compiler.runtime.paths import emulated_environment, emulated_python, sysroot_dir
 
 PROBE = Path(__file__).with_name("probe.py")
 
@@ -62,18 +62,14 @@ def count_blocks(directory: Path, manifest: dict, kernel_name: str, sizes: dict[
         raise ModelError(f"the cycle model runs aarch64 builds under qemu-aarch64; {target['name']} is {target['isa']}")
     library = (directory / manifest["library"]).resolve()
     symbol, inputs, out_specs = call_arguments(manifest, kernel_name, sizes)
-    root = sysroot_dir("aarch64")
-    python = root / "root" / "usr" / "bin" / "python3.11"
+    python = emulated_python("aarch64")
     if not python.is_file():
-        raise ModelError(f"no aarch64 userland at {root}: python -m compiler setup-emulator --isa aarch64")
+        raise ModelError(f"no aarch64 userland at {sysroot_dir('aarch64')}: python -m compiler setup-emulator --isa aarch64")
     with tempfile.TemporaryDirectory() as tmp:
         request, result, counts = Path(tmp) / "request.pkl", Path(tmp) / "result.pkl", Path(tmp) / "counts.txt"
         with open(request, "wb") as f:
             pickle.dump({"library": str(library), "symbol": symbol, "inputs": inputs, "out_specs": out_specs}, f)
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(root / "site"),
-               "EKC_TVM_RUNTIME": str(root / "site" / "tvm_runtime" / "libtvm_runtime.so"),
-               "QEMU_LD_PREFIX": str(root / "root"), "PYTHONDONTWRITEBYTECODE": "1",
-               "TVM_NUM_THREADS": "1"}  # the model is of one core
+        env = {**emulated_environment("aarch64"), "TVM_NUM_THREADS": "1"}  # the model is of one core
         proc = subprocess.run([shutil.which(emulator), "-plugin", f"{plugin_path(emulator)},out={counts}",
                                str(python), str(PROBE), str(request), str(result)],
                               capture_output=True, text=True, env=env, timeout=3600)
