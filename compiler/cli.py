@@ -52,13 +52,13 @@ def cmd_run(args) -> int:
 
     target, sampler = targets.get(args.target), Sampler(args.temperature, args.top_p, args.seed)  # before a download
     gguf = Path(args.gguf) if args.gguf else model_files.gguf_path(args.model)
-    out = Path(args.out) if args.out else Path("build") / "run" / target.name / gguf.stem.lower()
+    out = Path(args.out) if args.out else Path("build") / "run" / target.name / f"{gguf.stem.lower()}-{args.activations}"
     tuning = selection.records_dir(args, target)
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 - stdout carries the text
     run.run_command(gguf=gguf, target=target, prompt=args.prompt, max_tokens=args.max_tokens,
                     sampler=sampler, chat=args.chat, out_dir=out,
                     toolchain=backends.toolchain_for(target), tuning_dir=tuning, max_context=args.max_context,
-                    emit=lambda text: print(text, end="", flush=True), progress=progress)
+                    activations=args.activations, emit=lambda text: print(text, end="", flush=True), progress=progress)
     return 0
 
 
@@ -263,6 +263,9 @@ def parser() -> argparse.ArgumentParser:
     rn.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
     rn.add_argument("--seed", type=int, help="sampling seed")
     rn.add_argument("--max-context", type=int, default=2048, help="KV cache length (default 2048)")
+    rn.add_argument("--activations", choices=("f32", "q8"), default="f32",
+                    help="f32: float activations on weight-only GEMMs (default); q8: activations rounded to "
+                         "llama.cpp's 8-bit blocks inside each GEMM, integer dot products (SDOT, VNNI, VPMADDWD)")
     rn.add_argument("--out", help="kernel build directory (default build/run/<target>/<gguf name>)")
     rn.add_argument("--no-tuning", action="store_true", help="default schedules even where records exist")
     rn.add_argument("--tuning-logs", default=str(tuning_db.default_logs_root()))

@@ -106,6 +106,10 @@ def coverage_specs() -> list:
         make_spec("qgemm_w4a16", n=32, k=64, group=32, min=True, swiglu=True, residual=True),
         make_spec("qgemm_w8a16", n=64, k=64, group=32, norm=1e-6, residual=True),
         make_spec("qgemm_w8a16", n=32, k=64, group=32, swiglu=True),
+        # activations quantised inside the GEMM to llama.cpp's blocks (GGUF Q4_1 / Q8_0 / Q4_0, the q8 path)
+        make_spec("qgemm_w4a8", n=64, k=128, group=32, act="q8_1", min=True, norm=1e-5),
+        make_spec("qgemm_w8a8", n=64, k=128, group=32, act="q8_0", swiglu=True, residual=True),
+        make_spec("qgemm_w4a8", n=32, k=96, group=32, act="q8_0", q8_recip="1/d", residual=True),
         make_spec("quantize_per_token", k=100),
         make_spec("quantize_per_token", k=37),
         make_spec("qkv_proj", hq=8, hkv=2, d=64, k=128, quant="w8a8", bias=True, rope_theta=500000.0),
@@ -115,6 +119,8 @@ def coverage_specs() -> list:
         make_spec("qkv_proj", hq=9, hkv=3, d=64, k=128, quant="w4a16", group=32, min=True,
                   rope_theta=100000.0, norm=1e-5),  # SmolLM2's heads, GGUF Q4_1, the attention RMSNorm
         make_spec("qkv_proj", hq=4, hkv=2, d=32, k=64, quant="w8a16", group=32, norm=1e-5),  # GGUF Q8_0
+        make_spec("qkv_proj", hq=9, hkv=3, d=64, k=128, quant="w4a8", group=32, act="q8_1", min=True,
+                  rope_theta=100000.0, norm=1e-5),  # the same on the q8 path
         make_spec("attention_prefill", hq=4, hkv=4, d=64),
         make_spec("attention_prefill", hq=8, hkv=2, d=128),
         make_spec("attention_decode", hq=4, hkv=4, d=128),

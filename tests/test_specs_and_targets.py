@@ -34,7 +34,11 @@ def test_spec_names_are_stable_and_readable():
     ("qgemm_w8a8", dict(n=-4, k=64), "must be a positive integer"),
     ("attention_prefill", dict(hq=6, hkv=4, d=64), "hq=6 must be a multiple of 4"),
     ("qkv_proj", dict(hq=4, hkv=2, d=64, k=64, quant="w8a8", zero=True), "zero=True .* needs quant='w4a16'"),
-    ("qkv_proj", dict(hq=4, hkv=2, d=64, k=64, quant="w4a8", group=32, min=True), "min=True .* needs quant='w4a16'"),
+    ("qkv_proj", dict(hq=4, hkv=2, d=64, k=64, quant="w4a8", group=32, min=True), r"min=True.*needs .*act=q8_1"),
+    ("qkv_proj", dict(hq=4, hkv=2, d=64, k=64, quant="w4a16", group=32, act="q8_0"), "act=q8_0 .* not w4a16"),
+    ("qgemm_w4a8", dict(n=64, k=128, group=64, act="q8_0"), "weight group must be 32"),
+    ("qgemm_w4a8", dict(n=64, k=128, group=32, act="q8_1"), r"act=q8_1 .*\(min=True\)"),
+    ("qgemm_w8a8", dict(n=64, k=128, norm=1e-5), "norm .* need float activations"),
     ("nope", dict(), "unknown op 'nope'"),
 ])
 def test_invalid_specs_are_rejected(op, kw, message):

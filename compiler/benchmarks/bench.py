@@ -220,13 +220,18 @@ def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, 
 def _model_row(gguf: Path, target, toolchain, tuning_dir, quick: bool, progress) -> dict:
     from compiler.benchmarks.model_row import bench_model
     from compiler.llm.gguf import GGUFModel
+    from compiler.llm.model_kernels import ACTIVATIONS
     from compiler.llm.run import model_library
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_library(GGUFModel(gguf), target, Path(tmp), toolchain=toolchain, tuning_dir=tuning_dir,
-                      progress=lambda _: None)
-        progress(f"model row: {gguf.name} on our kernels and on llama.cpp, alternating")
-        return bench_model(gguf, Path(tmp), threads=host.physical_cores(), quick=quick, progress=lambda _: None)
+        libraries = {}
+        for activations in ACTIVATIONS:  # both of our paths: float32 and llama.cpp's q8 blocks
+            libraries[activations] = Path(tmp) / activations
+            model_library(GGUFModel(gguf), target, libraries[activations], toolchain=toolchain, tuning_dir=tuning_dir,
+                          activations=activations, progress=lambda _: None)
+        progress(f"model row: {gguf.name} on our kernels ({', '.join(ACTIVATIONS)} activations) and on llama.cpp, "
+                 "alternating")
+        return bench_model(gguf, libraries, threads=host.physical_cores(), quick=quick, progress=lambda _: None)
 
 
 def format_table(result: dict) -> str:

@@ -43,44 +43,54 @@ def _run_once(runner, prompt: list[int], continuation: list[int]) -> tuple[float
     return prefill, (time.perf_counter() - start) / len(continuation)
 
 
-def bench_model(gguf: Path, library_dir: Path, *, threads: int, quick: bool,
+def bench_model(gguf: Path, libraries: dict[str, Path], *, threads: int, quick: bool,
                 progress: Callable[[str], None] = print) -> dict:
+    """libraries: activations ("f32", "q8") -> a build of the model's kernels for them; each runs as
+    contestant "ours <activations>" beside llama.cpp."""
     model = GGUFModel(gguf)
     tokens = _token_sequence(model, PROMPT_TOKENS + DECODE_TOKENS, seed=0)
     prompt, continuation = tokens[:PROMPT_TOKENS], tokens[PROMPT_TOKENS:]
-    library = runtime.load(library_dir, emulate=False)
-    ours = Decoder(model, library, max_context=PROMPT_TOKENS + DECODE_TOKENS)
-    peer = LlamaCppPeer(gguf, threads=threads, max_context=PROMPT_TOKENS + DECODE_TOKENS)
-    runners = {"ours": ours, "llama.cpp": peer}
+    context = PROMPT_TOKENS + DECODE_TOKENS
+    loaded = {activations: runtime.load(directory, emulate=False) for activations, directory in libraries.items()}
+    runners = {f"ours {activations}": Decoder(model, library, max_context=context, activations=activations)
+               for activations, library in loaded.items()}
+    runners["llama.cpp"] = LlamaCppPeer(gguf, threads=threads, max_context=context)
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
     for runner in runners.values():  # warm-up: page in weights, start thread pools
         _run_once(runner, prompt[:16], continuation[:4])
     rounds = 3 if quick else 7
-    decode_profile: dict[str, float] = {}
+    profiles: dict[str, dict[str, float]] = {name: {} for name in runners if name != "llama.cpp"}
     for index in range(rounds):
         order = list(runners) if index % 2 == 0 else list(reversed(runners))
         for name in order:
-            if name == "ours":
-                ours.profile.clear()
-            samples[name].append(_run_once(runners[name], prompt, continuation))
-            if name == "ours":
-                for role, seconds in ours.profile.items():
-                    decode_profile[role] = decode_profile.get(role, 0.0) + seconds
-    library.close()
+            runner = runners[name]
+            if name in profiles:
+                runner.profile.clear()
+            samples[name].append(_run_once(runner, prompt, continuation))
+            for role, seconds in getattr(runner, "profile", {}).items():
+                profiles[name][role] = profiles[name].get(role, 0.0) + seconds
+    for library in loaded.values():
+        library.close()
 
     def summary(values):
         return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
+    ours = next(runner for name, runner in runners.items() if name != "llama.cpp")
     row = {"gguf": gguf.name, "threads": threads, "prompt_tokens": len(prompt), "decode_tokens": len(continuation),
-           "rounds": rounds, "resident_weight_bytes": ours.resident_weight_bytes, "gguf_bytes": gguf.stat().st_size}
+           "rounds": rounds, "resident_weight_bytes": ours.resident_weight_bytes, "gguf_bytes": gguf.stat().st_size,
+           "contestants": list(runners)}
     for name, values in samples.items():
         row[name] = {"prefill_tokens_per_s": summary([len(prompt) / p for p, _ in values]),
                      "decode_tokens_per_s": summary([1.0 / d for _, d in values])}
-    total = sum(decode_profile.values()) or 1.0
-    row["ours_time_share"] = {role: round(seconds / total, 4)
-                              for role, seconds in sorted(decode_profile.items(), key=lambda kv: -kv[1])}
-    for metric in ("prefill_tokens_per_s", "decode_tokens_per_s"):
-        row[f"{metric}_ratio"] = row["ours"][metric]["median"] / row["llama.cpp"][metric]["median"]
+    row["time_share"] = {}
+    for name, profile in profiles.items():
+        total = sum(profile.values()) or 1.0
+        row["time_share"][name] = {role: round(seconds / total, 4)
+                                   for role, seconds in sorted(profile.items(), key=lambda kv: -kv[1])}
+    for name in profiles:
+        for metric in ("prefill_tokens_per_s", "decode_tokens_per_s"):
+            row.setdefault("ratio_to_llama_cpp", {}).setdefault(name, {})[metric] = (
+                row[name][metric]["median"] / row["llama.cpp"][metric]["median"])
     progress(format_row(row))
     return row
 
@@ -90,10 +100,13 @@ def format_row(row: dict) -> str:
              f"resident weights {row['resident_weight_bytes'] / 1e6:.1f} MB, GGUF {row['gguf_bytes'] / 1e6:.1f} MB)"]
     for metric, label in (("prefill_tokens_per_s", f"prefill {row['prompt_tokens']} tokens"),
                           ("decode_tokens_per_s", f"decode {row['decode_tokens']} tokens")):
-        ours, theirs = row["ours"][metric], row["llama.cpp"][metric]
-        lines.append(f"  {label:20} ours {ours['median']:7.1f} tok/s ({ours['min']:.1f}-{ours['max']:.1f})   "
-                     f"llama.cpp {theirs['median']:7.1f} tok/s ({theirs['min']:.1f}-{theirs['max']:.1f})   "
-                     f"ours/llama.cpp {row[metric + '_ratio']:.2f}x")
-    shares = ", ".join(f"{role} {100 * share:.0f}%" for role, share in row["ours_time_share"].items())
-    lines.append(f"  our time by kernel (prefill + decode): {shares}")
+        for name in row["contestants"]:
+            stats = row[name][metric]
+            ratio = row.get("ratio_to_llama_cpp", {}).get(name, {}).get(metric)
+            versus = f"   {ratio:.2f}x llama.cpp" if ratio is not None else ""
+            lines.append(f"  {label:20} {name:10} {stats['median']:7.1f} tok/s ({stats['min']:.1f}-{stats['max']:.1f})"
+                         + versus)
+    for name, shares in row["time_share"].items():
+        lines.append(f"  {name} time by kernel (prefill + decode): "
+                     + ", ".join(f"{role} {100 * share:.0f}%" for role, share in shares.items()))
     return "\n".join(lines)

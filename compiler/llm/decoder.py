@@ -46,13 +46,16 @@ def check_context(shape: ModelShape, max_context: int) -> None:
 
 
 class Decoder:
-    def __init__(self, model: GGUFModel, library: Library, *, max_context: int = 4096):
+    def __init__(self, model: GGUFModel, library: Library, *, max_context: int = 4096, activations: str = "f32"):
+        """activations: "f32", or "q8" (llama.cpp's 8-bit activation blocks, model_kernels.kernel_specs)."""
         check_context(model.shape, max_context)
         self.model, self.shape = model, model.shape
-        self.specs = model_kernels.kernel_specs(model)
+        self.activations = activations
+        self.specs = model_kernels.kernel_specs(model, activations, library.target["isa"])
         missing = [s.name for s in self.specs.values() if s.name not in library.kernels]
         if missing:
-            raise ValueError(f"library {library.directory} lacks kernels this model needs: {', '.join(missing)}")
+            raise ValueError(f"library {library.directory} lacks kernels this model needs with {activations} "
+                             f"activations: {', '.join(missing)}")
         self.kernels = {role: library[spec.name] for role, spec in self.specs.items()}
         self.library = library
         self.max_context = max_context

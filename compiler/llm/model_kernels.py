@@ -39,35 +39,59 @@ def role_type(model: GGUFModel, role: str) -> str:
     return next(iter(kinds))
 
 
-def weight_form(kind: str) -> tuple[str, dict]:
-    """The quantized form (and its options) that takes a GGUF weight type as is (see compiler.llm.gguf)."""
+ACTIVATIONS = ("f32", "q8")  # how activations meet the weights: float32, or llama.cpp's 8-bit blocks
+
+
+def weight_form(kind: str, activations: str = "f32") -> tuple[str, dict]:
+    """The quantized form (and its options) that takes a GGUF weight type as is (see compiler.llm.gguf):
+    with f32 activations a weight-only form; with q8, an int8 form whose kernel quantises the
+    activations to the Q8_0 blocks (Q8_1 for Q4_1) llama.cpp multiplies them in."""
+    if kind not in ("Q8_0", "Q4_0", "Q4_1"):
+        raise GGUFError(f"weight type {kind} has no kernel; supported: Q4_0, Q4_1, Q8_0")
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
+    if activations == "f32":
+        return ("w8a16", {}) if kind == "Q8_0" else ("w4a16", {"min": kind == "Q4_1"})
     if kind == "Q8_0":
-        return "w8a16", {}
-    if kind in ("Q4_0", "Q4_1"):
-        return "w4a16", {"min": kind == "Q4_1"}
-    raise GGUFError(f"weight type {kind} has no kernel; supported: Q4_0, Q4_1, Q8_0")
+        return "w8a8", {"act": "q8_0"}
+    return "w4a8", {"act": "q8_1", "min": True} if kind == "Q4_1" else {"act": "q8_0"}
 
 
-def gemm_spec(kind: str, n: int, k: int, **fusions) -> KernelSpec:
+def q8_reciprocal(isa: str) -> str:
+    """How llama.cpp's CPU code on this ISA inverts a block's scale (compiler/llm/q8_blocks.py):
+    ARM NEON multiplies by 1/d, x86 AVX2 (and ggml's other paths here) by 127/amax."""
+    return "1/d" if isa == "aarch64" else "127/amax"
+
+
+def gemm_spec(kind: str, n: int, k: int, activations: str = "f32", isa: str = "x86_64", **fusions) -> KernelSpec:
     """The GEMM for a GGUF weight type, with `fusions` (ops/fused_act.py: norm, swiglu, residual)."""
-    form, options = weight_form(kind)
+    form, options = weight_form(kind, activations)
+    if activations == "q8":
+        options = {**options, "q8_recip": q8_reciprocal(isa)}
     return make_spec(f"qgemm_{form}", n=n, k=k, group=BLOCK, **options, **fusions)
 
 
-def kernel_specs(model: GGUFModel) -> dict[str, KernelSpec]:
-    """role -> kernel spec. Activations stay float32 everywhere (no int8 rounding of them). The
-    elementwise steps ride on the GEMMs: each RMSNorm on the projection after it (qkv, gate_up,
-    head), SiLU(gate) * up on down, the residual adds on o and down."""
+def kernel_specs(model: GGUFModel, activations: str = "f32", isa: str = "x86_64") -> dict[str, KernelSpec]:
+    """role -> kernel spec, for float32 activations or llama.cpp's q8 blocks (quantised inside each
+    GEMM, the way `isa`'s llama.cpp rounds them). The elementwise steps ride on the GEMMs: each
+    RMSNorm on the projection after it (qkv, gate_up, head), SiLU(gate) * up on down, the residual
+    adds on o and down."""
     m = model.shape
     eps = model.rms_eps
-    qkv_form, qkv_options = weight_form(role_type(model, "qkv"))
+    qkv_form, qkv_options = weight_form(role_type(model, "qkv"), activations)
+    if activations == "q8":
+        qkv_options = {**qkv_options, "q8_recip": q8_reciprocal(isa)}
+
+    def gemm(role, n, k, **fusions):
+        return gemm_spec(role_type(model, role), n, k, activations, isa, **fusions)
+
     specs = {
         "qkv": make_spec("qkv_proj", hq=m.heads, hkv=m.kv_heads, d=m.head_dim, k=m.hidden, quant=qkv_form,
                          group=BLOCK, bias=m.qkv_bias, rope=True, rope_theta=m.rope_theta, norm=eps, **qkv_options),
-        "o": gemm_spec(role_type(model, "o"), m.hidden, m.heads * m.head_dim, residual=True),
-        "gate_up": gemm_spec(role_type(model, "gate_up"), 2 * m.ffn, m.hidden, norm=eps),
-        "down": gemm_spec(role_type(model, "down"), m.hidden, m.ffn, swiglu=True, residual=True),
-        "head": gemm_spec(role_type(model, "head"), model.vocab_size, m.hidden, norm=eps),
+        "o": gemm("o", m.hidden, m.heads * m.head_dim, residual=True),
+        "gate_up": gemm("gate_up", 2 * m.ffn, m.hidden, norm=eps),
+        "down": gemm("down", m.hidden, m.ffn, swiglu=True, residual=True),
+        "head": gemm("head", model.vocab_size, m.hidden, norm=eps),
         "attention_prefill": make_spec("attention_prefill", hq=m.heads, hkv=m.kv_heads, d=m.head_dim),
         "attention_decode": make_spec("attention_decode", hq=m.heads, hkv=m.kv_heads, d=m.head_dim),
     }

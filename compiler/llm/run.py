@@ -17,10 +17,10 @@ from compiler.llm.sampling import Sampler
 
 
 def model_library(model: GGUFModel, target, out_dir: Path, *, toolchain, tuning_dir: Path | None,
-                  progress: Callable[[str], None] = print) -> Path:
-    """out_dir holding every kernel this model needs for `target`: reused when its manifest already
-    lists them all for the same target and TVM, else (re)built."""
-    specs = list({s.name: s for s in model_kernels.kernel_specs(model).values()}.values())
+                  activations: str = "f32", progress: Callable[[str], None] = print) -> Path:
+    """out_dir holding every kernel this model needs for `target` (with these activations): reused
+    when its manifest already lists them all for the same target and TVM, else (re)built."""
+    specs = list({s.name: s for s in model_kernels.kernel_specs(model, activations, target.isa).values()}.values())
     manifest_path = out_dir / "manifest.json"
     if manifest_path.is_file():
         try:
@@ -40,6 +40,9 @@ def model_library(model: GGUFModel, target, out_dir: Path, *, toolchain, tuning_
     return build.build(specs, target, out_dir, toolchain=toolchain, tuning_dir=tuning_dir,
                        model={"gguf": model.path.name, **models.describe(model.shape)},
                        progress=progress)
+
+
+ACTIVATION_NAMES = {"f32": "float32 activations", "q8": "activations in llama.cpp's 8-bit blocks"}
 
 
 @dataclass
@@ -103,7 +106,7 @@ def greedy_tokens(decoder: Decoder, prompt_tokens: list[int], count: int) -> tup
 
 def run_command(*, gguf: Path, target, prompt: str, max_tokens: int, sampler: Sampler, chat: bool, out_dir: Path,
                 toolchain, tuning_dir: Path | None, max_context: int, emit: Callable[[str], None],
-                progress: Callable[[str], None] = print) -> Generation:
+                activations: str = "f32", progress: Callable[[str], None] = print) -> Generation:
     """Build or reuse the kernels, load the weights, stream the generated text through `emit`, report speed."""
     from compiler.llm.tokenizer import GGUFTokenizer
 
@@ -118,11 +121,13 @@ def run_command(*, gguf: Path, target, prompt: str, max_tokens: int, sampler: Sa
         raise ValueError("the prompt is empty: give some text with --prompt")
     if len(prompt_tokens) + max_tokens > max_context:
         raise ValueError(f"prompt ({len(prompt_tokens)} tokens) + --max-tokens {max_tokens} exceeds --max-context {max_context}")
-    model_library(model, target, out_dir, toolchain=toolchain, tuning_dir=tuning_dir, progress=progress)
+    model_library(model, target, out_dir, toolchain=toolchain, tuning_dir=tuning_dir, activations=activations,
+                  progress=progress)
     library = runtime.load(out_dir)
     start = time.perf_counter()
-    decoder = Decoder(model, library, max_context=max_context)
-    progress(f"loaded {model.shape.layers} layers in {time.perf_counter() - start:.1f} s ({library.mode}); "
+    decoder = Decoder(model, library, max_context=max_context, activations=activations)
+    progress(f"loaded {model.shape.layers} layers in {time.perf_counter() - start:.1f} s ({library.mode}, "
+             f"{ACTIVATION_NAMES[activations]}); "
              f"resident weights {decoder.resident_weight_bytes / 1e6:.1f} MB vs the GGUF's "
              f"{model.path.stat().st_size / 1e6:.1f} MB")
     shown, text_tokens = "", []

@@ -38,8 +38,13 @@ def extra_args(k: int, n: int, norm: float, residual: bool) -> tuple[list[Arg], 
     return weights, inputs
 
 
-def activation(ph, k: int, norm: float, swiglu: bool):
-    """The activation the GEMM multiplies, as a te tensor [M, K]: x itself without fusions."""
+def activation(ph, k: int, norm: float, swiglu: bool, float64_sum: bool = True):
+    """The activation the GEMM multiplies, as a te tensor [M, K]: x itself without fusions.
+
+    The RMSNorm's sum of squares adds float32 squares in float64 (float64_sum; GPUs have no
+    float64: float32 there), then rounds the mean to float32, as ggml's CPU backend does: a last-
+    bit difference in the norm's scale flips int8 roundings of the q8 path downstream, which 30
+    layers amplify to ~0.2 in the logits."""
     from tvm import te, tirx
 
     x = ph["x"]
@@ -56,9 +61,10 @@ def activation(ph, k: int, norm: float, swiglu: bool):
     if not norm:
         return te.compute((m, k), raw, name="xact")
     r = te.reduce_axis((0, k), name="rk")
-    squares = te.compute((m,), lambda i: te.sum(raw(i, r) * raw(i, r), axis=r), name="rms_ss")
+    wide = "float64" if float64_sum else "float32"
+    squares = te.compute((m,), lambda i: te.sum((raw(i, r) * raw(i, r)).astype(wide), axis=r), name="rms_ss")
     scale = te.compute((m,), lambda i: tirx.const(1.0, "float32") / te.sqrt(
-        squares[i] / tirx.const(float(k), "float32") + tirx.const(norm, "float32")), name="rms_inv")
+        (squares[i] / tirx.const(float(k), wide)).astype("float32") + tirx.const(norm, "float32")), name="rms_inv")
     return te.compute((m, k), lambda i, kk: raw(i, kk) * scale[i] * ph["norm_w"][kk], name="xact")
 
 

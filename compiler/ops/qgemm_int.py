@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from compiler.ops import fused_act, q8_act
 from compiler.ops.base import (
     Arg,
     OpDef,
@@ -26,11 +27,14 @@ from compiler.specs import KernelSpec
 class IntGemm(OpDef):
     tolerance = (1e-5, 1e-5)  # int32 sums are exact; only the fp32 scaling rounds
     def __init__(self, name: str, weight_bits: int):
-        options = {"bias": Option(False)}
+        options = {"bias": Option(False), **q8_act.OPTIONS}
         if weight_bits == 4:
-            options = {"group": Option(128, (32, 64, 128), tag=lambda g: f"g{g}"), **options}
+            # min: GGUF Q4_1's additive block term (w_real = w * scale + min), with act=q8_1
+            options = {"group": Option(128, (32, 64, 128), tag=lambda g: f"g{g}"),
+                       "min": Option(False, tag=lambda m: "min" if m else ""), **options}
         else:  # 0: one scale per output channel; else per block of `group` k (GGUF's Q8_0 is 32)
             options = {"group": Option(0, (0, 32, 64, 128), tag=lambda g: f"g{g}" if g else ""), **options}
+        options.update(fused_act.OPTIONS)  # with act=q8_0/q8_1 (float activations) only
         super().__init__(name, ("n", "k"), options)
         self.weight_bits = weight_bits
 
@@ -45,35 +49,50 @@ class IntGemm(OpDef):
         check_divisible(self.name, "k", spec.dim("k"), 4)
         check_divisible(self.name, "n", spec.dim("n"), 4)
         check_divisible(self.name, "k", spec.dim("k"), self.group(spec))
+        q8_act.validate(self.name, spec, self.group(spec), self.weight_bits)
+        q8_act.validate_minimum(self.name, spec)
+        fused = [name for name, value in fused_act.options(spec).items() if value]
+        if fused and not q8_act.in_kernel(spec):
+            raise ValueError(f"{self.name}: {', '.join(fused)} (fused float steps) need float activations: act=q8_0 or q8_1")
+
+    def forms(self, spec: KernelSpec) -> dict:
+        """The keyword arguments int_gemm_arguments / int_gemm_te / int_gemm_reference take for this spec."""
+        return {"act": spec.opt("act"), "recip": spec.opt("q8_recip"), "minimum": dict(spec.options).get("min") is True,
+                **fused_act.options(spec)}
 
     def arguments(self, spec: KernelSpec, layout) -> list[Arg]:
         n, k = spec.dim("n"), spec.dim("k")
+        forms = {key: v for key, v in self.forms(spec).items() if key != "recip"}
         return int_gemm_arguments(n, k, self.weight_bits, self.group(spec), spec.opt("bias"), layout, out="y",
-                                  group_scales=self.group_scales(spec))
+                                  group_scales=self.group_scales(spec), **forms)
 
     def build(self, spec: KernelSpec, layout):
         args = self.arguments(spec, layout)
         ph = Placeholders(args, layout)
         y = int_gemm_te(ph, spec.dim("n"), spec.dim("k"), self.weight_bits, self.group(spec), layout, "y",
-                        group_scales=self.group_scales(spec))
+                        group_scales=self.group_scales(spec), **self.forms(spec))
         return ph.prim_func(args, {"y": y})
 
     def flops(self, spec, sizes):
         return 2.0 * sizes["M"] * spec.dim("n") * spec.dim("k")
 
     def reference(self, spec: KernelSpec, **inp: np.ndarray) -> dict[str, np.ndarray]:
-        y = int_gemm_reference(inp["x"], inp["x_scale"], inp["w"], inp["w_scale"], self.group(spec), inp.get("bias"))
-        return {"y": y}
+        return {"y": int_gemm_reference_of(inp, spec.dim("k"), self.group(spec), **self.forms(spec))}
 
     def random_inputs(self, spec, sizes, rng):
-        return int_gemm_random(spec.dim("n"), spec.dim("k"), sizes["M"], self.weight_bits, self.group(spec),
-                               spec.opt("bias"), rng, group_scales=self.group_scales(spec))
+        n, k, m = spec.dim("n"), spec.dim("k"), sizes["M"]
+        out = int_gemm_random(n, k, m, self.weight_bits, self.group(spec), spec.opt("bias"), rng,
+                              group_scales=self.group_scales(spec), act=spec.opt("act"), minimum=dict(spec.options).get("min") is True)
+        return fused_act.random_extras(out, k, n, m, rng=rng, **fused_act.options(spec)) if q8_act.in_kernel(spec) else out
 
 
 # -- shared with qkv_proj -------------------------------------------------------------------------
 
-def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None) -> list[Arg]:
-    """group_scales: w_scale per group [N, K/group] (default: for int4 weights) or per channel [N]."""
+def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, act="int8", minimum=False,
+                       norm=0.0, swiglu=False, residual=False) -> list[Arg]:
+    """group_scales: w_scale per group [N, K/group] (default: for int4 weights) or per channel [N].
+    act: "int8" takes x int8 + x_scale per token; "q8_0"/"q8_1" take float x (with the fused
+    norm/swiglu/residual) and quantise it in the kernel (q8_act.py)."""
     group_scales = bits == 4 if group_scales is None else group_scales
     nt, kt = layout.n_tile, layout.k_tile
     check_divisible("int gemm", "n", n, nt)
@@ -90,12 +109,17 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None) 
         w_scale = Arg("w_scale", (n, k // group), "float32", "weight", doc="per-group weight scale")
     else:
         w_scale = Arg("w_scale", (n,), "float32", "weight", doc="per-output-channel weight scale")
-    args = [
-        Arg("x", ("M", k), "int8", "input", doc="per-token quantized activations"),
-        Arg("x_scale", ("M",), "float32", "input"),
-        w,
-        w_scale,
-    ]
+    if act == "int8":
+        args = [Arg("x", ("M", k), "int8", "input", doc="per-token quantized activations"),
+                Arg("x_scale", ("M",), "float32", "input")]
+        fused_weights = []
+    else:
+        fused_weights, fused_inputs = fused_act.extra_args(k, n, norm, residual)
+        args = [fused_act.x_arg(k, swiglu), *fused_inputs]
+    args += [w, w_scale]
+    if minimum:
+        args.append(Arg("w_min", (n, k // group), "float32", "weight",
+                        doc="per-group additive term [N, K/group]: w_real = w * w_scale + w_min"))
     if layout.act_offset:
         # Dot products on unsigned activations (VNNI) compute sum((x + o) w); this is -o sum(w)
         # per group and column, precomputed once from the weight, [K/group, N].
@@ -103,20 +127,30 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None) 
             {"op": "group_sums", "group": group, "scale": -layout.act_offset},
             {"op": "transpose", "axes": [1, 0]}), source="w",
             doc="derived from w by pack: -offset * sum of each group's weights"))
+    args += fused_weights
     if bias:
         args.append(Arg("bias", (n,), "float32", "weight"))
     args.append(Arg(out, ("M", n), "float32", "output"))
     return args
 
 
-def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=None):
-    """y = x_scale * sum_g w_scale * int32-dot(x, w) + bias, as te stages acc -> (ysum) -> y."""
+def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=None, act="int8", recip="127/amax",
+                minimum=False, norm=0.0, swiglu=False, residual=False):
+    """y = x_scale * sum_g w_scale * int32-dot(x, w) + bias, as te stages acc -> (ysum) -> y; with
+    block-quantised activations (act q8_0/q8_1) each group's sum is scaled by its block's d too,
+    and the block minimum meets the block sums: (acc + 8 isum) d_w d_x + (w_min - 8 d_w) s_x,
+    which is llama.cpp's d_w d_x sum(q_w q_x) + m_w s_x with its unsigned Q4_1 nibbles."""
     from tvm import te
 
     group_scales = bits == 4 if group_scales is None else group_scales
     nt, kt = layout.n_tile, layout.k_tile
-    x, xs, w, ws = ph["x"], ph["x_scale"], ph["w"], ph["w_scale"]
-    m = x.shape[0]
+    w, ws = ph["w"], ph["w_scale"]
+    if act == "int8":
+        x, xs, blocks = ph["x"], ph["x_scale"], None
+    else:
+        blocks = q8_act.Quantised(fused_act.activation(ph, k, norm, swiglu, float64_sum=not layout.threaded), k, act, recip)
+        x, xs = blocks.q, None
+    m = ph["x"].shape[0]
     ngroups = k // group
 
     def weight(j, kg):  # int32 value of W[j, kg]; int4 nibbles unpacked where they are used
@@ -154,18 +188,27 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
     bias = ph.tensors.get("bias")
 
     def epilogue(i, j, value):
-        value = value * xs[i]
-        return value + bias[j] if bias is not None else value
+        if xs is not None:
+            value = value * xs[i]
+        value = value + bias[j] if bias is not None else value
+        return value + ph["residual"][i, j] if residual else value
 
     def scale(j, g):  # per group [N, K/group], or per channel [N]
         return ws[j, g] if group_scales else ws[j]
 
-    if ngroups == 1:
-        return te.compute((m, n), lambda i, j: epilogue(i, j, group_sum(i, 0, j).astype("float32") * scale(j, 0)),
-                          name=name)
+    def scaled(i, g, j):
+        if blocks is None:
+            return group_sum(i, g, j).astype("float32") * scale(j, g)
+        if not minimum:
+            return group_sum(i, g, j).astype("float32") * (scale(j, g) * blocks.d[row(i), g])
+        unsigned = group_sum(i, g, j) + 8 * blocks.isum[row(i), g]  # sum of llama.cpp's nibbles 0..15 times q_x
+        block_min = ph["w_min"][j, g] - 8.0 * scale(j, g)
+        return unsigned.astype("float32") * (scale(j, g) * blocks.d[row(i), g]) + block_min * blocks.s[row(i), g]
+
+    if ngroups == 1 and blocks is None:
+        return te.compute((m, n), lambda i, j: epilogue(i, j, scaled(i, 0, j)), name=name)
     g = te.reduce_axis((0, ngroups), name="g")
-    ysum = te.compute((rows, n), lambda i, j: te.sum(group_sum(i, g, j).astype("float32") * scale(j, g), axis=g),
-                      name="ysum")
+    ysum = te.compute((rows, n), lambda i, j: te.sum(scaled(i, g, j), axis=g), name="ysum")
     return te.compute((m, n), lambda i, j: epilogue(i, j, ysum[i, j]), name=name)
 
 
@@ -179,15 +222,43 @@ def int_gemm_reference(x, x_scale, w, w_scale, group, bias=None) -> np.ndarray:
     return y + bias.astype(np.float64)[None] if bias is not None else y
 
 
-def int_gemm_random(n, k, m, bits, group, bias, rng, group_scales=None) -> dict[str, np.ndarray]:
+def int_gemm_reference_of(inp: dict, k: int, group: int, act="int8", recip="127/amax", minimum=False, norm=0.0,
+                          swiglu=False, residual=False) -> np.ndarray:
+    """The reference of any int GEMM form from its logical inputs: block-quantised activations
+    are quantised in numpy exactly as the kernel does, then the int64 sums scaled in float64."""
+    if act == "int8":
+        return int_gemm_reference(inp["x"], inp["x_scale"], inp["w"], inp["w_scale"], group, inp.get("bias"))
+    x = fused_act.reference_activation(inp["x"], k, norm, swiglu, inp.get("norm_w")).astype(np.float32)
+    q, d, isum, s = q8_act.reference(x, act, recip)
+    m, n = x.shape[0], inp["w"].shape[0]
+    acc = np.einsum("mgk,ngk->mng", q.astype(np.int64).reshape(m, k // group, group),
+                    inp["w"].astype(np.int64).reshape(n, k // group, group))
+    ws = inp["w_scale"].astype(np.float64).reshape(n, -1)
+    if minimum:
+        acc = acc + 8 * isum[:, None, :]
+    y = (acc * ws[None] * d.astype(np.float64)[:, None, :]).sum(-1)
+    if minimum:
+        y += s.astype(np.float64) @ (inp["w_min"].astype(np.float64) - 8.0 * ws).T
+    if inp.get("bias") is not None:
+        y = y + inp["bias"].astype(np.float64)[None]
+    return y + inp["residual"] if residual else y
+
+
+def int_gemm_random(n, k, m, bits, group, bias, rng, group_scales=None, act="int8", minimum=False) -> dict[str, np.ndarray]:
     group_scales = bits == 4 if group_scales is None else group_scales
     lo, hi = (-127, 128) if bits == 8 else (-8, 8)
     out = {
-        "x": rng.integers(-127, 128, (m, k), dtype=np.int8),
-        "x_scale": rng.uniform(0.005, 0.02, m).astype(np.float32),
         "w": rng.integers(lo, hi, (n, k), dtype=np.int8),
         "w_scale": rng.uniform(0.001, 0.01, (n, k // group) if group_scales else (n,)).astype(np.float32),
     }
+    if act == "int8":
+        out["x"] = rng.integers(-127, 128, (m, k), dtype=np.int8)
+        out["x_scale"] = rng.uniform(0.005, 0.02, m).astype(np.float32)
+    else:  # float activations of a model's magnitude; a zero block exercises d = 0
+        out["x"] = rng.standard_normal((m, k)).astype(np.float32)
+        out["x"][:, :q8_act.BLOCK] = 0.0
+    if minimum:
+        out["w_min"] = rng.uniform(-0.05, 0.05, (n, k // group)).astype(np.float32)
     if bias:
         out["bias"] = rng.standard_normal(n).astype(np.float32)
     return out

@@ -15,12 +15,12 @@ import math
 
 import numpy as np
 
-from compiler.ops import fused_act
+from compiler.ops import fused_act, q8_act
 from compiler.ops.base import Arg, OpDef, Option, Placeholders, check_divisible
 from compiler.ops.qgemm_int import (
     int_gemm_arguments,
     int_gemm_random,
-    int_gemm_reference,
+    int_gemm_reference_of,
     int_gemm_te,
 )
 from compiler.ops.qgemm_w8a16 import w8a16_arguments, w8a16_random, w8a16_reference, w8a16_te
@@ -42,11 +42,13 @@ class QKVProj(OpDef):
             "quant": Option("w8a8", QUANT_FORMS, tag=str),
             "group": Option(128, (32, 64, 128), tag=lambda g: f"g{g}"),
             "zero": Option(False, tag=lambda z: "asym" if z else ""),
-            "min": Option(False, tag=lambda m: "min" if m else ""),  # W4A16's block minimum (GGUF Q4_1)
+            # the block minimum of GGUF Q4_1: w4a16, or w4a8 with act=q8_1
+            "min": Option(False, tag=lambda m: "min" if m else ""),
             "bias": Option(False),
+            **q8_act.OPTIONS,  # int8-activation forms: quantised by the caller, or in the kernel (q8_0/q8_1)
             "rope": Option(True),
             "rope_theta": Option(10000.0, tag=lambda t: ""),
-            "norm": fused_act.OPTIONS["norm"],  # the attention block's RMSNorm (w4a16 only)
+            "norm": fused_act.OPTIONS["norm"],  # the attention block's RMSNorm (float activations in)
         })
 
     @staticmethod
@@ -56,7 +58,7 @@ class QKVProj(OpDef):
     def spec_name(self, spec: KernelSpec) -> str:
         # The group only matters for int4 forms and theta only with RoPE: keep names short and stable.
         name = super().spec_name(spec)
-        if spec.opt("quant") == "w8a8":  # per channel: no group
+        if spec.opt("quant") == "w8a8" and not q8_act.in_kernel(spec):  # per channel: no group
             name = name.replace(f"_g{spec.opt('group')}", "")
         if spec.opt("rope"):
             theta = spec.opt("rope_theta")
@@ -68,15 +70,22 @@ class QKVProj(OpDef):
         check_divisible(self.name, "hq", hq, hkv)
         check_divisible(self.name, "d", d, 2)
         check_divisible(self.name, "k", k, 4)
-        if spec.opt("quant") != "w8a8":
+        if spec.opt("quant") != "w8a8" or q8_act.in_kernel(spec):
             check_divisible(self.name, "k", k, spec.opt("group"))
         if spec.opt("quant") not in FLOAT_ACT_FORMS:  # int8 weight tiles hold 4 output columns
             check_divisible(self.name, "(hq + 2 hkv) * d", self.n_total(spec), 4)
-        for option in ("zero", "min"):
-            if spec.opt(option) and spec.opt("quant") != "w4a16":
-                raise ValueError(f"qkv_proj: {option}=True (a per-group weight {option}) needs quant='w4a16'")
-        if spec.opt("norm") and spec.opt("quant") not in FLOAT_ACT_FORMS:
-            raise ValueError(f"qkv_proj: norm (a fused RMSNorm) needs a float-activation form: {FLOAT_ACT_FORMS}")
+        if spec.opt("zero") and spec.opt("quant") != "w4a16":
+            raise ValueError("qkv_proj: zero=True (a per-group weight zero point) needs quant='w4a16'")
+        float_act = spec.opt("quant") in FLOAT_ACT_FORMS
+        if float_act and q8_act.in_kernel(spec):
+            raise ValueError(f"qkv_proj: act={spec.opt('act')} quantises activations for an int8 form (w8a8, w4a8), "
+                             f"not {spec.opt('quant')}")
+        if not float_act:
+            q8_act.validate(self.name, spec, self.int_form(spec)[1], self.int_form(spec)[0])
+            q8_act.validate_minimum(self.name, spec)
+        if spec.opt("norm") and not (float_act or q8_act.in_kernel(spec)):
+            raise ValueError(f"qkv_proj: norm (a fused RMSNorm) needs float activations: a form of {FLOAT_ACT_FORMS}, "
+                             "or act=q8_0/q8_1")
         if not spec.opt("rope_theta") > 0:
             raise ValueError("qkv_proj: rope_theta must be positive")
 
@@ -86,8 +95,17 @@ class QKVProj(OpDef):
 
     @staticmethod
     def int_form(spec: KernelSpec) -> tuple[int, int]:
-        """(weight bits, K group) of the int8-activation forms: W8A8 has one group spanning K."""
-        return (8, spec.dim("k")) if spec.opt("quant") == "w8a8" else (4, spec.opt("group"))
+        """(weight bits, K group) of the int8-activation forms: W8A8 has one group spanning K
+        (per-channel scales) unless its activations are block-quantised in the kernel (GGUF Q8_0)."""
+        if spec.opt("quant") == "w8a8":
+            return 8, spec.opt("group") if q8_act.in_kernel(spec) else spec.dim("k")
+        return 4, spec.opt("group")
+
+    @staticmethod
+    def int_forms(spec: KernelSpec) -> dict:
+        """Keyword arguments of the int GEMM functions for this spec's activation form."""
+        return {"group_scales": spec.opt("quant") == "w4a8" or q8_act.in_kernel(spec), "act": spec.opt("act"),
+                "minimum": spec.opt("min"), "norm": spec.opt("norm")}
 
     def _gemm_args(self, spec: KernelSpec, layout) -> list[Arg]:
         n, k, quant = self.n_total(spec), spec.dim("k"), spec.opt("quant")
@@ -96,7 +114,7 @@ class QKVProj(OpDef):
                                    out="proj", minimum=spec.opt("min"), norm=spec.opt("norm"))
         if quant == "w8a16":
             return w8a16_arguments(n, k, spec.opt("group"), spec.opt("bias"), layout, "proj", norm=spec.opt("norm"))
-        return int_gemm_arguments(n, k, *self.int_form(spec), spec.opt("bias"), layout, out="proj")
+        return int_gemm_arguments(n, k, *self.int_form(spec), spec.opt("bias"), layout, out="proj", **self.int_forms(spec))
 
     def arguments(self, spec: KernelSpec, layout) -> list[Arg]:
         hq, hkv, d = spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
@@ -123,7 +141,8 @@ class QKVProj(OpDef):
         elif quant == "w8a16":
             proj = w8a16_te(ph, n, k, spec.opt("group"), layout, "proj", norm=spec.opt("norm"))
         else:
-            proj = int_gemm_te(ph, n, k, *self.int_form(spec), layout, "proj")
+            proj = int_gemm_te(ph, n, k, *self.int_form(spec), layout, "proj", recip=spec.opt("q8_recip"),
+                               **self.int_forms(spec))
         m = proj.shape[0]
         half = d // 2
 
@@ -160,17 +179,23 @@ class QKVProj(OpDef):
         return 2.0 * sizes["M"] * self.n_total(spec) * spec.dim("k")
 
     def reference(self, spec: KernelSpec, **inp: np.ndarray) -> dict[str, np.ndarray]:
-        hq, hkv, d = (spec.dim(x) for x in ("hq", "hkv", "d"))
         quant = spec.opt("quant")
+        if quant not in FLOAT_ACT_FORMS:
+            _, group = self.int_form(spec)
+            forms = {key: v for key, v in self.int_forms(spec).items() if key != "group_scales"}
+            proj = int_gemm_reference_of(inp, spec.dim("k"), group, recip=spec.opt("q8_recip"), **forms)
+            return self._heads(spec, proj, inp)
         x = fused_act.reference_activation(inp["x"], spec.dim("k"), spec.opt("norm"), False, inp.get("norm_w"))
         if quant == "w8a16":
             proj = w8a16_reference(x, inp["w"], inp["w_scale"], spec.opt("group"), inp.get("bias"))
         elif quant == "w4a16":
             proj = w4a16_reference(x, inp["w"], inp["w_scale"], inp.get("w_zero"), spec.opt("group"),
                                    inp.get("bias"), inp.get("w_min"))
-        else:
-            _, group = self.int_form(spec)
-            proj = int_gemm_reference(inp["x"], inp["x_scale"], inp["w"], inp["w_scale"], group, inp.get("bias"))
+        return self._heads(spec, proj, inp)
+
+    def _heads(self, spec: KernelSpec, proj: np.ndarray, inp: dict) -> dict[str, np.ndarray]:
+        """The projection [M, (Hq + 2 Hkv) D] as rotated Q, K and V heads."""
+        hq, hkv, d = (spec.dim(x) for x in ("hq", "hkv", "d"))
         m = proj.shape[0]
         heads = proj.reshape(m, hq + 2 * hkv, d).transpose(1, 0, 2)
         q, kk, v = heads[:hq], heads[hq:hq + hkv], heads[hq + hkv:]
@@ -186,7 +211,9 @@ class QKVProj(OpDef):
             out = w4a16_random(n, k, m, spec.opt("group"), spec.opt("zero"), "float32", spec.opt("bias"), rng,
                                minimum=spec.opt("min"))
         else:
-            out = int_gemm_random(n, k, m, *self.int_form(spec), spec.opt("bias"), rng)
+            forms = self.int_forms(spec)
+            out = int_gemm_random(n, k, m, *self.int_form(spec), spec.opt("bias"), rng,
+                                  group_scales=forms["group_scales"], act=forms["act"], minimum=forms["minimum"])
         if spec.opt("rope"):
             out["positions"] = rng.integers(0, 8192, m).astype(np.int32)
         return fused_act.random_extras(out, k, n, m, spec.opt("norm"), False, False, rng)

@@ -17,20 +17,33 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
     vectorises/tensorises the block `acc` below its group loop; it receives the loops of one K
     group (inner_loops: further reduction loops of acc after k, e.g. the nibble of a byte)."""
     acc = sch.get_sblock("acc")
-    i, g, j, k, *inner = sch.get_loops(acc)
-    io, ii = sch.split(i, [None, m_tile])
     if n_fixed is None:
         n_block = sample_divisor(sch, "n_block", acc, n, multiple_of=n_multiple, preferred=n_preferred, limit=n_limit)
     else:  # not a knob (the tuner could not judge it), but still recorded
         n_block = n_fixed
         sch.annotate(acc, KNOB_PREFIX + "n_block", n_block)
+    # Activations quantised in the kernel (q8_act.py): the group scaling reads per-call stages
+    # (block scales), which TVM will not let it be moved below, so the tiles are laid out on it.
+    anchor = sch.get_sblock("ysum") if has_block(sch, "q8_d") else acc
+    if anchor == acc:
+        i, g, j, k, *inner = sch.get_loops(acc)
+    else:
+        i, j, g = sch.get_loops(anchor)
+    io, ii = sch.split(i, [None, m_tile])
     jo, jb = sch.split(j, [None, n_block])
-    sch.reorder(jo, io, g, k, *inner, ii, jb)
+    if anchor == acc:
+        sch.reorder(jo, io, g, k, *inner, ii, jb)
+    else:
+        sch.reorder(jo, io, g, ii, jb)
     sch.parallel(jo)
     # Knob "unroll": TVM's auto-unroll limit below the column blocks (0 leaves loops to LLVM).
     sch.annotate(jo, "pragma_auto_unroll_max_step", sample_choice(sch, "unroll", acc, UNROLL_STEPS, default=0))
     sch.annotate(jo, "pragma_unroll_explicit", 1)
-    if has_block(sch, "ysum"):  # group scales: fp32 sum over groups, one SIMD pass per group
+    if anchor != acc:
+        sch.compute_at(acc, g, preserve_unit_loops=True)
+        ii, _, jb, k, *inner = sch.get_loops(acc)[3:]  # the group's rows, (unit) group, columns, k
+        sch.reorder(k, *inner, ii, jb)
+    elif has_block(sch, "ysum"):  # group scales: fp32 sum over groups, one SIMD pass per group
         sch.reverse_compute_at(sch.get_sblock("ysum"), g)
     store = sch.get_sblock(out)
     if has_block(sch, "corr"):
@@ -55,3 +68,4 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
         # update split from its init.
         sch.decompose_reduction(sch.get_sblock("ysum"), g)
     micro_kernel(sch, acc, k, ii, jb, inner)
+

@@ -132,15 +132,41 @@ def test_cli_run_errors(tmp_path):
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
-@pytest.mark.emulated
-def test_arm_build_under_qemu_gives_the_x86_tokens(smollm, tokenizer, decoder, tmp_path_factory):
+@pytest.fixture(scope="module")
+def arm_library(smollm, tmp_path_factory):
     require_emulator("aarch64")
-    arm = Decoder(smollm, _library(smollm, "arm", tmp_path_factory.mktemp("smollm-arm")), max_context=64)
+    return _library(smollm, "arm", tmp_path_factory.mktemp("smollm-arm"))
+
+
+@pytest.mark.emulated
+def test_arm_build_under_qemu_gives_the_x86_tokens(smollm, tokenizer, decoder, arm_library):
+    arm = Decoder(smollm, arm_library, max_context=64)
     ids = tokenizer.encode("The capital of France is")
     tokens, logits = greedy_tokens(arm, ids, 3)
     x86_tokens, x86_logits = greedy_tokens(decoder, ids, 3)
     assert tokens == x86_tokens
     np.testing.assert_allclose(logits, x86_logits, atol=1e-3, rtol=0)
+
+
+@pytest.mark.emulated
+def test_the_modelled_model_row_costs_every_kernel_call_of_a_step(smollm, arm_library):
+    """bench --core's model row: the decoder's real calls, recorded, each distinct one counted
+    under qemu once and costed as often as the step makes it."""
+    from compiler.benchmarks.modelled_model import decoder_steps, model_steps
+
+    steps = decoder_steps(smollm.path, arm_library.directory, prompt_tokens=2)
+    layers = smollm.shape.layers
+    assert {phase: len(calls) for phase, calls in steps.items()} == {"prefill": 5 * layers + 1, "decode": 5 * layers + 1}
+    core = targets.core("cortex-a76")
+    rows = {r.phase: r for r in model_steps(arm_library.directory, steps, 2, [core], progress=lambda _: None)}
+    decode, prefill = rows["decode"], rows["prefill"]
+    assert decode.tokens == 1 and prefill.tokens == 2
+    assert abs(sum(decode.kernel_share.values()) - 1) < 1e-3 and len(decode.kernel_share) == 6
+    # each weight is multiplied once per token and no instruction does more than 16 multiply-adds
+    m = smollm.shape
+    weights = layers * m.hidden * ((m.heads + 2 * m.kv_heads) * m.head_dim + m.heads * m.head_dim + 3 * m.ffn)
+    assert decode.instructions > weights / 16
+    assert prefill.instructions > decode.instructions and decode.microseconds > 0
 
 
 @pytest.mark.e2e
@@ -155,12 +181,15 @@ def test_bench_model_row_races_llama_cpp(tmp_path, smollm):
 
     row = json.loads(out.read_text())["model_row"]
     assert row["gguf"] == smollm.path.name and row["prompt_tokens"] == 128 and row["decode_tokens"] == 32
-    for runner in ("ours", "llama.cpp"):
+    assert row["contestants"] == ["ours f32", "ours q8", "llama.cpp"]
+    for runner in row["contestants"]:
         for metric in ("prefill_tokens_per_s", "decode_tokens_per_s"):
             stats = row[runner][metric]
             assert 0 < stats["min"] <= stats["median"] <= stats["max"]
-    assert abs(sum(row["ours_time_share"].values()) - 1.0) < 1e-3 and "gate_up" in row["ours_time_share"]
-    assert "ours/llama.cpp" in proc.stdout
+    for runner in ("ours f32", "ours q8"):
+        shares = row["time_share"][runner]
+        assert abs(sum(shares.values()) - 1.0) < 1e-3 and "gate_up" in shares
+    assert "x llama.cpp" in proc.stdout
 
 
 VARIANTS = {  # other llama GGUFs: every supported type in every role, tied and untied heads

@@ -18,7 +18,6 @@ from compiler import ops, verify
 from compiler.backends.native.cycle_model.mca import ModelError
 from compiler.backends.native.cycle_model.plugin import plugin_path
 from compiler.runtime.library import Kernel
-from compiler.runtime.memory import empty
 from compiler.runtime.paths import emulated_environment, emulated_python, sysroot_dir
 
 PROBE = Path(__file__).with_name("probe.py")
@@ -32,36 +31,58 @@ class Block:
     executions: int
 
 
-class _Capture:
-    """A driver that records the call a Kernel makes instead of making it."""
+class RecordingDriver:
+    """A driver that records the calls a Library makes instead of making them (outputs are zeros):
+    what a kernel, or a whole decoder step, would run, to be counted one call at a time."""
 
-    mode = "capture"
+    mode = "record"
+
+    def __init__(self):
+        self.calls: list[tuple[str, list, list]] = []  # (symbol, inputs, output specs)
 
     def call(self, name, inputs, out_specs):
-        self.call_args = (name, inputs, out_specs)
-        return [empty(shape, dtype) for shape, dtype in out_specs]
+        self.calls.append((name, [np.ascontiguousarray(a) for a in inputs], list(out_specs)))
+        return [np.zeros(shape, dtype) for shape, dtype in out_specs]
+
+    def keep(self, count, resident):
+        return count, dict(resident)
+
+    def call_kept(self, name, kept, slots, inputs, out_specs):
+        count, resident = kept
+        arguments = [resident.get(position) for position in range(count)]
+        for position, array in zip(slots, inputs):
+            arguments[position] = array
+        return self.call(name, arguments, out_specs)
+
+    def close(self):
+        pass
 
 
 def call_arguments(manifest: dict, kernel_name: str, sizes: dict[str, int], seed: int = 0):
     """(symbol, inputs, output specs) of one call of a kernel on random data of these sizes."""
     entry = manifest["kernels"][kernel_name]
-    capture = _Capture()
+    capture = RecordingDriver()
     kernel = Kernel(kernel_name, entry, capture)
     spec = verify.spec_of(entry)
     logical = ops.get(spec.op).random_inputs(spec, sizes, np.random.default_rng(seed))
     packed = kernel.pack(**{name: logical[name] for name in kernel.logical_weights})
     kernel(**{a["name"]: logical[a["name"]] for a in entry["args"] if a["role"] == "input"}, **packed)
-    return capture.call_args
+    return capture.calls[-1]
 
 
 def count_blocks(directory: Path, manifest: dict, kernel_name: str, sizes: dict[str, int]) -> list[Block]:
     """The library blocks one call of the kernel runs, with their execution counts (one thread)."""
+    return count_call(directory, manifest, *call_arguments(manifest, kernel_name, sizes))
+
+
+def count_call(directory: Path, manifest: dict, symbol: str, inputs: list, out_specs: list) -> list[Block]:
+    """The library blocks one call of a kernel variant (`symbol`) on these arguments runs, with
+    their execution counts (one thread)."""
     target = manifest["target"]
     emulator = target.get("emulator")
     if target["isa"] != "aarch64" or not emulator or shutil.which(emulator) is None:
         raise ModelError(f"the cycle model runs aarch64 builds under qemu-aarch64; {target['name']} is {target['isa']}")
     library = (directory / manifest["library"]).resolve()
-    symbol, inputs, out_specs = call_arguments(manifest, kernel_name, sizes)
     python = emulated_python("aarch64")
     if not python.is_file():
         raise ModelError(f"no aarch64 userland at {sysroot_dir('aarch64')}: python -m compiler setup-emulator --isa aarch64")
@@ -74,7 +95,7 @@ def count_blocks(directory: Path, manifest: dict, kernel_name: str, sizes: dict[
                                str(python), str(PROBE), str(request), str(result)],
                               capture_output=True, text=True, env=env, timeout=3600)
         if proc.returncode != 0 or not counts.is_file():
-            raise ModelError(f"the counted run of {kernel_name} failed: {proc.stderr.strip()[-2000:]}")
+            raise ModelError(f"the counted run of {symbol} failed: {proc.stderr.strip()[-2000:]}")
         with open(result, "rb") as f:
             entry_address = pickle.load(f)["entry_address"]
         bias = entry_address - _symbol_address(library, f"__tvm_ffi_{symbol}")
