@@ -51,14 +51,15 @@ def cmd_run(args) -> int:
     from compiler.llm.sampling import Sampler
 
     target, sampler = targets.get(args.target), Sampler(args.temperature, args.top_p, args.seed)  # before a download
+    activations = args.activations or target.model_activations
     gguf = Path(args.gguf) if args.gguf else model_files.gguf_path(args.model)
-    out = Path(args.out) if args.out else Path("build") / "run" / target.name / f"{gguf.stem.lower()}-{args.activations}"
+    out = Path(args.out) if args.out else Path("build") / "run" / target.name / f"{gguf.stem.lower()}-{activations}"
     tuning = selection.records_dir(args, target)
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 - stdout carries the text
     run.run_command(gguf=gguf, target=target, prompt=args.prompt, max_tokens=args.max_tokens,
                     sampler=sampler, chat=args.chat, out_dir=out,
                     toolchain=backends.toolchain_for(target), tuning_dir=tuning, max_context=args.max_context,
-                    activations=args.activations, emit=lambda text: print(text, end="", flush=True), progress=progress)
+                    activations=activations, emit=lambda text: print(text, end="", flush=True), progress=progress)
     return 0
 
 
@@ -86,7 +87,7 @@ def cmd_tune(args) -> int:
             raise ValueError(f"tuning {target.name} needs a device of that target ({refusal}): register one "
                              "with a TVM RPC tracker and pass --rpc-tracker HOST:PORT --rpc-key KEY")
         device = args.device or tuning_db.host_device(target)
-    specs = selection.gguf_specs(Path(args.gguf), selection.split_list(args.ops)) if args.gguf else selection.specs(args)
+    specs = selection.gguf_specs(Path(args.gguf), selection.split_list(args.ops), target) if args.gguf else selection.specs(args)
     run = search.tune(specs, target, device=device, logs_root=Path(args.tuning_logs), trials=trials,
                     minutes=minutes, tracker=tracker, rpc_timeout=args.rpc_timeout,
                     replay=Path(args.replay) if args.replay else None,
@@ -112,7 +113,7 @@ def cmd_knobs(args) -> int:
         print(f"tuning records: {directory}")
     else:
         print("no tuning records: defaults only" if directory is None else f"no tuning records at {directory}")
-    specs = selection.gguf_specs(Path(args.gguf), selection.split_list(args.ops)) if args.gguf else selection.specs(args)
+    specs = selection.gguf_specs(Path(args.gguf), selection.split_list(args.ops), target) if args.gguf else selection.specs(args)
     print_rows(knob_rows(specs, target, records))
     return 0
 
@@ -162,17 +163,22 @@ def _bench_modelled(args, target) -> int:
     from compiler import backends
     from compiler.benchmarks import modelled
 
+    from compiler.llm import model_files
+
     if target.isa != "aarch64":
         raise ValueError(f"--core models ARM cores; {target.name} is {target.isa} (use --target arm)")
-    if args.plot or args.gguf:
-        raise ValueError("--core models kernels only: --plot and --gguf do not apply to it yet (its rows go to --json)")
+    if args.plot:
+        raise ValueError("--core writes its rows to --json; --plot charts measured runs only")
     cores = list(targets.cores()) if args.core == "all" else selection.split_list([args.core])
     for name in cores:
         targets.core(name)  # an unknown core is an error before anything is built
-    modelled.run(selection.specs(args), target, toolchain=backends.toolchain_for(target),
-                 tuning_dir=selection.records_dir(args, target),
+    gguf = Path(args.gguf) if args.gguf else None
+    if gguf is None and not args.config and args.model in model_files.GGUF_PACKAGES and not args.no_model_row:
+        gguf = model_files.gguf_path(args.model)  # a preset with a published GGUF gets its model row
+    specs = selection.gguf_specs(gguf, selection.split_list(args.ops), target) if args.gguf else selection.specs(args)
+    modelled.run(specs, target, toolchain=backends.toolchain_for(target), tuning_dir=selection.records_dir(args, target),
                  cores=cores, quick=args.quick, json_path=Path(args.json) if args.json else None,
-                 peer=not args.no_model_row, progress=lambda line: print(line, flush=True))
+                 peer=not args.no_model_row, gguf=gguf, progress=lambda line: print(line, flush=True))
     return 0
 
 
@@ -263,9 +269,10 @@ def parser() -> argparse.ArgumentParser:
     rn.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
     rn.add_argument("--seed", type=int, help="sampling seed")
     rn.add_argument("--max-context", type=int, default=2048, help="KV cache length (default 2048)")
-    rn.add_argument("--activations", choices=("f32", "q8"), default="f32",
-                    help="f32: float activations on weight-only GEMMs (default); q8: activations rounded to "
-                         "llama.cpp's 8-bit blocks inside each GEMM, integer dot products (SDOT, VNNI, VPMADDWD)")
+    rn.add_argument("--activations", choices=("f32", "q8"),
+                    help="f32: float activations on weight-only GEMMs; q8: activations rounded to llama.cpp's "
+                         "8-bit blocks inside each GEMM, integer dot products (SDOT, VNNI, VPMADDWD). Default: "
+                         "the target's faster one (model_activations in targets/*.toml: q8 on SDOT ARM, f32 on x86)")
     rn.add_argument("--out", help="kernel build directory (default build/run/<target>/<gguf name>)")
     rn.add_argument("--no-tuning", action="store_true", help="default schedules even where records exist")
     rn.add_argument("--tuning-logs", default=str(tuning_db.default_logs_root()))
@@ -311,7 +318,7 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--gguf", help="also race this GGUF end to end against llama.cpp (the model row)")
     bn.add_argument("--no-model-row", action="store_true",
                     help="skip the model row a preset with a published GGUF (smollm2-135m) gets by default; "
-                         "with --core, skip llama.cpp's modelled GEMV rows")
+                         "with --core, also skip llama.cpp's modelled GEMV rows")
     bn.set_defaults(func=cmd_bench)
 
     ls = sub.add_parser("list", help="targets, model presets and ops")

@@ -47,12 +47,14 @@ def specs(args):
     return models.kernel_specs(model(args), ops=wanted_ops, quants=quants)
 
 
-def gguf_specs(path: Path, wanted_ops: list[str] | None):
-    """The kernels `run` builds for a GGUF (fusions included), so tuning records match them."""
+def gguf_specs(path: Path, wanted_ops: list[str] | None, target=None):
+    """The kernels `run` builds for a GGUF (fusions included) on `target` (its default activations;
+    without a target, f32), so tuning records match them."""
     from compiler.llm import model_kernels
     from compiler.llm.gguf import GGUFModel
 
-    specs = list({s.name: s for s in model_kernels.kernel_specs(GGUFModel(path)).values()}.values())
+    activations, isa = (target.model_activations, target.isa) if target is not None else ("f32", "x86_64")
+    specs = list({s.name: s for s in model_kernels.kernel_specs(GGUFModel(path), activations, isa).values()}.values())
     return [s for s in specs if not wanted_ops or s.op in wanted_ops]
 
 

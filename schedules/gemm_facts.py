@@ -20,3 +20,8 @@ def float_weights(spec) -> bool:
 def int4_float_weights(spec) -> bool:
     """Whether the GEMM is W4A16 (int4 weights, float activations), alone or as the fused QKV."""
     return spec.op == "qgemm_w4a16" or (spec.op == "qkv_proj" and spec.opt("quant") == "w4a16")
+
+
+def int4_weights(spec) -> bool:
+    """Whether an int8-activation GEMM has int4 weights (W4A8, alone or as the fused QKV)."""
+    return spec.op == "qgemm_w4a8" or (spec.op == "qkv_proj" and spec.opt("quant") == "w4a8")

@@ -59,6 +59,9 @@ class Target:
     emulator: str | None = None  # qemu-user binary that runs this ISA elsewhere
     link_flags: tuple[str, ...] = ()  # extra flags for the default (zig) cross linker
     compile_only: str | None = None  # why builds for this target cannot run on this kind of machine
+    # how `run` multiplies a GGUF model by default: "f32" activations or llama.cpp's "q8" blocks,
+    # whichever is faster on this target (measured, or on ARM by the cycle model)
+    model_activations: str = "f32"
     gpu: GpuFacts | None = None
 
     @property
@@ -96,7 +99,9 @@ def _load(path: Path) -> Target:
         common = {"name": path.stem, "description": raw["description"], "family": raw["family"],
                   "backend": raw["backend"], "isa": raw["isa"], "triple": raw["triple"], "llvm": dict(raw["llvm"]),
                   "emulator": raw.get("emulator"), "link_flags": tuple(raw.get("link_flags", ())),
-                  "compile_only": raw.get("compile_only")}
+                  "compile_only": raw.get("compile_only"), "model_activations": raw.get("model_activations", "f32")}
+        if common["model_activations"] not in ("f32", "q8"):
+            raise ValueError(f"model_activations must be f32 or q8, got {common['model_activations']!r}")
         if raw["family"] == "gpu":
             gpu = raw["gpu"]
             target = Target(**common, gpu=GpuFacts(

@@ -22,9 +22,11 @@ LENGTHS = {"M": (1, 128), "S": (128,), "L": (2048,)}
 
 
 def run(specs, target, *, toolchain, tuning_dir: Path | None, cores: list[str], quick: bool,
-        json_path: Path | None, peer: bool = True, progress: Callable[[str], None] = print) -> dict:
+        json_path: Path | None, peer: bool = True, gguf: Path | None = None,
+        progress: Callable[[str], None] = print) -> dict:
     """Model every variant of `specs` on `cores`; with `peer`, also llama.cpp's GEMV (ggml,
-    cross-built here) at the shape of each of our one-token GEMMs."""
+    cross-built here) at the shape of each of our one-token GEMMs; with `gguf`, the model row
+    (modelled_model.py: the whole model's prefill and decode, ours and llama.cpp's)."""
     chosen = [targets.core(name) for name in cores]
     rows, peer_rows = [], []
     by_name = {s.name: s for s in specs}
@@ -45,9 +47,17 @@ def run(specs, target, *, toolchain, tuning_dir: Path | None, cores: list[str], 
               "method": "qemu-aarch64 block counts x llvm-mca 19.1.7 steady-state cycles; one core, every load an "
                         "L1 hit, no front end, not validated on silicon",
               "cores": {c.name: asdict(c) for c in chosen}, "rows": rows, "peer_rows": peer_rows}
+    if gguf is not None:
+        from compiler.benchmarks import modelled_model
+
+        result["model_row"] = modelled_model.run(gguf, target, toolchain=toolchain, tuning_dir=tuning_dir, cores=chosen,
+                                                 prompt_tokens=8 if quick else modelled_model.PROMPT_TOKENS,
+                                                 peer=peer, progress=progress)
     print(format_table(result))
     if peer_rows:
         print(format_peers(result))
+    if gguf is not None:
+        print(modelled_model.format_row(result["model_row"]))
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=1) + "\n")
         progress(f"wrote {json_path}")

@@ -99,7 +99,9 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
     check_divisible("int gemm", "k", k, kt)
     tile = [{"op": "reshape", "shape": [n // nt, nt, k // kt, kt]}, {"op": "transpose", "axes": [0, 2, 1, 3]}]
     if bits == 8:
-        w = Arg("w", (n // nt, k // kt, nt, kt), "int8", "weight", (n, k), "int8", tuple(tile),
+        # the sign trick of byte products (x86's VPSIGNB) negates weights: -128 would wrap
+        steps = ({"op": "check_range", "min": -127, "max": 127}, *tile) if layout.int8_dot == "avx2_sign_maddubs" else tile
+        w = Arg("w", (n // nt, k // kt, nt, kt), "int8", "weight", (n, k), "int8", tuple(steps),
                 doc="int8 weight [N, K]")
     else:
         steps = ({"op": "check_range", "min": -8, "max": 7}, *tile, {"op": "nibbles"})

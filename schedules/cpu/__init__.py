@@ -5,7 +5,7 @@ from __future__ import annotations
 from schedules.cpu import attention, gemm_float, gemm_int, pointwise
 from schedules.cpu.gemm_float import w4a16_tile
 from schedules.cpu.intrinsics import activation_offset, dot_tile
-from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n
+from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n, int4_weights
 from schedules.layouts import CpuLayout
 
 _SCHEDULES = {
@@ -59,13 +59,22 @@ def layout(spec, target, bucket: dict) -> CpuLayout:
     )
 
 
+# x86 byte-product forms for the q8 model path (activations quantised in the kernel): int4 weights
+# meet offset activations (no int16 overflow: |pair| <= 2 x 255 x 8), int8 weights VPSIGNB's signs.
+_BYTE_FORMS = {("avx2_madd", 4): "avx2_maddubs", ("avx2_madd", 8): "avx2_sign_maddubs",
+               ("avx512_madd", 4): "avx512_maddubs"}
+
+
 def _int8_dot(spec, target) -> str:
-    """The target's int8 dot-product instruction, unless the GEMM's N or K does not fit its tile
-    (then the portable 4 x 4 tile, vectorised by LLVM)."""
+    """The target's int8 dot-product instruction (its byte form on x86 for the q8 path), unless the
+    GEMM's N or K does not fit its tile (then the portable 4 x 4 tile, vectorised by LLVM)."""
     if spec.op not in GEMM_OPS or float_weights(spec):
         return target.int8_dot
-    nt, kt = dot_tile(target.int8_dot)
-    return target.int8_dot if gemm_n(spec) % nt == 0 and spec.dim("k") % kt == 0 else "none"
+    dot = target.int8_dot
+    if dict(spec.options).get("act", "int8") != "int8":
+        dot = _BYTE_FORMS.get((dot, int4_weights(spec) and 4 or 8), dot)
+    nt, kt = dot_tile(dot)
+    return dot if gemm_n(spec) % nt == 0 and spec.dim("k") % kt == 0 else "none"
 
 
 def _attention_lanes(spec, target) -> int:

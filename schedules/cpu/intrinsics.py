@@ -5,6 +5,9 @@ B of nt channels x kt k (int8, contiguous), A the kt activations of one token, C
 - "neon" (4 x 4): ARMv8.0 fallback, SMULL on two channels at a time, then pairwise adds.
 - "avx2_madd" (8 x 2) / "avx512_madd" (16 x 2): sign-extend the tile to int16 and one VPMADDWD
   gives every channel's 2-k sum directly (no horizontal adds, no u8 x s8 saturation).
+- "avx2_maddubs" / "avx512_maddubs" (8 / 16 x 4, int4 weights), "avx2_sign_maddubs" (8 x 4): byte
+  products with VPMADDUBSW, then VPMADDWD by ones (see _maddubs): 32 (64) products per
+  instruction pair, where VPMADDWD on sign-extended bytes does 16 (32).
 - "avx512_vnni" (16 x 4): VPDPBUSD on activations offset by +128 to unsigned bytes; the kernel's
   accumulators start from -128 x the weights' group sums (precomputed by `pack`), so one
   instruction per tile remains.
@@ -166,6 +169,35 @@ def _vnni(bits: int):
     return _impl(16, 4, bits, update)
 
 
+def _maddubs(nt: int, width: int, bits: int, signed_pairs: bool):
+    """x86 byte products (VPMADDUBSW: unsigned x signed bytes, adjacent pairs summed to int16),
+    then VPMADDWD by ones sums each channel's two pairs to int32: nt channels x 4 k per tile.
+    Exact only while no pair sum leaves int16: with signed_pairs False the activations are offset
+    to unsigned (x + 128, paid back by the weights' group sums) and the weights must be int4
+    (|pair| <= 2 x 255 x 8); with signed_pairs True (AVX2's VPSIGNB) the pair is |x| x sign(x) w,
+    exact for weights in [-127, 127] (|pair| <= 2 x 127 x 127), as llama.cpp's AVX2 dot products do."""
+    from tvm.script import tirx as T
+
+    def call(name, dtype, *args):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(name), *args, dtype=dtype)
+
+    def update(A, B, C):
+        weights = _int8_weights(B, 4 * nt, bits)
+        if signed_pairs:
+            x = _activations_x4(A, nt, f"int8x{4 * nt}")
+            pairs = call("llvm.x86.avx2.pmadd.ub.sw", f"int16x{2 * nt}", call("llvm.abs.v32i8", f"int8x{4 * nt}", x,
+                         T.bool(False)), call("llvm.x86.avx2.psign.b", f"int8x{4 * nt}", weights, x))
+        else:
+            a_u8 = T.bitwise_xor(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), T.int32(-2139062144))
+            unsigned = T.reinterpret(T.broadcast(a_u8, nt), dtype=f"int8x{4 * nt}")
+            name = "llvm.x86.avx2.pmadd.ub.sw" if width == 256 else "llvm.x86.avx512.pmaddubs.w.512"
+            pairs = call(name, f"int16x{2 * nt}", unsigned, weights)
+        madd = "llvm.x86.avx2.pmadd.wd" if width == 256 else "llvm.x86.avx512.pmaddw.d.512"
+        return C.vload([0], f"int32x{nt}") + call(madd, f"int32x{nt}", pairs, T.broadcast(T.int16(1), 2 * nt))
+
+    return _impl(nt, 4, bits, update)
+
+
 def _vrmpy(bits: int):
     from tvm.script import tirx as T
 
@@ -186,6 +218,10 @@ _KINDS = {
     "avx2_madd": (8, 2, lambda bits: _madd(8, "llvm.x86.avx2.pmadd.wd", bits), 0),
     "avx512_madd": (16, 2, lambda bits: _madd(16, "llvm.x86.avx512.pmaddw.d.512", bits), 0),
     "avx512_vnni": (16, 4, _vnni, 128),
+    # byte forms of the two above for the q8 model path (schedules/cpu layout() picks them)
+    "avx2_maddubs": (8, 4, lambda bits: _maddubs(8, 256, bits, signed_pairs=False), 128),  # int4 weights only
+    "avx2_sign_maddubs": (8, 4, lambda bits: _maddubs(8, 256, bits, signed_pairs=True), 0),
+    "avx512_maddubs": (16, 4, lambda bits: _maddubs(16, 512, bits, signed_pairs=False), 128),  # int4 weights only
     "hvx_vrmpy": (32, 4, _vrmpy, 0),
 }
 

@@ -10,6 +10,8 @@ import pytest
 from conftest import coverage_specs
 from disassembly import functions, in_loop
 
+from schedules.gemm_facts import int4_weights
+
 pytestmark = pytest.mark.compile
 
 OBJDUMP = next((t for t in ("aarch64-linux-gnu-objdump", "llvm-objdump") if shutil.which(t)), None)
@@ -61,3 +63,18 @@ def test_avx512_kernels_compute_on_512_bit_registers_in_loops(build_library, tar
                 f"{symbol} on {target}: no {want} on zmm registers inside a loop"
             checked += 1
     assert checked >= 2 * (len(coverage_specs()) - 2)
+
+
+@pytest.mark.skipif(X86_OBJDUMP is None, reason="needs objdump (binutils)")
+@pytest.mark.parametrize("target, register", [("x86", "ymm"), ("x86-avx512-skx", "zmm")])
+def test_q8_path_multiplies_bytes_on_x86(build_library, target, register):
+    """The q8 model path's int GEMMs use byte products (VPMADDUBSW, 32 or 64 per instruction) rather
+    than VPMADDWD on sign-extended bytes, inside loops of both length variants."""
+    funcs = functions(X86_OBJDUMP, build_library(target, coverage_specs()) / "kernels.so")
+    q8 = [s for s in int8_kernels() if s.opt("act") != "int8"
+          and (register == "ymm" or int4_weights(s))]  # AVX-512 has no VPSIGNB: its int8 weights keep VPMADDWD
+    assert q8
+    for spec in q8:
+        for symbol in (spec.name, f"{spec.name}__m1"):
+            assert in_loop(funcs[f"{symbol}_compute_"], "x86_64", lambda m, ops: m == "vpmaddubsw" and register in ops), \
+                f"{symbol} on {target}: no vpmaddubsw on {register} inside a loop"

@@ -53,10 +53,21 @@ def decoder(smollm, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def q8_decoder(smollm, tmp_path_factory):
+    """The q8 path: activations rounded to llama.cpp's blocks inside each GEMM."""
+    target = targets.get("x86")
+    specs = list({s.name: s for s in model_kernels.kernel_specs(smollm, "q8", target.isa).values()}.values())
+    out = tmp_path_factory.mktemp("smollm-x86-q8")
+    build.build(specs, target, out, toolchain=backends.toolchain_for(target), progress=lambda _: None)
+    return Decoder(smollm, runtime.load(out), max_context=512, activations="q8")
+
+
+@pytest.fixture(scope="module")
 def peer(smollm):
+    """llama.cpp with an fp32 KV cache like ours (its default fp16 cache alone moves logits by ~1)."""
     from compiler.llm.llama_cpp import LlamaCppPeer
 
-    return LlamaCppPeer(smollm.path, threads=2, max_context=512)
+    return LlamaCppPeer(smollm.path, threads=2, max_context=512, kv_cache="f32")
 
 
 @pytest.mark.e2e
@@ -91,13 +102,15 @@ def test_logits_equal_an_exact_float64_forward_pass(smollm, tokenizer, decoder):
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("activations", ["f32", "q8"])
 @pytest.mark.parametrize("prompt", PROMPTS)
-def test_first_32_greedy_tokens_match_llama_cpp(prompt, tokenizer, decoder, peer):
+def test_first_64_greedy_tokens_match_llama_cpp(prompt, activations, tokenizer, decoder, q8_decoder, peer):
     """Equal tokens, except where llama.cpp's own logits show a tie (within TIE): from there on both run
     llama.cpp's tokens and each step must agree (or be such a tie); the logit difference is reported."""
+    decoder = {"f32": decoder, "q8": q8_decoder}[activations]
     ids = tokenizer.encode(prompt)
-    ours, _ = greedy_tokens(decoder, ids, 32)
-    theirs, their_logits = greedy_tokens(peer, ids, 32)
+    ours, _ = greedy_tokens(decoder, ids, 64)
+    theirs, their_logits = greedy_tokens(peer, ids, 64)
     if ours == theirs:
         return
     decoder.reset()
@@ -111,7 +124,7 @@ def test_first_32_greedy_tokens_match_llama_cpp(prompt, tokenizer, decoder, peer
             assert gap < TIE, f"step {i}: ours {pick}, llama.cpp {token}, margins sum {gap:.3f} is no tie"
             ties.append(i)
         step = decoder.forward([token])
-    print(f"{prompt!r}: ties at steps {ties}; max |logit difference| {worst:.3f}")
+    print(f"{prompt!r} ({activations}): ties at steps {ties}; max |logit difference| {worst:.3f}")
     assert len(ties) <= 3 and worst < 3.0
 
 
@@ -146,6 +159,24 @@ def test_arm_build_under_qemu_gives_the_x86_tokens(smollm, tokenizer, decoder, a
     x86_tokens, x86_logits = greedy_tokens(decoder, ids, 3)
     assert tokens == x86_tokens
     np.testing.assert_allclose(logits, x86_logits, atol=1e-3, rtol=0)
+
+
+@pytest.mark.emulated
+def test_arm_q8_build_under_qemu_gives_the_x86_tokens(smollm, tokenizer, q8_decoder, tmp_path_factory):
+    """The q8 path on SDOT under qemu: ARM rounds activations as llama.cpp's NEON code does (1/d, not
+    x86's 127/amax), so logits may differ by an int8 rounding here and there, tokens not."""
+    require_emulator("aarch64")
+    target = targets.get("arm")
+    specs = list({s.name: s for s in model_kernels.kernel_specs(smollm, "q8", target.isa).values()}.values())
+    out = tmp_path_factory.mktemp("smollm-arm-q8")
+    build.build(specs, target, out, toolchain=backends.toolchain_for(target), progress=lambda _: None)
+    with runtime.load(out) as library:
+        arm = Decoder(smollm, library, max_context=64, activations="q8")
+        ids = tokenizer.encode("The capital of France is")
+        tokens, logits = greedy_tokens(arm, ids, 3)
+    x86_tokens, x86_logits = greedy_tokens(q8_decoder, ids, 3)
+    assert tokens == x86_tokens
+    np.testing.assert_allclose(logits, x86_logits, atol=0.5, rtol=0)
 
 
 @pytest.mark.emulated
