@@ -64,7 +64,7 @@ def peer_type(spec) -> str | None:
     if spec.op in ("qgemm_w8a8", "qgemm_w8a16"):
         return "q8_0"
     if spec.op == "qgemm_w4a8":
-        return "q4_0"
+        return "q4_1" if dict(spec.options).get("min") else "q4_0"
     if spec.op == "qgemm_w4a16":
         return "q4_1" if spec.opt("min") else "q4_0"
     return None

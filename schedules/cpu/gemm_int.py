@@ -9,16 +9,36 @@ and an interleave), so no unpacked copy of the weight exists in memory.
 
 from __future__ import annotations
 
+from schedules.cpu.blocks import has_block
 from schedules.cpu.gemm_tiles import tile_gemm
 from schedules.cpu.intrinsics import dot_intrinsic, has_dot_intrinsic
+
+# Per-token stages before the tiles when the kernel quantises its float input (the q8 path):
+# the fused RMSNorm / SwiGLU, then the blocks' amax, scale, rounding and sums (ops/q8_act.py).
+ACTIVATION_STAGES = ("rms_ss", "xact", "q8_amax", "q8_inv", "q8_d", "xq", "q8_isum", "q8_s")
 
 
 def schedule_gemm(sch, spec, target, layout) -> None:
     schedule_int_gemm(sch, target, layout, n=spec.dim("n"), out="y", weight_bits=4 if spec.op == "qgemm_w4a8" else 8)
 
 
+def schedule_activation_stages(sch, target, layout) -> None:
+    """Parallel over tokens (not for one token: a fork/join costs more than the pass), the
+    rounding SIMD over each row."""
+    if has_block(sch, "rms_inv"):
+        sch.compute_inline(sch.get_sblock("rms_inv"))
+    for name in ACTIVATION_STAGES:
+        if has_block(sch, name) and layout.m_tile > 1:
+            sch.parallel(sch.get_loops(sch.get_sblock(name))[0])
+    if has_block(sch, "xq"):
+        row = sch.get_loops(sch.get_sblock("xq"))[-1]
+        _, lanes = sch.split(row, [None, target.float_lanes])
+        sch.vectorize(lanes)
+
+
 def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int) -> None:
     nt, kt = layout.n_tile, layout.k_tile
+    schedule_activation_stages(sch, target, layout)
 
     def micro_kernel(sch, acc, k, rows, cols, inner):
         ko, kl = sch.split(k, [None, kt])
