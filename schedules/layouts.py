@@ -26,6 +26,9 @@ class Layout:
     rope_dtype: str = "float64"  # precision of RoPE's angles
     float_math: str = "float32"  # W4A16 products: "float16" where the device has fast fp16
     group_terms_in_sum: bool = False  # W4A16: group terms added where each group's sum is scaled
+    # int8-activation GEMMs with int4 weights: a weight tile's low nibbles hold the first half of its
+    # k, the high nibbles the second (a 128-bit AND-free unpack: shl+sshr and sshr), else adjacent k pairs
+    int4_halves: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"family": self.family, **asdict(self)}

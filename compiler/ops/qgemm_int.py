@@ -104,10 +104,17 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
         w = Arg("w", (n // nt, k // kt, nt, kt), "int8", "weight", (n, k), "int8", tuple(steps),
                 doc="int8 weight [N, K]")
     else:
-        steps = ({"op": "check_range", "min": -8, "max": 7}, *tile, {"op": "nibbles"})
+        steps = ({"op": "check_range", "min": -8, "max": 7}, *tile,
+                 {"op": "nibble_halves" if layout.int4_halves else "nibbles"})
         w = Arg("w", (n // nt, k // kt, nt, kt // 2), "int8", "weight", (n, k), "int8", steps,
                 doc="int4 weight values in [-8, 7], given as int8 [N, K]")
-    if group_scales:
+    # With in-kernel block activations every group's scaling is a pass over columns: its scales are
+    # stored group-major [K/group, N] (given [N, K/group]) so that pass runs on contiguous vectors.
+    by_group = ({"op": "transpose", "axes": [1, 0]},)
+    if act != "int8":
+        w_scale = Arg("w_scale", (k // group, n), "float32", "weight", (n, k // group), "float32", by_group,
+                      doc="per-group weight scale [N, K/group]")
+    elif group_scales:
         w_scale = Arg("w_scale", (n, k // group), "float32", "weight", doc="per-group weight scale")
     else:
         w_scale = Arg("w_scale", (n,), "float32", "weight", doc="per-output-channel weight scale")
@@ -120,7 +127,7 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
         args = [fused_act.x_arg(k, swiglu), *fused_inputs]
     args += [w, w_scale]
     if minimum:
-        args.append(Arg("w_min", (n, k // group), "float32", "weight",
+        args.append(Arg("w_min", (k // group, n), "float32", "weight", (n, k // group), "float32", by_group,
                         doc="per-group additive term [N, K/group]: w_real = w * w_scale + w_min"))
     if layout.act_offset:
         # Dot products on unsigned activations (VNNI) compute sum((x + o) w); this is -o sum(w)
@@ -158,6 +165,8 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
     def weight(j, kg):  # int32 value of W[j, kg]; int4 nibbles unpacked where they are used
         if bits == 8:
             return w[j // nt, kg // kt, j % nt, kg % kt].astype("int32")
+        if layout.int4_halves:  # low nibbles: the tile's first kt/2 k, high: the rest
+            return int4_nibble(w[j // nt, kg // kt, j % nt, kg % kt % (kt // 2)], kg % kt // (kt // 2))
         return int4_nibble(w[j // nt, kg // kt, j % nt, (kg % kt) // 2], kg % 2)
 
     rows, row = padded_rows(m, layout.m_tile)
@@ -195,7 +204,9 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
         value = value + bias[j] if bias is not None else value
         return value + ph["residual"][i, j] if residual else value
 
-    def scale(j, g):  # per group [N, K/group], or per channel [N]
+    def scale(j, g):  # per group [N, K/group] (group-major [K/group, N] with block activations), or per channel [N]
+        if blocks is not None:
+            return ws[g, j]
         return ws[j, g] if group_scales else ws[j]
 
     def scaled(i, g, j):
@@ -204,7 +215,7 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
         if not minimum:
             return group_sum(i, g, j).astype("float32") * (scale(j, g) * blocks.d[row(i), g])
         unsigned = group_sum(i, g, j) + 8 * blocks.isum[row(i), g]  # sum of llama.cpp's nibbles 0..15 times q_x
-        block_min = ph["w_min"][j, g] - 8.0 * scale(j, g)
+        block_min = ph["w_min"][g, j] - 8.0 * scale(j, g)
         return unsigned.astype("float32") * (scale(j, g) * blocks.d[row(i), g]) + block_min * blocks.s[row(i), g]
 
     if ngroups == 1 and blocks is None:

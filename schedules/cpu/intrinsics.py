@@ -22,14 +22,17 @@ from __future__ import annotations
 _REGISTERED: dict[tuple[str, int], str] = {}
 
 
-def _desc(nt: int, kt: int, bits: int, offset: int = 0):
+def _desc(nt: int, kt: int, bits: int, offset: int = 0, halves: bool = False):
     """C[c] += sum_k (A[k] + offset) * W[c, k]; W int8 [nt, kt], or int4 packed [nt, kt/2] (k pairs
-    per byte, even k in the low nibble), written exactly as the ops' tensor expressions are."""
+    per byte, even k in the low nibble; with `halves`, k < kt/2 in the low nibbles and the rest in
+    the high), written exactly as the ops' tensor expressions are."""
     from tvm.script import tirx as T
 
     def weight(B, c, k):
         if bits == 8:
             return T.Cast("int32", B[c, k])
+        if halves:
+            return T.shift_right(T.shift_left(T.Cast("int32", B[c, k % (kt // 2)]), 28 - 4 * (k // (kt // 2))), 28)
         return T.shift_right(T.shift_left(T.Cast("int32", B[c, k // 2]), 28 - 4 * (k % 2)), 28)
 
     def activation(A, k):
@@ -102,11 +105,11 @@ def _impl(nt: int, kt: int, bits: int, update):
     return impl
 
 
-def _activations_x4(A, copies: int, dtype: str):
-    """The 4 activation bytes as one int32, repeated `copies` times, reinterpreted as `dtype`."""
+def _activations_x4(A, copies: int, dtype: str, start: int = 0):
+    """4 activation bytes (from `start`) as one int32, repeated `copies` times, reinterpreted as `dtype`."""
     from tvm.script import tirx as T
 
-    return T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), copies), dtype=dtype)
+    return T.reinterpret(T.broadcast(T.reinterpret(A.vload([start], "int8x4"), dtype="int32"), copies), dtype=dtype)
 
 
 def _sdot(bits: int):
@@ -118,6 +121,25 @@ def _sdot(bits: int):
                                        _int8_weights(B, 16, bits), dtype="int32x4")
 
     return _impl(4, 4, bits, update)
+
+
+def _sdot_halves():
+    """Two SDOTs on a 4-channel x 8-k int4 tile packed in halves: one 128-bit load, the low nibbles
+    (shl + sshr) meet k 0-3, the high nibbles (sshr) k 4-7: 3 instructions of unpack per 2 SDOT."""
+    from tvm.script import tirx as T
+
+    def sdot(acc, a, b):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), acc, a, b,
+                                       dtype="int32x4")
+
+    def update(A, B, C):
+        packed = B.vload([0, 0], "int8x16")
+        four = T.Broadcast(T.int8(4), 16)
+        low, high = T.shift_right(T.shift_left(packed, four), four), T.shift_right(packed, four)
+        first = sdot(C.vload([0], "int32x4"), _activations_x4(A, 4, "int8x16"), low)
+        return sdot(first, _activations_x4(A, 4, "int8x16", start=4), high)
+
+    return _impl(4, 8, 4, update)
 
 
 def _neon(bits: int):
@@ -226,6 +248,15 @@ _KINDS = {
 }
 
 
+# kind -> (k per tile, implementation) of its int4 form with nibbles in halves (Layout.int4_halves)
+_HALVES = {"sdot": (8, _sdot_halves)}
+
+
+def int4_halves_tile(kind: str) -> int | None:
+    """k per weight tile when this instruction takes int4 weights packed in halves (None: pairs)."""
+    return _HALVES[kind][0] if kind in _HALVES else None
+
+
 def dot_tile(kind: str) -> tuple[int, int]:
     """(channels, k) of the weight tile the intrinsic consumes; the portable 4 x 4 without one."""
     nt, kt, _, _ = _KINDS.get(kind, (4, 4, None, 0))
@@ -237,8 +268,18 @@ def activation_offset(kind: str) -> int:
     return _KINDS.get(kind, (0, 0, None, 0))[3]
 
 
-def dot_intrinsic(kind: str, bits: int) -> str:
-    """The registered name of the dot-product intrinsic for target fact `int8_dot` and int8 or int4 weights."""
+def dot_intrinsic(kind: str, bits: int, halves: bool = False) -> str:
+    """The registered name of the dot-product intrinsic for target fact `int8_dot` and int8 or int4
+    weights (int4 packed in halves where Layout.int4_halves says so)."""
+    if halves:
+        if (kind, "halves") not in _REGISTERED:
+            from tvm.s_tir import TensorIntrin
+
+            nt, kt = dot_tile(kind)[0], _HALVES[kind][0]
+            name = f"ekc_dot_{nt}x{kt}_w4h_{kind}"
+            TensorIntrin.register(name, _desc(nt, kt, 4, 0, halves=True), _HALVES[kind][1]())
+            _REGISTERED[(kind, "halves")] = name
+        return _REGISTERED[(kind, "halves")]
     if (kind, bits) not in _REGISTERED:
         from tvm.s_tir import TensorIntrin
 
@@ -258,3 +299,5 @@ def register_all() -> None:
     for kind in _KINDS:
         for bits in (8, 4):
             dot_intrinsic(kind, bits)
+    for kind in _HALVES:
+        dot_intrinsic(kind, 4, halves=True)

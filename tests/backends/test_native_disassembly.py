@@ -10,7 +10,7 @@ import pytest
 from conftest import coverage_specs
 from disassembly import functions, in_loop
 
-from schedules.gemm_facts import int4_weights
+from schedules.gemm_facts import gemm_n, int4_weights
 
 pytestmark = pytest.mark.compile
 
@@ -32,7 +32,10 @@ def test_int8_kernels_use_dot_instructions_in_loops(build_library, target, instr
     for spec in int8_kernels():
         for symbol in (spec.name, f"{spec.name}__m1"):  # the any-length GEMM and the decode GEMV
             body = funcs[f"{symbol}_compute_"]
-            assert in_loop(body, "aarch64", lambda m, _: m == instruction), \
+            # a tiny GEMV may be unrolled whole by LLVM: then every one of its dot products is there
+            macs = gemm_n(spec) * spec.dim("k")
+            unrolled = symbol.endswith("__m1") and sum(m == instruction for _, m, _ in body) * 16 >= macs
+            assert in_loop(body, "aarch64", lambda m, _: m == instruction) or unrolled, \
                 f"{symbol} on {target}: no {instruction} inside a loop"
 
 
