@@ -29,6 +29,9 @@ class Layout:
     # int8-activation GEMMs with int4 weights: a weight tile's low nibbles hold the first half of its
     # k, the high nibbles the second (a 128-bit AND-free unpack: shl+sshr and sshr), else adjacent k pairs
     int4_halves: bool = False
+    # ... and stored offset-binary (u = w + 8 in [0, 15]): the unsigned operand of x86's byte
+    # products, activations the signed one; the kernel subtracts 8 x (the block's sum of x)
+    int4_unsigned: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"family": self.family, **asdict(self)}

@@ -67,7 +67,7 @@ class Quantised:
     """te stages of a row quantised to blocks: q int8 [M, K], d float32 [M, K/32] (fp16 values),
     and for Q8_1 isum int32 [M, K/32] (sum of q) and s float32 [M, K/32] (fp16 values)."""
 
-    def __init__(self, x, k: int, form: str, recip: str):
+    def __init__(self, x, k: int, form: str, recip: str, block_sums: bool = False):
         from tvm import te, tirx
 
         from compiler.ops.quantize import magnitude_bits
@@ -98,10 +98,11 @@ class Quantised:
 
         self.q = te.compute((m, k), quant, name="xq")
         self.isum = self.s = None
-        if form == "q8_1":
+        if form == "q8_1" or block_sums:
             rs = te.reduce_axis((0, BLOCK), name="qs")
             self.isum = te.compute((m, blocks), lambda i, b: te.sum(self.q[i, b * BLOCK + rs].astype("int32"), axis=rs),
                                    name="q8_isum")
+        if form == "q8_1":
             self.s = te.compute((m, blocks), lambda i, b: fp16_round_signed(
                 amax(i, b) / c127 * self.isum[i, b].astype("float32")), name="q8_s")
 

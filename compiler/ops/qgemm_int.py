@@ -105,7 +105,8 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
                 doc="int8 weight [N, K]")
     else:
         steps = ({"op": "check_range", "min": -8, "max": 7}, *tile,
-                 {"op": "nibble_halves" if layout.int4_halves else "nibbles"})
+                 {"op": "nibble_halves", "offset": 8 if layout.int4_unsigned else 0} if layout.int4_halves
+                 else {"op": "nibbles"})
         w = Arg("w", (n // nt, k // kt, nt, kt // 2), "int8", "weight", (n, k), "int8", steps,
                 doc="int4 weight values in [-8, 7], given as int8 [N, K]")
     # With in-kernel block activations every group's scaling is a pass over columns: its scales are
@@ -157,7 +158,8 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
     if act == "int8":
         x, xs, blocks = ph["x"], ph["x_scale"], None
     else:
-        blocks = q8_act.Quantised(fused_act.activation(ph, k, norm, swiglu, float64_sum=not layout.threaded), k, act, recip)
+        blocks = q8_act.Quantised(fused_act.activation(ph, k, norm, swiglu, float64_sum=not layout.threaded), k, act, recip,
+                                  block_sums=minimum or layout.int4_unsigned)
         x, xs = blocks.q, None
     m = ph["x"].shape[0]
     ngroups = k // group
@@ -165,6 +167,9 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
     def weight(j, kg):  # int32 value of W[j, kg]; int4 nibbles unpacked where they are used
         if bits == 8:
             return w[j // nt, kg // kt, j % nt, kg % kt].astype("int32")
+        if layout.int4_unsigned:  # u = w + 8 in [0, 15], nibbles in halves
+            byte = w[j // nt, kg // kt, j % nt, kg % kt % (kt // 2)].astype("int32")
+            return (byte >> (kg % kt // (kt // 2) * 4)) & 15
         if layout.int4_halves:  # low nibbles: the tile's first kt/2 k, high: the rest
             return int4_nibble(w[j // nt, kg // kt, j % nt, kg % kt % (kt // 2)], kg % kt // (kt // 2))
         return int4_nibble(w[j // nt, kg // kt, j % nt, (kg % kt) // 2], kg % 2)
@@ -194,7 +199,9 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
     # group before column: a dot-product instruction writes adjacent columns
     acc = te.compute((rows, ngroups, n), dot, name="acc")
 
-    def group_sum(i, g, j):  # the exact int32 x . w of one group: minus o sum(w), precomputed by pack
+    def group_sum(i, g, j):  # the exact int32 x . w of one group: minus o sum(w), precomputed by pack,
+        if layout.int4_unsigned:  # or minus 8 sum(x) for offset-binary weights
+            return acc[i, g, j] - 8 * blocks.isum[row(i), g]
         return acc[i, g, j] + ph["w_offset_sums"][g, j] if offset else acc[i, g, j]
     bias = ph.tensors.get("bias")
 

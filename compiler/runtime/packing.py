@@ -28,9 +28,9 @@ def apply_step(name: str, array: np.ndarray, step: dict[str, Any]) -> np.ndarray
         high = array[..., 1::2].astype(np.uint8) & 0xF
         return (low | (high << 4)).view(np.int8)
     if op == "nibble_halves":  # the last axis' first half -> low nibbles, its second half -> high nibbles
-        half = array.shape[-1] // 2
-        low = array[..., :half].astype(np.uint8) & 0xF
-        high = array[..., half:].astype(np.uint8) & 0xF
+        half, offset = array.shape[-1] // 2, step.get("offset", 0)  # offset: stored as value + offset
+        low = (array[..., :half].astype(np.int16) + offset).astype(np.uint8) & 0xF
+        high = (array[..., half:].astype(np.int16) + offset).astype(np.uint8) & 0xF
         return (low | (high << 4)).view(np.int8)
     raise LoaderError(f"manifest names an unknown packing step {op!r}")
 

@@ -43,15 +43,16 @@ def buckets(spec, target) -> list[dict]:
 
 def layout(spec, target, bucket: dict) -> CpuLayout:
     dot = _int8_dot(spec, target)
-    halves = int4_halves_tile(dot) if spec.op in GEMM_OPS and int4_weights(spec) else None
+    halves = int4_halves_tile(dot) if spec.op in GEMM_OPS and not float_weights(spec) and int4_weights(spec) else None
     return CpuLayout(
         bucket=dict(bucket),
         # int8 weights tiled as the dot-product intrinsic consumes them (SDOT: 4 channels x 4 k);
         # int4 weights of W4A16 tiled to two SIMD registers of output columns.
         int8_dot=dot,
         n_tile=w4a16_tile(gemm_n(spec), target) if float_weights(spec) else dot_tile(dot)[0],
-        k_tile=halves or dot_tile(dot)[1],
+        k_tile=halves[0] if halves else dot_tile(dot)[1],
         int4_halves=halves is not None,
+        int4_unsigned=bool(halves and halves[1]),
         act_offset=activation_offset(dot) if spec.op in GEMM_OPS and not float_weights(spec) else 0,
         m_tile=1 if bucket.get("M") == 1 else GEMM_ROW_TILE,
         kv_tile=32,

@@ -5,9 +5,10 @@ B of nt channels x kt k (int8, contiguous), A the kt activations of one token, C
 - "neon" (4 x 4): ARMv8.0 fallback, SMULL on two channels at a time, then pairwise adds.
 - "avx2_madd" (8 x 2) / "avx512_madd" (16 x 2): sign-extend the tile to int16 and one VPMADDWD
   gives every channel's 2-k sum directly (no horizontal adds, no u8 x s8 saturation).
-- "avx2_maddubs" / "avx512_maddubs" (8 / 16 x 4, int4 weights), "avx2_sign_maddubs" (8 x 4): byte
-  products with VPMADDUBSW, then VPMADDWD by ones (see _maddubs): 32 (64) products per
-  instruction pair, where VPMADDWD on sign-extended bytes does 16 (32).
+- "avx2_maddubs" / "avx512_maddubs" (8 / 16 x 8, int4 weights offset-binary in halves) and
+  "avx2_sign_maddubs" (8 x 4, int8 weights): byte products with VPMADDUBSW, then VPMADDWD by ones
+  (see _unsigned_maddubs, _sign_maddubs): 32 (64) products per instruction where VPMADDWD on
+  sign-extended bytes does 16 (32). The q8 model path's x86 forms.
 - "avx512_vnni" (16 x 4): VPDPBUSD on activations offset by +128 to unsigned bytes; the kernel's
   accumulators start from -128 x the weights' group sums (precomputed by `pack`), so one
   instruction per tile remains.
@@ -22,7 +23,7 @@ from __future__ import annotations
 _REGISTERED: dict[tuple[str, int], str] = {}
 
 
-def _desc(nt: int, kt: int, bits: int, offset: int = 0, halves: bool = False):
+def _desc(nt: int, kt: int, bits: int, offset: int = 0, halves: bool = False, unsigned: bool = False):
     """C[c] += sum_k (A[k] + offset) * W[c, k]; W int8 [nt, kt], or int4 packed [nt, kt/2] (k pairs
     per byte, even k in the low nibble; with `halves`, k < kt/2 in the low nibbles and the rest in
     the high), written exactly as the ops' tensor expressions are."""
@@ -31,6 +32,8 @@ def _desc(nt: int, kt: int, bits: int, offset: int = 0, halves: bool = False):
     def weight(B, c, k):
         if bits == 8:
             return T.Cast("int32", B[c, k])
+        if unsigned:  # offset-binary nibbles (w + 8) in halves
+            return T.bitwise_and(T.shift_right(T.Cast("int32", B[c, k % (kt // 2)]), k // (kt // 2) * 4), 15)
         if halves:
             return T.shift_right(T.shift_left(T.Cast("int32", B[c, k % (kt // 2)]), 28 - 4 * (k // (kt // 2))), 28)
         return T.shift_right(T.shift_left(T.Cast("int32", B[c, k // 2]), 28 - 4 * (k % 2)), 28)
@@ -191,33 +194,48 @@ def _vnni(bits: int):
     return _impl(16, 4, bits, update)
 
 
-def _maddubs(nt: int, width: int, bits: int, signed_pairs: bool):
-    """x86 byte products (VPMADDUBSW: unsigned x signed bytes, adjacent pairs summed to int16),
-    then VPMADDWD by ones sums each channel's two pairs to int32: nt channels x 4 k per tile.
-    Exact only while no pair sum leaves int16: with signed_pairs False the activations are offset
-    to unsigned (x + 128, paid back by the weights' group sums) and the weights must be int4
-    (|pair| <= 2 x 255 x 8); with signed_pairs True (AVX2's VPSIGNB) the pair is |x| x sign(x) w,
-    exact for weights in [-127, 127] (|pair| <= 2 x 127 x 127), as llama.cpp's AVX2 dot products do."""
+def _sign_maddubs():
+    """x86 byte products for int8 weights in [-127, 127], as llama.cpp's AVX2 dot products: VPSIGNB
+    moves x's sign onto the weight, VPMADDUBSW multiplies |x| (unsigned) by it, adjacent pairs summed
+    to int16 (|pair| <= 2 x 127 x 127: exact), VPMADDWD by ones sums a channel's two pairs: 8 x 4."""
     from tvm.script import tirx as T
 
     def call(name, dtype, *args):
         return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(name), *args, dtype=dtype)
 
     def update(A, B, C):
-        weights = _int8_weights(B, 4 * nt, bits)
-        if signed_pairs:
-            x = _activations_x4(A, nt, f"int8x{4 * nt}")
-            pairs = call("llvm.x86.avx2.pmadd.ub.sw", f"int16x{2 * nt}", call("llvm.abs.v32i8", f"int8x{4 * nt}", x,
-                         T.bool(False)), call("llvm.x86.avx2.psign.b", f"int8x{4 * nt}", weights, x))
-        else:
-            a_u8 = T.bitwise_xor(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), T.int32(-2139062144))
-            unsigned = T.reinterpret(T.broadcast(a_u8, nt), dtype=f"int8x{4 * nt}")
-            name = "llvm.x86.avx2.pmadd.ub.sw" if width == 256 else "llvm.x86.avx512.pmaddubs.w.512"
-            pairs = call(name, f"int16x{2 * nt}", unsigned, weights)
-        madd = "llvm.x86.avx2.pmadd.wd" if width == 256 else "llvm.x86.avx512.pmaddw.d.512"
-        return C.vload([0], f"int32x{nt}") + call(madd, f"int32x{nt}", pairs, T.broadcast(T.int16(1), 2 * nt))
+        x = _activations_x4(A, 8, "int8x32")
+        pairs = call("llvm.x86.avx2.pmadd.ub.sw", "int16x16", call("llvm.abs.v32i8", "int8x32", x, T.bool(False)),
+                     call("llvm.x86.avx2.psign.b", "int8x32", _int8_weights(B, 32, 8), x))
+        return C.vload([0], "int32x8") + call("llvm.x86.avx2.pmadd.wd", "int32x8", pairs, T.broadcast(T.int16(1), 16))
 
-    return _impl(nt, 4, bits, update)
+    return _impl(8, 4, 8, update)
+
+
+def _unsigned_maddubs(nt: int, width: int):
+    """x86 byte products for int4 weights stored offset-binary in halves (nt channels x 8 k per tile,
+    4 bytes a channel): AND and a shift give the two halves' unsigned nibbles (k 0-3, k 4-7), the
+    unsigned operand of VPMADDUBSW against the signed activations (|pair| <= 2 x 15 x 127), the two
+    results added as int16 (<= 7620) and VPMADDWD by ones sums each channel's pairs to int32."""
+    from tvm.script import tirx as T
+
+    lanes = 4 * nt
+    madd_ub = "llvm.x86.avx2.pmadd.ub.sw" if width == 256 else "llvm.x86.avx512.pmaddubs.w.512"
+    madd_wd = "llvm.x86.avx2.pmadd.wd" if width == 256 else "llvm.x86.avx512.pmaddw.d.512"
+
+    def call(name, dtype, *args):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(name), *args, dtype=dtype)
+
+    def update(A, B, C):
+        packed = B.vload([0, 0], f"int8x{lanes}")
+        mask = T.Broadcast(T.int8(15), lanes)
+        low = T.bitwise_and(packed, mask)
+        high = T.bitwise_and(T.shift_right(packed, T.Broadcast(T.int8(4), lanes)), mask)
+        pairs = (call(madd_ub, f"int16x{2 * nt}", low, _activations_x4(A, nt, f"int8x{lanes}"))
+                 + call(madd_ub, f"int16x{2 * nt}", high, _activations_x4(A, nt, f"int8x{lanes}", start=4)))
+        return C.vload([0], f"int32x{nt}") + call(madd_wd, f"int32x{nt}", pairs, T.broadcast(T.int16(1), 2 * nt))
+
+    return _impl(nt, 8, 4, update)
 
 
 def _vrmpy(bits: int):
@@ -240,25 +258,30 @@ _KINDS = {
     "avx2_madd": (8, 2, lambda bits: _madd(8, "llvm.x86.avx2.pmadd.wd", bits), 0),
     "avx512_madd": (16, 2, lambda bits: _madd(16, "llvm.x86.avx512.pmaddw.d.512", bits), 0),
     "avx512_vnni": (16, 4, _vnni, 128),
-    # byte forms of the two above for the q8 model path (schedules/cpu layout() picks them)
-    "avx2_maddubs": (8, 4, lambda bits: _maddubs(8, 256, bits, signed_pairs=False), 128),  # int4 weights only
-    "avx2_sign_maddubs": (8, 4, lambda bits: _maddubs(8, 256, bits, signed_pairs=True), 0),
-    "avx512_maddubs": (16, 4, lambda bits: _maddubs(16, 512, bits, signed_pairs=False), 128),  # int4 weights only
+    # the byte form of avx2_madd for int8 weights on the q8 model path (schedules/cpu layout() picks it)
+    "avx2_sign_maddubs": (8, 4, lambda bits: _sign_maddubs(), 0),
     "hvx_vrmpy": (32, 4, _vrmpy, 0),
 }
 
 
-# kind -> (k per tile, implementation) of its int4 form with nibbles in halves (Layout.int4_halves)
-_HALVES = {"sdot": (8, _sdot_halves)}
+# kind -> (channels, k per tile, implementation, offset-binary) of int4 forms with nibbles in halves
+# (Layout.int4_halves): SDOT's, and x86's byte products for the q8 model path (int4 weights only)
+_HALVES = {
+    "sdot": (4, 8, _sdot_halves, False),
+    "avx2_maddubs": (8, 8, lambda: _unsigned_maddubs(8, 256), True),
+    "avx512_maddubs": (16, 8, lambda: _unsigned_maddubs(16, 512), True),
+}
 
 
-def int4_halves_tile(kind: str) -> int | None:
-    """k per weight tile when this instruction takes int4 weights packed in halves (None: pairs)."""
-    return _HALVES[kind][0] if kind in _HALVES else None
+def int4_halves_tile(kind: str) -> tuple[int, bool] | None:
+    """(k per tile, offset-binary) when this instruction takes int4 weights packed in halves (None: pairs)."""
+    return (_HALVES[kind][1], _HALVES[kind][3]) if kind in _HALVES else None
 
 
 def dot_tile(kind: str) -> tuple[int, int]:
     """(channels, k) of the weight tile the intrinsic consumes; the portable 4 x 4 without one."""
+    if kind not in _KINDS and kind in _HALVES:
+        return _HALVES[kind][:2]
     nt, kt, _, _ = _KINDS.get(kind, (4, 4, None, 0))
     return nt, kt
 
@@ -275,9 +298,9 @@ def dot_intrinsic(kind: str, bits: int, halves: bool = False) -> str:
         if (kind, "halves") not in _REGISTERED:
             from tvm.s_tir import TensorIntrin
 
-            nt, kt = dot_tile(kind)[0], _HALVES[kind][0]
+            nt, kt, impl, unsigned = _HALVES[kind]
             name = f"ekc_dot_{nt}x{kt}_w4h_{kind}"
-            TensorIntrin.register(name, _desc(nt, kt, 4, 0, halves=True), _HALVES[kind][1]())
+            TensorIntrin.register(name, _desc(nt, kt, 4, 0, halves=True, unsigned=unsigned), impl())
             _REGISTERED[(kind, "halves")] = name
         return _REGISTERED[(kind, "halves")]
     if (kind, bits) not in _REGISTERED:
@@ -291,7 +314,7 @@ def dot_intrinsic(kind: str, bits: int, halves: bool = False) -> str:
 
 
 def has_dot_intrinsic(kind: str) -> bool:
-    return kind in _KINDS
+    return kind in _KINDS or kind in _HALVES
 
 
 def register_all() -> None:
