@@ -55,5 +55,8 @@ def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int
     # Half the register file holds the accumulators of m_tile rows (int32 lanes per register).
     per_row = max(1, target.vector_registers // 2 // layout.m_tile)
     preferred = max(nt, per_row * target.vector_bits // 32)
+    # A q8-path GEMV streams its weights from DRAM (every layer's are new): one weight tile per
+    # task keeps each core on one contiguous stream, as for W4A16 (schedules/cpu/gemm_float.py).
+    stream = layout.m_tile == 1 and has_block(sch, "q8_d")
     tile_gemm(sch, n=n, out=out, m_tile=layout.m_tile, n_multiple=nt, n_preferred=preferred,
-              n_limit=max(64, 4 * nt), micro_kernel=micro_kernel)
+              n_limit=max(64, 4 * nt), micro_kernel=micro_kernel, n_fixed=nt if stream else None)
