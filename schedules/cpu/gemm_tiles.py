@@ -24,22 +24,22 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
         sch.annotate(acc, KNOB_PREFIX + "n_block", n_block)
     # Activations quantised in the kernel (q8_act.py): the group scaling reads per-call stages
     # (block scales), which TVM will not let it be moved below, so the tiles are laid out on it.
-    anchor = sch.get_sblock("ysum") if has_block(sch, "q8_d") else acc
-    if anchor == acc:
-        i, g, j, k, *inner = sch.get_loops(acc)
+    on_scaling = has_block(sch, "q8_d")
+    if on_scaling:
+        i, j, g = sch.get_loops(sch.get_sblock("ysum"))
     else:
-        i, j, g = sch.get_loops(anchor)
+        i, g, j, k, *inner = sch.get_loops(acc)
     io, ii = sch.split(i, [None, m_tile])
     jo, jb = sch.split(j, [None, n_block])
-    if anchor == acc:
-        sch.reorder(jo, io, g, k, *inner, ii, jb)
-    else:
+    if on_scaling:
         sch.reorder(jo, io, g, ii, jb)
+    else:
+        sch.reorder(jo, io, g, k, *inner, ii, jb)
     sch.parallel(jo)
     # Knob "unroll": TVM's auto-unroll limit below the column blocks (0 leaves loops to LLVM).
     sch.annotate(jo, "pragma_auto_unroll_max_step", sample_choice(sch, "unroll", acc, UNROLL_STEPS, default=0))
     sch.annotate(jo, "pragma_unroll_explicit", 1)
-    if anchor != acc:
+    if on_scaling:
         sch.compute_at(acc, g, preserve_unit_loops=True)
         ii, _, jb, k, *inner = sch.get_loops(acc)[3:]  # the group's rows, (unit) group, columns, k
         sch.reorder(k, *inner, ii, jb)

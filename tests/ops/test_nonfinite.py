@@ -14,12 +14,13 @@ pytestmark = pytest.mark.native
 
 QUANTIZE = [make_spec("quantize_per_token", k=100), make_spec("quantize_per_token", k=37)]
 ATTENTION = [make_spec("attention_prefill", hq=4, hkv=4, d=64), make_spec("attention_decode", hq=8, hkv=2, d=64)]
+Q8_GEMM = make_spec("qgemm_w4a8", n=32, k=96, group=32, act="q8_0")  # activations rounded in the kernel
 NAN, INF = np.float32(np.nan), np.float32(np.inf)
 
 
 @pytest.fixture(scope="module")
 def lib(build_library):
-    with runtime.load(build_library("x86", QUANTIZE + ATTENTION)) as library:
+    with runtime.load(build_library("x86", QUANTIZE + ATTENTION + [Q8_GEMM])) as library:
         yield library
 
 
@@ -118,3 +119,18 @@ def test_attention_matches_the_reference_on_nan_and_inf(lib, spec, length, poiso
     np.testing.assert_array_equal(np.isneginf(out), np.isneginf(ref))
     finite = np.isfinite(ref)
     np.testing.assert_allclose(out[finite], ref[finite], atol=2e-5, rtol=2e-5)
+
+
+def test_a_poisoned_row_poisons_its_q8_gemm_output_row(lib):
+    """A block holding NaN gets scale NaN (Inf: scale Inf) and q 0: the row's every output is NaN
+    (non-finite), the clean rows stay finite and as the reference says. A finite block past fp16's
+    range (amax / 127 > 65504: row 10 holds FLT_MAX) gets scale Inf as in ggml, whose scales are fp16."""
+    kernel = lib[Q8_GEMM.name]
+    inputs = ops.get(Q8_GEMM.op).random_inputs(Q8_GEMM, {"M": 12}, np.random.default_rng(0))
+    x = poisoned_rows(96)
+    y = kernel(x=x, **kernel.pack(w=inputs["w"], w_scale=inputs["w_scale"]))
+    assert np.isfinite(y[[0, 1]]).all()
+    assert np.isnan(y[[2, 3, 4, 7, 8]]).all()
+    assert not np.isfinite(y[[5, 6, 9, 10, 11]]).any()
+    clean = ops.get(Q8_GEMM.op).reference(Q8_GEMM, x=x[[0, 1]], w=inputs["w"], w_scale=inputs["w_scale"])["y"]
+    np.testing.assert_allclose(y[[0, 1]], clean, rtol=1e-5, atol=1e-5 * np.abs(clean).max())
