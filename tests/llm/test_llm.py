@@ -185,19 +185,21 @@ def test_the_modelled_model_row_costs_every_kernel_call_of_a_step(smollm, arm_li
     under qemu once and costed as often as the step makes it."""
     from compiler.benchmarks.modelled_model import decoder_steps, model_steps
 
-    steps = decoder_steps(smollm.path, arm_library.directory, prompt_tokens=2)
+    # a one-token prompt: its GEMMs are the decode step's variants, so they are counted once for both
+    steps = decoder_steps(smollm.path, arm_library.directory, prompt_tokens=1)
     layers = smollm.shape.layers
     assert {phase: len(calls) for phase, calls in steps.items()} == {"prefill": 5 * layers + 1, "decode": 5 * layers + 1}
     core = targets.core("cortex-a76")
-    rows = {r.phase: r for r in model_steps(arm_library.directory, steps, 2, [core], progress=lambda _: None)}
+    rows = {r.phase: r for r in model_steps(arm_library.directory, steps, 1, [core], progress=lambda _: None)}
     decode, prefill = rows["decode"], rows["prefill"]
-    assert decode.tokens == 1 and prefill.tokens == 2
+    assert decode.tokens == 1 and prefill.tokens == 1
+    assert "attention_prefill" in str(prefill.kernel_share) and "attention_decode" in str(decode.kernel_share)
     assert abs(sum(decode.kernel_share.values()) - 1) < 1e-3 and len(decode.kernel_share) == 6
     # each weight is multiplied once per token and no instruction does more than 16 multiply-adds
     m = smollm.shape
     weights = layers * m.hidden * ((m.heads + 2 * m.kv_heads) * m.head_dim + m.heads * m.head_dim + 3 * m.ffn)
     assert decode.instructions > weights / 16
-    assert prefill.instructions > decode.instructions and decode.microseconds > 0
+    assert prefill.instructions > weights / 16 and decode.microseconds > 0
 
 
 @pytest.mark.e2e
