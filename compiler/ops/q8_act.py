@@ -5,7 +5,9 @@ Per block of 32 values of a row: amax = max |x|, d = fp16(amax / 127) (the scale
 fp32 arithmetic after), q = round_half_even(x * id) with id = 127 / amax on x86 (AVX2) and 1 /
 (amax / 127) on ARM (NEON) (compiler/llm/q8_blocks.py has both, from ggml's source); Q8_1 adds s
 = fp16((amax / 127) * sum(q)). A block with a NaN gets d NaN (and an Inf one d Inf) and q 0, so
-the poison reaches the output through the scale.
+the poison reaches the output through the scale. One deliberate difference: a block whose amax is
+not 0 but below ~3.7e-37 (id overflows to Inf) gets q 0 here, where ggml's x86 conversion of Inf
+makes -128 (q8_blocks.py reproduces ggml; no model's activations come near).
 
 The quantised row is a stage of the GEMM's function, computed once per call from the float input
 (after the fused RMSNorm or SwiGLU): no pass over activations in memory besides the fusion's.
