@@ -167,8 +167,6 @@ def _bench_modelled(args, target) -> int:
 
     if target.isa != "aarch64":
         raise ValueError(f"--core models ARM cores; {target.name} is {target.isa} (use --target arm)")
-    if args.plot:
-        raise ValueError("--core writes its rows to --json; --plot charts measured runs only")
     cores = list(targets.cores()) if args.core == "all" else selection.split_list([args.core])
     for name in cores:
         targets.core(name)  # an unknown core is an error before anything is built
@@ -178,7 +176,8 @@ def _bench_modelled(args, target) -> int:
     specs = selection.gguf_specs(gguf, selection.split_list(args.ops), target) if args.gguf else selection.specs(args)
     modelled.run(specs, target, toolchain=backends.toolchain_for(target), tuning_dir=selection.records_dir(args, target),
                  cores=cores, quick=args.quick, json_path=Path(args.json) if args.json else None,
-                 peer=not args.no_model_row, gguf=gguf, progress=lambda line: print(line, flush=True))
+                 plot_path=Path(args.plot) if args.plot else None, peer=not args.no_model_row, gguf=gguf,
+                 progress=lambda line: print(line, flush=True))
     return 0
 
 

@@ -22,7 +22,7 @@ LENGTHS = {"M": (1, 128), "S": (128,), "L": (2048,)}
 
 
 def run(specs, target, *, toolchain, tuning_dir: Path | None, cores: list[str], quick: bool,
-        json_path: Path | None, peer: bool = True, gguf: Path | None = None,
+        json_path: Path | None, plot_path: Path | None = None, peer: bool = True, gguf: Path | None = None,
         progress: Callable[[str], None] = print) -> dict:
     """Model every variant of `specs` on `cores`; with `peer`, also llama.cpp's GEMV (ggml,
     cross-built here) at the shape of each of our one-token GEMMs; with `gguf`, the model row
@@ -61,6 +61,10 @@ def run(specs, target, *, toolchain, tuning_dir: Path | None, cores: list[str], 
     if json_path is not None:
         json_path.write_text(json.dumps(result, indent=1) + "\n")
         progress(f"wrote {json_path}")
+    if plot_path is not None:
+        from compiler.benchmarks import plots
+
+        progress(f"chart: {plots.modelled_chart(result, plot_path)}")
     return result
 
 

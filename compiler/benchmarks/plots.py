@@ -79,3 +79,45 @@ def bench_chart(result: dict, path: Path) -> Path:
     ax.set_title(f"{result.get('target', '')} on {machine.get('cpu', '')}, {machine.get('threads', '')} threads, "
                  f"{machine.get('memory_bandwidth_gbs', '')} GB/s copy bandwidth", fontsize=9)
     return _save(plt, fig, path)
+
+
+def modelled_chart(result: dict, path: Path) -> Path:
+    """bench --core's rows as a chart, titled MODELLED: each kernel variant's share of the core's
+    multiply-add peak per core (left), and with a model row the tokens/s of each contestant per
+    core and step (right)."""
+    plt = _pyplot()
+    model_row = result.get("model_row")
+    fig, axes = plt.subplots(1, 2 if model_row else 1, squeeze=False,
+                             figsize=(16 if model_row else 10, 0.25 * len(result["rows"]) + 2))
+    cores = list(result["cores"])
+    kernels = list(dict.fromkeys((r["variant"], ",".join(f"{k}={v}" for k, v in r["sizes"].items()))
+                                 for r in result["rows"]))
+    share = {(r["variant"], ",".join(f"{k}={v}" for k, v in r["sizes"].items()), r["core"]): 100 * r["peak_share"]
+             for r in result["rows"]}
+    ax = axes[0, 0]
+    height = 0.8 / len(cores)
+    for index, core in enumerate(cores):
+        ys = [position + index * height for position in range(len(kernels))]
+        ax.barh(ys, [share.get((*kernel, core), 0.0) for kernel in kernels], height=height, label=core)
+    ax.set_yticks([position + 0.4 - height / 2 for position in range(len(kernels))],
+                  [f"{variant[:48]} {sizes}" for variant, sizes in kernels], fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("% of the core's multiply-add peak (MODELLED)")
+    ax.legend(fontsize=7)
+    ax.set_title(f"MODELLED: {result['target']} kernels on ARM cores ({result['method'][:80]}...)", fontsize=8)
+    if model_row:
+        ax = axes[0, 1]
+        steps = sorted({(r["phase"], r["core"]) for r in model_row["rows"]}, key=lambda s: (s[0] != "prefill", s[1]))
+        contestants = list(dict.fromkeys(r["contestant"] for r in model_row["rows"]))
+        rate = {(r["contestant"], r["phase"], r["core"]): r["tokens_per_s"] for r in model_row["rows"]}
+        width = 0.8 / len(contestants)
+        for index, contestant in enumerate(contestants):
+            ax.bar([position + index * width for position in range(len(steps))],
+                   [rate.get((contestant, *step), 0.0) for step in steps], width=width, label=contestant)
+        ax.set_xticks([position + 0.4 - width / 2 for position in range(len(steps))],
+                      [f"{phase}\n{core}" for phase, core in steps], fontsize=7)
+        ax.set_ylabel("tokens/s, one core (MODELLED)")
+        ax.legend(fontsize=7)
+        ax.set_title(f"MODELLED model row: {model_row['gguf']}, prefill {model_row['prompt_tokens']} tokens "
+                     "and one decode step", fontsize=8)
+    return _save(plt, fig, path)

@@ -103,3 +103,27 @@ def test_objdump_lines_become_llvm_mca_assembly():
     assert mca.assembly("mov", "w13, #0xc000                \t// #49152") == "mov\tw13, #0xc000"
     assert mca.assembly("ret", "") == "ret"
     assert mca.assembly("bl", "15970 <__extendhfsf2>") == "b\ttarget"  # a call costs as a branch
+
+
+@pytest.mark.unit
+def test_the_modelled_chart_draws_kernels_and_the_model_row(tmp_path):
+    """bench --core --plot: one bar per kernel variant and core, one per contestant and step."""
+    from compiler.benchmarks import plots
+
+    def kernel(variant, core, share):
+        return {"variant": variant, "sizes": {"M": 1}, "core": core, "peak_share": share}
+
+    def step(contestant, phase, core, rate):
+        return {"contestant": contestant, "phase": phase, "core": core, "tokens_per_s": rate}
+
+    result = {"target": "arm", "method": "qemu-aarch64 block counts x llvm-mca", "cores": {"cortex-a76": {}, "cortex-a55": {}},
+              "rows": [kernel("gemv_a", "cortex-a76", 0.8), kernel("gemv_a", "cortex-a55", 0.2),
+                       kernel("gemv_b", "cortex-a76", 0.3)],
+              "model_row": {"gguf": "m.gguf", "prompt_tokens": 128,
+                            "rows": [step("ours q8", "decode", "cortex-a76", 120.0), step("llama.cpp", "decode", "cortex-a76", 60.0),
+                                     step("ours q8", "prefill", "cortex-a55", 40.0)]}}
+    chart = plots.modelled_chart(result, tmp_path / "chart.png")
+    data = chart.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    del result["model_row"]  # kernels only
+    assert plots.modelled_chart(result, tmp_path / "kernels.png").stat().st_size > 5_000
