@@ -271,7 +271,8 @@ def parser() -> argparse.ArgumentParser:
     rn.add_argument("--activations", choices=("f32", "q8"),
                     help="f32: float activations on weight-only GEMMs; q8: activations rounded to llama.cpp's "
                          "8-bit blocks inside each GEMM, integer dot products (SDOT, VNNI, VPMADDWD). Default: "
-                         "the target's faster one (model_activations in targets/*.toml: q8 on SDOT ARM and x86 AVX2, f32 where q8 is not yet measured faster)")
+                         "the target's faster one (model_activations in targets/*.toml: q8 on SDOT ARM, x86 and "
+                         "x86-avx512; f32 where q8 is not yet measured faster)")
     rn.add_argument("--out", help="kernel build directory (default build/run/<target>/<gguf name>)")
     rn.add_argument("--no-tuning", action="store_true", help="default schedules even where records exist")
     rn.add_argument("--tuning-logs", default=str(tuning_db.default_logs_root()))

@@ -63,9 +63,9 @@ def layout(spec, target, bucket: dict) -> CpuLayout:
 
 
 # x86 byte-product forms for the q8 model path (activations quantised in the kernel): int4 weights
-# meet offset activations (no int16 overflow: |pair| <= 2 x 255 x 8), int8 weights VPSIGNB's signs.
+# offset-binary as the unsigned operand (VPMADDUBSW, VPDPBUSD), int8 weights VPSIGNB's signs.
 _BYTE_FORMS = {("avx2_madd", 4): "avx2_maddubs", ("avx2_madd", 8): "avx2_sign_maddubs",
-               ("avx512_madd", 4): "avx512_maddubs"}
+               ("avx512_madd", 4): "avx512_maddubs", ("avx512_vnni", 4): "avx512_vnni_unsigned"}
 
 
 def _int8_dot(spec, target) -> str:

@@ -238,6 +238,26 @@ def _unsigned_maddubs(nt: int, width: int):
     return _impl(nt, 8, 4, update)
 
 
+def _unsigned_vnni():
+    """VPDPBUSD on int4 weights stored offset-binary in halves (16 channels x 8 k, 4 bytes a channel):
+    the unsigned nibbles (AND; shift + AND) are its unsigned operand, the activations its signed one,
+    so no activation offset is needed; two instructions per tile."""
+    from tvm.script import tirx as T
+
+    def update(A, B, C):
+        packed = B.vload([0, 0], "int8x64")
+        mask = T.Broadcast(T.int8(15), 64)
+        low = T.bitwise_and(packed, mask)
+        high = T.bitwise_and(T.shift_right(packed, T.Broadcast(T.int8(4), 64)), mask)
+        first = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                                        C.vload([0], "int32x16"), low, _activations_x4(A, 16, "int8x64"),
+                                        dtype="int32x16")
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), first, high,
+                                       _activations_x4(A, 16, "int8x64", start=4), dtype="int32x16")
+
+    return _impl(16, 8, 4, update)
+
+
 def _vrmpy(bits: int):
     from tvm.script import tirx as T
 
@@ -270,6 +290,7 @@ _HALVES = {
     "sdot": (4, 8, _sdot_halves, False),
     "avx2_maddubs": (8, 8, lambda: _unsigned_maddubs(8, 256), True),
     "avx512_maddubs": (16, 8, lambda: _unsigned_maddubs(16, 512), True),
+    "avx512_vnni_unsigned": (16, 8, _unsigned_vnni, True),
 }
 
 
