@@ -194,8 +194,8 @@ def _vnni(bits: int):
     return _impl(16, 4, bits, update)
 
 
-def _sign_maddubs():
-    """x86 byte products for int8 weights in [-127, 127], as llama.cpp's AVX2 dot products: VPSIGNB
+def _sign_maddubs(bits: int):
+    """x86 byte products for int8 weights in [-127, 127] (or int4), as llama.cpp's AVX2 dot products: VPSIGNB
     moves x's sign onto the weight, VPMADDUBSW multiplies |x| (unsigned) by it, adjacent pairs summed
     to int16 (|pair| <= 2 x 127 x 127: exact), VPMADDWD by ones sums a channel's two pairs: 8 x 4."""
     from tvm.script import tirx as T
@@ -206,10 +206,10 @@ def _sign_maddubs():
     def update(A, B, C):
         x = _activations_x4(A, 8, "int8x32")
         pairs = call("llvm.x86.avx2.pmadd.ub.sw", "int16x16", call("llvm.abs.v32i8", "int8x32", x, T.bool(False)),
-                     call("llvm.x86.avx2.psign.b", "int8x32", _int8_weights(B, 32, 8), x))
+                     call("llvm.x86.avx2.psign.b", "int8x32", _int8_weights(B, 32, bits), x))
         return C.vload([0], "int32x8") + call("llvm.x86.avx2.pmadd.wd", "int32x8", pairs, T.broadcast(T.int16(1), 16))
 
-    return _impl(8, 4, 8, update)
+    return _impl(8, 4, bits, update)
 
 
 def _unsigned_maddubs(nt: int, width: int):
@@ -279,7 +279,7 @@ _KINDS = {
     "avx512_madd": (16, 2, lambda bits: _madd(16, "llvm.x86.avx512.pmaddw.d.512", bits), 0),
     "avx512_vnni": (16, 4, _vnni, 128),
     # the byte form of avx2_madd for int8 weights on the q8 model path (schedules/cpu layout() picks it)
-    "avx2_sign_maddubs": (8, 4, lambda bits: _sign_maddubs(), 0),
+    "avx2_sign_maddubs": (8, 4, _sign_maddubs, 0),
     "hvx_vrmpy": (32, 4, _vrmpy, 0),
 }
 
