@@ -1,10 +1,12 @@
-"""CPU schedule for the int8-activation GEMMs (W8A8, W4A8 and their fused-QKV forms).
+"""CPU schedule for the int8-activation GEMMs (W8A8, W4A8 and their fused-QKV forms, also with
+activations quantised in the kernel: the q8 model path).
 
-Micro-kernel: m_tile rows x n_block columns of int32 accumulators; per 4 k, each row's 4
-activation bytes meet each 4-column x 4-k weight tile on the target's dot-product instruction
-(SDOT on ARMv8.2+, SMULL + pairwise adds on ARMv8.0, LLVM's vectoriser on x86), so a weight tile
-loaded once serves every row. int4 weights are unpacked in registers inside the intrinsic (shifts
-and an interleave), so no unpacked copy of the weight exists in memory.
+Micro-kernel: m_tile rows x n_block columns of int32 accumulators; per k tile, each row's
+activation bytes meet each weight tile on the target's dot-product instruction (SDOT on ARMv8.2+,
+SMULL + pairwise adds on ARMv8.0, VPMADDWD / VPMADDUBSW / VPDPBUSD on x86, VRMPY on Hexagon:
+schedules/cpu/intrinsics.py), so a weight tile loaded once serves every row. int4 weights are
+unpacked in registers inside the intrinsic (nibble halves where the layout says so: an AND or a
+shift per half), so no unpacked copy of the weight exists in memory.
 """
 
 from __future__ import annotations
