@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+_REQUIRED = object()
+
+
 @dataclass(frozen=True)
 class KernelSpec:
     op: str
@@ -15,8 +18,12 @@ class KernelSpec:
     def dim(self, name: str) -> int:
         return dict(self.dims)[name]
 
-    def opt(self, name: str) -> Any:
-        return dict(self.options)[name]
+    def opt(self, name: str, default: Any = _REQUIRED) -> Any:
+        """An option's value; `default` for an option this spec's op does not have (else KeyError)."""
+        options = dict(self.options)
+        if name not in options and default is not _REQUIRED:
+            return default
+        return options[name]
 
     @property
     def name(self) -> str:

@@ -64,7 +64,7 @@ def peer_type(spec) -> str | None:
     if spec.op in ("qgemm_w8a8", "qgemm_w8a16"):
         return "q8_0"
     if spec.op == "qgemm_w4a8":
-        return "q4_1" if dict(spec.options).get("min") else "q4_0"
+        return "q4_1" if spec.opt("min", False) else "q4_0"
     if spec.op == "qgemm_w4a16":
         return "q4_1" if spec.opt("min") else "q4_0"
     return None
@@ -121,9 +121,8 @@ def model_program(target, progress) -> Path:
     _run(["cmake", "--build", str(build), "-j2", "--target", "llama"], "building llama.cpp")
     libraries = [str(build / "src" / "libllama.a"),
                  *(str(build / "ggml" / "src" / name) for name in ("libggml.a", "libggml-cpu.a", "libggml-base.a"))]
-    _run([compilers["c++"], "-O2", flags, "-fno-PIE", "-no-pie", f"-I{source / 'include'}",
-          f"-I{source / 'ggml' / 'include'}", "-x", "c", str(MODEL_HARNESS), "-x", "none", *libraries, "-lpthread",
-          "-lm", "-o", str(program)], "linking the llama.cpp model program")
+    _link(compilers, flags, [source / "include", source / "ggml" / "include"], MODEL_HARNESS, libraries, program,
+          "linking the llama.cpp model program")
     return program
 
 
@@ -143,8 +142,7 @@ def peer_program(target, progress) -> Path:
                "configuring ggml")
     _run(["cmake", "--build", str(build), "-j2", "--target", "ggml-cpu", "ggml-base", "ggml"], "building ggml")
     libraries = [str(build / "src" / name) for name in ("libggml.a", "libggml-cpu.a", "libggml-base.a")]
-    _run([compilers["c++"], "-O2", flags, "-fno-PIE", "-no-pie", f"-I{ggml / 'include'}", "-x", "c", str(HARNESS),
-          "-x", "none", *libraries, "-lpthread", "-lm", "-o", str(program)], "linking the ggml GEMV program")
+    _link(compilers, flags, [ggml / "include"], HARNESS, libraries, program, "linking the ggml GEMV program")
     return program
 
 
@@ -167,6 +165,14 @@ def _configure(source: Path, build: Path, compilers: dict[str, str], flags: str,
           f"-DCMAKE_CXX_COMPILER={compilers['c++']}", "-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64",
           "-DGGML_NATIVE=OFF", "-DGGML_CPU_ARM_ARCH=", f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}",
           "-DBUILD_SHARED_LIBS=OFF", "-DGGML_OPENMP=OFF", "-DCMAKE_BUILD_TYPE=Release", *options], what)
+
+
+def _link(compilers: dict[str, str], flags: str, includes: list[Path], harness: Path, libraries: list[str],
+          program: Path, what: str) -> None:
+    """A C harness against the static llama.cpp libraries, as a non-PIE program (the counts map its
+    addresses directly)."""
+    _run([compilers["c++"], "-O2", flags, "-fno-PIE", "-no-pie", *(f"-I{path}" for path in includes), "-x", "c",
+          str(harness), "-x", "none", *libraries, "-lpthread", "-lm", "-o", str(program)], what)
 
 
 def _version() -> str:

@@ -42,19 +42,21 @@ def role_type(model: GGUFModel, role: str) -> str:
 ACTIVATIONS = ("f32", "q8")  # how activations meet the weights: float32, or llama.cpp's 8-bit blocks
 
 
-def weight_form(kind: str, activations: str = "f32") -> tuple[str, dict]:
+def weight_form(kind: str, activations: str = "f32", isa: str = "x86_64") -> tuple[str, dict]:
     """The quantized form (and its options) that takes a GGUF weight type as is (see compiler.llm.gguf):
     with f32 activations a weight-only form; with q8, an int8 form whose kernel quantises the
-    activations to the Q8_0 blocks (Q8_1 for Q4_1) llama.cpp multiplies them in."""
+    activations to the Q8_0 blocks (Q8_1 for Q4_1) llama.cpp multiplies them in, rounded as
+    llama.cpp does on `isa`."""
     if kind not in ("Q8_0", "Q4_0", "Q4_1"):
         raise GGUFError(f"weight type {kind} has no kernel; supported: Q4_0, Q4_1, Q8_0")
     if activations not in ACTIVATIONS:
         raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
     if activations == "f32":
         return ("w8a16", {}) if kind == "Q8_0" else ("w4a16", {"min": kind == "Q4_1"})
+    recip = {"q8_recip": q8_reciprocal(isa)}
     if kind == "Q8_0":
-        return "w8a8", {"act": "q8_0"}
-    return "w4a8", {"act": "q8_1", "min": True} if kind == "Q4_1" else {"act": "q8_0"}
+        return "w8a8", {"act": "q8_0", **recip}
+    return "w4a8", {"act": "q8_1", "min": True, **recip} if kind == "Q4_1" else {"act": "q8_0", **recip}
 
 
 def q8_reciprocal(isa: str) -> str:
@@ -65,9 +67,7 @@ def q8_reciprocal(isa: str) -> str:
 
 def gemm_spec(kind: str, n: int, k: int, activations: str = "f32", isa: str = "x86_64", **fusions) -> KernelSpec:
     """The GEMM for a GGUF weight type, with `fusions` (ops/fused_act.py: norm, swiglu, residual)."""
-    form, options = weight_form(kind, activations)
-    if activations == "q8":
-        options = {**options, "q8_recip": q8_reciprocal(isa)}
+    form, options = weight_form(kind, activations, isa)
     return make_spec(f"qgemm_{form}", n=n, k=k, group=BLOCK, **options, **fusions)
 
 
@@ -78,9 +78,7 @@ def kernel_specs(model: GGUFModel, activations: str = "f32", isa: str = "x86_64"
     adds on o and down."""
     m = model.shape
     eps = model.rms_eps
-    qkv_form, qkv_options = weight_form(role_type(model, "qkv"), activations)
-    if activations == "q8":
-        qkv_options = {**qkv_options, "q8_recip": q8_reciprocal(isa)}
+    qkv_form, qkv_options = weight_form(role_type(model, "qkv"), activations, isa)
 
     def gemm(role, n, k, **fusions):
         return gemm_spec(role_type(model, role), n, k, activations, isa, **fusions)

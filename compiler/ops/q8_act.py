@@ -39,14 +39,13 @@ def validate(name: str, spec, group: int, bits: int) -> None:
     if group != BLOCK:
         raise ValueError(f"{name}: act={spec.opt('act')} quantises activations in blocks of {BLOCK}, so the "
                          f"weight group must be {BLOCK} (got {group})")
-    minimum = dict(spec.options).get("min") is True
-    if spec.opt("act") == "q8_1" and not (bits == 4 and minimum):
+    if spec.opt("act") == "q8_1" and not (bits == 4 and spec.opt("min", False)):
         raise ValueError(f"{name}: act=q8_1 (block sums) goes with int4 weights that have a block minimum (min=True)")
 
 
 def validate_minimum(name: str, spec) -> None:
     """A block minimum needs the activations' block sums: act=q8_1."""
-    if dict(spec.options).get("min") is True and spec.opt("act") != "q8_1":
+    if spec.opt("min", False) and spec.opt("act") != "q8_1":
         raise ValueError(f"{name}: a block minimum (min=True) needs the block sums of act=q8_1")
 
 

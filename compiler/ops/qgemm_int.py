@@ -57,7 +57,7 @@ class IntGemm(OpDef):
 
     def forms(self, spec: KernelSpec) -> dict:
         """The keyword arguments int_gemm_arguments / int_gemm_te / int_gemm_reference take for this spec."""
-        return {"act": spec.opt("act"), "recip": spec.opt("q8_recip"), "minimum": dict(spec.options).get("min") is True,
+        return {"act": spec.opt("act"), "recip": spec.opt("q8_recip"), "minimum": spec.opt("min", False),
                 **fused_act.options(spec)}
 
     def arguments(self, spec: KernelSpec, layout) -> list[Arg]:
@@ -82,7 +82,7 @@ class IntGemm(OpDef):
     def random_inputs(self, spec, sizes, rng):
         n, k, m = spec.dim("n"), spec.dim("k"), sizes["M"]
         out = int_gemm_random(n, k, m, self.weight_bits, self.group(spec), spec.opt("bias"), rng,
-                              group_scales=self.group_scales(spec), act=spec.opt("act"), minimum=dict(spec.options).get("min") is True)
+                              group_scales=self.group_scales(spec), act=spec.opt("act"), minimum=spec.opt("min", False))
         return fused_act.random_extras(out, k, n, m, rng=rng, **fused_act.options(spec)) if q8_act.in_kernel(spec) else out
 
 
@@ -232,11 +232,16 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
     return te.compute((m, n), lambda i, j: epilogue(i, j, ysum[i, j]), name=name)
 
 
+def _group_dots(x, w, group) -> np.ndarray:
+    """Exact int64 dot products of int rows x [M, K] and w [N, K] per group of K: [M, N, K/group]."""
+    (m, k), n = x.shape, w.shape[0]
+    return np.einsum("mgk,ngk->mng", x.astype(np.int64).reshape(m, k // group, group),
+                     w.astype(np.int64).reshape(n, k // group, group))
+
+
 def int_gemm_reference(x, x_scale, w, w_scale, group, bias=None) -> np.ndarray:
-    m, k = x.shape
     n = w.shape[0]
-    acc = np.einsum("mgk,ngk->mng", x.astype(np.int64).reshape(m, k // group, group),
-                    w.astype(np.int64).reshape(n, k // group, group))
+    acc = _group_dots(x, w, group)
     ws = w_scale.astype(np.float64).reshape(n, -1)
     y = (acc * ws[None]).sum(-1) * x_scale.astype(np.float64)[:, None]
     return y + bias.astype(np.float64)[None] if bias is not None else y
@@ -250,9 +255,8 @@ def int_gemm_reference_of(inp: dict, k: int, group: int, act="int8", recip="127/
         return int_gemm_reference(inp["x"], inp["x_scale"], inp["w"], inp["w_scale"], group, inp.get("bias"))
     x = fused_act.reference_activation(inp["x"], k, norm, swiglu, inp.get("norm_w")).astype(np.float32)
     q, d, isum, s = q8_act.reference(x, act, recip)
-    m, n = x.shape[0], inp["w"].shape[0]
-    acc = np.einsum("mgk,ngk->mng", q.astype(np.int64).reshape(m, k // group, group),
-                    inp["w"].astype(np.int64).reshape(n, k // group, group))
+    n = inp["w"].shape[0]
+    acc = _group_dots(q, inp["w"], group)
     ws = inp["w_scale"].astype(np.float64).reshape(n, -1)
     if minimum:
         acc = acc + 8 * isum[:, None, :]

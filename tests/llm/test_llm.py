@@ -40,9 +40,9 @@ def tokenizer(smollm):
     return GGUFTokenizer(smollm)
 
 
-def _library(model, target_name, out):
+def _library(model, target_name, out, activations="f32"):
     target = targets.get(target_name)
-    specs = list({s.name: s for s in model_kernels.kernel_specs(model).values()}.values())
+    specs = list({s.name: s for s in model_kernels.kernel_specs(model, activations, target.isa).values()}.values())
     build.build(specs, target, out, toolchain=backends.toolchain_for(target), progress=lambda _: None)
     return runtime.load(out)
 
@@ -55,11 +55,8 @@ def decoder(smollm, tmp_path_factory):
 @pytest.fixture(scope="module")
 def q8_decoder(smollm, tmp_path_factory):
     """The q8 path: activations rounded to llama.cpp's blocks inside each GEMM."""
-    target = targets.get("x86")
-    specs = list({s.name: s for s in model_kernels.kernel_specs(smollm, "q8", target.isa).values()}.values())
-    out = tmp_path_factory.mktemp("smollm-x86-q8")
-    build.build(specs, target, out, toolchain=backends.toolchain_for(target), progress=lambda _: None)
-    return Decoder(smollm, runtime.load(out), max_context=512, activations="q8")
+    library = _library(smollm, "x86", tmp_path_factory.mktemp("smollm-x86-q8"), "q8")
+    return Decoder(smollm, library, max_context=512, activations="q8")
 
 
 @pytest.fixture(scope="module")
@@ -166,11 +163,7 @@ def test_arm_q8_build_under_qemu_gives_the_x86_tokens(smollm, tokenizer, q8_deco
     """The q8 path on SDOT under qemu: ARM rounds activations as llama.cpp's NEON code does (1/d, not
     x86's 127/amax), so logits may differ by an int8 rounding here and there, tokens not."""
     require_emulator("aarch64")
-    target = targets.get("arm")
-    specs = list({s.name: s for s in model_kernels.kernel_specs(smollm, "q8", target.isa).values()}.values())
-    out = tmp_path_factory.mktemp("smollm-arm-q8")
-    build.build(specs, target, out, toolchain=backends.toolchain_for(target), progress=lambda _: None)
-    with runtime.load(out) as library:
+    with _library(smollm, "arm", tmp_path_factory.mktemp("smollm-arm-q8"), "q8") as library:
         arm = Decoder(smollm, library, max_context=64, activations="q8")
         ids = tokenizer.encode("The capital of France is")
         tokens, logits = greedy_tokens(arm, ids, 3)
