@@ -109,12 +109,13 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
                  else {"op": "nibbles"})
         w = Arg("w", (n // nt, k // kt, nt, kt // 2), "int8", "weight", (n, k), "int8", steps,
                 doc="int4 weight values in [-8, 7], given as int8 [N, K]")
-    # With in-kernel block activations every group's scaling is a pass over columns: its scales are
-    # stored group-major [K/group, N] (given [N, K/group]) so that pass runs on contiguous vectors.
-    by_group = ({"op": "transpose", "axes": [1, 0]},)
+    # With in-kernel block activations (GGUF weights) every group's scaling is a pass over columns:
+    # its scales are stored group-major [K/group, N] (given [N, K/group]) so that pass runs on
+    # contiguous vectors, and in float16 as the GGUF stores them (resident bytes = the file's).
+    by_group = ({"op": "float16"}, {"op": "transpose", "axes": [1, 0]})
     if act != "int8":
-        w_scale = Arg("w_scale", (k // group, n), "float32", "weight", (n, k // group), "float32", by_group,
-                      doc="per-group weight scale [N, K/group]")
+        w_scale = Arg("w_scale", (k // group, n), "float16", "weight", (n, k // group), "float32", by_group,
+                      doc="per-group weight scale [N, K/group], float16 values")
     elif group_scales:
         w_scale = Arg("w_scale", (n, k // group), "float32", "weight", doc="per-group weight scale")
     else:
@@ -128,8 +129,11 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
         args = [fused_act.x_arg(k, swiglu), *fused_inputs]
     args += [w, w_scale]
     if minimum:
-        args.append(Arg("w_min", (k // group, n), "float32", "weight", (n, k // group), "float32", by_group,
-                        doc="per-group additive term [N, K/group]: w_real = w * w_scale + w_min"))
+        # stored as GGUF's Q4_1 minimum m = w_min - 8 w_scale (the term of its unsigned nibbles), float16
+        args.append(Arg("w_min", (k // group, n), "float16", "weight", (n, k // group), "float32",
+                        ({"op": "add_scaled", "source": "w_scale", "factor": -8.0}, *by_group),
+                        doc="per-group additive term [N, K/group]: w_real = w * w_scale + w_min, "
+                            "with w_min - 8 w_scale a float16 value"))
     if layout.act_offset:
         # Dot products on unsigned activations (VNNI) compute sum((x + o) w); this is -o sum(w)
         # per group and column, precomputed once from the weight, [K/group, N].
@@ -211,9 +215,9 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
         value = value + bias[j] if bias is not None else value
         return value + ph["residual"][i, j] if residual else value
 
-    def scale(j, g):  # per group [N, K/group] (group-major [K/group, N] with block activations), or per channel [N]
+    def scale(j, g):  # per group [N, K/group] (group-major float16 [K/group, N] with block activations), or per channel [N]
         if blocks is not None:
-            return ws[g, j]
+            return ws[g, j].astype("float32")
         return ws[j, g] if group_scales else ws[j]
 
     def scaled(i, g, j):
@@ -222,7 +226,7 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
         if not minimum:
             return group_sum(i, g, j).astype("float32") * (scale(j, g) * blocks.d[row(i), g])
         unsigned = group_sum(i, g, j) + 8 * blocks.isum[row(i), g]  # sum of llama.cpp's nibbles 0..15 times q_x
-        block_min = ph["w_min"][g, j] - 8.0 * scale(j, g)
+        block_min = ph["w_min"][g, j].astype("float32")  # GGUF's m: packed as w_min - 8 w_scale
         return unsigned.astype("float32") * (scale(j, g) * blocks.d[row(i), g]) + block_min * blocks.s[row(i), g]
 
     if ngroups == 1 and blocks is None:
@@ -275,14 +279,17 @@ def int_gemm_random(n, k, m, bits, group, bias, rng, group_scales=None, act="int
         "w": rng.integers(lo, hi, (n, k), dtype=np.int8),
         "w_scale": rng.uniform(0.001, 0.01, (n, k // group) if group_scales else (n,)).astype(np.float32),
     }
+    if act != "int8":  # GGUF's block scales: float16 values (the kernel stores them so)
+        out["w_scale"] = out["w_scale"].astype(np.float16).astype(np.float32)
     if act == "int8":
         out["x"] = rng.integers(-127, 128, (m, k), dtype=np.int8)
         out["x_scale"] = rng.uniform(0.005, 0.02, m).astype(np.float32)
     else:  # float activations of a model's magnitude; a zero block exercises d = 0
         out["x"] = rng.standard_normal((m, k)).astype(np.float32)
         out["x"][:, :q8_act.BLOCK] = 0.0
-    if minimum:
-        out["w_min"] = rng.uniform(-0.05, 0.05, (n, k // group)).astype(np.float32)
+    if minimum:  # Q4_1's float16 minimum m of the unsigned nibbles, given as m + 8 d (exact in float32)
+        m16 = rng.uniform(-0.05, 0.05, (n, k // group)).astype(np.float16).astype(np.float32)
+        out["w_min"] = m16 + 8 * out["w_scale"]
     if bias:
         out["bias"] = rng.standard_normal(n).astype(np.float32)
     return out

@@ -99,7 +99,7 @@ class Kernel:
             bind_shape(self.name, name, array, arg.get("logical_shape", arg["shape"]),
                         arg.get("logical_dtype", arg["dtype"]), {})
             for step in arg.get("pack", ()):
-                array = apply_step(name, array, step)
+                array = apply_step(name, array, step, logical)
             packed[arg["name"]] = aligned(np.ascontiguousarray(array, dtype=arg["dtype"]))
         return packed
 

@@ -9,7 +9,8 @@ import numpy as np
 from compiler.runtime.errors import LoaderError
 
 
-def apply_step(name: str, array: np.ndarray, step: dict[str, Any]) -> np.ndarray:
+def apply_step(name: str, array: np.ndarray, step: dict[str, Any], logical: dict[str, np.ndarray]) -> np.ndarray:
+    """One step on `name`'s array; `logical` holds every logical weight (steps may read another)."""
     op = step["op"]
     if op == "check_range":
         if array.size and (array.min() < step["min"] or array.max() > step["max"]):
@@ -32,5 +33,16 @@ def apply_step(name: str, array: np.ndarray, step: dict[str, Any]) -> np.ndarray
         low = (array[..., :half].astype(np.int16) + offset).astype(np.uint8) & 0xF
         high = (array[..., half:].astype(np.int16) + offset).astype(np.uint8) & 0xF
         return (low | (high << 4)).view(np.int8)
+    if op == "add_scaled":  # array + factor * another logical weight of the same shape (in float64)
+        other = np.asarray(logical[step["source"]], dtype=np.float64)
+        return array.astype(np.float64) + step["factor"] * other
+    if op == "float16":  # stored as float16, as GGUF stores block scales: refuse what it would round
+        half = array.astype(np.float16)
+        changed = half.astype(np.float64) != array.astype(np.float64)
+        if changed.any():
+            bad = array[changed].flat[0]
+            raise ValueError(f"argument {name!r} is stored as float16 (GGUF's block scales) but {changed.sum()} "
+                             f"of its values are not float16 numbers (e.g. {bad!r}); round them to float16 first")
+        return half
     raise LoaderError(f"manifest names an unknown packing step {op!r}")
 

@@ -79,6 +79,23 @@ def test_pack_checks_logical_weights(lib):
 
 
 @pytest.mark.native
+def test_gguf_block_scales_are_stored_as_float16(lib):
+    """The q8 forms keep GGUF's fp16 scales (and Q4_1's minimum m = w_min - 8 w_scale) in float16,
+    and refuse a value float16 would round rather than change the model."""
+    kernel = lib["qgemm_w4a8_g32_min_q8_1_rmsnorm1em05_n64_k128"]
+    w, norm_w = np.zeros((64, 128), np.int8), np.ones(128, np.float32)
+    scale, m = np.full((64, 4), 0.0123, np.float16), np.full((64, 4), -0.0456, np.float16)
+    w_scale = scale.astype(np.float32)
+    packed = kernel.pack(w=w, w_scale=w_scale, w_min=m.astype(np.float32) + 8 * w_scale, norm_w=norm_w)
+    assert packed["w_scale"].dtype == np.float16 and packed["w_min"].dtype == np.float16
+    np.testing.assert_array_equal(packed["w_scale"], scale.T)
+    np.testing.assert_array_equal(packed["w_min"], m.T)
+    with pytest.raises(ValueError, match="'w_scale' is stored as float16.*not float16 numbers"):
+        kernel.pack(w=w, w_scale=np.full((64, 4), 0.01, np.float32), w_min=np.zeros((64, 4), np.float32),
+                    norm_w=norm_w)
+
+
+@pytest.mark.native
 def test_misaligned_and_dlpack_inputs_give_the_same_result(lib, gemm_inputs):
     expected = lib[GEMM](**gemm_inputs)
     raw = np.empty(gemm_inputs["x"].nbytes + 64, np.uint8)
