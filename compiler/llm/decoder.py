@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict
+from types import SimpleNamespace
 
 import numpy as np
 
 from compiler.llm import model_kernels
 from compiler.llm.gguf import GGUFModel
 from compiler.models import ModelShape
-from compiler.runtime import Library
+from compiler.runtime import Library, empty
 
 
 def kv_cache_bytes(shape: ModelShape, max_context: int) -> int:
@@ -65,6 +66,7 @@ class Decoder:
             self.layers.append({role: self._bind(role, layer) for role in model_kernels.GEMM_ROLES})
         self.head = self._bind("head", None)
         self.profile: dict[str, float] = defaultdict(float)
+        self._step = None  # the decode step's prepared calls, made on the first decode step
         self.reset()
 
     def _bind(self, role: str, layer: int | None):
@@ -85,6 +87,7 @@ class Decoder:
         self.v_cache = self.library.device_array(shape, np.float32)
 
     def _run(self, role: str, kernel, **inputs):
+        """kernel(**inputs) (a prepared call takes none), its wall time added to the role's."""
         start = time.perf_counter()
         out = kernel(**inputs)
         self.profile[role] += time.perf_counter() - start
@@ -100,10 +103,10 @@ class Decoder:
             raise ValueError(f"token ids must be in [0, {self.model.vocab_size})")
         if self.length + tokens.size > self.max_context:
             raise ValueError(f"context of {self.length + tokens.size} tokens exceeds max_context={self.max_context}")
-        if self.length > 0 and tokens.size > 1:
+        if self.length > 0:
             logits = None
             for token in tokens:  # attention kernels cover a fresh prompt or one new token
-                logits = self.forward(token[None])
+                logits = self._decode(int(token))
             return logits
         glue = time.perf_counter()
         x = self.model.embedding_rows(tokens)
@@ -111,27 +114,77 @@ class Decoder:
         x = self._layers(x)
         return self._run("head", self.head, x=x[-1:])[0]
 
+    def _decode_step(self) -> "DecodeStep":
+        if self._step is None:
+            self._step = DecodeStep(self)
+        return self._step
+
+    def _decode(self, token: int) -> np.ndarray:
+        """One token after the context, through the prepared decode step."""
+        step, start = self._decode_step(), self.length
+        end = start + 1
+        glue = time.perf_counter()
+        step.x[...] = self.model.embedding_rows(np.array([token]))
+        step.positions[0] = start
+        self.profile["numpy"] += time.perf_counter() - glue
+        attention = self.kernels["attention_decode"]
+        for index, layer in enumerate(step.layers):
+            self._run("qkv", layer.qkv)
+            glue = time.perf_counter()
+            self.k_cache[index, :, start:end] = layer.k
+            self.v_cache[index, :, start:end] = layer.v
+            self.profile["numpy"] += time.perf_counter() - glue
+            o = self._run("attention_decode", attention, q=layer.q[:, 0],  # views of the caches, no copies
+                          k_cache=self.k_cache[index, :, :end], v_cache=self.v_cache[index, :, :end])
+            glue = time.perf_counter()
+            layer.attention[...] = o.reshape(layer.attention.shape)  # [hq, d] is [1, hq * d] for one token
+            self.profile["numpy"] += time.perf_counter() - glue
+            self._run("o", layer.o)
+            self._run("gate_up", layer.gate_up)
+            self._run("down", layer.down)
+        self.length = end
+        self._run("head", step.head)
+        return step.head.outputs[0][0].copy()
+
     def _layers(self, x: np.ndarray) -> np.ndarray:
-        m = self.shape
-        t, start = x.shape[0], self.length
-        positions = np.arange(start, start + t, dtype=np.int32)
-        end = start + t
+        """A fresh prompt's layers (prefill attention over its own tokens)."""
+        m, t = self.shape, x.shape[0]
+        positions = np.arange(t, dtype=np.int32)
         for index, w in enumerate(self.layers):
             q, k, v = self._run("qkv", w["qkv"], x=x, positions=positions)
             glue = time.perf_counter()
-            self.k_cache[index, :, start:end] = k
-            self.v_cache[index, :, start:end] = v
+            self.k_cache[index, :, :t] = k
+            self.v_cache[index, :, :t] = v
             self.profile["numpy"] += time.perf_counter() - glue
-            if start == 0:
-                o = self._run("attention_prefill", self.kernels["attention_prefill"], q=q, k=k, v=v)  # [hq, T, d]
-            else:
-                o = self._run("attention_decode", self.kernels["attention_decode"], q=q[:, 0],  # views, no copies
-                              k_cache=self.k_cache[index, :, :end], v_cache=self.v_cache[index, :, :end])[:, None]
+            o = self._run("attention_prefill", self.kernels["attention_prefill"], q=q, k=k, v=v)  # [hq, T, d]
             glue = time.perf_counter()
             attn = np.ascontiguousarray(o.transpose(1, 0, 2)).reshape(t, m.heads * m.head_dim)
             self.profile["numpy"] += time.perf_counter() - glue
             x = self._run("o", w["o"], x=attn, residual=x)
             gate_up = self._run("gate_up", w["gate_up"], x=x)
             x = self._run("down", w["down"], x=gate_up, residual=x)
-        self.length = end
+        self.length = t
         return x
+
+
+class DecodeStep:
+    """A decode step's GEMM calls prepared once (BoundKernel.prepare) on fixed buffers: each layer
+    reads the previous one's output buffer, so a token costs the kernels and ~1 us of Python per
+    call instead of ~10 us of argument checks, conversions and output allocations. Attention reads
+    a cache view that grows each step: it stays a plain call."""
+
+    def __init__(self, decoder: Decoder):
+        m = decoder.shape
+        self.x = empty((1, m.hidden), np.float32)
+        self.positions = empty((1,), np.int32)
+        self.layers, x = [], self.x
+        for weights in decoder.layers:
+            layer = SimpleNamespace(attention=empty((1, m.heads * m.head_dim), np.float32))
+            layer.qkv = weights["qkv"].prepare(x=x, positions=self.positions)
+            layer.q, layer.k, layer.v = layer.qkv.outputs
+            layer.o = weights["o"].prepare(x=layer.attention, residual=x)
+            layer.gate_up = weights["gate_up"].prepare(x=layer.o.outputs[0])
+            layer.down = weights["down"].prepare(x=layer.gate_up.outputs[0], residual=layer.o.outputs[0])
+            x = layer.down.outputs[0]
+            self.layers.append(layer)
+        self.head = decoder.head.prepare(x=x)

@@ -29,10 +29,13 @@ def test_calls_after_close_raise_loader_error(build_library, target, isa):
     bound = kernel.bind(**packed)
     expected = kernel(**inputs, **packed)
     np.testing.assert_array_equal(bound(**inputs), expected)
+    prepared = bound.prepare(**{name: runtime.aligned(a) for name, a in inputs.items()})
+    prepared()  # this driver's prepared call: a call and a copy into its output
+    np.testing.assert_array_equal(prepared.outputs[0], expected)
     cache = library.device_array((2, 8), np.float32)
     library.close()
     library.close()  # twice is harmless
-    for call in (lambda: kernel(**inputs, **packed), lambda: bound(**inputs), lambda: kernel.bind(**packed),
+    for call in (lambda: kernel(**inputs, **packed), lambda: bound(**inputs), prepared, lambda: kernel.bind(**packed),
                  lambda: cache.numpy(), lambda: library.device_array((2, 8), np.float32)):
         with pytest.raises(runtime.LoaderError, match="closed"):
             call()

@@ -143,6 +143,7 @@ def test_after_close_kernels_and_device_arrays_raise_loader_error(closed_lib, lo
     kernel = closed_lib[GEMM]
     packed = kernel.pack(**logical)
     bound = kernel.bind(**packed)
+    prepared = bound.prepare(**{name: runtime.aligned(a) for name, a in activations.items()})
     cache = closed_lib.device_array((2, 4), np.float32)
     cache[...] = 1.0
     view = cache[0]
@@ -152,6 +153,8 @@ def test_after_close_kernels_and_device_arrays_raise_loader_error(closed_lib, lo
         kernel(**activations, **packed)
     with pytest.raises(runtime.LoaderError, match="closed"):
         bound(**activations)
+    with pytest.raises(runtime.LoaderError, match="closed"):
+        prepared()
     with pytest.raises(runtime.LoaderError, match="closed"):
         kernel.bind(**packed)
     np.testing.assert_array_equal(kernel.pack(**logical)["w"], packed["w"])  # pure numpy: still fine

@@ -221,6 +221,33 @@ def test_bound_kernels_match_plain_calls_and_check_their_inputs(lib, gemm_inputs
 
 
 @pytest.mark.native
+def test_prepared_calls_rerun_on_their_arrays(lib, gemm_inputs):
+    """A prepared call reads its inputs' current contents and writes the same output array; what it
+    cannot hand to the kernel as is (misaligned memory, a wrong output) is refused when prepared."""
+    bound = lib[GEMM].bind(w=gemm_inputs["w"], w_scale=gemm_inputs["w_scale"])
+    x, x_scale = runtime.empty((3, 128), np.int8), runtime.empty((3,), np.float32)
+    x[...], x_scale[...] = gemm_inputs["x"], gemm_inputs["x_scale"]
+    call = bound.prepare(x=x, x_scale=x_scale)
+    (y,) = call.outputs
+    call()
+    np.testing.assert_array_equal(y, bound(x=x, x_scale=x_scale))
+    x[...] = np.flip(gemm_inputs["x"], 0)
+    call()
+    np.testing.assert_array_equal(y, bound(x=x, x_scale=x_scale))
+    out = runtime.empty((3, 64), np.float32)
+    bound.prepare(out, x=x, x_scale=x_scale)()
+    np.testing.assert_array_equal(out, y)
+    with pytest.raises(ValueError, match="output 'y' must be float32 \\(3, 64\\).*got float32 \\(2, 64\\)"):
+        bound.prepare(runtime.empty((2, 64), np.float32), x=x, x_scale=x_scale)
+    with pytest.raises(ValueError, match="'y' is not 64-byte aligned"):
+        bound.prepare(runtime.empty((3 * 64 + 1,), np.float32)[1:].reshape(3, 64), x=x, x_scale=x_scale)
+    with pytest.raises(ValueError, match="'x' is not 64-byte aligned"):
+        bound.prepare(x=runtime.empty((3 * 128 + 1,), np.int8)[1:].reshape(3, 128), x_scale=x_scale)
+    with pytest.raises(ValueError, match="missing argument.*'x_scale'"):
+        bound.prepare(x=x)
+
+
+@pytest.mark.native
 def test_only_strided_arguments_take_views(lib):
     name = next(k for k in lib.kernels if k.startswith("attention_decode"))
     kernel = lib[name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,18 @@ class NativeDriver:
         outputs = [empty(shape, dtype) for shape, dtype in out_specs]
         function(*args, *[from_dlpack(a) for a in outputs])
         return outputs
+
+    def prepare_kept(self, name: str, kept, slots: list[int], inputs: list[np.ndarray], outputs: list[np.ndarray]):
+        """call_kept on these arrays, converted once (they are aligned: no copies); returns the call."""
+        function = self._functions.get(name)
+        if function is None:
+            function = self._functions[name] = self._function(name)
+        from_dlpack = self._ffi.from_dlpack
+        args = list(kept[0])
+        for position, array in zip(slots, inputs):
+            args[position] = to_tensor(from_dlpack, array)
+        args += [from_dlpack(a) for a in outputs]
+        return functools.partial(function, *args)
 
     def close(self) -> None:
         self._functions.clear()
