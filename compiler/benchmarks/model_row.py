@@ -75,9 +75,9 @@ def bench_model(gguf: Path, libraries: dict[str, Path], *, threads: int, quick: 
     def summary(values):
         return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
-    ours = next(runner for name, runner in runners.items() if name != "llama.cpp")
+    resident = {name: runner.resident_weight_bytes for name, runner in runners.items() if name != "llama.cpp"}
     row = {"gguf": gguf.name, "threads": threads, "prompt_tokens": len(prompt), "decode_tokens": len(continuation),
-           "rounds": rounds, "resident_weight_bytes": ours.resident_weight_bytes, "gguf_bytes": gguf.stat().st_size,
+           "rounds": rounds, "resident_weight_bytes": resident, "gguf_bytes": gguf.stat().st_size,
            "contestants": list(runners)}
     for name, values in samples.items():
         row[name] = {"prefill_tokens_per_s": summary([len(prompt) / p for p, _ in values]),
@@ -96,8 +96,9 @@ def bench_model(gguf: Path, libraries: dict[str, Path], *, threads: int, quick: 
 
 
 def format_row(row: dict) -> str:
+    resident = ", ".join(f"{name} {nbytes / 1e6:.1f} MB" for name, nbytes in row["resident_weight_bytes"].items())
     lines = [f"model {row['gguf']} ({row['threads']} threads, {row['rounds']} alternating rounds; "
-             f"resident weights {row['resident_weight_bytes'] / 1e6:.1f} MB, GGUF {row['gguf_bytes'] / 1e6:.1f} MB)"]
+             f"resident weights: {resident}; GGUF {row['gguf_bytes'] / 1e6:.1f} MB)"]
     for metric, label in (("prefill_tokens_per_s", f"prefill {row['prompt_tokens']} tokens"),
                           ("decode_tokens_per_s", f"decode {row['decode_tokens']} tokens")):
         for name in row["contestants"]:

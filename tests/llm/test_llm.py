@@ -68,7 +68,7 @@ def peer(smollm):
 
 
 @pytest.mark.e2e
-def test_weights_are_ggufs_values_and_stay_quantised(smollm, decoder):
+def test_weights_are_ggufs_values_and_stay_quantised(smollm, decoder, q8_decoder):
     import gguf
 
     for name in ("blk.0.attn_q.weight", "blk.29.ffn_down.weight", "token_embd.weight"):
@@ -77,6 +77,8 @@ def test_weights_are_ggufs_values_and_stay_quantised(smollm, decoder):
                                       gguf.quants.dequantize(np.asarray(tensor.data), tensor.tensor_type))
     # int4 values two per byte with fp32 block scale and minimum, int8 + fp32 scale for the Q8_0 head
     assert decoder.resident_weight_bytes < 1.2 * smollm.path.stat().st_size
+    # the q8 path keeps the file's fp16 block scales and minimums: no more bytes than the GGUF
+    assert q8_decoder.resident_weight_bytes <= smollm.path.stat().st_size
 
 
 @pytest.mark.e2e
