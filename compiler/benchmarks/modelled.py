@@ -15,7 +15,7 @@ from pathlib import Path
 import targets
 from compiler import build, runtime
 from compiler.backends.native.cycle_model import instruction_text, model_kernel_on
-from compiler.verify import symbolic_dims
+from compiler.verify import length_dim, symbolic_dims
 
 # Runtime lengths per symbolic dim: decode (one token, a 2K cache) and a 128-token prefill.
 LENGTHS = {"M": (1, 128), "S": (128,), "L": (2048,)}
@@ -36,7 +36,8 @@ def run(specs, target, *, toolchain, tuning_dir: Path | None, cores: list[str], 
         manifest = runtime.read_manifest(directory)
         for name, entry in manifest["kernels"].items():
             dims = symbolic_dims(entry)
-            for length in (LENGTHS[dims[0]][:1] if quick else LENGTHS[dims[0]]) if dims else (None,):
+            lengths = LENGTHS[length_dim(entry)] if dims else (None,)
+            for length in lengths[:1] if quick else lengths:
                 sizes = {d: length for d in dims}
                 progress(f"  modelling {name} {sizes} on {', '.join(c.name for c in chosen)}")
                 rows += [{**asdict(m), "peer": _peer_shape(by_name.get(name))}

@@ -75,7 +75,7 @@ def model_estimates(rows: list[dict], model) -> list[dict]:
         decode, prefill, caches = [], [], set()
         for kernel, calls in models.layer_calls(model, quant):
             if kernel.startswith("attention_prefill"):
-                prefill.append((calls, _median(rows, kernel, {"S": PROMPT_TOKENS}, caches=("hot",))[0]))
+                prefill.append((calls, _median(rows, kernel, {"L": PROMPT_TOKENS, "S": PROMPT_TOKENS}, caches=("hot",))[0]))
                 continue
             decode_sizes = {"L": CONTEXT} if kernel.startswith("attention_decode") else {"M": 1}
             ms, cache = _median(rows, kernel, decode_sizes)

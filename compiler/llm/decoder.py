@@ -1,4 +1,6 @@
 """A llama decoder on our built kernels: GGUF weights packed once, a KV cache, logits per step.
+Any number of tokens may follow the cached context (a chat's next turn, a long prompt in chunks):
+they are prefilled over it; a single token goes through the prepared decode step.
 
 Every projection and attention goes through the library's kernels, which also do the elementwise
 steps (RMSNorms, SiLU x up, residual adds: see model_kernels.kernel_specs); numpy only looks up
@@ -47,9 +49,16 @@ def check_context(shape: ModelShape, max_context: int) -> None:
 
 
 class Decoder:
-    def __init__(self, model: GGUFModel, library: Library, *, max_context: int = 4096, activations: str = "f32"):
-        """activations: "f32", or "q8" (llama.cpp's 8-bit activation blocks, model_kernels.kernel_specs)."""
+    def __init__(self, model: GGUFModel, library: Library, *, max_context: int = 4096, activations: str = "f32",
+                 prefill_chunk: int | None = None):
+        """activations: "f32", or "q8" (llama.cpp's 8-bit activation blocks, model_kernels.kernel_specs).
+        prefill_chunk: prefill long inputs this many tokens at a time (None: all at once), which
+        bounds the activations' memory; the result is the same to float rounding."""
         check_context(model.shape, max_context)
+        if prefill_chunk is not None and (isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int)
+                                          or prefill_chunk < 1):
+            raise ValueError(f"prefill_chunk must be a positive integer, got {prefill_chunk!r}")
+        self.prefill_chunk = prefill_chunk
         self.model, self.shape = model, model.shape
         self.activations = activations
         self.specs = model_kernels.kernel_specs(model, activations, library.target["isa"])
@@ -86,6 +95,14 @@ class Decoder:
         self.k_cache = self.library.device_array(shape, np.float32)
         self.v_cache = self.library.device_array(shape, np.float32)
 
+    def truncate(self, length: int) -> None:
+        """Keep only the first `length` tokens of the context (the cache rows after them are
+        overwritten by what comes next): a conversation whose new rendering shares only a prefix
+        with what was fed re-feeds from there, not from the start."""
+        if isinstance(length, bool) or not isinstance(length, int) or not 0 <= length <= self.length:
+            raise ValueError(f"truncate: length must be an integer in [0, {self.length}], got {length!r}")
+        self.length = length
+
     def _run(self, role: str, kernel, **inputs):
         """kernel(**inputs) (a prepared call takes none), its wall time added to the role's."""
         start = time.perf_counter()
@@ -95,7 +112,8 @@ class Decoder:
 
     def forward(self, tokens: list[int] | np.ndarray) -> np.ndarray:
         """Feed tokens after the current context; returns float32 logits [vocab] of the last one.
-        A first call runs prefill attention over all of them; later calls decode one token at a time."""
+        Several tokens are prefilled together over the cached context (in chunks of at most
+        `prefill_chunk` when set); one token takes the decode step."""
         tokens = np.asarray(tokens, dtype=np.int64)
         if tokens.ndim != 1 or tokens.size == 0:
             raise ValueError("forward takes a non-empty 1-D sequence of token ids")
@@ -103,15 +121,14 @@ class Decoder:
             raise ValueError(f"token ids must be in [0, {self.model.vocab_size})")
         if self.length + tokens.size > self.max_context:
             raise ValueError(f"context of {self.length + tokens.size} tokens exceeds max_context={self.max_context}")
-        if self.length > 0:
-            logits = None
-            for token in tokens:  # attention kernels cover a fresh prompt or one new token
-                logits = self._decode(int(token))
-            return logits
-        glue = time.perf_counter()
-        x = self.model.embedding_rows(tokens)
-        self.profile["numpy"] += time.perf_counter() - glue
-        x = self._layers(x)
+        if tokens.size == 1 and self.length > 0:
+            return self._decode(int(tokens[0]))
+        chunk = self.prefill_chunk or tokens.size
+        for begin in range(0, tokens.size, chunk):
+            glue = time.perf_counter()
+            x = self.model.embedding_rows(tokens[begin:begin + chunk])
+            self.profile["numpy"] += time.perf_counter() - glue
+            x = self._layers(x)
         return self._run("head", self.head, x=x[-1:])[0]
 
     def _decode_step(self) -> "DecodeStep":
@@ -147,23 +164,25 @@ class Decoder:
         return step.head.outputs[0][0].copy()
 
     def _layers(self, x: np.ndarray) -> np.ndarray:
-        """A fresh prompt's layers (prefill attention over its own tokens)."""
-        m, t = self.shape, x.shape[0]
-        positions = np.arange(t, dtype=np.int32)
+        """The layers of T new tokens after the cached context: prefill attention over all of it."""
+        m, t, start = self.shape, x.shape[0], self.length
+        end = start + t
+        positions = np.arange(start, end, dtype=np.int32)
         for index, w in enumerate(self.layers):
             q, k, v = self._run("qkv", w["qkv"], x=x, positions=positions)
             glue = time.perf_counter()
-            self.k_cache[index, :, :t] = k
-            self.v_cache[index, :, :t] = v
+            self.k_cache[index, :, start:end] = k
+            self.v_cache[index, :, start:end] = v
             self.profile["numpy"] += time.perf_counter() - glue
-            o = self._run("attention_prefill", self.kernels["attention_prefill"], q=q, k=k, v=v)  # [hq, T, d]
+            o = self._run("attention_prefill", self.kernels["attention_prefill"], q=q,  # [hq, T, d]
+                          k_cache=self.k_cache[index, :, :end], v_cache=self.v_cache[index, :, :end])
             glue = time.perf_counter()
             attn = np.ascontiguousarray(o.transpose(1, 0, 2)).reshape(t, m.heads * m.head_dim)
             self.profile["numpy"] += time.perf_counter() - glue
             x = self._run("o", w["o"], x=attn, residual=x)
             gate_up = self._run("gate_up", w["gate_up"], x=x)
             x = self._run("down", w["down"], x=gate_up, residual=x)
-        self.length = t
+        self.length = end
         return x
 
 

@@ -62,12 +62,15 @@ class Generation:
 
 
 def generate(decoder: Decoder, prompt_tokens: list[int], max_tokens: int, sampler: Sampler, *,
-             stop_ids: set[int] = frozenset(), on_token: Callable[[int], None] | None = None) -> Generation:
-    """Prefill the prompt, then decode up to max_tokens tokens (stopping after a stop id)."""
+             stop_ids: set[int] = frozenset(), on_token: Callable[[int], None] | None = None,
+             rng: np.random.Generator | None = None, fresh: bool = True) -> Generation:
+    """Prefill the prompt (after the cached context unless `fresh`), then decode up to max_tokens
+    tokens (stopping after a stop id, which is not fed back)."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
-    decoder.reset()
-    rng = sampler.rng()
+    if fresh:
+        decoder.reset()
+    rng = rng or sampler.rng()
     result = Generation(list(prompt_tokens))
     start = time.perf_counter()
     logits = decoder.forward(prompt_tokens)
@@ -104,49 +107,165 @@ def greedy_tokens(decoder: Decoder, prompt_tokens: list[int], count: int) -> tup
     return tokens, np.stack(logits)
 
 
-def run_command(*, gguf: Path, target, prompt: str, max_tokens: int, sampler: Sampler, chat: bool, out_dir: Path,
-                toolchain, tuning_dir: Path | None, max_context: int, emit: Callable[[str], None],
-                activations: str = "f32", progress: Callable[[str], None] = print) -> Generation:
-    """Build or reuse the kernels, load the weights, stream the generated text through `emit`, report speed."""
+class TextStream:
+    """Generated tokens -> text pieces for `emit`: the whole reply is decoded each time, since a
+    character may span tokens (a piece is emitted once it no longer ends in a partial character)."""
+
+    def __init__(self, tokenizer, emit: Callable[[str], None]):
+        self.tokenizer, self.emit = tokenizer, emit
+        self.tokens: list[int] = []
+        self.shown = ""
+
+    def __call__(self, token: int) -> None:
+        if token in self.tokenizer.stop_ids:
+            return
+        self.tokens.append(token)
+        full = self.tokenizer.decode(self.tokens)
+        if not full.endswith("\ufffd"):
+            self.emit(full[len(self.shown):])
+            self.shown = full
+
+
+def open_model(gguf: Path, max_context: int):
+    """(model, tokenizer) of a GGUF, checked before anything is built: the KV cache must fit in memory."""
     from compiler.llm.tokenizer import GGUFTokenizer
 
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        raise ValueError(f"--max-tokens must be at least 1, got {max_tokens!r}")
     model = GGUFModel(gguf)
-    check_context(model.shape, max_context)  # before a build: the KV cache must fit in memory
-    tokenizer = GGUFTokenizer(model)
-    text = tokenizer.chat_prompt(prompt) if chat else prompt
-    prompt_tokens = tokenizer.encode(text)
-    if not prompt_tokens:
-        raise ValueError("the prompt is empty: give some text with --prompt")
-    if len(prompt_tokens) + max_tokens > max_context:
-        raise ValueError(f"prompt ({len(prompt_tokens)} tokens) + --max-tokens {max_tokens} exceeds --max-context {max_context}")
+    check_context(model.shape, max_context)
+    return model, GGUFTokenizer(model)
+
+
+def load_decoder(model: GGUFModel, target, out_dir: Path, *, toolchain, tuning_dir: Path | None, max_context: int,
+                 activations: str, prefill_chunk: int | None, progress: Callable[[str], None]):
+    """(library, decoder): the model's kernels built or reused, its weights loaded."""
     model_library(model, target, out_dir, toolchain=toolchain, tuning_dir=tuning_dir, activations=activations,
                   progress=progress)
     library = runtime.load(out_dir)
     start = time.perf_counter()
-    decoder = Decoder(model, library, max_context=max_context, activations=activations)
+    decoder = Decoder(model, library, max_context=max_context, activations=activations, prefill_chunk=prefill_chunk)
     progress(f"loaded {model.shape.layers} layers in {time.perf_counter() - start:.1f} s ({library.mode}, "
              f"{ACTIVATION_NAMES[activations]}); "
              f"resident weights {decoder.resident_weight_bytes / 1e6:.1f} MB vs the GGUF's "
              f"{model.path.stat().st_size / 1e6:.1f} MB")
-    shown, text_tokens = "", []
+    return library, decoder
 
-    def stream(token: int) -> None:  # decode the whole text each time: a character may span tokens
-        nonlocal shown
-        if token in tokenizer.stop_ids:
-            return
-        text_tokens.append(token)
-        full = tokenizer.decode(text_tokens)
-        if not full.endswith("\ufffd"):
-            emit(full[len(shown):])
-            shown = full
 
+def check_options(max_tokens, prefill_chunk) -> None:
+    """The run options' values, before anything is built."""
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise ValueError(f"--max-tokens must be at least 1, got {max_tokens!r}")
+    if prefill_chunk is not None and (isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int)
+                                      or prefill_chunk < 1):
+        raise ValueError(f"--prefill-chunk must be at least 1, got {prefill_chunk!r}")
+
+
+def run_command(*, gguf: Path, target, prompt: str, max_tokens: int, sampler: Sampler, chat: bool, out_dir: Path,
+                toolchain, tuning_dir: Path | None, max_context: int, emit: Callable[[str], None],
+                activations: str = "f32", prefill_chunk: int | None = None,
+                progress: Callable[[str], None] = print) -> Generation:
+    """Build or reuse the kernels, load the weights, stream the generated text through `emit`, report speed."""
+    check_options(max_tokens, prefill_chunk)
+    model, tokenizer = open_model(gguf, max_context)
+    prompt_tokens = tokenizer.encode(tokenizer.chat_prompt(prompt) if chat else prompt)
+    if not prompt_tokens:
+        raise ValueError("the prompt is empty: give some text with --prompt")
+    if len(prompt_tokens) + max_tokens > max_context:
+        raise ValueError(f"prompt ({len(prompt_tokens)} tokens) + --max-tokens {max_tokens} exceeds --max-context {max_context}")
+    library, decoder = load_decoder(model, target, out_dir, toolchain=toolchain, tuning_dir=tuning_dir,
+                                    max_context=max_context, activations=activations, prefill_chunk=prefill_chunk,
+                                    progress=progress)
     with library:
-        result = generate(decoder, prompt_tokens, max_tokens, sampler, stop_ids=tokenizer.stop_ids, on_token=stream)
+        result = generate(decoder, prompt_tokens, max_tokens, sampler, stop_ids=tokenizer.stop_ids,
+                          on_token=TextStream(tokenizer, emit))
     emit("\n")
     progress(f"prompt: {len(prompt_tokens)} tokens, time to first token {result.prefill_s * 1e3:.0f} ms "
              f"({result.prefill_tokens_per_s:.1f} tokens/s)")
     progress(f"decode: {len(result.tokens)} tokens, {result.decode_tokens_per_s:.1f} tokens/s")
     progress("time by kernel (all forward passes):\n" + profile_table(decoder.profile))
     return result
+
+
+class Conversation:
+    """A multi-turn chat on one KV cache: each turn's rendering of the whole conversation is fed
+    from where it stops matching what the cache holds (normally: just the new user turn and the
+    template's markers), so a turn costs a prefill of its own tokens, not of the conversation."""
+
+    def __init__(self, decoder: Decoder, tokenizer, sampler: Sampler, max_tokens: int):
+        self.decoder, self.tokenizer, self.sampler, self.max_tokens = decoder, tokenizer, sampler, max_tokens
+        self.rng = sampler.rng()
+        self.reset()
+
+    def reset(self) -> None:
+        self.messages: list[dict] = []
+        self.fed: list[int] = []  # the tokens the cache holds, in order
+        self.reused = 0  # of the last turn's prompt, the tokens already in the cache
+        self.decoder.reset()
+
+    def turn(self, user_message: str, on_token: Callable[[int], None] | None = None) -> tuple[Generation, str]:
+        """The reply to one user message: (its generation, with prefill_s the turn's time to first
+        token, and its text). Refuses (ValueError, nothing changed) a turn that would overflow the context."""
+        messages = self.messages + [{"role": "user", "content": user_message}]
+        tokens = self.tokenizer.encode(self.tokenizer.chat_text(messages))
+        limit = self.decoder.max_context
+        if len(tokens) + self.max_tokens > limit:
+            raise ValueError(f"the conversation would reach {len(tokens)} + {self.max_tokens} (--max-tokens) tokens, "
+                             f"over --max-context {limit}: /reset to start a new one")
+        common = 0
+        for cached, new in zip(self.fed, tokens):
+            if cached != new:
+                break
+            common += 1
+        common = min(common, len(tokens) - 1)  # at least one token to prefill: it gives the next logits
+        self.decoder.truncate(common)
+        stream = TextStream(self.tokenizer, lambda _: None)
+
+        def seen(token: int) -> None:
+            stream(token)
+            if on_token:
+                on_token(token)
+
+        result = generate(self.decoder, tokens[common:], self.max_tokens, self.sampler, fresh=False,
+                          stop_ids=self.tokenizer.stop_ids, on_token=seen, rng=self.rng)
+        self.reused = common
+        self.fed = tokens + result.tokens[:-1]  # the last token is picked, not fed
+        text = self.tokenizer.decode(stream.tokens)
+        self.messages = messages + [{"role": "assistant", "content": text}]
+        return result, text
+
+
+def chat_command(*, gguf: Path, target, max_tokens: int, sampler: Sampler, out_dir: Path, toolchain,
+                 tuning_dir: Path | None, max_context: int, emit: Callable[[str], None],
+                 read: Callable[[], str | None], activations: str = "f32", prefill_chunk: int | None = None,
+                 progress: Callable[[str], None] = print) -> list[Generation]:
+    """An interactive chat: user turns from `read` (None ends it; "/reset" starts over), replies
+    streamed through `emit`, each turn's time to first token and decode speed reported."""
+    check_options(max_tokens, prefill_chunk)
+    model, tokenizer = open_model(gguf, max_context)
+    tokenizer.chat_text([{"role": "user", "content": ""}])  # a GGUF without a chat template fails here
+    library, decoder = load_decoder(model, target, out_dir, toolchain=toolchain, tuning_dir=tuning_dir,
+                                    max_context=max_context, activations=activations, prefill_chunk=prefill_chunk,
+                                    progress=progress)
+    results = []
+    with library:
+        conversation = Conversation(decoder, tokenizer, sampler, max_tokens)
+        progress(f"chat: one KV cache of {max_context} tokens; /reset starts over, end of input ends")
+        while (line := read()) is not None:
+            line = line.strip()
+            if not line:
+                continue
+            if line == "/reset":
+                conversation.reset()
+                progress("conversation cleared")
+                continue
+            try:
+                result, _ = conversation.turn(line, on_token=TextStream(tokenizer, emit))
+            except ValueError as err:
+                progress(str(err))
+                continue
+            emit("\n")
+            progress(f"turn {len(results) + 1}: {len(result.prompt_tokens)} new prompt tokens after "
+                     f"{conversation.reused} cached, time to first token {result.prefill_s * 1e3:.0f} ms; "
+                     f"{len(result.tokens)} tokens at {result.decode_tokens_per_s:.1f} tokens/s; "
+                     f"context {len(conversation.fed)}/{max_context}")
+            results.append(result)
+    return results

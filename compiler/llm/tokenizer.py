@@ -68,12 +68,15 @@ class GGUFTokenizer:
 
     def chat_prompt(self, user_message: str) -> str:
         """The prompt text for one user turn, rendered from the GGUF's chat template (jinja, as transformers does)."""
+        return self.chat_text([{"role": "user", "content": user_message}])
+
+    def chat_text(self, messages: list[dict]) -> str:
+        """A conversation ({"role", "content"} messages) rendered for the model's next reply."""
         if not self.chat_template:
             raise GGUFError("this GGUF has no tokenizer.chat_template: run without --chat")
         bos = self._tokens[self.bos_id] if self.bos_id >= 0 else ""
         eos = self._tokens[self.eos_id] if self.eos_id >= 0 else ""
-        return render_chat_template(self.chat_template, [{"role": "user", "content": user_message}],
-                                    bos_token=bos, eos_token=eos)
+        return render_chat_template(self.chat_template, messages, bos_token=bos, eos_token=eos)
 
 
 def _chat_environment():

@@ -1,5 +1,9 @@
 """Causal grouped-query attention: prefill (flash-style) and decode (flash-decoding, split over L).
 
+Prefill takes S new query rows at positions P..P+S-1 against the cache's L = P + S keys (all of the
+prefix, causal within the new rows): P = 0 is a fresh prompt, P > 0 a chunk of a long prompt or a
+later chat turn over the same cache. Both read the caches as views of longer ones (`strided`).
+
 Online softmax cannot be written as a tensor expression, so these are TensorIR functions. Each is a
 grid of independent blocks that the schedule parallelises ("row": one query position for all query
 heads sharing a KV head; "split": one KV chunk for the same heads), whose bodies run an online
@@ -29,8 +33,14 @@ class AttentionPrefill(OpDef):
 
     def arguments(self, spec: KernelSpec, layout) -> list[Arg]:
         hq, hkv, d = spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
-        return [Arg("q", (hq, "S", d), "float32", "input"), Arg("k", (hkv, "S", d), "float32", "input"),
-                Arg("v", (hkv, "S", d), "float32", "input"), Arg("o", (hq, "S", d), "float32", "output")]
+        return [Arg("q", (hq, "S", d), "float32", "input", doc="the new rows' queries (positions L-S..L-1)"),
+                Arg("k_cache", (hkv, "L", d), "float32", "input", strided=True,
+                    doc="keys of positions 0..L-1 (L >= S), the new rows' own last; may be a view of a longer cache"),
+                Arg("v_cache", (hkv, "L", d), "float32", "input", strided=True),
+                Arg("o", (hq, "S", d), "float32", "output")]
+
+    def dims_at_least(self, spec: KernelSpec) -> dict[str, str]:
+        return {"L": "S"}  # the cache holds the new rows
 
     def build(self, spec: KernelSpec, layout):
         if layout.threaded:  # a GPU layout: thread-bound TensorIR
@@ -41,17 +51,20 @@ class AttentionPrefill(OpDef):
                            layout.q_rows)
 
     def flops(self, spec, sizes):
-        s = sizes["S"]  # causal: about half of the S x S scores
-        return 4.0 * spec.dim("hq") * spec.dim("d") * s * (s + 1) / 2
+        s = sizes["S"]  # all of the prefix, and about half of the S x S causal scores
+        prefix = sizes.get("L", s) - s
+        return 4.0 * spec.dim("hq") * spec.dim("d") * s * (prefix + (s + 1) / 2)
 
-    def reference(self, spec, q, k, v):
-        return {"o": attention_reference(q, k, v, causal_offset=0)}
+    def reference(self, spec, q, k_cache, v_cache):
+        return {"o": attention_reference(q, k_cache, v_cache, causal_offset=k_cache.shape[1] - q.shape[1])}
 
     def random_inputs(self, spec, sizes, rng):
+        """sizes: S, and L (default S: a fresh prompt)."""
         s, hq, hkv, d = sizes["S"], spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
+        n = sizes.get("L", s)
         return {"q": rng.standard_normal((hq, s, d)).astype(np.float32),
-                "k": rng.standard_normal((hkv, s, d)).astype(np.float32),
-                "v": rng.standard_normal((hkv, s, d)).astype(np.float32)}
+                "k_cache": rng.standard_normal((hkv, n, d)).astype(np.float32),
+                "v_cache": rng.standard_normal((hkv, n, d)).astype(np.float32)}
 
 
 class AttentionDecode(OpDef):
@@ -199,8 +212,8 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int):
 
 
 def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int):
-    """One block per (KV head, R consecutive query positions): every K/V row loaded serves the
-    R x Hq/Hkv query vectors of the block."""
+    """One block per (KV head, R consecutive query rows): every K/V row loaded serves the
+    R x Hq/Hkv query vectors of the block. Row i is position P + i (P = L - S) and sees keys 0..P+i."""
     from tvm.script import tirx as T
 
     G = HQ // HKV
@@ -211,15 +224,18 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int):
     def attention_prefill(q_h: T.handle, k_h: T.handle, v_h: T.handle, o_h: T.handle):
         T.func_attr({"tirx.noalias": True})
         S = T.int32()
+        L = T.int32()
+        head_stride_k = T.int32()  # the caches may be views of longer ones: any stride between heads
+        head_stride_v = T.int32()
         Q = T.match_buffer(q_h, (HQ, S, D), "float32")
-        K = T.match_buffer(k_h, (HKV, S, D), "float32")
-        V = T.match_buffer(v_h, (HKV, S, D), "float32")
+        K = T.match_buffer(k_h, (HKV, L, D), "float32", strides=(head_stride_k, D, 1))
+        V = T.match_buffer(v_h, (HKV, L, D), "float32", strides=(head_stride_v, D, 1))
         O = T.match_buffer(o_h, (HQ, S, D), "float32")
         for hk, it in T.grid(HKV, (S + R - 1) // R):
             with T.sblock("rows"):
                 vh, vt = T.axis.remap("SS", [hk, it])
                 T.reads(Q[vh * G: vh * G + G, vt * R: T.min(vt * R + R, S), 0:D],
-                        K[vh, 0:T.min(vt * R + R, S), 0:D], V[vh, 0:T.min(vt * R + R, S), 0:D])
+                        K[vh, 0:T.min(L - S + vt * R + R, L), 0:D], V[vh, 0:T.min(L - S + vt * R + R, L), 0:D])
                 T.writes(O[vh * G: vh * G + G, vt * R: T.min(vt * R + R, S), 0:D])
                 q = T.sblock_alloc_buffer((NQ, D), "float32", scope="local")
                 m = T.sblock_alloc_buffer((NQ,), "float32", scope="local")
@@ -232,9 +248,10 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int):
                     for d in T.vectorized(D):
                         q[g, d] = Q[vh * G + g % G, T.min(vt * R + g // G, S - 1), d]
                 init(m, lsum, acc)
-                # causal: only tiles up to the block's last position
-                for t in range((T.min(vt * R + R, S) - 1 + BK) // BK):
-                    tile(q, K, V, vh, t * BK, T.min(vt * R + R, S), vt * R + 1, m, lsum, acc, sc, part, mt)
+                # causal: the prefix and the tiles up to the block's last position
+                for t in range((T.min(L - S + vt * R + R, L) - 1 + BK) // BK):
+                    tile(q, K, V, vh, t * BK, T.min(L - S + vt * R + R, L), L - S + vt * R + 1, m, lsum, acc, sc,
+                         part, mt)
                 for g in range(NQ):
                     if vt * R + g // G < S:
                         for d in T.vectorized(D):

@@ -5,8 +5,8 @@ shared-memory phases are inserted by TVM's ThreadSync pass. Loops over per-threa
 unrolled, so the arrays live in registers (dynamic indexing would put them in memory); this also
 keeps every loop well under lavapipe's limit of 65535 iterations per loop and invocation.
 
-prefill: one workgroup per (KV head, R query positions); thread t serves query head t % G of the
-group at position t // G, so each K/V tile (BK keys, staged in shared memory) serves R x G queries.
+prefill: one workgroup per (KV head, R query rows); thread t serves query head t % G of the
+group at row t // G (position P + t // G, after a prefix of P = L - S cached keys), so each K/V tile (BK keys, staged in shared memory) serves R x G queries.
 Online softmax key by key over the causal tiles: only the head-dim loops are unrolled, which keeps
 shaders small (a tile-wide score array would need the key loop unrolled too: 4096 unrolled FMAs at
 D=128, which lavapipe's JIT took minutes to compile).
@@ -40,15 +40,18 @@ def prefill_gpu_tir(HQ: int, HKV: int, D: int, BK: int, THREADS: int):
     def attention_prefill(q_h: T.handle, k_h: T.handle, v_h: T.handle, o_h: T.handle):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         S = T.int32()
+        L = T.int32()  # keys: the prefix P = L - S, then the new rows'
+        head_stride_k = T.int32()
+        head_stride_v = T.int32()
         Q = T.match_buffer(q_h, (HQ, S, D), "float32")
-        K = T.match_buffer(k_h, (HKV, S, D), "float32")
-        V = T.match_buffer(v_h, (HKV, S, D), "float32")
+        K = T.match_buffer(k_h, (HKV, L, D), "float32", strides=(head_stride_k, D, 1))
+        V = T.match_buffer(v_h, (HKV, L, D), "float32", strides=(head_stride_v, D, 1))
         O = T.match_buffer(o_h, (HQ, S, D), "float32")
         for hk in T.thread_binding(HKV, thread="blockIdx.y"):
             for bt in T.thread_binding((S + R - 1) // R, thread="blockIdx.x"):
                 for tx in T.thread_binding(NT, thread="threadIdx.x"):
                     with T.sblock("rows"):
-                        T.reads(Q[0:HQ, 0:S, 0:D], K[hk, 0:S, 0:D], V[hk, 0:S, 0:D])
+                        T.reads(Q[0:HQ, 0:S, 0:D], K[hk, 0:L, 0:D], V[hk, 0:L, 0:D])
                         T.writes(O[0:HQ, 0:S, 0:D])
                         ks = T.sblock_alloc_buffer((BK, D), "float32", scope="shared")
                         vs = T.sblock_alloc_buffer((BK, D), "float32", scope="shared")
@@ -60,15 +63,15 @@ def prefill_gpu_tir(HQ: int, HKV: int, D: int, BK: int, THREADS: int):
                             acc[d] = T.float32(0)
                         st[0] = T.float32(NEG_INF)
                         st[1] = T.float32(0)
-                        for t in range((T.min(bt * R + R, S) + BK - 1) // BK):
-                            for i in T.unroll(LOADS):  # the tile, loaded by all threads (rows clamped to S)
+                        for t in range((T.min(L - S + bt * R + R, L) + BK - 1) // BK):
+                            for i in T.unroll(LOADS):  # the tile, loaded by all threads (rows clamped to L)
                                 if i * NT + tx < BK * D:
                                     ks[(i * NT + tx) // D, (i * NT + tx) % D] = K[
-                                        hk, T.min(t * BK + (i * NT + tx) // D, S - 1), (i * NT + tx) % D]
+                                        hk, T.min(t * BK + (i * NT + tx) // D, L - 1), (i * NT + tx) % D]
                                     vs[(i * NT + tx) // D, (i * NT + tx) % D] = V[
-                                        hk, T.min(t * BK + (i * NT + tx) // D, S - 1), (i * NT + tx) % D]
-                            for c in range(BK):  # online softmax key by key (causal keys only)
-                                if t * BK + c <= bt * R + tx // G:
+                                        hk, T.min(t * BK + (i * NT + tx) // D, L - 1), (i * NT + tx) % D]
+                            for c in range(BK):  # online softmax key by key (the prefix, causal new keys)
+                                if t * BK + c <= L - S + bt * R + tx // G:
                                     st[2] = T.float32(0)
                                     for d in T.unroll(D):
                                         st[2] = st[2] + q[d] * ks[c, d]

@@ -116,6 +116,10 @@ class OpDef:
     def arguments(self, spec: KernelSpec, layout) -> list[Arg]:
         raise NotImplementedError
 
+    def dims_at_least(self, spec: KernelSpec) -> dict[str, str]:
+        """Runtime dims that may not be smaller than another ({"L": "S"}): the loader checks them."""
+        return {}
+
     def build(self, spec: KernelSpec, layout):
         """The kernel as a TVM PrimFunc (unscheduled)."""
         raise NotImplementedError

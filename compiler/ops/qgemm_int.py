@@ -180,6 +180,11 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
 
     rows, row = padded_rows(m, layout.m_tile)
     offset = layout.act_offset
+    if blocks is not None:  # the float16 block scales (and minimums), widened once per column tile by
+        # the schedule (CPU: per column block, for every row tile) rather than at every row's use
+        ws = te.compute((ngroups, n), lambda g, j: ph["w_scale"][g, j].astype("float32"), name="w_scale_f32")
+        if minimum:
+            w_min = te.compute((ngroups, n), lambda g, j: ph["w_min"][g, j].astype("float32"), name="w_min_f32")
 
     if layout.int8_dot == "spirv_dot4" and group % 4 == 0:
         # GPUs with SPV_KHR_integer_dot_product: 4 products per instruction on packed int8
@@ -215,9 +220,9 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
         value = value + bias[j] if bias is not None else value
         return value + ph["residual"][i, j] if residual else value
 
-    def scale(j, g):  # per group [N, K/group] (group-major float16 [K/group, N] with block activations), or per channel [N]
+    def scale(j, g):  # per group [N, K/group] (group-major [K/group, N] with block activations), or per channel [N]
         if blocks is not None:
-            return ws[g, j].astype("float32")
+            return ws[g, j]
         return ws[j, g] if group_scales else ws[j]
 
     def scaled(i, g, j):
@@ -226,7 +231,7 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
         if not minimum:
             return group_sum(i, g, j).astype("float32") * (scale(j, g) * blocks.d[row(i), g])
         unsigned = group_sum(i, g, j) + 8 * blocks.isum[row(i), g]  # sum of llama.cpp's nibbles 0..15 times q_x
-        block_min = ph["w_min"][g, j].astype("float32")  # GGUF's m: packed as w_min - 8 w_scale
+        block_min = w_min[g, j]  # GGUF's m: packed as w_min - 8 w_scale
         return unsigned.astype("float32") * (scale(j, g) * blocks.d[row(i), g]) + block_min * blocks.s[row(i), g]
 
     if ngroups == 1 and blocks is None:

@@ -66,6 +66,14 @@ def bind_shape(kernel: str, name: str, array: np.ndarray, shape: list, dtype,
             raise ValueError(f"{kernel}: argument {name!r} must have shape {shape}, got {list(array.shape)}")
 
 
+def check_dims_at_least(kernel: str, sizes: dict[str, int], at_least: dict[str, str]) -> None:
+    """Runtime dims bound by the arguments that may not be smaller than another (attention
+    prefill's cache of L keys holds its S new rows: L >= S)."""
+    for dim, other in at_least.items():
+        if dim in sizes and other in sizes and sizes[dim] < sizes[other]:
+            raise ValueError(f"{kernel}: {dim}={sizes[dim]} must be at least {other}={sizes[other]}")
+
+
 def check_layout(kernel: str, name: str, array: np.ndarray, strided: bool) -> None:
     """A non-C-contiguous argument passes only where the manifest allows a strided outer axis and
     the rest of the array is contiguous (a view of the first rows of a longer buffer)."""

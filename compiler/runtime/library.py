@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from compiler.runtime.checks import as_array, bind_shape, bucket_matches, check_layout, check_names
+from compiler.runtime.checks import (as_array, bind_shape, bucket_matches, check_dims_at_least, check_layout,
+                                     check_names)
 from compiler.runtime.errors import LoaderError
 from compiler.runtime.memory import ALIGNMENT, DeviceArray, aligned, empty
 from compiler.runtime.packing import apply_step
@@ -84,6 +85,7 @@ class Kernel:
         self._input_names = {a["name"] for a in self._inputs}
         self._input_checks = [(a["name"], np.dtype(a["dtype"]), a["shape"], a.get("strided", False))
                               for a in self._inputs]
+        self._at_least = entry.get("dims_at_least", {})
 
     def __repr__(self) -> str:
         sig = ", ".join(f"{a['name']}: {a['dtype']}{a['shape']}" for a in self._inputs)
@@ -134,6 +136,7 @@ class Kernel:
             if not array.flags.c_contiguous:
                 check_layout(self.name, name, array, strided)
             arrays.append(array)  # the driver copies it only if its data is misaligned
+        check_dims_at_least(self.name, sizes, self._at_least)
         out_specs = [(tuple(sizes[d] if isinstance(d, str) else d for d in a["shape"]), a["dtype"])
                      for a in self._outputs]
         outputs = self._driver.call(self.variant_for(sizes)["symbol"], arrays, out_specs)
@@ -230,6 +233,7 @@ class BoundKernel:
         sizes: dict[str, int] = {}
         for (_, name, dtype, shape, _), array in zip(self._checks, arrays):
             bind_shape(kernel.name, name, array, shape, dtype, sizes)
+        check_dims_at_least(kernel.name, sizes, kernel._at_least)
         out_specs = [(tuple(sizes[d] if isinstance(d, str) else d for d in a["shape"]), a["dtype"])
                      for a in kernel._outputs]
         return kernel.variant_for(sizes)["symbol"], out_specs

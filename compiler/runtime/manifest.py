@@ -81,6 +81,9 @@ def _check_kernels(path: Path, kernels: Any) -> None:
             raise LoaderError(f"{where} lists no 'args'")
         for arg in args:
             _check_argument(where, arg)
+        at_least = entry.get("dims_at_least", {})
+        if not isinstance(at_least, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in at_least.items()):
+            raise LoaderError(f"{where}: 'dims_at_least' must map runtime dim names to dim names")
         if not isinstance(variants, list) or not variants or not all(
                 isinstance(v, dict) and isinstance(v.get("symbol"), str) and isinstance(v.get("bucket"), dict)
                 for v in variants):

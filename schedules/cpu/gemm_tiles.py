@@ -9,6 +9,7 @@ from schedules import KNOB_PREFIX
 from schedules.decisions import sample_choice, sample_divisor
 
 UNROLL_STEPS = [0, 16, 64]
+WIDENED_SCALES = ("w_scale_f32", "w_min_f32")  # ops/qgemm_int.py's float32 copies of float16 block scales
 
 
 def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferred: int, n_limit: int,
@@ -36,6 +37,11 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
     else:
         sch.reorder(jo, io, g, k, *inner, ii, jb)
     sch.parallel(jo)
+    for name in WIDENED_SCALES:  # float16 block scales widened once per column block, for all its rows
+        if has_block(sch, name):
+            widened = sch.get_sblock(name)
+            sch.compute_at(widened, jo)
+            sch.vectorize(sch.get_loops(widened)[-1])
     # Knob "unroll": TVM's auto-unroll limit below the column blocks (0 leaves loops to LLVM).
     sch.annotate(jo, "pragma_auto_unroll_max_step", sample_choice(sch, "unroll", acc, UNROLL_STEPS, default=0))
     sch.annotate(jo, "pragma_unroll_explicit", 1)

@@ -73,6 +73,9 @@ def schedule(sch, spec, target, bucket: dict):
     if spec.op.startswith("attention"):
         return sch
     if spec.op in GEMM_OPS:
+        for name in ("w_scale_f32", "w_min_f32"):  # float16 block scales widened where they are used
+            if _has_block(sch, name):
+                sch.compute_inline(sch.get_sblock(name))
         grouped = _has_block(sch, "ysum")
         if bucket.get("M") == 1:
             (schedule_grouped_gemv if grouped else schedule_gemv)(sch, target.gpu)

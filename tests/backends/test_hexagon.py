@@ -18,7 +18,7 @@ import targets
 from compiler import backends, build, runtime
 from compiler.specs import make_spec
 
-LENGTHS = {"M": (1, 5, 33), "S": (1, 37, 130), "L": (1, 33, 300)}
+LENGTHS = {"M": (1, 5, 33), "S": (1, 37, 130), "L": (1, 33, 300), "prefix": ((1, 33), (5, 60))}
 OBJDUMP = shutil.which("llvm-objdump")
 INT8_KINDS = {"qgemm_w8a8", "qgemm_w4a8"}
 

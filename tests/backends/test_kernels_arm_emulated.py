@@ -12,7 +12,7 @@ from compiler import runtime
 pytestmark = pytest.mark.emulated
 
 
-LENGTHS = {"M": (1, 7, 33), "S": (1, 7, 130, 300, 2048), "L": (1, 33, 2049)}
+LENGTHS = {"M": (1, 7, 33), "S": (1, 7, 130, 300, 2048), "L": (1, 33, 2049), "prefix": ((1, 33), (7, 130))}
 
 
 def affordable(spec, sizes) -> bool:

@@ -20,7 +20,7 @@ from compiler.ops.attention import attention_reference
 from schedules.gemm_facts import float_weights, int4_float_weights
 
 VULKAN_TARGETS = ("vulkan", "vulkan-mali", "vulkan-adreno", "vulkan-int8dot")
-LENGTHS = {"M": (1, 5, 33), "S": (1, 37, 300), "L": (1, 33, 2048)}
+LENGTHS = {"M": (1, 5, 33), "S": (1, 37, 300), "L": (1, 33, 2048), "prefix": ((1, 33), (37, 300))}
 
 
 @pytest.fixture(scope="module", params=VULKAN_TARGETS)
@@ -135,7 +135,7 @@ def test_shared_memory_beyond_the_device_limit_is_refused(vulkan_run_build, tmp_
         q = np.zeros((spec.dim("hq"), 4, d), np.float32)
         kv = np.zeros((spec.dim("hkv"), 4, d), np.float32)
         with pytest.raises(runtime.LoaderError, match="shared memory"):
-            library[spec.name](q=q, k=kv, v=kv)
+            library[spec.name](q=q, k_cache=kv, v_cache=kv)
     finally:
         library.close()
 

@@ -3,6 +3,7 @@ greedy tokens against an exact float64 reference and against llama.cpp, and the 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -16,7 +17,8 @@ from compiler.llm import model_files
 from compiler.llm.decoder import Decoder
 from compiler.llm.gguf import GGUFModel
 from compiler.llm.tokenizer import GGUFTokenizer
-from compiler.llm.run import greedy_tokens
+from compiler.llm.run import Conversation, greedy_tokens
+from compiler.llm.sampling import Sampler
 from conftest import require_emulator
 from gguf_variants import write_variant
 
@@ -128,13 +130,73 @@ def test_first_64_greedy_tokens_match_llama_cpp(prompt, activations, tokenizer, 
 
 
 @pytest.mark.e2e
-def test_cli_run_streams_text_and_reports_speed(tmp_path, smollm):
+def test_later_input_and_chunks_prefill_over_the_cache_like_one_prefill(tokenizer, decoder):
+    """A chat's next turn (or a long prompt's next chunk) is prefilled over the cached context:
+    the logits equal one prefill of everything (to float rounding)."""
+    first = tokenizer.encode(tokenizer.chat_prompt("What is 2+2?"))
+    second = tokenizer.encode("2+2 is 4.<|im_end|>\n<|im_start|>user\nAnd 3+3?<|im_end|>\n<|im_start|>assistant\n")
+    decoder.reset()
+    whole = decoder.forward(first + second)
+    decoder.reset()
+    decoder.forward(first)
+    turns = decoder.forward(second)
+    decoder.prefill_chunk = 7
+    try:
+        decoder.reset()
+        chunked = decoder.forward(first + second)
+    finally:
+        decoder.prefill_chunk = None
+    np.testing.assert_allclose(turns, whole, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(chunked, whole, atol=1e-3, rtol=0)
+
+
+@pytest.mark.e2e
+def test_a_conversation_gives_the_tokens_of_one_prefill_of_it(tokenizer, decoder):
+    """Two chat turns on one cache: the second reply is the one a fresh prefill of the whole
+    conversation gives (greedy), and only the new turn's tokens were prefilled. (The f32 path:
+    on the q8 path a last-bit difference between the decode and prefill kernels' K/V can flip an
+    int8 rounding, see README, so near-ties may break differently.)"""
+    conversation = Conversation(decoder, tokenizer, Sampler(), max_tokens=12)
+    first, _ = conversation.turn("What is the capital of France?")
+    second, _ = conversation.turn("And of Italy?")
+    assert conversation.reused >= len(first.prompt_tokens) and len(second.prompt_tokens) < 20
+    whole = tokenizer.encode(tokenizer.chat_text(conversation.messages[:-1]))
+    fresh, _ = greedy_tokens(decoder, whole, len(second.tokens))
+    assert second.tokens == fresh
+    conversation.reset()
+    conversation.turn("And of Italy?")
+    assert conversation.reused == 0 and len(conversation.messages) == 2
+
+
+@pytest.fixture(scope="module")
+def cli_build(tmp_path_factory):
+    """One build folder for the CLI tests (the second reuses the kernels)."""
+    return tmp_path_factory.mktemp("cli") / "b"
+
+
+@pytest.mark.e2e
+def test_cli_run_streams_text_and_reports_speed(cli_build, smollm):
     out = subprocess.run([sys.executable, "-m", "compiler", "run", "--gguf", str(smollm.path), "--target", "x86",
-                          "--prompt", "The capital of France is", "--max-tokens", "6", "--out", str(tmp_path / "b")],
+                          "--prompt", "The capital of France is", "--max-tokens", "6", "--out", str(cli_build)],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(" Paris"), out.stdout
     assert "time to first token" in out.stderr and "tokens/s" in out.stderr and "resident weights" in out.stderr
+
+
+@pytest.mark.e2e
+def test_cli_chat_holds_a_conversation_on_one_cache(cli_build, smollm):
+    turns = "What is the capital of France?\nAnd of Italy?\n/reset\nHi\n"
+    out = subprocess.run([sys.executable, "-m", "compiler", "run", "--gguf", str(smollm.path), "--target", "x86",
+                          "--chat", "--max-tokens", "8", "--prefill-chunk", "16", "--out", str(cli_build)],
+                         input=turns, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    reports = re.findall(r"turn (\d+): (\d+) new prompt tokens after (\d+) cached, time to first token", out.stderr)
+    assert [r[0] for r in reports] == ["1", "2", "3"], out.stderr
+    (_, first_new, first_cached), (_, second_new, second_cached), (_, _, third_cached) = reports
+    assert first_cached == "0" and int(second_cached) > int(first_new) > int(second_new)  # turn 2: its own tokens
+    assert "conversation cleared" in out.stderr and third_cached == "0"
+    assert len(out.stdout.strip().splitlines()) >= 3  # a reply per turn
 
 
 @pytest.mark.unit

@@ -10,7 +10,7 @@ from kernel_cases import cases
 from compiler import runtime
 from compiler.runtime import host
 
-LENGTHS = {"M": (1, 7, 33), "S": (1, 7, 130, 1024, 2048), "L": (1, 33, 300, 2049)}
+LENGTHS = {"M": (1, 7, 33), "S": (1, 7, 130, 1024, 2048), "L": (1, 33, 300, 2049), "prefix": ((1, 33), (7, 300), (130, 1024))}
 
 
 @pytest.fixture(scope="module", params=["x86", "x86-avx512", "x86-avx512-skx"])

@@ -94,7 +94,7 @@ def poisoned_attention(spec, length: int, poison: str) -> dict[str, np.ndarray]:
     op = ops.get(spec.op)
     sizes = {"S" if spec.op == "attention_prefill" else "L": length}
     inputs = op.random_inputs(spec, sizes, np.random.default_rng(length))
-    k = inputs["k" if spec.op == "attention_prefill" else "k_cache"]
+    k = inputs["k_cache"]
     if poison == "nan_in_a_key":
         k[0, 2, 5] = NAN
     elif poison == "inf_key":

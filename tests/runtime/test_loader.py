@@ -264,3 +264,21 @@ def test_only_strided_arguments_take_views(lib):
         kernel(q=q, k_cache=keys_transposed, v_cache=cache[1, :, :40])
     with pytest.raises(ValueError, match="'q' is not C-contiguous"):
         kernel(q=np.asfortranarray(np.stack([q, q], 2)[:, :, 0]), k_cache=cache[0, :, :40], v_cache=cache[1, :, :40])
+
+
+@pytest.mark.native
+def test_prefill_over_a_cached_prefix_takes_views_and_needs_its_rows_in_the_cache(lib):
+    """attention_prefill's S new rows sit at the end of the L cached keys (a view of a longer
+    cache); a cache shorter than the new rows is refused by name, before the kernel runs."""
+    name = next(k for k in lib.kernels if k.startswith("attention_prefill"))
+    kernel = lib[name]
+    hq, _, d = kernel.spec["args"][0]["shape"]
+    hkv = kernel.spec["args"][1]["shape"][0]
+    rng = np.random.default_rng(0)
+    cache = rng.standard_normal((2, hkv, 64, d)).astype(np.float32)
+    q = rng.standard_normal((hq, 5, d)).astype(np.float32)
+    view = kernel(q=q, k_cache=cache[0, :, :40], v_cache=cache[1, :, :40])
+    copy = kernel(q=q, k_cache=np.ascontiguousarray(cache[0, :, :40]), v_cache=np.ascontiguousarray(cache[1, :, :40]))
+    np.testing.assert_array_equal(view, copy)
+    with pytest.raises(ValueError, match="L=4 must be at least S=5"):
+        kernel(q=q, k_cache=cache[0, :, :4], v_cache=cache[1, :, :4])
