@@ -53,13 +53,15 @@ def cmd_run(args) -> int:
     target, sampler = targets.get(args.target), Sampler(args.temperature, args.top_p, args.seed)  # before a download
     activations = args.activations or target.model_activations
     gguf = Path(args.gguf) if args.gguf else model_files.gguf_path(args.model)
-    out = Path(args.out) if args.out else Path("build") / "run" / target.name / f"{gguf.stem.lower()}-{activations}"
+    kv_suffix = "-kv8" if args.kv_cache == "int8" else ""
+    out = Path(args.out) if args.out else Path("build") / "run" / target.name / f"{gguf.stem.lower()}-{activations}{kv_suffix}"
     tuning = selection.records_dir(args, target)
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731 - stdout carries the text
     emit = lambda text: print(text, end="", flush=True)  # noqa: E731
     common = dict(gguf=gguf, target=target, max_tokens=args.max_tokens, sampler=sampler, out_dir=out,
                   toolchain=backends.toolchain_for(target), tuning_dir=tuning, max_context=args.max_context,
-                  activations=activations, prefill_chunk=args.prefill_chunk, emit=emit, progress=progress)
+                  activations=activations, prefill_chunk=args.prefill_chunk, kv_cache=args.kv_cache, emit=emit,
+                  progress=progress)
     if args.prompt is None or args.interactive:
         if not args.chat:
             raise ValueError("give --prompt, or --chat for a conversation read from standard input")
@@ -257,6 +259,8 @@ def _selection_args(p) -> None:
     p.add_argument("--tuning-logs", default=str(tuning_db.default_logs_root()),
                    help="root of the tuning databases (default: the project's tuning_logs/)")
     p.add_argument("--device", help="device name of the tuning database (default: this machine's CPU)")
+    p.add_argument("--kv-cache", choices=("f32", "int8"), default="f32",
+                   help="the attention kernels' KV cache: float32 rows (default) or int8 rows with a scale each")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -284,6 +288,9 @@ def parser() -> argparse.ArgumentParser:
     rn.add_argument("--interactive", action="store_true",
                     help="with --chat: a multi-turn conversation on one KV cache, one user turn per line of "
                          "standard input (/reset starts over); the default when --prompt is not given")
+    rn.add_argument("--kv-cache", choices=("f32", "int8"), default="f32",
+                    help="KV cache rows: float32 (default), or int8 with a float32 scale per (head, position) row, "
+                         "rounded as they are appended (a quarter of the bytes; see README for its accuracy)")
     rn.add_argument("--prefill-chunk", type=int,
                     help="prefill long inputs this many tokens at a time, each over the cache (default: all at once)")
     rn.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")

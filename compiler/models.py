@@ -147,8 +147,9 @@ def _from_hf_config(hf: dict) -> dict:
 
 
 def kernel_specs(model: ModelShape, *, ops: list[str] | None = None,
-                 quants: tuple[str, ...] = QUANT_FORMS) -> list[KernelSpec]:
-    """Every kernel of one decoder layer, in each quantized form; `ops` keeps only those ops."""
+                 quants: tuple[str, ...] = QUANT_FORMS, kv_cache: str = "f32") -> list[KernelSpec]:
+    """Every kernel of one decoder layer, in each quantized form; `ops` keeps only those ops.
+    kv_cache: the attention kernels' cache rows, "f32" or "int8" (with a scale per row)."""
     m = model
     attn_width = m.heads * m.head_dim
     projections = [(m.hidden, attn_width), (2 * m.ffn, m.hidden), (m.hidden, m.ffn)]  # o, gate+up, down
@@ -161,8 +162,8 @@ def kernel_specs(model: ModelShape, *, ops: list[str] | None = None,
             specs.append(make_spec(f"qgemm_{q}", n=n, k=k, **int4))
     if any(int8_activations(q) for q in quants):
         specs += [make_spec("quantize_per_token", k=k) for k in (m.hidden, attn_width, m.ffn)]
-    specs.append(make_spec("attention_prefill", hq=m.heads, hkv=m.kv_heads, d=m.head_dim))
-    specs.append(make_spec("attention_decode", hq=m.heads, hkv=m.kv_heads, d=m.head_dim))
+    specs.append(make_spec("attention_prefill", hq=m.heads, hkv=m.kv_heads, d=m.head_dim, kv=kv_cache))
+    specs.append(make_spec("attention_decode", hq=m.heads, hkv=m.kv_heads, d=m.head_dim, kv=kv_cache))
     if ops:
         specs = [s for s in specs if s.op in ops]
     unique = {s.name: s for s in specs}

@@ -44,7 +44,7 @@ def specs(args):
     bad = [q for q in quants if q not in models.QUANT_FORMS]
     if bad:
         raise ValueError(f"unknown quantized form(s) {bad}; known: {', '.join(models.QUANT_FORMS)}")
-    return models.kernel_specs(model(args), ops=wanted_ops, quants=quants)
+    return models.kernel_specs(model(args), ops=wanted_ops, quants=quants, kv_cache=getattr(args, "kv_cache", "f32"))
 
 
 def gguf_specs(path: Path, wanted_ops: list[str] | None, target=None):

@@ -125,6 +125,8 @@ def coverage_specs() -> list:
         make_spec("attention_prefill", hq=8, hkv=2, d=128),
         make_spec("attention_decode", hq=4, hkv=4, d=128),
         make_spec("attention_decode", hq=8, hkv=2, d=64),
+        make_spec("attention_prefill", hq=9, hkv=3, d=64, kv="int8"),  # SmolLM2's heads on an int8 KV cache
+        make_spec("attention_decode", hq=9, hkv=3, d=64, kv="int8"),
     ]
 
 

@@ -37,7 +37,8 @@ def for_kernel(spec, logical: dict[str, np.ndarray]) -> list[Contender]:
         if torch is not None:
             out += _torch_gemms(torch, spec, logical, x, w)
     elif op == "attention_prefill" and torch is not None:
-        q, k, v = (torch.from_numpy(logical[n]) for n in ("q", "k_cache", "v_cache"))
+        q = torch.from_numpy(logical["q"])
+        k, v = _float_caches(torch, logical)
         sdpa = torch.nn.functional.scaled_dot_product_attention
         s, n = q.shape[1], k.shape[1]
         if s == n:
@@ -47,7 +48,7 @@ def for_kernel(spec, logical: dict[str, np.ndarray]) -> list[Contender]:
             out.append(("torch SDPA (prefix mask, GQA)", lambda: sdpa(q, k, v, attn_mask=mask, enable_gqa=True)))
     elif op == "attention_decode" and torch is not None:
         q = torch.from_numpy(logical["q"])[:, None, :]
-        k, v = torch.from_numpy(logical["k_cache"]), torch.from_numpy(logical["v_cache"])
+        k, v = _float_caches(torch, logical)
         sdpa = torch.nn.functional.scaled_dot_product_attention
         out.append(("torch SDPA (GQA)", lambda: sdpa(q, k, v, enable_gqa=True)))
     elif op == "quantize_per_token":
@@ -105,6 +106,16 @@ def _rope(spec, positions):
         return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
 
     return rope_torch
+
+
+def _float_caches(torch, logical: dict):
+    """The K and V caches SDPA takes: float32 (an int8 cache is raced against the float32 cache a
+    user would keep otherwise, holding its values)."""
+    from compiler.ops.attention import dequantized_caches
+
+    scales = (logical.get("k_scale"), logical.get("v_scale"))
+    k, v = dequantized_caches(logical["k_cache"], logical["v_cache"], *scales)
+    return torch.from_numpy(np.ascontiguousarray(k, np.float32)), torch.from_numpy(np.ascontiguousarray(v, np.float32))
 
 
 def _dequantized(logical) -> tuple[np.ndarray, np.ndarray]:

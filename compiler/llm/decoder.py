@@ -23,9 +23,11 @@ from compiler.models import ModelShape
 from compiler.runtime import Library, empty
 
 
-def kv_cache_bytes(shape: ModelShape, max_context: int) -> int:
-    """Bytes of the float32 K and V caches for max_context tokens (what reset() allocates)."""
-    return 2 * shape.layers * shape.kv_heads * max_context * shape.head_dim * 4
+def kv_cache_bytes(shape: ModelShape, max_context: int, kv_cache: str = "f32") -> int:
+    """Bytes of the K and V caches for max_context tokens (what the decoder allocates): float32
+    rows, or int8 rows with a float32 scale each."""
+    row = shape.head_dim * 4 if kv_cache == "f32" else shape.head_dim + 4
+    return 2 * shape.layers * shape.kv_heads * max_context * row
 
 
 def physical_memory() -> int | None:
@@ -36,36 +38,39 @@ def physical_memory() -> int | None:
         return None
 
 
-def check_context(shape: ModelShape, max_context: int) -> None:
+def check_context(shape: ModelShape, max_context: int, kv_cache: str = "f32") -> None:
     """Refuse a context length whose KV cache cannot fit in this machine's memory, with the figure,
     before anything is built or allocated (numpy would fail, or the machine swap, much later)."""
     if isinstance(max_context, bool) or not isinstance(max_context, int) or max_context < 1:
         raise ValueError(f"max_context must be a positive integer, got {max_context!r}")
-    need, have = kv_cache_bytes(shape, max_context), physical_memory()
+    need, have = kv_cache_bytes(shape, max_context, kv_cache), physical_memory()
     if have is not None and need > have:
+        row = f"{shape.head_dim} floats" if kv_cache == "f32" else f"{shape.head_dim} bytes and a scale"
         raise ValueError(f"a KV cache of max_context={max_context} tokens needs {need / 2**30:,.1f} GiB "
-                         f"({shape.layers} layers x K and V x {shape.kv_heads} KV heads x {shape.head_dim} floats "
+                         f"({shape.layers} layers x K and V x {shape.kv_heads} KV heads x {row} "
                          f"per token) but this machine has {have / 2**30:,.1f} GiB of memory: lower --max-context")
 
 
 class Decoder:
     def __init__(self, model: GGUFModel, library: Library, *, max_context: int = 4096, activations: str = "f32",
-                 prefill_chunk: int | None = None):
+                 prefill_chunk: int | None = None, kv_cache: str = "f32"):
         """activations: "f32", or "q8" (llama.cpp's 8-bit activation blocks, model_kernels.kernel_specs).
         prefill_chunk: prefill long inputs this many tokens at a time (None: all at once), which
-        bounds the activations' memory; the result is the same to float rounding."""
-        check_context(model.shape, max_context)
+        bounds the activations' memory; the result is the same to float rounding.
+        kv_cache: "f32", or "int8" (each K and V row rounded to int8 with its own scale as it is
+        appended: a quarter of the bytes, read by both attention kernels as they are)."""
+        check_context(model.shape, max_context, kv_cache)
         if prefill_chunk is not None and (isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int)
                                           or prefill_chunk < 1):
             raise ValueError(f"prefill_chunk must be a positive integer, got {prefill_chunk!r}")
         self.prefill_chunk = prefill_chunk
         self.model, self.shape = model, model.shape
-        self.activations = activations
-        self.specs = model_kernels.kernel_specs(model, activations, library.target["isa"])
+        self.activations, self.kv_cache = activations, kv_cache
+        self.specs = model_kernels.kernel_specs(model, activations, library.target["isa"], kv_cache)
         missing = [s.name for s in self.specs.values() if s.name not in library.kernels]
         if missing:
             raise ValueError(f"library {library.directory} lacks kernels this model needs with {activations} "
-                             f"activations: {', '.join(missing)}")
+                             f"activations and a {kv_cache} KV cache: {', '.join(missing)}")
         self.kernels = {role: library[spec.name] for role, spec in self.specs.items()}
         self.library = library
         self.max_context = max_context
@@ -93,13 +98,38 @@ class Decoder:
         for a 2048-token SmolLM2 cache on this VM). It lives where the kernels run (device memory
         on Vulkan), so a decode step sends the new token's K and V there, not the whole cache."""
         self.length = 0
-        if not hasattr(self, "k_cache"):
+        if not hasattr(self, "caches"):
             m = self.shape
-            shape = (m.layers, m.kv_heads, self.max_context, m.head_dim)
-            self.k_cache = self.library.device_array(shape, np.float32)
-            self.v_cache = self.library.device_array(shape, np.float32)
-            self.k_cache[...] = 0.0
-            self.v_cache[...] = 0.0
+            rows = (m.layers, m.kv_heads, self.max_context)
+            dtype = np.float32 if self.kv_cache == "f32" else np.int8
+            names = ("k_cache", "v_cache") + (("k_scale", "v_scale") if self.kv_cache == "int8" else ())
+            self.caches = {name: self.library.device_array(rows + (m.head_dim,) if name.endswith("cache") else rows,
+                                                           dtype if name.endswith("cache") else np.float32)
+                           for name in names}
+            for cache in self.caches.values():
+                cache[...] = 0
+
+    def _append(self, index: int, start: int, end: int, k: np.ndarray, v: np.ndarray, rounded=None) -> None:
+        """The new rows' K and V [Hkv, T, D] into layer `index`'s cache at positions start..end-1:
+        as they are, or (int8 cache) rounded by the kv_quant kernel (`rounded`: its results, when a
+        prepared call has made them already)."""
+        if self.kv_cache == "f32":
+            self.caches["k_cache"][index, :, start:end] = k
+            self.caches["v_cache"][index, :, start:end] = v
+            return
+        hkv, t, d = k.shape
+        if rounded is None:
+            quantise = self.kernels["kv_quant"]
+            rounded = (*quantise(x=k.reshape(hkv * t, d)), *quantise(x=v.reshape(hkv * t, d)))
+        kq, ks, vq, vs = rounded
+        self.caches["k_cache"][index, :, start:end] = kq.reshape(hkv, t, d)
+        self.caches["k_scale"][index, :, start:end] = ks.reshape(hkv, t)
+        self.caches["v_cache"][index, :, start:end] = vq.reshape(hkv, t, d)
+        self.caches["v_scale"][index, :, start:end] = vs.reshape(hkv, t)
+
+    def _cache_views(self, index: int, end: int) -> dict:
+        """Layer `index`'s cache arguments for the attention kernels: views of its first `end` rows."""
+        return {name: cache[index, :, :end] for name, cache in self.caches.items()}
 
     def truncate(self, length: int) -> None:
         """Keep only the first `length` tokens of the context (the cache rows after them are
@@ -153,12 +183,16 @@ class Decoder:
         attention = self.kernels["attention_decode"]
         for index, layer in enumerate(step.layers):
             self._run("qkv", layer.qkv)
+            rounded = None
+            if layer.kv_quant:
+                for call in layer.kv_quant:
+                    self._run("kv_quant", call)
+                rounded = (*layer.kv_quant[0].outputs, *layer.kv_quant[1].outputs)
             glue = time.perf_counter()
-            self.k_cache[index, :, start:end] = layer.k
-            self.v_cache[index, :, start:end] = layer.v
+            self._append(index, start, end, layer.k, layer.v, rounded)
             self.profile["numpy"] += time.perf_counter() - glue
             o = self._run("attention_decode", attention, q=layer.q[:, 0],  # views of the caches, no copies
-                          k_cache=self.k_cache[index, :, :end], v_cache=self.v_cache[index, :, :end])
+                          **self._cache_views(index, end))
             glue = time.perf_counter()
             layer.attention[...] = o.reshape(layer.attention.shape)  # [hq, d] is [1, hq * d] for one token
             self.profile["numpy"] += time.perf_counter() - glue
@@ -177,11 +211,10 @@ class Decoder:
         for index, w in enumerate(self.layers):
             q, k, v = self._run("qkv", w["qkv"], x=x, positions=positions)
             glue = time.perf_counter()
-            self.k_cache[index, :, start:end] = k
-            self.v_cache[index, :, start:end] = v
+            self._append(index, start, end, k, v)
             self.profile["numpy"] += time.perf_counter() - glue
             o = self._run("attention_prefill", self.kernels["attention_prefill"], q=q,  # [hq, T, d]
-                          k_cache=self.k_cache[index, :, :end], v_cache=self.v_cache[index, :, :end])
+                          **self._cache_views(index, end))
             glue = time.perf_counter()
             attn = np.ascontiguousarray(o.transpose(1, 0, 2)).reshape(t, m.heads * m.head_dim)
             self.profile["numpy"] += time.perf_counter() - glue
@@ -203,10 +236,14 @@ class DecodeStep:
         self.x = empty((1, m.hidden), np.float32)
         self.positions = empty((1,), np.int32)
         self.layers, x = [], self.x
+        quantise = decoder.kernels["kv_quant"].bind() if "kv_quant" in decoder.kernels else None
         for weights in decoder.layers:
             layer = SimpleNamespace(attention=empty((1, m.heads * m.head_dim), np.float32))
             layer.qkv = weights["qkv"].prepare(x=x, positions=self.positions)
             layer.q, layer.k, layer.v = layer.qkv.outputs
+            # an int8 cache: the new K and V rows rounded (one scale per head's row) before they are appended
+            layer.kv_quant = [quantise.prepare(x=row.reshape(m.kv_heads, m.head_dim)) for row in (layer.k, layer.v)] \
+                if quantise else []
             layer.o = weights["o"].prepare(x=layer.attention, residual=x)
             layer.gate_up = weights["gate_up"].prepare(x=layer.o.outputs[0])
             layer.down = weights["down"].prepare(x=layer.gate_up.outputs[0], residual=layer.o.outputs[0])

@@ -71,11 +71,17 @@ def gemm_spec(kind: str, n: int, k: int, activations: str = "f32", isa: str = "x
     return make_spec(f"qgemm_{form}", n=n, k=k, group=BLOCK, **options, **fusions)
 
 
-def kernel_specs(model: GGUFModel, activations: str = "f32", isa: str = "x86_64") -> dict[str, KernelSpec]:
+KV_CACHES = ("f32", "int8")  # the KV cache's rows: float32, or int8 with a float32 scale per row
+
+
+def kernel_specs(model: GGUFModel, activations: str = "f32", isa: str = "x86_64",
+                 kv_cache: str = "f32") -> dict[str, KernelSpec]:
     """role -> kernel spec, for float32 activations or llama.cpp's q8 blocks (quantised inside each
     GEMM, the way `isa`'s llama.cpp rounds them). The elementwise steps ride on the GEMMs: each
     RMSNorm on the projection after it (qkv, gate_up, head), SiLU(gate) * up on down, the residual
-    adds on o and down."""
+    adds on o and down. An int8 KV cache adds "kv_quant", which rounds each new K and V row."""
+    if kv_cache not in KV_CACHES:
+        raise ValueError(f"kv_cache must be one of {KV_CACHES}, got {kv_cache!r}")
     m = model.shape
     eps = model.rms_eps
     qkv_form, qkv_options = weight_form(role_type(model, "qkv"), activations, isa)
@@ -90,9 +96,11 @@ def kernel_specs(model: GGUFModel, activations: str = "f32", isa: str = "x86_64"
         "gate_up": gemm("gate_up", 2 * m.ffn, m.hidden, norm=eps),
         "down": gemm("down", m.hidden, m.ffn, swiglu=True, residual=True),
         "head": gemm("head", model.vocab_size, m.hidden, norm=eps),
-        "attention_prefill": make_spec("attention_prefill", hq=m.heads, hkv=m.kv_heads, d=m.head_dim),
-        "attention_decode": make_spec("attention_decode", hq=m.heads, hkv=m.kv_heads, d=m.head_dim),
+        "attention_prefill": make_spec("attention_prefill", hq=m.heads, hkv=m.kv_heads, d=m.head_dim, kv=kv_cache),
+        "attention_decode": make_spec("attention_decode", hq=m.heads, hkv=m.kv_heads, d=m.head_dim, kv=kv_cache),
     }
+    if kv_cache == "int8":
+        specs["kv_quant"] = make_spec("quantize_per_token", k=m.head_dim)
     return specs
 
 

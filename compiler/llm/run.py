@@ -11,16 +11,16 @@ import numpy as np
 
 from compiler import build, manifest, models, runtime
 from compiler.llm import model_kernels
-from compiler.llm.decoder import Decoder, check_context
+from compiler.llm.decoder import Decoder, check_context, kv_cache_bytes
 from compiler.llm.gguf import GGUFModel
 from compiler.llm.sampling import Sampler
 
 
 def model_library(model: GGUFModel, target, out_dir: Path, *, toolchain, tuning_dir: Path | None,
-                  activations: str = "f32", progress: Callable[[str], None] = print) -> Path:
-    """out_dir holding every kernel this model needs for `target` (with these activations): reused
-    when its manifest already lists them all for the same target and TVM, else (re)built."""
-    specs = list({s.name: s for s in model_kernels.kernel_specs(model, activations, target.isa).values()}.values())
+                  activations: str = "f32", kv_cache: str = "f32", progress: Callable[[str], None] = print) -> Path:
+    """out_dir holding every kernel this model needs for `target` (with these activations and KV
+    cache): reused when its manifest already lists them all for the same target and TVM, else (re)built."""
+    specs = list({s.name: s for s in model_kernels.kernel_specs(model, activations, target.isa, kv_cache).values()}.values())
     manifest_path = out_dir / "manifest.json"
     if manifest_path.is_file():
         try:
@@ -126,27 +126,30 @@ class TextStream:
             self.shown = full
 
 
-def open_model(gguf: Path, max_context: int):
+def open_model(gguf: Path, max_context: int, kv_cache: str = "f32"):
     """(model, tokenizer) of a GGUF, checked before anything is built: the KV cache must fit in memory."""
     from compiler.llm.tokenizer import GGUFTokenizer
 
     model = GGUFModel(gguf)
-    check_context(model.shape, max_context)
+    check_context(model.shape, max_context, kv_cache)
     return model, GGUFTokenizer(model)
 
 
 def load_decoder(model: GGUFModel, target, out_dir: Path, *, toolchain, tuning_dir: Path | None, max_context: int,
-                 activations: str, prefill_chunk: int | None, progress: Callable[[str], None]):
+                 activations: str, prefill_chunk: int | None, kv_cache: str, progress: Callable[[str], None]):
     """(library, decoder): the model's kernels built or reused, its weights loaded."""
     model_library(model, target, out_dir, toolchain=toolchain, tuning_dir=tuning_dir, activations=activations,
-                  progress=progress)
+                  kv_cache=kv_cache, progress=progress)
     library = runtime.load(out_dir)
     start = time.perf_counter()
-    decoder = Decoder(model, library, max_context=max_context, activations=activations, prefill_chunk=prefill_chunk)
+    decoder = Decoder(model, library, max_context=max_context, activations=activations, prefill_chunk=prefill_chunk,
+                      kv_cache=kv_cache)
+    cache = kv_cache_bytes(model.shape, max_context, kv_cache)
     progress(f"loaded {model.shape.layers} layers in {time.perf_counter() - start:.1f} s ({library.mode}, "
              f"{ACTIVATION_NAMES[activations]}); "
              f"resident weights {decoder.resident_weight_bytes / 1e6:.1f} MB vs the GGUF's "
-             f"{model.path.stat().st_size / 1e6:.1f} MB")
+             f"{model.path.stat().st_size / 1e6:.1f} MB; {kv_cache} KV cache {cache / 1e6:.1f} MB "
+             f"({cache // max_context} bytes per token)")
     return library, decoder
 
 
@@ -161,11 +164,11 @@ def check_options(max_tokens, prefill_chunk) -> None:
 
 def run_command(*, gguf: Path, target, prompt: str, max_tokens: int, sampler: Sampler, chat: bool, out_dir: Path,
                 toolchain, tuning_dir: Path | None, max_context: int, emit: Callable[[str], None],
-                activations: str = "f32", prefill_chunk: int | None = None,
+                activations: str = "f32", prefill_chunk: int | None = None, kv_cache: str = "f32",
                 progress: Callable[[str], None] = print) -> Generation:
     """Build or reuse the kernels, load the weights, stream the generated text through `emit`, report speed."""
     check_options(max_tokens, prefill_chunk)
-    model, tokenizer = open_model(gguf, max_context)
+    model, tokenizer = open_model(gguf, max_context, kv_cache)
     prompt_tokens = tokenizer.encode(tokenizer.chat_prompt(prompt) if chat else prompt)
     if not prompt_tokens:
         raise ValueError("the prompt is empty: give some text with --prompt")
@@ -173,7 +176,7 @@ def run_command(*, gguf: Path, target, prompt: str, max_tokens: int, sampler: Sa
         raise ValueError(f"prompt ({len(prompt_tokens)} tokens) + --max-tokens {max_tokens} exceeds --max-context {max_context}")
     library, decoder = load_decoder(model, target, out_dir, toolchain=toolchain, tuning_dir=tuning_dir,
                                     max_context=max_context, activations=activations, prefill_chunk=prefill_chunk,
-                                    progress=progress)
+                                    kv_cache=kv_cache, progress=progress)
     with library:
         result = generate(decoder, prompt_tokens, max_tokens, sampler, stop_ids=tokenizer.stop_ids,
                           on_token=TextStream(tokenizer, emit))
@@ -236,15 +239,15 @@ class Conversation:
 def chat_command(*, gguf: Path, target, max_tokens: int, sampler: Sampler, out_dir: Path, toolchain,
                  tuning_dir: Path | None, max_context: int, emit: Callable[[str], None],
                  read: Callable[[], str | None], activations: str = "f32", prefill_chunk: int | None = None,
-                 progress: Callable[[str], None] = print) -> list[Generation]:
+                 kv_cache: str = "f32", progress: Callable[[str], None] = print) -> list[Generation]:
     """An interactive chat: user turns from `read` (None ends it; "/reset" starts over), replies
     streamed through `emit`, each turn's time to first token and decode speed reported."""
     check_options(max_tokens, prefill_chunk)
-    model, tokenizer = open_model(gguf, max_context)
+    model, tokenizer = open_model(gguf, max_context, kv_cache)
     tokenizer.chat_text([{"role": "user", "content": ""}])  # a GGUF without a chat template fails here
     library, decoder = load_decoder(model, target, out_dir, toolchain=toolchain, tuning_dir=tuning_dir,
                                     max_context=max_context, activations=activations, prefill_chunk=prefill_chunk,
-                                    progress=progress)
+                                    kv_cache=kv_cache, progress=progress)
     results = []
     with library:
         conversation = Conversation(decoder, tokenizer, sampler, max_tokens)

@@ -22,9 +22,45 @@ from compiler.specs import KernelSpec
 
 
 
+KV_OPTION = {"kv": Option("f32", ("f32", "int8"), tag=lambda kv: "kv8" if kv == "int8" else "")}
+
+
+def cache_arguments(spec: KernelSpec, key_doc: str) -> list[Arg]:
+    """The K and V cache arguments [Hkv, L, D] (views of longer caches allowed); with kv="int8",
+    int8 rows and a float32 scale per (head, position) row [Hkv, L] after them."""
+    hkv, d = spec.dim("hkv"), spec.dim("d")
+    if spec.opt("kv") == "int8":
+        return [Arg("k_cache", (hkv, "L", d), "int8", "input", strided=True, doc=key_doc + "; int8, x k_scale"),
+                Arg("v_cache", (hkv, "L", d), "int8", "input", strided=True),
+                Arg("k_scale", (hkv, "L"), "float32", "input", strided=True, doc="one scale per cached key row"),
+                Arg("v_scale", (hkv, "L"), "float32", "input", strided=True)]
+    return [Arg("k_cache", (hkv, "L", d), "float32", "input", strided=True, doc=key_doc),
+            Arg("v_cache", (hkv, "L", d), "float32", "input", strided=True)]
+
+
+def dequantized_caches(k_cache, v_cache, k_scale=None, v_scale=None):
+    """The caches as float64 values: int8 rows times their scales (the reference's view)."""
+    if k_scale is None:
+        return k_cache, v_cache
+    return (k_cache.astype(np.float64) * k_scale.astype(np.float64)[..., None],
+            v_cache.astype(np.float64) * v_scale.astype(np.float64)[..., None])
+
+
+def random_caches(spec: KernelSpec, length: int, rng) -> dict[str, np.ndarray]:
+    hkv, d = spec.dim("hkv"), spec.dim("d")
+    if spec.opt("kv") == "int8":  # rows of a model's magnitude: |k| up to ~2.5
+        return {"k_cache": rng.integers(-127, 128, (hkv, length, d), dtype=np.int8),
+                "v_cache": rng.integers(-127, 128, (hkv, length, d), dtype=np.int8),
+                "k_scale": rng.uniform(0.005, 0.02, (hkv, length)).astype(np.float32),
+                "v_scale": rng.uniform(0.005, 0.02, (hkv, length)).astype(np.float32)}
+    return {"k_cache": rng.standard_normal((hkv, length, d)).astype(np.float32),
+            "v_cache": rng.standard_normal((hkv, length, d)).astype(np.float32)}
+
+
 class AttentionPrefill(OpDef):
     def __init__(self):
-        super().__init__("attention_prefill", ("hq", "hkv", "d"), {"causal": Option(True, (True,), tag=lambda c: "")})
+        super().__init__("attention_prefill", ("hq", "hkv", "d"),
+                         {"causal": Option(True, (True,), tag=lambda c: ""), **KV_OPTION})
 
     def validate(self, spec: KernelSpec) -> None:
         check_divisible(self.name, "hq", spec.dim("hq"), spec.dim("hkv"))
@@ -32,76 +68,74 @@ class AttentionPrefill(OpDef):
             raise ValueError(f"{self.name}: d={spec.dim('d')} must be even")
 
     def arguments(self, spec: KernelSpec, layout) -> list[Arg]:
-        hq, hkv, d = spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
+        hq, d = spec.dim("hq"), spec.dim("d")
         return [Arg("q", (hq, "S", d), "float32", "input", doc="the new rows' queries (positions L-S..L-1)"),
-                Arg("k_cache", (hkv, "L", d), "float32", "input", strided=True,
-                    doc="keys of positions 0..L-1 (L >= S), the new rows' own last; may be a view of a longer cache"),
-                Arg("v_cache", (hkv, "L", d), "float32", "input", strided=True),
+                *cache_arguments(spec, "keys of positions 0..L-1 (L >= S), the new rows' own last; "
+                                       "may be a view of a longer cache"),
                 Arg("o", (hq, "S", d), "float32", "output")]
 
     def dims_at_least(self, spec: KernelSpec) -> dict[str, str]:
         return {"L": "S"}  # the cache holds the new rows
 
     def build(self, spec: KernelSpec, layout):
+        kv8 = spec.opt("kv") == "int8"
         if layout.threaded:  # a GPU layout: thread-bound TensorIR
             from compiler.ops.attention_gpu import prefill_gpu_tir
 
-            return prefill_gpu_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.kv_tile, layout.threads)
+            return prefill_gpu_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.kv_tile, layout.threads,
+                                   kv8)
         return prefill_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.kv_tile, layout.lanes,
-                           layout.q_rows)
+                           layout.q_rows, kv8)
 
     def flops(self, spec, sizes):
         s = sizes["S"]  # all of the prefix, and about half of the S x S causal scores
         prefix = sizes.get("L", s) - s
         return 4.0 * spec.dim("hq") * spec.dim("d") * s * (prefix + (s + 1) / 2)
 
-    def reference(self, spec, q, k_cache, v_cache):
-        return {"o": attention_reference(q, k_cache, v_cache, causal_offset=k_cache.shape[1] - q.shape[1])}
+    def reference(self, spec, q, k_cache, v_cache, k_scale=None, v_scale=None):
+        k, v = dequantized_caches(k_cache, v_cache, k_scale, v_scale)
+        return {"o": attention_reference(q, k, v, causal_offset=k.shape[1] - q.shape[1])}
 
     def random_inputs(self, spec, sizes, rng):
         """sizes: S, and L (default S: a fresh prompt)."""
-        s, hq, hkv, d = sizes["S"], spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
-        n = sizes.get("L", s)
+        s, hq, d = sizes["S"], spec.dim("hq"), spec.dim("d")
         return {"q": rng.standard_normal((hq, s, d)).astype(np.float32),
-                "k_cache": rng.standard_normal((hkv, n, d)).astype(np.float32),
-                "v_cache": rng.standard_normal((hkv, n, d)).astype(np.float32)}
+                **random_caches(spec, sizes.get("L", s), rng)}
 
 
 class AttentionDecode(OpDef):
     def __init__(self):
-        super().__init__("attention_decode", ("hq", "hkv", "d"))
+        super().__init__("attention_decode", ("hq", "hkv", "d"), dict(KV_OPTION))
 
     validate = AttentionPrefill.validate
 
     def arguments(self, spec: KernelSpec, layout) -> list[Arg]:
-        hq, hkv, d = spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
+        hq, d = spec.dim("hq"), spec.dim("d")
         return [Arg("q", (hq, d), "float32", "input"),
-                Arg("k_cache", (hkv, "L", d), "float32", "input", strided=True,
-                    doc="keys of positions 0..L-1; may be a view of a longer cache [Hkv, capacity, D]"),
-                Arg("v_cache", (hkv, "L", d), "float32", "input", strided=True),
+                *cache_arguments(spec, "keys of positions 0..L-1; may be a view of a longer cache [Hkv, capacity, D]"),
                 Arg("o", (hq, d), "float32", "output")]
 
     def build(self, spec: KernelSpec, layout):
+        kv8 = spec.opt("kv") == "int8"
         if layout.threaded:
             from compiler.ops.attention_gpu import decode_gpu_tir
 
-            return decode_gpu_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.split_len, layout.threads)
+            return decode_gpu_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.split_len, layout.threads,
+                                  kv8)
         return decode_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.kv_tile, layout.lanes,
-                          layout.split_len)
+                          layout.split_len, kv8)
 
     def flops(self, spec, sizes):
         return 4.0 * spec.dim("hq") * spec.dim("d") * sizes["L"]
 
-    def reference(self, spec, q, k_cache, v_cache):
-        length = k_cache.shape[1]
-        o = attention_reference(q[:, None, :], k_cache, v_cache, causal_offset=length - 1)
+    def reference(self, spec, q, k_cache, v_cache, k_scale=None, v_scale=None):
+        k, v = dequantized_caches(k_cache, v_cache, k_scale, v_scale)
+        o = attention_reference(q[:, None, :], k, v, causal_offset=k.shape[1] - 1)
         return {"o": o[:, 0, :]}
 
     def random_inputs(self, spec, sizes, rng):
-        n, hq, hkv, d = sizes["L"], spec.dim("hq"), spec.dim("hkv"), spec.dim("d")
-        return {"q": rng.standard_normal((hq, d)).astype(np.float32),
-                "k_cache": rng.standard_normal((hkv, n, d)).astype(np.float32),
-                "v_cache": rng.standard_normal((hkv, n, d)).astype(np.float32)}
+        hq, d = spec.dim("hq"), spec.dim("d")
+        return {"q": rng.standard_normal((hq, d)).astype(np.float32), **random_caches(spec, sizes["L"], rng)}
 
 
 def attention_reference(q, k, v, causal_offset: int) -> np.ndarray:
@@ -145,12 +179,14 @@ def _tree(op, buf, lanes: int):
     return terms[0]
 
 
-def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int):
+def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False):
     """TVMScript macros shared by prefill and decode: the running (max, sum, acc) of G query
     vectors `q` [G, D] (GH heads of a KV group for each of G / GH consecutive positions) against one
     tile of BK keys starting at `base`. Vector g sees keys below `limit + g // GH` (causal); keys at
     or beyond `kv_end` do not exist. Dot products accumulate VL-wide and finish with a tree sum;
-    the softmax of a tile is SIMD over keys with fast_exp."""
+    the softmax of a tile is SIMD over keys with fast_exp. KV8: int8 K and V rows with one scale
+    per row (Ks, Vs): the key's scale multiplies its finished dot product, the value's scale its
+    probability, so the rows are only widened, never rescaled element by element."""
     from tvm.script import tirx as T
 
     DV = D // VL
@@ -172,17 +208,22 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int):
                 acc[g, d] = T.float32(0)
 
     @T.macro
-    def tile(q, K, V, vh, base, kv_end, limit, m, lsum, acc, sc, part, mt):
+    def tile(q, K, V, Ks, Vs, vh, base, kv_end, limit, m, lsum, acc, sc, part, mt):
         for c in range(BK):  # scores: each key row is read once for all G query vectors
             for g in range(G):
                 # Keys past the end read a valid row (clamped) and are masked: no branch, no stray read.
                 for u in T.vectorized(VL):
-                    part[u] = q[g, u] * K[vh, T.min(base + c, kv_end - 1), u]
+                    part[u] = q[g, u] * T.Cast("float32", K[vh, T.min(base + c, kv_end - 1), u])
                 for d0 in range(1, DV):
                     for u in T.vectorized(VL):
-                        part[u] = part[u] + q[g, d0 * VL + u] * K[vh, T.min(base + c, kv_end - 1), d0 * VL + u]
-                sc[g, c] = T.Select(base + c < limit + g // GH, _tree(add, part, VL) * T.float32(scale),
-                                    T.float32(NEG_INF))
+                        part[u] = part[u] + q[g, d0 * VL + u] * T.Cast(
+                            "float32", K[vh, T.min(base + c, kv_end - 1), d0 * VL + u])
+                if KV8:
+                    sc[g, c] = T.Select(base + c < limit + g // GH, _tree(add, part, VL) * (
+                        T.float32(scale) * Ks[vh, T.min(base + c, kv_end - 1)]), T.float32(NEG_INF))
+                else:
+                    sc[g, c] = T.Select(base + c < limit + g // GH, _tree(add, part, VL) * T.float32(scale),
+                                        T.float32(NEG_INF))
         for g in range(G):  # new running max, p = exp(s - max), rescaled running sum
             for u in T.vectorized(VL):
                 part[u] = sc[g, u]
@@ -204,33 +245,70 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int):
                 acc[g, d] = acc[g, d] * mt[1]
         for c in range(BK):  # acc += p v, each value row read once for all G query vectors
             if base + c < kv_end:
-                for g in range(G):
-                    for d in T.vectorized(D):
-                        acc[g, d] = acc[g, d] + sc[g, c] * V[vh, base + c, d]
+                if KV8:
+                    for g in range(G):
+                        mt[1] = sc[g, c] * Vs[vh, base + c]
+                        for d in T.vectorized(D):
+                            acc[g, d] = acc[g, d] + mt[1] * T.Cast("float32", V[vh, base + c, d])
+                else:
+                    for g in range(G):
+                        for d in T.vectorized(D):
+                            acc[g, d] = acc[g, d] + sc[g, c] * V[vh, base + c, d]
 
     return init, tile
 
 
-def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int):
+def cache_signatures(name: str, q_shape, o_shape, HKV: int, D: int, KV8: bool, body, attrs: dict):
+    """An attention PrimFunc around `body(Q, K, V, Ks, Vs, O, S, L)`: float32 caches, or int8 caches
+    and their row scales (after them); caches and scales may be views (any stride between heads).
+    q_shape / o_shape: S -> the query and output shapes."""
+    from tvm.script import tirx as T
+
+    if KV8:
+        @T.prim_func(s_tir=True)
+        def kernel(q_h: T.handle, k_h: T.handle, v_h: T.handle, ks_h: T.handle, vs_h: T.handle, o_h: T.handle):
+            T.func_attr(attrs)
+            S = T.int32()
+            L = T.int32()
+            head_stride_k = T.int32()
+            head_stride_v = T.int32()
+            head_stride_ks = T.int32()
+            head_stride_vs = T.int32()
+            Q = T.match_buffer(q_h, q_shape(S), "float32")
+            K = T.match_buffer(k_h, (HKV, L, D), "int8", strides=(head_stride_k, D, 1))
+            V = T.match_buffer(v_h, (HKV, L, D), "int8", strides=(head_stride_v, D, 1))
+            Ks = T.match_buffer(ks_h, (HKV, L), "float32", strides=(head_stride_ks, 1))
+            Vs = T.match_buffer(vs_h, (HKV, L), "float32", strides=(head_stride_vs, 1))
+            O = T.match_buffer(o_h, o_shape(S), "float32")
+            body(Q, K, V, Ks, Vs, O, S, L)
+    else:
+        @T.prim_func(s_tir=True)
+        def kernel(q_h: T.handle, k_h: T.handle, v_h: T.handle, o_h: T.handle):
+            T.func_attr(attrs)
+            S = T.int32()
+            L = T.int32()
+            head_stride_k = T.int32()
+            head_stride_v = T.int32()
+            Q = T.match_buffer(q_h, q_shape(S), "float32")
+            K = T.match_buffer(k_h, (HKV, L, D), "float32", strides=(head_stride_k, D, 1))
+            V = T.match_buffer(v_h, (HKV, L, D), "float32", strides=(head_stride_v, D, 1))
+            O = T.match_buffer(o_h, o_shape(S), "float32")
+            body(Q, K, V, None, None, O, S, L)
+    return kernel.with_attr("global_symbol", name)
+
+
+def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int, KV8: bool = False):
     """One block per (KV head, R consecutive query rows): every K/V row loaded serves the
-    R x Hq/Hkv query vectors of the block. Row i is position P + i (P = L - S) and sees keys 0..P+i."""
+    R x Hq/Hkv query vectors of the block. Row i is position P + i (P = L - S) and sees keys 0..P+i.
+    KV8: the caches are int8 with a float32 scale per (head, position) row."""
     from tvm.script import tirx as T
 
     G = HQ // HKV
     NQ = G * R
-    init, tile = _online_softmax(NQ, G, D, BK, VL)
+    init, tile = _online_softmax(NQ, G, D, BK, VL, KV8)
 
-    @T.prim_func(s_tir=True)
-    def attention_prefill(q_h: T.handle, k_h: T.handle, v_h: T.handle, o_h: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        S = T.int32()
-        L = T.int32()
-        head_stride_k = T.int32()  # the caches may be views of longer ones: any stride between heads
-        head_stride_v = T.int32()
-        Q = T.match_buffer(q_h, (HQ, S, D), "float32")
-        K = T.match_buffer(k_h, (HKV, L, D), "float32", strides=(head_stride_k, D, 1))
-        V = T.match_buffer(v_h, (HKV, L, D), "float32", strides=(head_stride_v, D, 1))
-        O = T.match_buffer(o_h, (HQ, S, D), "float32")
+    @T.macro
+    def body(Q, K, V, Ks, Vs, O, S, L):
         for hk, it in T.grid(HKV, (S + R - 1) // R):
             with T.sblock("rows"):
                 vh, vt = T.axis.remap("SS", [hk, it])
@@ -250,34 +328,28 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int):
                 init(m, lsum, acc)
                 # causal: the prefix and the tiles up to the block's last position
                 for t in range((T.min(L - S + vt * R + R, L) - 1 + BK) // BK):
-                    tile(q, K, V, vh, t * BK, T.min(L - S + vt * R + R, L), L - S + vt * R + 1, m, lsum, acc, sc,
-                         part, mt)
+                    tile(q, K, V, Ks, Vs, vh, t * BK, T.min(L - S + vt * R + R, L), L - S + vt * R + 1, m, lsum,
+                         acc, sc, part, mt)
                 for g in range(NQ):
                     if vt * R + g // G < S:
                         for d in T.vectorized(D):
                             O[vh * G + g % G, vt * R + g // G, d] = acc[g, d] / lsum[g]
 
-    return attention_prefill
+    return cache_signatures("attention_prefill", lambda S: (HQ, S, D), lambda S: (HQ, S, D), HKV, D, KV8, body,
+                            {"tirx.noalias": True})
 
 
-def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int):
+def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int, KV8: bool = False):
     """Flash-decoding: blocks over (KV head, chunk of SPLIT keys) write partial (max, sum, acc); a
-    second grid merges the chunks. SPLIT is a multiple of BK."""
+    second grid merges the chunks. SPLIT is a multiple of BK. KV8: int8 caches with a float32 scale
+    per (head, position) row."""
     from tvm.script import tirx as T
 
     G = HQ // HKV
-    init, tile = _online_softmax(G, G, D, BK, VL)
+    init, tile = _online_softmax(G, G, D, BK, VL, KV8)
 
-    @T.prim_func(s_tir=True)
-    def attention_decode(q_h: T.handle, k_h: T.handle, v_h: T.handle, o_h: T.handle):
-        T.func_attr({"tirx.noalias": True})
-        L = T.int32()
-        head_stride_k = T.int32()  # the caches may be views of longer ones: any stride between heads
-        head_stride_v = T.int32()
-        Q = T.match_buffer(q_h, (HQ, D), "float32")
-        K = T.match_buffer(k_h, (HKV, L, D), "float32", strides=(head_stride_k, D, 1))
-        V = T.match_buffer(v_h, (HKV, L, D), "float32", strides=(head_stride_v, D, 1))
-        O = T.match_buffer(o_h, (HQ, D), "float32")
+    @T.macro
+    def body(Q, K, V, Ks, Vs, O, S, L):  # S: unused (one query row)
         pm = T.sblock_alloc_buffer((HQ, (L + SPLIT - 1) // SPLIT), "float32")
         pl = T.sblock_alloc_buffer((HQ, (L + SPLIT - 1) // SPLIT), "float32")
         pacc = T.sblock_alloc_buffer((HQ, (L + SPLIT - 1) // SPLIT, D), "float32")
@@ -301,7 +373,7 @@ def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int):
                 init(m, lsum, acc)
                 for t in range(SPLIT // BK):
                     if vs * SPLIT + t * BK < L:
-                        tile(q, K, V, vh, vs * SPLIT + t * BK, L, L, m, lsum, acc, sc, part, mt)
+                        tile(q, K, V, Ks, Vs, vh, vs * SPLIT + t * BK, L, L, m, lsum, acc, sc, part, mt)
                 for g in range(G):
                     pm[vh * G + g, vs] = m[g]
                     pl[vh * G + g, vs] = lsum[g]
@@ -328,7 +400,9 @@ def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int):
                 for d in T.vectorized(D):
                     O[vh, d] = O[vh, d] / gl[0]
 
-    return attention_decode
+
+    return cache_signatures("attention_decode", lambda S: (HQ, D), lambda S: (HQ, D), HKV, D, KV8, body,
+                            {"tirx.noalias": True})
 
 
 OPS = {"attention_prefill": AttentionPrefill(), "attention_decode": AttentionDecode()}

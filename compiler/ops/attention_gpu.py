@@ -20,15 +20,27 @@ from __future__ import annotations
 
 import math
 
+from compiler.ops.attention import cache_signatures
 from compiler.ops.base import NEG_INF
+
+SCHEDULED = {"tirx.noalias": True, "tirx.is_scheduled": True}  # thread-bound already
 
 
 def _ceil(a: int, b: int) -> int:
     return (a + b - 1) // b
 
 
-def prefill_gpu_tir(HQ: int, HKV: int, D: int, BK: int, THREADS: int):
+def _cache_value(T, KV8: bool):
+    """Element (h, row, d) of a cache as float32: int8 caches times their row's scale."""
+    if KV8:
+        return lambda C, Cs, h, row, d: T.Cast("float32", C[h, row, d]) * Cs[h, row]
+    return lambda C, Cs, h, row, d: C[h, row, d]
+
+
+def prefill_gpu_tir(HQ: int, HKV: int, D: int, BK: int, THREADS: int, KV8: bool = False):
     from tvm.script import tirx as T
+
+    value = _cache_value(T, KV8)
 
     G = HQ // HKV
     R = max(1, THREADS // G)
@@ -36,17 +48,8 @@ def prefill_gpu_tir(HQ: int, HKV: int, D: int, BK: int, THREADS: int):
     LOADS = _ceil(BK * D, NT)
     scale = 1.0 / math.sqrt(D)
 
-    @T.prim_func(s_tir=True)
-    def attention_prefill(q_h: T.handle, k_h: T.handle, v_h: T.handle, o_h: T.handle):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        S = T.int32()
-        L = T.int32()  # keys: the prefix P = L - S, then the new rows'
-        head_stride_k = T.int32()
-        head_stride_v = T.int32()
-        Q = T.match_buffer(q_h, (HQ, S, D), "float32")
-        K = T.match_buffer(k_h, (HKV, L, D), "float32", strides=(head_stride_k, D, 1))
-        V = T.match_buffer(v_h, (HKV, L, D), "float32", strides=(head_stride_v, D, 1))
-        O = T.match_buffer(o_h, (HQ, S, D), "float32")
+    @T.macro
+    def body(Q, K, V, Ks, Vs, O, S, L):  # keys: the prefix P = L - S, then the new rows'
         for hk in T.thread_binding(HKV, thread="blockIdx.y"):
             for bt in T.thread_binding((S + R - 1) // R, thread="blockIdx.x"):
                 for tx in T.thread_binding(NT, thread="threadIdx.x"):
@@ -66,10 +69,10 @@ def prefill_gpu_tir(HQ: int, HKV: int, D: int, BK: int, THREADS: int):
                         for t in range((T.min(L - S + bt * R + R, L) + BK - 1) // BK):
                             for i in T.unroll(LOADS):  # the tile, loaded by all threads (rows clamped to L)
                                 if i * NT + tx < BK * D:
-                                    ks[(i * NT + tx) // D, (i * NT + tx) % D] = K[
-                                        hk, T.min(t * BK + (i * NT + tx) // D, L - 1), (i * NT + tx) % D]
-                                    vs[(i * NT + tx) // D, (i * NT + tx) % D] = V[
-                                        hk, T.min(t * BK + (i * NT + tx) // D, L - 1), (i * NT + tx) % D]
+                                    ks[(i * NT + tx) // D, (i * NT + tx) % D] = value(
+                                        K, Ks, hk, T.min(t * BK + (i * NT + tx) // D, L - 1), (i * NT + tx) % D)
+                                    vs[(i * NT + tx) // D, (i * NT + tx) % D] = value(
+                                        V, Vs, hk, T.min(t * BK + (i * NT + tx) // D, L - 1), (i * NT + tx) % D)
                             for c in range(BK):  # online softmax key by key (the prefix, causal new keys)
                                 if t * BK + c <= L - S + bt * R + tx // G:
                                     st[2] = T.float32(0)
@@ -85,11 +88,14 @@ def prefill_gpu_tir(HQ: int, HKV: int, D: int, BK: int, THREADS: int):
                             for d in T.unroll(D):
                                 O[hk * G + tx % G, bt * R + tx // G, d] = acc[d] / st[1]
 
-    return attention_prefill
+    return cache_signatures("attention_prefill", lambda S: (HQ, S, D), lambda S: (HQ, S, D), HKV, D, KV8, body,
+                            SCHEDULED)
 
 
-def decode_gpu_tir(HQ: int, HKV: int, D: int, SPLIT: int, THREADS: int):
+def decode_gpu_tir(HQ: int, HKV: int, D: int, SPLIT: int, THREADS: int, KV8: bool = False):
     from tvm.script import tirx as T
+
+    value = _cache_value(T, KV8)
 
     G = HQ // HKV
     KEYS = _ceil(SPLIT, THREADS)  # keys per thread in a chunk
@@ -97,16 +103,8 @@ def decode_gpu_tir(HQ: int, HKV: int, D: int, SPLIT: int, THREADS: int):
     QLOADS = _ceil(G * D, THREADS)
     scale = 1.0 / math.sqrt(D)
 
-    @T.prim_func(s_tir=True)
-    def attention_decode(q_h: T.handle, k_h: T.handle, v_h: T.handle, o_h: T.handle):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        L = T.int32()
-        head_stride_k = T.int32()
-        head_stride_v = T.int32()
-        Q = T.match_buffer(q_h, (HQ, D), "float32")
-        K = T.match_buffer(k_h, (HKV, L, D), "float32", strides=(head_stride_k, D, 1))
-        V = T.match_buffer(v_h, (HKV, L, D), "float32", strides=(head_stride_v, D, 1))
-        O = T.match_buffer(o_h, (HQ, D), "float32")
+    @T.macro
+    def body(Q, K, V, Ks, Vs, O, S, L):
         pm = T.sblock_alloc_buffer((HQ, (L + SPLIT - 1) // SPLIT), "float32")
         pl = T.sblock_alloc_buffer((HQ, (L + SPLIT - 1) // SPLIT), "float32")
         pacc = T.sblock_alloc_buffer((HQ, (L + SPLIT - 1) // SPLIT, D), "float32")
@@ -129,8 +127,8 @@ def decode_gpu_tir(HQ: int, HKV: int, D: int, SPLIT: int, THREADS: int):
                             for g in range(G):
                                 part[0] = T.float32(0)
                                 for d in T.unroll(D):
-                                    part[0] = part[0] + qs[g, d] * K[
-                                        hk, T.min(sp * SPLIT + j * THREADS + tx, L - 1), d]
+                                    part[0] = part[0] + qs[g, d] * value(
+                                        K, Ks, hk, T.min(sp * SPLIT + j * THREADS + tx, L - 1), d)
                                 sc[g, j * THREADS + tx] = T.Select(
                                     j * THREADS + tx < SPLIT and sp * SPLIT + j * THREADS + tx < L,
                                     part[0], T.float32(NEG_INF))
@@ -161,7 +159,8 @@ def decode_gpu_tir(HQ: int, HKV: int, D: int, SPLIT: int, THREADS: int):
                                 for g in range(G):
                                     part[0] = T.float32(0)
                                     for c in range(T.min(SPLIT, L - sp * SPLIT)):
-                                        part[0] = part[0] + sc[g, c] * V[hk, sp * SPLIT + c, e * THREADS + tx]
+                                        part[0] = part[0] + sc[g, c] * value(V, Vs, hk, sp * SPLIT + c,
+                                                                             e * THREADS + tx)
                                     pacc[hk * G + g, sp, e * THREADS + tx] = part[0]
         for h in T.thread_binding(HQ, thread="blockIdx.x"):
             for tx in T.thread_binding(THREADS, thread="threadIdx.x"):
@@ -183,4 +182,4 @@ def decode_gpu_tir(HQ: int, HKV: int, D: int, SPLIT: int, THREADS: int):
                                 gs[2] = gs[2] + pacc[h, s, e * THREADS + tx] * T.exp(pm[h, s] - gs[0])
                             O[h, e * THREADS + tx] = gs[2] / gs[1]
 
-    return attention_decode
+    return cache_signatures("attention_decode", lambda S: (HQ, D), lambda S: (HQ, D), HKV, D, KV8, body, SCHEDULED)

@@ -12,6 +12,7 @@ import pytest
 
 import targets
 from compiler import backends, build, runtime
+from compiler.benchmarks import kv_accuracy
 from compiler.llm import model_kernels
 from compiler.llm import model_files
 from compiler.llm.decoder import Decoder
@@ -42,9 +43,9 @@ def tokenizer(smollm):
     return GGUFTokenizer(smollm)
 
 
-def _library(model, target_name, out, activations="f32"):
+def _library(model, target_name, out, activations="f32", kv_cache="f32"):
     target = targets.get(target_name)
-    specs = list({s.name: s for s in model_kernels.kernel_specs(model, activations, target.isa).values()}.values())
+    specs = list({s.name: s for s in model_kernels.kernel_specs(model, activations, target.isa, kv_cache).values()}.values())
     build.build(specs, target, out, toolchain=backends.toolchain_for(target), progress=lambda _: None)
     return runtime.load(out)
 
@@ -166,6 +167,23 @@ def test_a_conversation_gives_the_tokens_of_one_prefill_of_it(tokenizer, decoder
     conversation.reset()
     conversation.turn("And of Italy?")
     assert conversation.reused == 0 and len(conversation.messages) == 2
+
+
+@pytest.mark.e2e
+def test_an_int8_kv_cache_keeps_the_next_token_distribution(smollm, tokenizer, decoder, tmp_path):
+    """K and V rows rounded to int8 (a scale per row) as they are appended, read by both attention
+    kernels: a quarter of the cache bytes plus a scale per row, and next-token distributions close
+    to the float32 cache's over a text (prefill, then teacher-forced decode steps)."""
+    from compiler.llm.decoder import kv_cache_bytes
+
+    int8 = Decoder(smollm, _library(smollm, "x86", tmp_path / "kv8", kv_cache="int8"), max_context=512, kv_cache="int8")
+    assert kv_cache_bytes(smollm.shape, 512, "int8") * 4 < kv_cache_bytes(smollm.shape, 512) * 1.1
+    ids = tokenizer.encode("The printing press spread across Europe within fifty years: books became cheap, "
+                           "spelling was standardised, and scientific results could be shared and checked.")
+    row = kv_accuracy.compare(kv_accuracy.teacher_forced(decoder, ids), kv_accuracy.teacher_forced(int8, ids))
+    print(f"int8 KV cache: {row}")
+    assert row["kl_mean"] < 5e-3 and row["kl_max"] < 5e-2 and row["top1_agreement"] >= 0.9
+    assert row["max_logit_difference"] > 0  # it does round
 
 
 @pytest.fixture(scope="module")
