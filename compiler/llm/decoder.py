@@ -109,18 +109,24 @@ class Decoder:
             for cache in self.caches.values():
                 cache[...] = 0
 
-    def _append(self, index: int, start: int, end: int, k: np.ndarray, v: np.ndarray, rounded=None) -> None:
-        """The new rows' K and V [Hkv, T, D] into layer `index`'s cache at positions start..end-1:
-        as they are, or (int8 cache) rounded by the kv_quant kernel (`rounded`: its results, when a
-        prepared call has made them already)."""
+    def _rounded(self, k: np.ndarray, v: np.ndarray):
+        """For an int8 cache, the new rows [Hkv, T, D] rounded by the kv_quant kernel: (k int8,
+        k scales, v int8, v scales); None for a float32 cache."""
         if self.kv_cache == "f32":
+            return None
+        hkv, t, d = k.shape
+        quantise = self.kernels["kv_quant"]
+        return (*self._run("kv_quant", quantise, x=k.reshape(hkv * t, d)),
+                *self._run("kv_quant", quantise, x=v.reshape(hkv * t, d)))
+
+    def _append(self, index: int, start: int, end: int, k: np.ndarray, v: np.ndarray, rounded) -> None:
+        """The new rows' K and V [Hkv, T, D] into layer `index`'s cache at positions start..end-1:
+        as they are, or (int8 cache) as `rounded` (see _rounded)."""
+        if rounded is None:
             self.caches["k_cache"][index, :, start:end] = k
             self.caches["v_cache"][index, :, start:end] = v
             return
         hkv, t, d = k.shape
-        if rounded is None:
-            quantise = self.kernels["kv_quant"]
-            rounded = (*quantise(x=k.reshape(hkv * t, d)), *quantise(x=v.reshape(hkv * t, d)))
         kq, ks, vq, vs = rounded
         self.caches["k_cache"][index, :, start:end] = kq.reshape(hkv, t, d)
         self.caches["k_scale"][index, :, start:end] = ks.reshape(hkv, t)
@@ -210,8 +216,9 @@ class Decoder:
         positions = np.arange(start, end, dtype=np.int32)
         for index, w in enumerate(self.layers):
             q, k, v = self._run("qkv", w["qkv"], x=x, positions=positions)
+            rounded = self._rounded(k, v)
             glue = time.perf_counter()
-            self._append(index, start, end, k, v)
+            self._append(index, start, end, k, v, rounded)
             self.profile["numpy"] += time.perf_counter() - glue
             o = self._run("attention_prefill", self.kernels["attention_prefill"], q=q,  # [hq, T, d]
                           **self._cache_views(index, end))
