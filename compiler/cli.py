@@ -50,7 +50,13 @@ def cmd_run(args) -> int:
     from compiler.llm import model_files, run
     from compiler.llm.sampling import Sampler
 
-    target, sampler = targets.get(args.target), Sampler(args.temperature, args.top_p, args.seed)  # before a download
+    conversation = args.prompt is None or args.interactive
+    if conversation and not args.chat:  # the flags are checked before a download or a build
+        raise ValueError("give --prompt, or --chat for a conversation read from standard input")
+    if conversation and args.prompt is not None:
+        raise ValueError("--interactive reads the turns from standard input: drop --prompt")
+    run.check_options(args.max_tokens, args.prefill_chunk)
+    target, sampler = targets.get(args.target), Sampler(args.temperature, args.top_p, args.seed)
     activations = args.activations or target.model_activations
     gguf = Path(args.gguf) if args.gguf else model_files.gguf_path(args.model)
     kv_suffix = "-kv8" if args.kv_cache == "int8" else ""
@@ -62,11 +68,7 @@ def cmd_run(args) -> int:
                   toolchain=backends.toolchain_for(target), tuning_dir=tuning, max_context=args.max_context,
                   activations=activations, prefill_chunk=args.prefill_chunk, kv_cache=args.kv_cache, emit=emit,
                   progress=progress)
-    if args.prompt is None or args.interactive:
-        if not args.chat:
-            raise ValueError("give --prompt, or --chat for a conversation read from standard input")
-        if args.prompt is not None:
-            raise ValueError("--interactive reads the turns from standard input: drop --prompt")
+    if conversation:
         run.chat_command(read=_read_turn, **common)
     else:
         run.run_command(prompt=args.prompt, chat=args.chat, **common)

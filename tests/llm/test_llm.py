@@ -222,6 +222,12 @@ def test_cli_run_errors(tmp_path):
     missing = subprocess.run([sys.executable, "-m", "compiler", "run", "--gguf", str(tmp_path / "no.gguf"),
                               "--prompt", "hi"], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+    for argv, message in ((["--model", "smollm2-135m"], "give --prompt, or --chat"),
+                          (["--chat", "--interactive", "--prompt", "hi"], "drop --prompt"),
+                          (["--prompt", "hi", "--prefill-chunk", "0"], "--prefill-chunk must be at least 1")):
+        out = subprocess.run([sys.executable, "-m", "compiler", "run", *argv], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 2 and message in out.stderr, (argv, out.stderr)
 
 
 @pytest.fixture(scope="module")
