@@ -50,12 +50,7 @@ def cmd_run(args) -> int:
     from compiler.llm import model_files, run
     from compiler.llm.sampling import Sampler
 
-    conversation = args.prompt is None or args.interactive
-    if conversation and not args.chat:  # the flags are checked before a download or a build
-        raise ValueError("give --prompt, or --chat for a conversation read from standard input")
-    if conversation and args.prompt is not None:
-        raise ValueError("--interactive reads the turns from standard input: drop --prompt")
-    run.check_options(args.max_tokens, args.prefill_chunk)
+    conversation = run.check_flags(args.prompt, args.chat, args.interactive, args.max_tokens, args.prefill_chunk)
     target, sampler = targets.get(args.target), Sampler(args.temperature, args.top_p, args.seed)
     activations = args.activations or target.model_activations
     gguf = Path(args.gguf) if args.gguf else model_files.gguf_path(args.model)

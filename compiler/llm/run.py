@@ -162,6 +162,18 @@ def check_options(max_tokens, prefill_chunk) -> None:
         raise ValueError(f"--prefill-chunk must be at least 1, got {prefill_chunk!r}")
 
 
+def check_flags(prompt: str | None, chat: bool, interactive: bool, max_tokens, prefill_chunk) -> bool:
+    """Whether `run`'s flags ask for a conversation (else one prompt), checked before a download or
+    a build."""
+    conversation = prompt is None or interactive
+    if conversation and not chat:
+        raise ValueError("give --prompt, or --chat for a conversation read from standard input")
+    if conversation and prompt is not None:
+        raise ValueError("--interactive reads the turns from standard input: drop --prompt")
+    check_options(max_tokens, prefill_chunk)
+    return conversation
+
+
 def run_command(*, gguf: Path, target, prompt: str, max_tokens: int, sampler: Sampler, chat: bool, out_dir: Path,
                 toolchain, tuning_dir: Path | None, max_context: int, emit: Callable[[str], None],
                 activations: str = "f32", prefill_chunk: int | None = None, kv_cache: str = "f32",

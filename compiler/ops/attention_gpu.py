@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from compiler.ops.attention import cache_signatures
+from compiler.ops.attention_signature import cache_signatures
 from compiler.ops.base import NEG_INF
 
 SCHEDULED = {"tirx.noalias": True, "tirx.is_scheduled": True}  # thread-bound already
