@@ -224,6 +224,8 @@ class BoundKernel:
             if not (out.flags.c_contiguous and out.flags.writeable):
                 raise ValueError(f"{kernel.name}: output {name!r} must be C-contiguous and writeable")
             _check_aligned(kernel.name, name, out)
+            if any(np.may_share_memory(out, array) for array in arrays):  # kernels assume no aliasing
+                raise ValueError(f"{kernel.name}: output {name!r} overlaps an input; give it its own array")
         return PreparedCall(kernel.name, self._driver.prepare_kept(symbol, self._kept, self._slots, arrays, outputs),
                             self._driver, outputs)
 

@@ -245,6 +245,9 @@ def test_prepared_calls_rerun_on_their_arrays(lib, gemm_inputs):
         bound.prepare(x=runtime.empty((3 * 128 + 1,), np.int8)[1:].reshape(3, 128), x_scale=x_scale)
     with pytest.raises(ValueError, match="missing argument.*'x_scale'"):
         bound.prepare(x=x)
+    with pytest.raises(ValueError, match="output 'y' overlaps an input"):
+        shared = runtime.empty((3 * 64,), np.float32)
+        bound.prepare(shared.reshape(3, 64), x=x, x_scale=shared[:3])
 
 
 @pytest.mark.native
