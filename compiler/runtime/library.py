@@ -182,11 +182,7 @@ class BoundKernel:
                 self._plans.clear()
             plan = self._plans[key] = self._plan(arrays)
         symbol, out_specs = plan
-        for (_, name, dtype, _, strided), array in zip(self._checks, arrays):
-            if array.dtype != dtype:
-                raise ValueError(f"{kernel.name}: argument {name!r} must have dtype {dtype}, got {array.dtype}")
-            if not array.flags.c_contiguous:
-                check_layout(kernel.name, name, array, strided)
+        self._check_arrays(arrays)
         outputs = self._driver.call_kept(symbol, self._kept, self._slots, arrays, out_specs)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
@@ -202,12 +198,9 @@ class BoundKernel:
             check_names(kernel.name, sorted(self._names), inputs)
         arrays = [as_array(kernel.name, check[1], inputs[check[1]]) for check in self._checks]
         symbol, out_specs = self._plan(arrays)
-        for (_, name, dtype, _, strided), array in zip(self._checks, arrays):
-            if array.dtype != dtype:
-                raise ValueError(f"{kernel.name}: argument {name!r} must have dtype {dtype}, got {array.dtype}")
-            if not array.flags.c_contiguous:
-                check_layout(kernel.name, name, array, strided)
-            _check_aligned(kernel.name, name, array)
+        self._check_arrays(arrays)
+        for check, array in zip(self._checks, arrays):
+            _check_aligned(kernel.name, check[1], array)
         if outputs is None:
             outputs = [empty(shape, dtype) for shape, dtype in out_specs]
         outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
@@ -228,6 +221,14 @@ class BoundKernel:
                 raise ValueError(f"{kernel.name}: output {name!r} overlaps an input; give it its own array")
         return PreparedCall(kernel.name, self._driver.prepare_kept(symbol, self._kept, self._slots, arrays, outputs),
                             self._driver, outputs)
+
+    def _check_arrays(self, arrays: list[np.ndarray]) -> None:
+        """Each input's dtype and layout (a cached plan has checked only its shapes)."""
+        for (_, name, dtype, _, strided), array in zip(self._checks, arrays):
+            if array.dtype != dtype:
+                raise ValueError(f"{self.kernel.name}: argument {name!r} must have dtype {dtype}, got {array.dtype}")
+            if not array.flags.c_contiguous:
+                check_layout(self.kernel.name, name, array, strided)
 
     def _plan(self, arrays: list[np.ndarray]):
         """(variant symbol, output shapes and dtypes) for these input shapes, after checking them."""

@@ -71,9 +71,7 @@ class NativeDriver:
         self._functions: dict[str, Any] = {}
 
     def call(self, name: str, inputs: list[np.ndarray], out_specs) -> list[np.ndarray]:
-        function = self._functions.get(name)
-        if function is None:
-            function = self._functions[name] = self._function(name)
+        function = self._function(name)
         from_dlpack = self._ffi.from_dlpack
         tensors = [to_tensor(from_dlpack, array) for array in inputs]
         outputs = [empty(shape, dtype) for shape, dtype in out_specs]
@@ -81,10 +79,14 @@ class NativeDriver:
         return outputs
 
     def _function(self, name: str):
-        try:
-            return self._module[name]
-        except AttributeError:  # tvm_ffi's answer for a name the library does not export
-            raise LoaderError(f"the library does not export the kernel {name!r} its manifest names") from None
+        """The exported function `name`, looked up once."""
+        function = self._functions.get(name)
+        if function is None:
+            try:
+                function = self._functions[name] = self._module[name]
+            except AttributeError:  # tvm_ffi's answer for a name the library does not export
+                raise LoaderError(f"the library does not export the kernel {name!r} its manifest names") from None
+        return function
 
     def keep(self, count: int, resident: dict[int, np.ndarray]):
         """Argument list template with the (aligned) resident arrays converted once; None at the
@@ -95,22 +97,14 @@ class NativeDriver:
         return template, list(resident.values())
 
     def call_kept(self, name: str, kept, slots: list[int], inputs: list[np.ndarray], out_specs) -> list[np.ndarray]:
-        function = self._functions.get(name)
-        if function is None:
-            function = self._functions[name] = self._function(name)
-        from_dlpack = self._ffi.from_dlpack
-        args = list(kept[0])
-        for position, array in zip(slots, inputs):
-            args[position] = to_tensor(from_dlpack, array)
         outputs = [empty(shape, dtype) for shape, dtype in out_specs]
-        function(*args, *[from_dlpack(a) for a in outputs])
+        self.prepare_kept(name, kept, slots, inputs, outputs)()
         return outputs
 
     def prepare_kept(self, name: str, kept, slots: list[int], inputs: list[np.ndarray], outputs: list[np.ndarray]):
-        """call_kept on these arrays, converted once (they are aligned: no copies); returns the call."""
-        function = self._functions.get(name)
-        if function is None:
-            function = self._functions[name] = self._function(name)
+        """The call on these arrays, converted once and returned to run (call_kept runs it once; a
+        prepared call, whose arrays are aligned so that none is copied, runs it again and again)."""
+        function = self._function(name)
         from_dlpack = self._ffi.from_dlpack
         args = list(kept[0])
         for position, array in zip(slots, inputs):
