@@ -84,3 +84,15 @@ def test_layout_follows_target_facts():
     spec = make_spec("qgemm_w4a16", n=64, k=128)
     assert schedules.layout(spec, targets.get("x86")).n_tile == 16  # 2 x 8 fp32 lanes (AVX2)
     assert schedules.layout(spec, targets.get("arm")).n_tile == 8  # 2 x 4 fp32 lanes (NEON)
+
+
+def test_sdot_weight_tiles_interleave_four_dot_tiles():
+    """ARM's SDOT GEMMs pack 16-column weight tiles (four 4-channel SDOT tiles side by side) where N
+    allows, else the instruction's own 4; the q8 model path's int4 weights are offset-binary."""
+    arm = targets.get("arm")
+    q8 = schedules.layout(make_spec("qgemm_w4a8", n=64, k=128, group=32, min=True, act="q8_1"), arm, {"M": 1})
+    assert (q8.int8_dot, q8.n_tile, q8.k_tile, q8.int4_halves, q8.int4_unsigned) == ("sdot_unsigned", 16, 8, True, True)
+    int8_act = schedules.layout(make_spec("qgemm_w4a8", n=64, k=128), arm)
+    assert (int8_act.int8_dot, int8_act.n_tile, int8_act.int4_unsigned) == ("sdot", 16, False)
+    assert schedules.layout(make_spec("qgemm_w8a8", n=68, k=128), arm).n_tile == 4  # 68: not a multiple of 16
+    assert schedules.layout(make_spec("qgemm_w8a8", n=64, k=128), targets.get("x86")).n_tile == 8  # VPMADDWD's own

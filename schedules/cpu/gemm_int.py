@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from schedules.cpu.blocks import has_block
 from schedules.cpu.gemm_tiles import tile_gemm
-from schedules.cpu.intrinsics import dot_intrinsic, has_dot_intrinsic
+from schedules.cpu.intrinsics import dot_intrinsic, dot_tile, has_dot_intrinsic
 
 # Per-token stages before the tiles when the kernel quantises its float input (the q8 path):
 # the fused RMSNorm / SwiGLU, then the blocks' amax, scale, rounding and sums (ops/q8_act.py).
@@ -40,11 +40,12 @@ def schedule_activation_stages(sch, target, layout) -> None:
 
 def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int) -> None:
     nt, kt = layout.n_tile, layout.k_tile
+    channels = dot_tile(layout.int8_dot)[0]  # the instruction's (a weight tile may hold several side by side)
     schedule_activation_stages(sch, target, layout)
 
     def micro_kernel(sch, acc, k, rows, cols, inner):
         ko, kl = sch.split(k, [None, kt])
-        ct, cl = sch.split(cols, [None, nt])
+        ct, cl = sch.split(cols, [None, channels])
         sch.reorder(ko, rows, ct, cl, kl)
         sch.unroll(rows)
         sch.unroll(ct)

@@ -1,7 +1,8 @@
 """Our tensor intrinsics for int8 dot products: C[c] += sum_k A[k] * B[c, k] over a weight tile
 B of nt channels x kt k (int8, contiguous), A the kt activations of one token, C int32.
 
-- "sdot" (4 x 4): one SDOT (ARMv8.2 dot-product) per tile.
+- "sdot" (4 x 4): one SDOT (ARMv8.2 dot-product) per tile; int4 weights in halves (4 x 8) take two,
+  and "sdot_unsigned" is that form on offset-binary nibbles (the q8 model path: AND and USHR unpack).
 - "neon" (4 x 4): ARMv8.0 fallback, SMULL on two channels at a time, then pairwise adds.
 - "avx2_madd" (8 x 2) / "avx512_madd" (16 x 2): sign-extend the tile to int16 and one VPMADDWD
   gives every channel's 2-k sum directly (no horizontal adds, no u8 x s8 saturation).
@@ -126,9 +127,11 @@ def _sdot(bits: int):
     return _impl(4, 4, bits, update)
 
 
-def _sdot_halves():
+def _sdot_halves(unsigned: bool):
     """Two SDOTs on a 4-channel x 8-k int4 tile packed in halves: one 128-bit load, the low nibbles
-    (shl + sshr) meet k 0-3, the high nibbles (sshr) k 4-7: 3 instructions of unpack per 2 SDOT."""
+    meet k 0-3, the high nibbles k 4-7. Signed nibbles take shl + sshr and sshr: 3 instructions of
+    unpack per 2 SDOT. Offset-binary ones (w + 8 in [0, 15], the q8 model path, whose activation
+    block sums pay the +8 back as on x86) take AND and USHR: 2."""
     from tvm.script import tirx as T
 
     def sdot(acc, a, b):
@@ -136,9 +139,14 @@ def _sdot_halves():
                                        dtype="int32x4")
 
     def update(A, B, C):
-        packed = B.vload([0, 0], "int8x16")
-        four = T.Broadcast(T.int8(4), 16)
-        low, high = T.shift_right(T.shift_left(packed, four), four), T.shift_right(packed, four)
+        if unsigned:
+            packed = T.reinterpret(B.vload([0, 0], "int8x16"), dtype="uint8x16")
+            low = T.reinterpret(T.bitwise_and(packed, T.Broadcast(T.uint8(15), 16)), dtype="int8x16")
+            high = T.reinterpret(T.shift_right(packed, T.Broadcast(T.uint8(4), 16)), dtype="int8x16")
+        else:
+            packed = B.vload([0, 0], "int8x16")
+            four = T.Broadcast(T.int8(4), 16)
+            low, high = T.shift_right(T.shift_left(packed, four), four), T.shift_right(packed, four)
         first = sdot(C.vload([0], "int32x4"), _activations_x4(A, 4, "int8x16"), low)
         return sdot(first, _activations_x4(A, 4, "int8x16", start=4), high)
 
@@ -287,7 +295,9 @@ _KINDS = {
 # kind -> (channels, k per tile, implementation, offset-binary) of int4 forms with nibbles in halves
 # (Layout.int4_halves): SDOT's, and x86's byte products for the q8 model path (int4 weights only)
 _HALVES = {
-    "sdot": (4, 8, _sdot_halves, False),
+    "sdot": (4, 8, lambda: _sdot_halves(False), False),
+    # SDOT's form for the q8 model path's int4 weights (schedules/cpu layout() picks it)
+    "sdot_unsigned": (4, 8, lambda: _sdot_halves(True), True),
     "avx2_maddubs": (8, 8, lambda: _unsigned_maddubs(8, 256), True),
     "avx512_maddubs": (16, 8, lambda: _unsigned_maddubs(16, 512), True),
     "avx512_vnni_unsigned": (16, 8, _unsigned_vnni, True),
