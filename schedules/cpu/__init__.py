@@ -46,7 +46,8 @@ def layout(spec, target, bucket: dict) -> CpuLayout:
     halves = int4_halves_tile(dot) if spec.op in GEMM_OPS and not float_weights(spec) and int4_weights(spec) else None
     return CpuLayout(
         bucket=dict(bucket),
-        # int8 weights tiled as the dot-product intrinsic consumes them (SDOT: 4 channels x 4 k);
+        # int8 weights tiled as the dot-product intrinsic consumes them (SDOT: 4 channels x 4 k, four
+        # such tiles side by side: DOT_TILES_PER_WEIGHT_TILE);
         # int4 weights of W4A16 tiled to two SIMD registers of output columns.
         int8_dot=dot,
         n_tile=w4a16_tile(gemm_n(spec), target) if float_weights(spec) else _int_weight_tile(spec, dot),
@@ -84,7 +85,8 @@ def _int8_dot(spec, target) -> str:
 # bench --core): SDOT's 4-channel tiles four at a time, so a column block of 16 is four independent
 # accumulators fed by one activation load each (a one-token GEMV on 4 columns chained 8 SDOTs per
 # group into one register and paid its activation loads and group scaling per 4 columns: 3072 x
-# 576 Q4_1, 114 -> 95 us on the A76 model), and is still one contiguous weight stream.
+# 576 Q4_1 on the q8 path, 114 -> 105 us on the A76 model and 699 -> 392 us on the A55), and is
+# still one contiguous weight stream.
 DOT_TILES_PER_WEIGHT_TILE = {"sdot": 4, "sdot_unsigned": 4}
 
 
