@@ -147,8 +147,16 @@ def _sdot_halves(unsigned: bool):
             packed = B.vload([0, 0], "int8x16")
             four = T.Broadcast(T.int8(4), 16)
             low, high = T.shift_right(T.shift_left(packed, four), four), T.shift_right(packed, four)
-        first = sdot(C.vload([0], "int32x4"), _activations_x4(A, 4, "int8x16"), low)
-        return sdot(first, _activations_x4(A, 4, "int8x16", start=4), high)
+        # The activations of k 0-3 and 4-7 as the two 32-bit lanes of one 8-byte load, each lane
+        # broadcast in the third operand, where LLVM folds it into SDOT's by-element form
+        # (sdot v.4s, w.16b, x.4b[i]): one load per 2 SDOT instead of a broadcast load (LD1R) each.
+        # MODELLED: SmolLM2's 3072 x 576 q8 prefill GEMM 1.17x (A76) / 1.20x (A55) fewer cycles.
+        words = T.reinterpret(A.vload([0], "int8x8"), dtype="int32x2")
+
+        def lane(index):
+            return T.reinterpret(T.Shuffle([words, words], [index] * 4), dtype="int8x16")
+
+        return sdot(sdot(C.vload([0], "int32x4"), low, lane(0)), high, lane(1))
 
     return _impl(4, 8, 4, update)
 
