@@ -110,7 +110,6 @@ def coverage_specs() -> list:
         make_spec("qgemm_w4a8", n=64, k=128, group=32, act="q8_1", min=True, norm=1e-5),
         make_spec("qgemm_w8a8", n=64, k=128, group=32, act="q8_0", swiglu=True, residual=True),
         make_spec("qgemm_w4a8", n=32, k=96, group=32, act="q8_0", q8_recip="1/d", residual=True),
-        make_spec("qgemm_w4a8", n=36, k=64, group=32, act="q8_0"),  # N not a multiple of 16: SDOT's 4-column tile
         make_spec("quantize_per_token", k=100),
         make_spec("quantize_per_token", k=37),
         make_spec("qkv_proj", hq=8, hkv=2, d=64, k=128, quant="w8a8", bias=True, rope_theta=500000.0),

@@ -8,6 +8,7 @@ from conftest import assert_matches, coverage_specs, require_emulator
 from kernel_cases import cases
 
 from compiler import runtime
+from compiler.specs import make_spec
 
 pytestmark = pytest.mark.emulated
 
@@ -50,3 +51,15 @@ def test_arm_kernel_matches_numpy(arm, spec, sizes):
 @pytest.mark.parametrize("spec, sizes", cases(coverage_specs(), VARIANT_LENGTHS))
 def test_arm_variant_kernel_matches_numpy(arm_variant, spec, sizes):
     assert_matches(arm_variant[spec.name], sizes, seed=sum(sizes.values()))
+
+
+def test_sdot_gemm_too_narrow_to_interleave_keeps_four_column_tiles(build_library):
+    """N=36 is no multiple of the 16-column interleaved SDOT tile: the 4-column tile, still SDOT
+    (x86 falls back to portable code at this N, so it is not in the shared coverage list)."""
+    require_emulator("aarch64")
+    spec = make_spec("qgemm_w4a8", n=36, k=64, group=32, act="q8_0")
+    with runtime.load(build_library("arm", [spec])) as library:
+        kernel = library[spec.name]
+        assert {v["layout"]["n_tile"] for v in kernel.spec["variants"]} == {4}
+        for m in (1, 5):
+            assert_matches(kernel, {"M": m}, seed=m)
