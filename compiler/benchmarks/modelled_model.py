@@ -135,9 +135,9 @@ def format_row(row: dict) -> str:
         versus = f"{r['tokens_per_s'] / theirs['tokens_per_s']:11.2f}x" if theirs and contestant != "llama.cpp" else ""
         lines.append(f"{label:24} {core:11} {contestant:10} {r['tokens_per_s']:8.1f} "
                      f"{r['instructions'] / r['tokens'] / 1e6:13.1f} {versus:>12}")
-    for r in row["rows"]:
-        if r["phase"] == "decode" and r["kernel_share"]:
+    for r in sorted(row["rows"], key=lambda r: r["phase"] != "prefill"):
+        if r["kernel_share"]:
             shares = ", ".join(f"{k.split('_n')[0].split('_hq')[0]} {100 * s:.0f}%"
                                for k, s in list(r["kernel_share"].items())[:5])
-            lines.append(f"  {r['contestant']} decode step on {r['core']}, by kernel: {shares}")
+            lines.append(f"  {r['contestant']} {r['phase']} on {r['core']}, by kernel: {shares}")
     return "\n".join(lines)
