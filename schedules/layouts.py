@@ -30,7 +30,8 @@ class Layout:
     # k, the high nibbles the second (a 128-bit AND-free unpack: shl+sshr and sshr), else adjacent k pairs
     int4_halves: bool = False
     # ... and stored offset-binary (u = w + 8 in [0, 15]): the unsigned operand of x86's byte
-    # products, activations the signed one; the kernel subtracts 8 x (the block's sum of x)
+    # products (AND/USHR-unpacked for SDOT), activations the signed one; the kernel subtracts
+    # 8 x (the block's sum of x)
     int4_unsigned: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -45,6 +46,7 @@ class CpuLayout(Layout):
     q_rows: int = 4  # attention prefill: query positions per block (K/V rows loaded once for them)
     lanes: int = 1  # attention: SIMD lanes over the head dim
     split_len: int = 256  # attention decode: keys per split
+    keys_in_lanes: bool = False  # attention: scores of VL keys at once, reduced together (ops/attention.py)
 
 
 @dataclass(frozen=True)

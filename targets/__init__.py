@@ -58,6 +58,9 @@ class Target:
     cpu_features: tuple[str, ...] = ()  # /proc/cpuinfo flags needed to run natively
     emulator: str | None = None  # qemu-user binary that runs this ISA elsewhere
     link_flags: tuple[str, ...] = ()  # extra flags for the default (zig) cross linker
+    # CPU attention: dot products of several keys reduced together, keys in SIMD lanes (see
+    # ops/attention.py), where that was shown faster on the target; else a horizontal sum per key
+    attention_keys_in_lanes: bool = False
     compile_only: str | None = None  # why builds for this target cannot run on this kind of machine
     # how `run` multiplies a GGUF model by default: "f32" activations or llama.cpp's "q8" blocks,
     # whichever is faster on this target (measured, or on ARM by the cycle model)
@@ -117,6 +120,7 @@ def _load(path: Path) -> Target:
                 l1d_kib=int(raw["l1d_kib"]),
                 l2_kib=int(raw["l2_kib"]),
                 cpu_features=tuple(raw.get("cpu_features", ())),
+                attention_keys_in_lanes=bool(raw.get("attention_keys_in_lanes", False)),
             )
     except KeyError as missing:
         raise ValueError(f"target file {path} lacks the field {missing}") from None

@@ -23,6 +23,10 @@ from compiler.specs import KernelSpec
 
 
 
+# Vector accumulators the keys-in-lanes value loop keeps live: 4-cycle FMA latency x 2 pipes needs
+# about 8; 12 leave room for the operands in a 32-register file.
+ACCUMULATORS = 12
+
 KV_OPTION = {"kv": Option("f32", ("f32", "int8"), tag=lambda kv: "kv8" if kv == "int8" else "")}
 
 
@@ -86,7 +90,7 @@ class AttentionPrefill(OpDef):
             return prefill_gpu_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.kv_tile, layout.threads,
                                    kv8)
         return prefill_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.kv_tile, layout.lanes,
-                           layout.q_rows, kv8)
+                           layout.q_rows, kv8, layout.keys_in_lanes)
 
     def flops(self, spec, sizes):
         s = sizes["S"]  # all of the prefix, and about half of the S x S causal scores
@@ -124,7 +128,7 @@ class AttentionDecode(OpDef):
             return decode_gpu_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.split_len, layout.threads,
                                   kv8)
         return decode_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.kv_tile, layout.lanes,
-                          layout.split_len, kv8)
+                          layout.split_len, kv8, layout.keys_in_lanes)
 
     def flops(self, spec, sizes):
         return 4.0 * spec.dim("hq") * spec.dim("d") * sizes["L"]
@@ -180,18 +184,49 @@ def _tree(op, buf, lanes: int):
     return terms[0]
 
 
-def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False):
+def _transposed_sums(rows, lanes: int):
+    """The sums of `lanes` vectors rows[c, 0:lanes] as one vector (lane c: the sum of row c): a
+    shuffle-and-add tree that halves the vector count per level, lanes - 1 adds for `lanes` sums
+    where a horizontal sum per row takes lanes x log2(lanes). Each level pairs vectors (X, Y) into
+    one whose lane groups of 2s hold X's partial sums in their first s lanes and Y's in the last s."""
+    from tvm.script import tirx as T
+
+    if lanes == 1:
+        return rows[0, 0]
+    vectors = [rows[c, T.ramp(0, 1, lanes)] for c in range(lanes)]
+    s = 1
+    while len(vectors) > 1:
+        low = [j if j % (2 * s) < s else lanes + j - s for j in range(lanes)]
+        high = [j + s if j % (2 * s) < s else lanes + j for j in range(lanes)]
+        vectors = [T.Shuffle([x, y], low) + T.Shuffle([x, y], high) for x, y in zip(vectors[::2], vectors[1::2])]
+        s *= 2
+    return vectors[0]
+
+
+def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False, keys_in_lanes: bool = False):
     """TVMScript macros shared by prefill and decode: the running (max, sum, acc) of G query
     vectors `q` [G, D] (GH heads of a KV group for each of G / GH consecutive positions) against one
     tile of BK keys starting at `base`. Vector g sees keys below `limit + g // GH` (causal); keys at
-    or beyond `kv_end` do not exist. Dot products accumulate VL-wide and finish with a tree sum;
-    the softmax of a tile is SIMD over keys with fast_exp. KV8: int8 K and V rows with one scale
-    per row (Ks, Vs): the key's scale multiplies its finished dot product, the value's scale its
-    probability, so the rows are only widened, never rescaled element by element."""
+    or beyond `kv_end` do not exist. KV8: int8 K and V rows with one scale per row (Ks, Vs): the
+    key's scale multiplies its finished score, the value's its probability, so the rows are only
+    widened, never rescaled element by element.
+
+    Two forms of the tile, a layout choice (the target's `attention_keys_in_lanes`):
+    - per key: each key's dot product accumulates VL-wide and ends in a tree (horizontal) sum;
+      value rows are added to all G accumulators key by key.
+    - keys in lanes: VL keys' dot products accumulate as VL rows of a local tile, reduced together
+      by `_transposed_sums` into one vector of VL scores, so masking and scaling are SIMD over keys;
+      the values run per column chunk, G x CP accumulators held over the tile's keys (independent
+      FMA chains, few loads). Keys past `kv_end` are read clamped to the last row and masked (no
+      branch, no stray read). Twice fewer cycles on the ARM cycle model; slower on x86 with cold
+      caches (measured), hence not everywhere."""
     from tvm.script import tirx as T
 
     DV = D // VL
     KV = BK // VL
+    # Value column chunks per pass over a tile's keys: enough independent accumulators (G x CP, up
+    # to ACCUMULATORS) to hide the FMA latency, few enough to stay in registers.
+    CP = max(cp for cp in range(1, DV + 1) if DV % cp == 0 and (cp == 1 or G * cp <= ACCUMULATORS))
     scale = 1.0 / math.sqrt(D)
 
     def add(a, b):
@@ -209,7 +244,30 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
                 acc[g, d] = T.float32(0)
 
     @T.macro
-    def tile(q, K, V, Ks, Vs, vh, base, kv_end, limit, m, lsum, acc, sc, part, mt):
+    def rescale(g, m, lsum, acc, sc, part, mt):
+        """Vector g's new running max over the tile's scores, p = exp(s - max) in place of them, and
+        its running sum and accumulators rescaled to the new max."""
+        for u in T.vectorized(VL):
+            part[u] = sc[g, u]
+        for c0 in range(1, KV):
+            for u in T.vectorized(VL):
+                part[u] = T.max(part[u], sc[g, c0 * VL + u])
+        mt[0] = T.max(m[g], _tree(maximum, part, VL))
+        mt[1] = fast_exp(m[g] - mt[0])
+        m[g] = mt[0]
+        for c in T.vectorized(BK):
+            sc[g, c] = fast_exp(sc[g, c] - mt[0])
+        for u in T.vectorized(VL):
+            part[u] = sc[g, u]
+        for c0 in range(1, KV):
+            for u in T.vectorized(VL):
+                part[u] = part[u] + sc[g, c0 * VL + u]
+        lsum[g] = lsum[g] * mt[1] + _tree(add, part, VL)
+        for d in T.vectorized(D):
+            acc[g, d] = acc[g, d] * mt[1]
+
+    @T.macro
+    def tile_per_key(q, K, V, Ks, Vs, vh, base, kv_end, limit, m, lsum, acc, sc, keys, part, rs, mt):
         for c in range(BK):  # scores: each key row is read once for all G query vectors
             for g in range(G):
                 # Keys past the end read a valid row (clamped) and are masked: no branch, no stray read.
@@ -225,25 +283,8 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
                 else:
                     sc[g, c] = T.Select(base + c < limit + g // GH, _tree(add, part, VL) * T.float32(scale),
                                         T.float32(NEG_INF))
-        for g in range(G):  # new running max, p = exp(s - max), rescaled running sum
-            for u in T.vectorized(VL):
-                part[u] = sc[g, u]
-            for c0 in range(1, KV):
-                for u in T.vectorized(VL):
-                    part[u] = T.max(part[u], sc[g, c0 * VL + u])
-            mt[0] = T.max(m[g], _tree(maximum, part, VL))
-            mt[1] = fast_exp(m[g] - mt[0])
-            m[g] = mt[0]
-            for c in T.vectorized(BK):
-                sc[g, c] = fast_exp(sc[g, c] - mt[0])
-            for u in T.vectorized(VL):
-                part[u] = sc[g, u]
-            for c0 in range(1, KV):
-                for u in T.vectorized(VL):
-                    part[u] = part[u] + sc[g, c0 * VL + u]
-            lsum[g] = lsum[g] * mt[1] + _tree(add, part, VL)
-            for d in T.vectorized(D):
-                acc[g, d] = acc[g, d] * mt[1]
+        for g in range(G):
+            rescale(g, m, lsum, acc, sc, part, mt)
         for c in range(BK):  # acc += p v, each value row read once for all G query vectors
             if base + c < kv_end:
                 if KV8:
@@ -256,18 +297,57 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
                         for d in T.vectorized(D):
                             acc[g, d] = acc[g, d] + sc[g, c] * V[vh, base + c, d]
 
-    return init, tile
+    @T.macro
+    def tile_keys_in_lanes(q, K, V, Ks, Vs, vh, base, kv_end, limit, m, lsum, acc, sc, keys, part, rs, mt):
+        for c0 in range(KV):  # scores, VL keys at a time
+            for g in range(G):
+                for c in T.unroll(VL):
+                    for u in T.vectorized(VL):
+                        keys[c, u] = q[g, u] * T.Cast("float32", K[vh, T.min(base + c0 * VL + c, kv_end - 1), u])
+                for d0 in range(1, DV):
+                    for c in T.unroll(VL):
+                        for u in T.vectorized(VL):
+                            keys[c, u] = keys[c, u] + q[g, d0 * VL + u] * T.Cast(
+                                "float32", K[vh, T.min(base + c0 * VL + c, kv_end - 1), d0 * VL + u])
+                if VL > 1:
+                    sc[g, T.ramp(c0 * VL, 1, VL)] = _transposed_sums(keys, VL)
+                else:
+                    sc[g, c0] = keys[0, 0]
+        if KV8:  # the tile's row scales, read once for all G vectors
+            for c in range(BK):
+                rs[0, c] = Ks[vh, T.min(base + c, kv_end - 1)] * T.float32(scale)
+                rs[1, c] = Vs[vh, T.min(base + c, kv_end - 1)]
+        for g in range(G):  # mask and scale, SIMD over keys
+            for c in T.vectorized(BK):
+                if KV8:
+                    sc[g, c] = T.Select(base + c < limit + g // GH, sc[g, c] * rs[0, c], T.float32(NEG_INF))
+                else:
+                    sc[g, c] = T.Select(base + c < limit + g // GH, sc[g, c] * T.float32(scale), T.float32(NEG_INF))
+            rescale(g, m, lsum, acc, sc, part, mt)
+            if KV8:
+                for c in T.vectorized(BK):
+                    sc[g, c] = sc[g, c] * rs[1, c]
+        for d1 in range(DV // CP):  # acc += p v: CP column chunks of all G accumulators over the tile's keys
+            for c in range(BK):
+                for g in T.unroll(G):
+                    for j in T.unroll(CP):
+                        for u in T.vectorized(VL):
+                            acc[g, (d1 * CP + j) * VL + u] = acc[g, (d1 * CP + j) * VL + u] + sc[g, c] * T.Cast(
+                                "float32", V[vh, T.min(base + c, kv_end - 1), (d1 * CP + j) * VL + u])
+
+    return init, tile_keys_in_lanes if keys_in_lanes else tile_per_key
 
 
-def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int, KV8: bool = False):
+def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int, KV8: bool = False, LANES: bool = False):
     """One block per (KV head, R consecutive query rows): every K/V row loaded serves the
     R x Hq/Hkv query vectors of the block. Row i is position P + i (P = L - S) and sees keys 0..P+i.
-    KV8: the caches are int8 with a float32 scale per (head, position) row."""
+    KV8: the caches are int8 with a float32 scale per (head, position) row. LANES: the keys-in-lanes
+    tile, whose whole tiles skip the row clamping."""
     from tvm.script import tirx as T
 
     G = HQ // HKV
     NQ = G * R
-    init, tile = _online_softmax(NQ, G, D, BK, VL, KV8)
+    init, tile = _online_softmax(NQ, G, D, BK, VL, KV8, LANES)
 
     @T.macro
     def body(Q, K, V, Ks, Vs, O, S, L):
@@ -282,7 +362,9 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int, KV8: bool =
                 lsum = T.sblock_alloc_buffer((NQ,), "float32", scope="local")
                 acc = T.sblock_alloc_buffer((NQ, D), "float32", scope="local")
                 sc = T.sblock_alloc_buffer((NQ, BK), "float32", scope="local")
+                keys = T.sblock_alloc_buffer((VL, VL), "float32", scope="local")
                 part = T.sblock_alloc_buffer((VL,), "float32", scope="local")
+                rs = T.sblock_alloc_buffer((2, BK), "float32", scope="local")
                 mt = T.sblock_alloc_buffer((2,), "float32", scope="local")
                 for g in range(NQ):  # vector g: head g % G at position vt * R + g // G (clamped to S)
                     for d in T.vectorized(D):
@@ -290,8 +372,12 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int, KV8: bool =
                 init(m, lsum, acc)
                 # causal: the prefix and the tiles up to the block's last position
                 for t in range((T.min(L - S + vt * R + R, L) - 1 + BK) // BK):
-                    tile(q, K, V, Ks, Vs, vh, t * BK, T.min(L - S + vt * R + R, L), L - S + vt * R + 1, m, lsum,
-                         acc, sc, part, mt)
+                    if LANES and t * BK + BK <= T.min(L - S + vt * R + R, L):  # a whole tile: no clamping
+                        tile(q, K, V, Ks, Vs, vh, t * BK, t * BK + BK, L - S + vt * R + 1, m, lsum, acc, sc, keys,
+                             part, rs, mt)
+                    else:
+                        tile(q, K, V, Ks, Vs, vh, t * BK, T.min(L - S + vt * R + R, L), L - S + vt * R + 1, m, lsum,
+                             acc, sc, keys, part, rs, mt)
                 for g in range(NQ):
                     if vt * R + g // G < S:
                         for d in T.vectorized(D):
@@ -301,14 +387,14 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int, KV8: bool =
                             {"tirx.noalias": True})
 
 
-def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int, KV8: bool = False):
+def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int, KV8: bool = False, LANES: bool = False):
     """Flash-decoding: blocks over (KV head, chunk of SPLIT keys) write partial (max, sum, acc); a
     second grid merges the chunks. SPLIT is a multiple of BK. KV8: int8 caches with a float32 scale
-    per (head, position) row."""
+    per (head, position) row. LANES: the keys-in-lanes tile, whose whole tiles skip the row clamping."""
     from tvm.script import tirx as T
 
     G = HQ // HKV
-    init, tile = _online_softmax(G, G, D, BK, VL, KV8)
+    init, tile = _online_softmax(G, G, D, BK, VL, KV8, LANES)
 
     @T.macro
     def body(Q, K, V, Ks, Vs, O, S, L):  # S: unused (one query row)
@@ -327,15 +413,20 @@ def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int, KV8: boo
                 lsum = T.sblock_alloc_buffer((G,), "float32", scope="local")
                 acc = T.sblock_alloc_buffer((G, D), "float32", scope="local")
                 sc = T.sblock_alloc_buffer((G, BK), "float32", scope="local")
+                keys = T.sblock_alloc_buffer((VL, VL), "float32", scope="local")
                 part = T.sblock_alloc_buffer((VL,), "float32", scope="local")
+                rs = T.sblock_alloc_buffer((2, BK), "float32", scope="local")
                 mt = T.sblock_alloc_buffer((2,), "float32", scope="local")
                 for g in range(G):
                     for d in T.vectorized(D):
                         q[g, d] = Q[vh * G + g, d]
                 init(m, lsum, acc)
                 for t in range(SPLIT // BK):
-                    if vs * SPLIT + t * BK < L:
-                        tile(q, K, V, Ks, Vs, vh, vs * SPLIT + t * BK, L, L, m, lsum, acc, sc, part, mt)
+                    if LANES and vs * SPLIT + t * BK + BK <= L:  # a whole tile: no clamping
+                        tile(q, K, V, Ks, Vs, vh, vs * SPLIT + t * BK, vs * SPLIT + t * BK + BK, L, m, lsum, acc, sc,
+                             keys, part, rs, mt)
+                    elif vs * SPLIT + t * BK < L:
+                        tile(q, K, V, Ks, Vs, vh, vs * SPLIT + t * BK, L, L, m, lsum, acc, sc, keys, part, rs, mt)
                 for g in range(G):
                     pm[vh * G + g, vs] = m[g]
                     pl[vh * G + g, vs] = lsum[g]

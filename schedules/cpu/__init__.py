@@ -60,6 +60,7 @@ def layout(spec, target, bucket: dict) -> CpuLayout:
         q_rows=4,
         lanes=_attention_lanes(spec, target),
         split_len=64 if "L" in bucket else 256,  # short caches split finer: more blocks per core
+        keys_in_lanes=target.attention_keys_in_lanes and spec.op.startswith("attention"),
     )
 
 
