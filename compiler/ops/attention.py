@@ -362,10 +362,14 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int, KV8: bool =
                 lsum = T.sblock_alloc_buffer((NQ,), "float32", scope="local")
                 acc = T.sblock_alloc_buffer((NQ, D), "float32", scope="local")
                 sc = T.sblock_alloc_buffer((NQ, BK), "float32", scope="local")
-                keys = T.sblock_alloc_buffer((VL, VL), "float32", scope="local")
                 part = T.sblock_alloc_buffer((VL,), "float32", scope="local")
-                rs = T.sblock_alloc_buffer((2, BK), "float32", scope="local")
                 mt = T.sblock_alloc_buffer((2,), "float32", scope="local")
+                if LANES:  # the keys' partial dot products, and the tile's row scales (int8 caches)
+                    keys = T.sblock_alloc_buffer((VL, VL), "float32", scope="local")
+                    rs = T.sblock_alloc_buffer((2, BK), "float32", scope="local")
+                else:  # the per-key tile uses neither
+                    keys = part
+                    rs = part
                 for g in range(NQ):  # vector g: head g % G at position vt * R + g // G (clamped to S)
                     for d in T.vectorized(D):
                         q[g, d] = Q[vh * G + g % G, T.min(vt * R + g // G, S - 1), d]
@@ -413,10 +417,14 @@ def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int, KV8: boo
                 lsum = T.sblock_alloc_buffer((G,), "float32", scope="local")
                 acc = T.sblock_alloc_buffer((G, D), "float32", scope="local")
                 sc = T.sblock_alloc_buffer((G, BK), "float32", scope="local")
-                keys = T.sblock_alloc_buffer((VL, VL), "float32", scope="local")
                 part = T.sblock_alloc_buffer((VL,), "float32", scope="local")
-                rs = T.sblock_alloc_buffer((2, BK), "float32", scope="local")
                 mt = T.sblock_alloc_buffer((2,), "float32", scope="local")
+                if LANES:  # the keys' partial dot products, and the tile's row scales (int8 caches)
+                    keys = T.sblock_alloc_buffer((VL, VL), "float32", scope="local")
+                    rs = T.sblock_alloc_buffer((2, BK), "float32", scope="local")
+                else:  # the per-key tile uses neither
+                    keys = part
+                    rs = part
                 for g in range(G):
                     for d in T.vectorized(D):
                         q[g, d] = Q[vh * G + g, d]
