@@ -96,3 +96,14 @@ def test_sdot_weight_tiles_interleave_four_dot_tiles():
     assert (int8_act.int8_dot, int8_act.n_tile, int8_act.int4_unsigned) == ("sdot", 16, False)
     assert schedules.layout(make_spec("qgemm_w8a8", n=68, k=128), arm).n_tile == 4  # 68: not a multiple of 16
     assert schedules.layout(make_spec("qgemm_w8a8", n=64, k=128), targets.get("x86")).n_tile == 8  # VPMADDWD's own
+
+
+def test_attention_tile_form_is_a_target_fact():
+    """Keys in lanes where the target file says so (ARM, by the cycle model); x86 keeps the per-key
+    tile (measured); never on a non-attention op's layout."""
+    decode = make_spec("attention_decode", hq=9, hkv=3, d=64)
+    assert schedules.layout(decode, targets.get("arm")).keys_in_lanes
+    assert schedules.layout(decode, targets.get("arm-a53")).keys_in_lanes
+    assert not schedules.layout(decode, targets.get("x86")).keys_in_lanes
+    assert not schedules.layout(decode, targets.get("hexagon")).keys_in_lanes
+    assert not schedules.layout(make_spec("qgemm_w8a8", n=64, k=128), targets.get("arm")).keys_in_lanes
