@@ -1,0 +1,314 @@
+"""Attention for CPUs as TensorIR (the SIMD counterpart of attention_gpu.py's thread-bound grids):
+a grid of independent blocks that the schedule parallelises ("rows": one KV head's query heads for
+R consecutive positions; "split": one KV chunk of decode), whose bodies run an online softmax over
+tiles of `kv_tile` keys, so the S x S (or L-long) score row is never materialised. K and V rows
+are read once for all Hq/Hkv query heads of a group. fp32 arithmetic; int8 caches are widened as
+they are read."""
+
+from __future__ import annotations
+
+import math
+
+from compiler.ops.attention_signature import cache_signatures
+from compiler.ops.base import NEG_INF
+
+# Vector accumulators the keys-in-lanes value loop keeps live: 4-cycle FMA latency x 2 pipes needs
+# about 8; 12 leave room for the operands in a 32-register file.
+ACCUMULATORS = 12
+
+
+def fast_exp(x):
+    """exp(x) for float32 x as plain arithmetic (range reduction by ln 2, degree-6 polynomial,
+    exponent bits), so it vectorises where libm's expf would be one call per lane. Relative error
+    ~2e-7; exactly 0 below -87 (masked scores). NaN stays NaN (as in numpy's softmax): the clamp
+    below would make it -87, since TVM lowers max/min to compares, which a NaN fails."""
+    from tvm.script import tirx as T
+
+    xc = T.min(T.max(x, T.float32(-87.0)), T.float32(88.0))
+    n = T.floor(xc * T.float32(1.4426950408889634) + T.float32(0.5))
+    r = xc - n * T.float32(0.693359375) - n * T.float32(-2.12194440e-4)
+    poly = T.float32(1.0 / 720)
+    for coef in (1.0 / 120, 1.0 / 24, 1.0 / 6, 0.5, 1.0, 1.0):
+        poly = poly * r + T.float32(coef)
+    two_n = T.reinterpret(T.shift_left(T.Cast("int32", n) + 127, 23), dtype="float32")
+    return T.Select(x < T.float32(-87.0), T.float32(0), T.Select(T.isnan(x), x, poly * two_n))
+
+
+def _tree(op, buf, lanes: int):
+    """op-reduction of buf[0:lanes] as a balanced tree (short dependency chains, SLP-friendly)."""
+    terms = [buf[u] for u in range(lanes)]
+    while len(terms) > 1:
+        terms = [op(terms[i], terms[i + 1]) for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
+def _row_sums(rows, c, lanes: int):
+    """The sum of rows[c, 0:lanes] as a balanced tree. With c the vectorised lane, each term is a
+    strided (transposed) read of the local tile, which LLVM turns into shuffles: the VL sums of VL
+    rows cost VL - 1 vector adds, where a horizontal sum per row costs VL x log2(VL) steps. (Not
+    T.Shuffle: MetaSchedule's FLOP estimate has no rule for it, so such a kernel cannot be tuned.)"""
+    terms = [rows[c, u] for u in range(lanes)]
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
+def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False, keys_in_lanes: bool = False):
+    """TVMScript macros shared by prefill and decode: the running (max, sum, acc) of G query
+    vectors `q` [G, D] (GH heads of a KV group for each of G / GH consecutive positions) against one
+    tile of BK keys starting at `base`. Vector g sees keys below `limit + g // GH` (causal); keys at
+    or beyond `kv_end` do not exist. KV8: int8 K and V rows with one scale per row (Ks, Vs): the
+    key's scale multiplies its finished score, the value's its probability, so the rows are only
+    widened, never rescaled element by element.
+
+    Two forms of the tile, a layout choice (the target's `attention_keys_in_lanes`):
+    - per key: each key's dot product accumulates VL-wide and ends in a tree (horizontal) sum;
+      value rows are added to all G accumulators key by key.
+    - keys in lanes: VL keys' dot products accumulate as VL rows of a local tile, reduced together
+      by `_row_sums` into one vector of VL scores, so masking and scaling are SIMD over keys;
+      the values run per column chunk, G x CP accumulators held over the tile's keys (independent
+      FMA chains, few loads). Keys past `kv_end` are read clamped to the last row and masked (no
+      branch, no stray read). Twice fewer cycles on the ARM cycle model; slower on x86 with cold
+      caches (measured), hence not everywhere."""
+    from tvm.script import tirx as T
+
+    DV = D // VL
+    KV = BK // VL
+    # Value column chunks per pass over a tile's keys: enough independent accumulators (G x CP, up
+    # to ACCUMULATORS) to hide the FMA latency, few enough to stay in registers.
+    CP = max(cp for cp in range(1, DV + 1) if DV % cp == 0 and (cp == 1 or G * cp <= ACCUMULATORS))
+    scale = 1.0 / math.sqrt(D)
+
+    def add(a, b):
+        return a + b
+
+    def maximum(a, b):
+        return T.max(a, b)
+
+    @T.macro
+    def init(m, lsum, acc):
+        for g in range(G):
+            m[g] = T.float32(NEG_INF)
+            lsum[g] = T.float32(0)
+            for d in T.vectorized(D):
+                acc[g, d] = T.float32(0)
+
+    @T.macro
+    def rescale(g, m, lsum, acc, sc, part, mt):
+        """Vector g's new running max over the tile's scores, p = exp(s - max) in place of them, and
+        its running sum and accumulators rescaled to the new max."""
+        for u in T.vectorized(VL):
+            part[u] = sc[g, u]
+        for c0 in range(1, KV):
+            for u in T.vectorized(VL):
+                part[u] = T.max(part[u], sc[g, c0 * VL + u])
+        mt[0] = T.max(m[g], _tree(maximum, part, VL))
+        mt[1] = fast_exp(m[g] - mt[0])
+        m[g] = mt[0]
+        for c in T.vectorized(BK):
+            sc[g, c] = fast_exp(sc[g, c] - mt[0])
+        for u in T.vectorized(VL):
+            part[u] = sc[g, u]
+        for c0 in range(1, KV):
+            for u in T.vectorized(VL):
+                part[u] = part[u] + sc[g, c0 * VL + u]
+        lsum[g] = lsum[g] * mt[1] + _tree(add, part, VL)
+        for d in T.vectorized(D):
+            acc[g, d] = acc[g, d] * mt[1]
+
+    @T.macro
+    def tile_per_key(q, K, V, Ks, Vs, vh, base, kv_end, limit, m, lsum, acc, sc, keys, part, rs, mt):
+        for c in range(BK):  # scores: each key row is read once for all G query vectors
+            for g in range(G):
+                # Keys past the end read a valid row (clamped) and are masked: no branch, no stray read.
+                for u in T.vectorized(VL):
+                    part[u] = q[g, u] * T.Cast("float32", K[vh, T.min(base + c, kv_end - 1), u])
+                for d0 in range(1, DV):
+                    for u in T.vectorized(VL):
+                        part[u] = part[u] + q[g, d0 * VL + u] * T.Cast(
+                            "float32", K[vh, T.min(base + c, kv_end - 1), d0 * VL + u])
+                if KV8:
+                    sc[g, c] = T.Select(base + c < limit + g // GH, _tree(add, part, VL) * (
+                        T.float32(scale) * Ks[vh, T.min(base + c, kv_end - 1)]), T.float32(NEG_INF))
+                else:
+                    sc[g, c] = T.Select(base + c < limit + g // GH, _tree(add, part, VL) * T.float32(scale),
+                                        T.float32(NEG_INF))
+        for g in range(G):
+            rescale(g, m, lsum, acc, sc, part, mt)
+        for c in range(BK):  # acc += p v, each value row read once for all G query vectors
+            if base + c < kv_end:
+                if KV8:
+                    for g in range(G):
+                        mt[1] = sc[g, c] * Vs[vh, base + c]
+                        for d in T.vectorized(D):
+                            acc[g, d] = acc[g, d] + mt[1] * T.Cast("float32", V[vh, base + c, d])
+                else:
+                    for g in range(G):
+                        for d in T.vectorized(D):
+                            acc[g, d] = acc[g, d] + sc[g, c] * V[vh, base + c, d]
+
+    @T.macro
+    def tile_keys_in_lanes(q, K, V, Ks, Vs, vh, base, kv_end, limit, m, lsum, acc, sc, keys, part, rs, mt):
+        for c0 in range(KV):  # scores, VL keys at a time
+            for g in range(G):
+                for c in T.unroll(VL):
+                    for u in T.vectorized(VL):
+                        keys[c, u] = q[g, u] * T.Cast("float32", K[vh, T.min(base + c0 * VL + c, kv_end - 1), u])
+                for d0 in range(1, DV):
+                    for c in T.unroll(VL):
+                        for u in T.vectorized(VL):
+                            keys[c, u] = keys[c, u] + q[g, d0 * VL + u] * T.Cast(
+                                "float32", K[vh, T.min(base + c0 * VL + c, kv_end - 1), d0 * VL + u])
+                for c in T.vectorized(VL):
+                    sc[g, c0 * VL + c] = _row_sums(keys, c, VL)
+        if KV8:  # the tile's row scales, read once for all G vectors
+            for c in range(BK):
+                rs[0, c] = Ks[vh, T.min(base + c, kv_end - 1)] * T.float32(scale)
+                rs[1, c] = Vs[vh, T.min(base + c, kv_end - 1)]
+        for g in range(G):  # mask and scale, SIMD over keys
+            for c in T.vectorized(BK):
+                if KV8:
+                    sc[g, c] = T.Select(base + c < limit + g // GH, sc[g, c] * rs[0, c], T.float32(NEG_INF))
+                else:
+                    sc[g, c] = T.Select(base + c < limit + g // GH, sc[g, c] * T.float32(scale), T.float32(NEG_INF))
+            rescale(g, m, lsum, acc, sc, part, mt)
+            if KV8:
+                for c in T.vectorized(BK):
+                    sc[g, c] = sc[g, c] * rs[1, c]
+        for d1 in range(DV // CP):  # acc += p v: CP column chunks of all G accumulators over the tile's keys
+            for c in range(BK):
+                for g in T.unroll(G):
+                    for j in T.unroll(CP):
+                        for u in T.vectorized(VL):
+                            acc[g, (d1 * CP + j) * VL + u] = acc[g, (d1 * CP + j) * VL + u] + sc[g, c] * T.Cast(
+                                "float32", V[vh, T.min(base + c, kv_end - 1), (d1 * CP + j) * VL + u])
+
+    return init, tile_keys_in_lanes if keys_in_lanes else tile_per_key
+
+
+def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int, KV8: bool = False, LANES: bool = False):
+    """One block per (KV head, R consecutive query rows): every K/V row loaded serves the
+    R x Hq/Hkv query vectors of the block. Row i is position P + i (P = L - S) and sees keys 0..P+i.
+    KV8: the caches are int8 with a float32 scale per (head, position) row. LANES: the keys-in-lanes
+    tile, whose whole tiles skip the row clamping."""
+    from tvm.script import tirx as T
+
+    G = HQ // HKV
+    NQ = G * R
+    init, tile = _online_softmax(NQ, G, D, BK, VL, KV8, LANES)
+
+    @T.macro
+    def body(Q, K, V, Ks, Vs, O, S, L):
+        for hk, it in T.grid(HKV, (S + R - 1) // R):
+            with T.sblock("rows"):
+                vh, vt = T.axis.remap("SS", [hk, it])
+                T.reads(Q[vh * G: vh * G + G, vt * R: T.min(vt * R + R, S), 0:D],
+                        K[vh, 0:T.min(L - S + vt * R + R, L), 0:D], V[vh, 0:T.min(L - S + vt * R + R, L), 0:D])
+                T.writes(O[vh * G: vh * G + G, vt * R: T.min(vt * R + R, S), 0:D])
+                q = T.sblock_alloc_buffer((NQ, D), "float32", scope="local")
+                m = T.sblock_alloc_buffer((NQ,), "float32", scope="local")
+                lsum = T.sblock_alloc_buffer((NQ,), "float32", scope="local")
+                acc = T.sblock_alloc_buffer((NQ, D), "float32", scope="local")
+                sc = T.sblock_alloc_buffer((NQ, BK), "float32", scope="local")
+                part = T.sblock_alloc_buffer((VL,), "float32", scope="local")
+                mt = T.sblock_alloc_buffer((2,), "float32", scope="local")
+                if LANES:  # the keys' partial dot products, and the tile's row scales (int8 caches)
+                    keys = T.sblock_alloc_buffer((VL, VL), "float32", scope="local")
+                    rs = T.sblock_alloc_buffer((2, BK), "float32", scope="local")
+                else:  # the per-key tile uses neither
+                    keys = part
+                    rs = part
+                for g in range(NQ):  # vector g: head g % G at position vt * R + g // G (clamped to S)
+                    for d in T.vectorized(D):
+                        q[g, d] = Q[vh * G + g % G, T.min(vt * R + g // G, S - 1), d]
+                init(m, lsum, acc)
+                # causal: the prefix and the tiles up to the block's last position
+                for t in range((T.min(L - S + vt * R + R, L) - 1 + BK) // BK):
+                    if LANES and t * BK + BK <= T.min(L - S + vt * R + R, L):  # a whole tile: no clamping
+                        tile(q, K, V, Ks, Vs, vh, t * BK, t * BK + BK, L - S + vt * R + 1, m, lsum, acc, sc, keys,
+                             part, rs, mt)
+                    else:
+                        tile(q, K, V, Ks, Vs, vh, t * BK, T.min(L - S + vt * R + R, L), L - S + vt * R + 1, m, lsum,
+                             acc, sc, keys, part, rs, mt)
+                for g in range(NQ):
+                    if vt * R + g // G < S:
+                        for d in T.vectorized(D):
+                            O[vh * G + g % G, vt * R + g // G, d] = acc[g, d] / lsum[g]
+
+    return cache_signatures("attention_prefill", lambda S: (HQ, S, D), lambda S: (HQ, S, D), HKV, D, KV8, body,
+                            {"tirx.noalias": True})
+
+
+def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int, KV8: bool = False, LANES: bool = False):
+    """Flash-decoding: blocks over (KV head, chunk of SPLIT keys) write partial (max, sum, acc); a
+    second grid merges the chunks. SPLIT is a multiple of BK. KV8: int8 caches with a float32 scale
+    per (head, position) row. LANES: the keys-in-lanes tile, whose whole tiles skip the row clamping."""
+    from tvm.script import tirx as T
+
+    G = HQ // HKV
+    init, tile = _online_softmax(G, G, D, BK, VL, KV8, LANES)
+
+    @T.macro
+    def body(Q, K, V, Ks, Vs, O, S, L):  # S: unused (one query row)
+        pm = T.sblock_alloc_buffer((HQ, (L + SPLIT - 1) // SPLIT), "float32")
+        pl = T.sblock_alloc_buffer((HQ, (L + SPLIT - 1) // SPLIT), "float32")
+        pacc = T.sblock_alloc_buffer((HQ, (L + SPLIT - 1) // SPLIT, D), "float32")
+        for hk, sp in T.grid(HKV, (L + SPLIT - 1) // SPLIT):
+            with T.sblock("split"):
+                vh, vs = T.axis.remap("SS", [hk, sp])
+                T.reads(Q[vh * G: vh * G + G, 0:D], K[vh, vs * SPLIT: vs * SPLIT + SPLIT, 0:D],
+                        V[vh, vs * SPLIT: vs * SPLIT + SPLIT, 0:D])
+                T.writes(pm[vh * G: vh * G + G, vs], pl[vh * G: vh * G + G, vs],
+                         pacc[vh * G: vh * G + G, vs, 0:D])
+                q = T.sblock_alloc_buffer((G, D), "float32", scope="local")
+                m = T.sblock_alloc_buffer((G,), "float32", scope="local")
+                lsum = T.sblock_alloc_buffer((G,), "float32", scope="local")
+                acc = T.sblock_alloc_buffer((G, D), "float32", scope="local")
+                sc = T.sblock_alloc_buffer((G, BK), "float32", scope="local")
+                part = T.sblock_alloc_buffer((VL,), "float32", scope="local")
+                mt = T.sblock_alloc_buffer((2,), "float32", scope="local")
+                if LANES:  # the keys' partial dot products, and the tile's row scales (int8 caches)
+                    keys = T.sblock_alloc_buffer((VL, VL), "float32", scope="local")
+                    rs = T.sblock_alloc_buffer((2, BK), "float32", scope="local")
+                else:  # the per-key tile uses neither
+                    keys = part
+                    rs = part
+                for g in range(G):
+                    for d in T.vectorized(D):
+                        q[g, d] = Q[vh * G + g, d]
+                init(m, lsum, acc)
+                for t in range(SPLIT // BK):
+                    if LANES and vs * SPLIT + t * BK + BK <= L:  # a whole tile: no clamping
+                        tile(q, K, V, Ks, Vs, vh, vs * SPLIT + t * BK, vs * SPLIT + t * BK + BK, L, m, lsum, acc, sc,
+                             keys, part, rs, mt)
+                    elif vs * SPLIT + t * BK < L:
+                        tile(q, K, V, Ks, Vs, vh, vs * SPLIT + t * BK, L, L, m, lsum, acc, sc, keys, part, rs, mt)
+                for g in range(G):
+                    pm[vh * G + g, vs] = m[g]
+                    pl[vh * G + g, vs] = lsum[g]
+                    for d in T.vectorized(D):
+                        pacc[vh * G + g, vs, d] = acc[g, d]
+        for h in range(HQ):
+            with T.sblock("merge"):
+                vh = T.axis.remap("S", [h])
+                T.reads(pm[vh, 0:(L + SPLIT - 1) // SPLIT], pl[vh, 0:(L + SPLIT - 1) // SPLIT],
+                        pacc[vh, 0:(L + SPLIT - 1) // SPLIT, 0:D])
+                T.writes(O[vh, 0:D])
+                gm = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                gl = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                gm[0] = T.float32(NEG_INF)
+                gl[0] = T.float32(0)
+                for s in range((L + SPLIT - 1) // SPLIT):
+                    gm[0] = T.max(gm[0], pm[vh, s])
+                for d in T.vectorized(D):
+                    O[vh, d] = T.float32(0)
+                for s in range((L + SPLIT - 1) // SPLIT):
+                    gl[0] = gl[0] + pl[vh, s] * T.exp(pm[vh, s] - gm[0])
+                    for d in T.vectorized(D):
+                        O[vh, d] = O[vh, d] + pacc[vh, s, d] * T.exp(pm[vh, s] - gm[0])
+                for d in T.vectorized(D):
+                    O[vh, d] = O[vh, d] / gl[0]
+
+
+    return cache_signatures("attention_decode", lambda S: (HQ, D), lambda S: (HQ, D), HKV, D, KV8, body,
+                            {"tirx.noalias": True})
