@@ -68,7 +68,7 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
       by `_row_sums` into one vector of VL scores, so masking and scaling are SIMD over keys;
       the values run per column chunk, G x CP accumulators held over the tile's keys (independent
       FMA chains, few loads). Keys past `kv_end` are read clamped to the last row and masked (no
-      branch, no stray read). Twice fewer cycles on the ARM cycle model; slower on x86 with cold
+      branch, no stray read). 1.7-2.2x fewer cycles on the ARM cycle model (decode); slower on x86 with cold
       caches (measured), hence not everywhere."""
     from tvm.script import tirx as T
 
