@@ -46,7 +46,7 @@ class CpuLayout(Layout):
     q_rows: int = 4  # attention prefill: query positions per block (K/V rows loaded once for them)
     lanes: int = 1  # attention: SIMD lanes over the head dim
     split_len: int = 256  # attention decode: keys per split
-    keys_in_lanes: bool = False  # attention: scores of VL keys at once, reduced together (ops/attention.py)
+    keys_in_lanes: bool = False  # attention: scores of VL keys at once, reduced together (ops/attention_cpu.py)
 
 
 @dataclass(frozen=True)

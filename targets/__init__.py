@@ -59,7 +59,7 @@ class Target:
     emulator: str | None = None  # qemu-user binary that runs this ISA elsewhere
     link_flags: tuple[str, ...] = ()  # extra flags for the default (zig) cross linker
     # CPU attention: dot products of several keys reduced together, keys in SIMD lanes (see
-    # ops/attention.py), where that was shown faster on the target; else a horizontal sum per key
+    # ops/attention_cpu.py), where that was shown faster on the target; else a horizontal sum per key
     attention_keys_in_lanes: bool = False
     compile_only: str | None = None  # why builds for this target cannot run on this kind of machine
     # how `run` multiplies a GGUF model by default: "f32" activations or llama.cpp's "q8" blocks,
