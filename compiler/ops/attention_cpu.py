@@ -34,9 +34,10 @@ def fast_exp(x):
     return T.Select(x < T.float32(-87.0), T.float32(0), T.Select(T.isnan(x), x, poly * two_n))
 
 
-def _tree(op, buf, lanes: int):
-    """op-reduction of buf[0:lanes] as a balanced tree (short dependency chains, SLP-friendly)."""
-    terms = [buf[u] for u in range(lanes)]
+def _tree(op, buf, lanes: int, row=None):
+    """op-reduction of buf[0:lanes] (of buf[row, 0:lanes] with a row) as a balanced tree (short
+    dependency chains, SLP-friendly)."""
+    terms = [buf[u] if row is None else buf[row, u] for u in range(lanes)]
     while len(terms) > 1:
         terms = [op(terms[i], terms[i + 1]) for i in range(0, len(terms), 2)]
     return terms[0]
@@ -47,10 +48,7 @@ def _row_sums(rows, c, lanes: int):
     strided (transposed) read of the local tile, which LLVM turns into shuffles: the VL sums of VL
     rows cost VL - 1 vector adds, where a horizontal sum per row costs VL x log2(VL) steps. (Not
     T.Shuffle: MetaSchedule's FLOP estimate has no rule for it, so such a kernel cannot be tuned.)"""
-    terms = [rows[c, u] for u in range(lanes)]
-    while len(terms) > 1:
-        terms = [terms[i] + terms[i + 1] for i in range(0, len(terms), 2)]
-    return terms[0]
+    return _tree(lambda a, b: a + b, rows, lanes, row=c)
 
 
 def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False, keys_in_lanes: bool = False):
