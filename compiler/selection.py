@@ -54,7 +54,7 @@ def gguf_specs(path: Path, wanted_ops: list[str] | None, target=None):
     from compiler.llm.gguf import GGUFModel
 
     activations, isa = (target.model_activations, target.isa) if target is not None else ("f32", "x86_64")
-    specs = list({s.name: s for s in model_kernels.kernel_specs(GGUFModel(path), activations, isa).values()}.values())
+    specs = model_kernels.kernel_specs(GGUFModel(path), activations, isa)
     return [s for s in specs if not wanted_ops or s.op in wanted_ops]
 
 

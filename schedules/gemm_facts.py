@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-GEMM_OPS = ("qgemm_w8a8", "qgemm_w4a8", "qgemm_w4a16", "qgemm_w8a16", "qkv_proj")
+GEMM_OPS = ("qgemm_w8a8", "qgemm_w4a8", "qgemm_w4a16", "qgemm_w8a16", "qgemm_gguf", "qkv_proj")
+FLOAT_ACT_FORMS = ("w4a16", "w8a16", "gguf")  # qkv_proj's weight-only forms (float activations)
 
 
 def gemm_n(spec) -> int:
     """Output columns of a GEMM spec (the fused QKV's are all heads' rows of Q, K and V)."""
     if spec.op == "qkv_proj":
-        return (spec.dim("hq") + 2 * spec.dim("hkv")) * spec.dim("d")
+        return (spec.dim("hq") + (2 if spec.opt("v", True) else 1) * spec.dim("hkv")) * spec.dim("d")
     return spec.dim("n")
 
 
 def float_weights(spec) -> bool:
     """Whether the GEMM takes float activations (its weights are dequantised, not dot-multiplied as int8)."""
-    return spec.op in ("qgemm_w4a16", "qgemm_w8a16") or (spec.op == "qkv_proj" and spec.opt("quant") in ("w4a16", "w8a16"))
+    return spec.op in ("qgemm_w4a16", "qgemm_w8a16", "qgemm_gguf") or (
+        spec.op == "qkv_proj" and spec.opt("quant") in FLOAT_ACT_FORMS)
 
 
 def int4_float_weights(spec) -> bool:

@@ -33,7 +33,12 @@ def write_variant(source: Path, target: Path, *, layers: int, types: dict[str, s
             writer.add_tensor(name, values)
         else:  # block bytes [N, K/32 * block size]; gguf derives the element shape from them
             qtype = gguf.GGMLQuantizationType[kind]
-            writer.add_tensor(name, gguf.quants.quantize(values, qtype), raw_dtype=qtype)
+            try:
+                blocks = gguf.quants.quantize(values, qtype)
+            except NotImplementedError:  # a type gguf-py cannot make (IQ4_NL, ...): zero blocks, for refusal tests
+                per_block, size = gguf.GGML_QUANT_SIZES[qtype]
+                blocks = np.zeros((values.shape[0], values.shape[1] // per_block * size), np.uint8)
+            writer.add_tensor(name, blocks, raw_dtype=qtype)
 
     for tensor in reader.tensors:
         parts = tensor.name.split(".")
@@ -53,6 +58,24 @@ def write_variant(source: Path, target: Path, *, layers: int, types: dict[str, s
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return target
+
+
+def llama_cpp_quantized(source: Path, target: Path, ftype: str) -> Path:
+    """`source` requantised by llama.cpp's own quantiser (llama_model_quantize) to a file type such
+    as "Q4_K_M": per-tensor types chosen as llama.cpp chooses them (legacy fallbacks where a row is
+    not a multiple of 256, Q6_K for some layers' attn_v / ffn_down)."""
+    import ctypes
+
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype}")
+    params.allow_requantize = True
+    params.nthread = 2
+    status = llama_cpp.llama_model_quantize(str(source).encode(), str(target).encode(), ctypes.byref(params))
+    if status != 0:
+        raise RuntimeError(f"llama_model_quantize({source} -> {ftype}) failed with status {status}")
     return target
 
 

@@ -66,25 +66,24 @@ class Decoder:
         self.prefill_chunk = prefill_chunk
         self.model, self.shape = model, model.shape
         self.activations, self.kv_cache = activations, kv_cache
-        self.specs = model_kernels.kernel_specs(model, activations, library.target["isa"], kv_cache)
-        missing = [s.name for s in self.specs.values() if s.name not in library.kernels]
+        self.plan = model_kernels.kernel_plan(model, activations, library.target["isa"], kv_cache)
+        missing = [s.name for s in self.plan.specs if s.name not in library.kernels]
         if missing:
             raise ValueError(f"library {library.directory} lacks kernels this model needs with {activations} "
                              f"activations and a {kv_cache} KV cache: {', '.join(missing)}")
-        self.kernels = {role: library[spec.name] for role, spec in self.specs.items()}
+        self.kernels = {role: library[spec.name] for role, spec in self.plan.shared.items()}
         self.library = library
         self.max_context = max_context
-        m = self.shape
-        self.layers = []
-        for layer in range(m.layers):
-            self.layers.append({role: self._bind(role, layer) for role in model_kernels.GEMM_ROLES})
-        self.head = self._bind("head", None)
+        # per layer: role -> its kernel bound to the layer's weights (roles qkv, o, gate_up, down, and
+        # v where the layer's V weights differ in type from Q's and K's)
+        self.layers = [{role: self._bind(library[spec.name], role, layer) for role, spec in specs.items()}
+                       for layer, specs in enumerate(self.plan.layers)]
+        self.head = self._bind(self.kernels["head"], "head", None)
         self.profile: dict[str, float] = defaultdict(float)
         self._step = None  # the decode step's prepared calls, made on the first decode step
         self.reset()
 
-    def _bind(self, role: str, layer: int | None):
-        kernel = self.kernels[role]
+    def _bind(self, kernel, role: str, layer: int | None):
         return kernel.bind(**kernel.pack(**model_kernels.logical_weights(self.model, role, layer)))
 
     @property
@@ -189,6 +188,8 @@ class Decoder:
         attention = self.kernels["attention_decode"]
         for index, layer in enumerate(step.layers):
             self._run("qkv", layer.qkv)
+            if layer.v_proj:
+                self._run("v", layer.v_proj)
             rounded = None
             if layer.kv_quant:
                 for call in layer.kv_quant:
@@ -215,7 +216,8 @@ class Decoder:
         end = start + t
         positions = np.arange(start, end, dtype=np.int32)
         for index, w in enumerate(self.layers):
-            q, k, v = self._run("qkv", w["qkv"], x=x, positions=positions)
+            q, k, *v = self._run("qkv", w["qkv"], x=x, positions=positions)
+            v = v[0] if v else self._run("v", w["v"], x=x).reshape(t, m.kv_heads, m.head_dim).transpose(1, 0, 2)
             rounded = self._rounded(k, v)
             glue = time.perf_counter()
             self._append(index, start, end, k, v, rounded)
@@ -247,7 +249,9 @@ class DecodeStep:
         for weights in decoder.layers:
             layer = SimpleNamespace(attention=empty((1, m.heads * m.head_dim), np.float32))
             layer.qkv = weights["qkv"].prepare(x=x, positions=self.positions)
-            layer.q, layer.k, layer.v = layer.qkv.outputs
+            layer.v_proj = weights["v"].prepare(x=x) if "v" in weights else None  # V of another type than Q, K
+            layer.q, layer.k, *v = layer.qkv.outputs
+            layer.v = v[0] if v else layer.v_proj.outputs[0].reshape(m.kv_heads, 1, m.head_dim)  # [1, Hkv D] as [Hkv, 1, D]
             # an int8 cache: the new K and V rows rounded (one scale per head's row) before they are appended
             layer.kv_quant = [quantise.prepare(x=row.reshape(m.kv_heads, m.head_dim)) for row in (layer.k, layer.v)] \
                 if quantise else []

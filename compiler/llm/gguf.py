@@ -1,9 +1,11 @@
 """A llama-architecture GGUF file: its shape (from metadata) and its tensors in our kernels' weight forms.
 
-Quantized blocks map onto the ops exactly, never requantised (32 values per block, fp16 scales):
+Quantized blocks map onto the ops exactly, never requantised:
   Q4_0  v = d (q - 8)            -> int4 w = q - 8, w_scale = d                (qgemm_w4a16)
   Q4_1  v = d q + m              -> int4 w = q - 8, w_scale = d, w_min = m + 8 d (qgemm_w4a16 min=True)
   Q8_0  v = d q                  -> int8 w = q,     w_scale = d                (qgemm_w8a16 group=32)
+  Q5_0, Q5_1, Q4_K, Q5_K, Q6_K   -> unsigned w = q and the block's own scales (qgemm_gguf, whose
+                                    GGUF_FORMS say each type's terms)
 so `QuantWeight.dequantize()` equals gguf's own dequantisation. The reader memory-maps the file:
 weights are read when a kernel packs them.
 """
@@ -17,10 +19,18 @@ from pathlib import Path
 import numpy as np
 
 from compiler.models import MAX_DIM, ModelShape
+from compiler.ops.qgemm_gguf import GGUF_FORMS, dequantize as dequantize_gguf
 
-BLOCK = 32
-SUPPORTED = ("Q4_0", "Q4_1", "Q8_0")
+BLOCK = 32  # values per block of the 32-value types (Q4_0, Q4_1, Q8_0, Q5_0, Q5_1)
+LEGACY = ("Q4_0", "Q4_1", "Q8_0")  # the types of qgemm_w4a16 / qgemm_w8a16 (and the int8-activation forms)
+SUPPORTED = (*LEGACY, *GGUF_FORMS)
 FLOAT_TYPES = ("F32", "F16")
+BLOCK_BYTES = {"Q4_0": 18, "Q4_1": 20, "Q8_0": 34, "Q5_0": 22, "Q5_1": 24, "Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
+
+
+def block_values(kind: str) -> int:
+    """Values per GGUF block of this type."""
+    return GGUF_FORMS[kind].block if kind in GGUF_FORMS else BLOCK
 
 
 class GGUFError(ValueError):
@@ -29,58 +39,120 @@ class GGUFError(ValueError):
 
 @dataclass(frozen=True)
 class QuantWeight:
-    """One [N, K] weight in logical form: int values, per-block scales and (Q4_1) additive minimums."""
-    kind: str  # GGUF type name: Q4_0, Q4_1, Q8_0
-    w: np.ndarray  # int8 [N, K]: int4 values in [-8, 7] or int8 values
-    scale: np.ndarray  # float32 [N, K/32]
-    minimum: np.ndarray | None  # float32 [N, K/32] (Q4_1 only)
+    """One [N, K] weight in logical form: `arrays` are the kernel's logical weight arguments, each
+    [N, ...] (rows are output channels): int values "w" and the type's block scales (see the module doc)."""
+    kind: str  # GGUF type name
+    arrays: dict[str, np.ndarray]
 
     @property
-    def bits(self) -> int:
-        return 8 if self.kind == "Q8_0" else 4
+    def w(self) -> np.ndarray:
+        return self.arrays["w"]
 
     def dequantize(self) -> np.ndarray:
+        if self.kind in GGUF_FORMS:
+            return dequantize_gguf(self.kind, self.arrays)
         n, k = self.w.shape
-        blocks = self.w.reshape(n, k // BLOCK, BLOCK).astype(np.float32) * self.scale[..., None]
-        if self.minimum is not None:
-            blocks = blocks + self.minimum[..., None]
+        blocks = self.w.reshape(n, k // BLOCK, BLOCK).astype(np.float32) * self.arrays["w_scale"][..., None]
+        if "w_min" in self.arrays:
+            blocks = blocks + self.arrays["w_min"][..., None]
         return blocks.reshape(n, k)
 
     def rows(self, order: np.ndarray) -> "QuantWeight":
         """The same weight with its output rows reordered (exact: blocks run along K)."""
-        pick = (lambda a: None if a is None else np.ascontiguousarray(a[order]))
-        return QuantWeight(self.kind, pick(self.w), pick(self.scale), pick(self.minimum))
+        return QuantWeight(self.kind, {name: np.ascontiguousarray(a[order]) for name, a in self.arrays.items()})
 
     @staticmethod
     def concat(parts: list["QuantWeight"]) -> "QuantWeight":
         kinds = {p.kind for p in parts}
         if len(kinds) != 1:
             raise GGUFError(f"weights fused into one GEMM have different types: {sorted(kinds)}")
-        mins = [p.minimum for p in parts]
-        return QuantWeight(parts[0].kind, np.concatenate([p.w for p in parts]),
-                           np.concatenate([p.scale for p in parts]),
-                           None if mins[0] is None else np.concatenate(mins))
+        return QuantWeight(parts[0].kind, {name: np.concatenate([p.arrays[name] for p in parts])
+                                           for name in parts[0].arrays})
 
 
 def _fp16(blocks: np.ndarray, start: int) -> np.ndarray:
-    return np.ascontiguousarray(blocks[..., start:start + 2]).view(np.float16)[..., 0].astype(np.float32)
+    return np.ascontiguousarray(blocks[..., start:start + 2]).view(np.float16)[..., 0]
+
+
+def _nibbles(quants: np.ndarray, runs: int) -> np.ndarray:
+    """[..., bytes] -> [..., 2 * bytes] values: each run of `runs` bytes gives its low nibbles, then
+    its high nibbles (GGUF's order: Q4_0 / Q5_x runs of 16, K-quants of 32)."""
+    runs_of = quants.reshape(*quants.shape[:-1], -1, 1, runs) >> np.array([0, 4], np.uint8).reshape(2, 1)
+    return (runs_of & 15).reshape(*quants.shape[:-1], -1)
+
+
+def _high_bits(planes: np.ndarray, width: int, runs: int) -> np.ndarray:
+    """[..., bytes] -> values' bits above the nibble: bits i*width.. of each run of `runs` bytes
+    hold the high bits of the run's i-th set of `runs` values (K-quants' qh layout)."""
+    shifts = np.arange(0, 8, width, dtype=np.uint8).reshape(-1, 1)
+    fields = planes.reshape(*planes.shape[:-1], -1, 1, runs) >> shifts
+    return (fields & ((1 << width) - 1)).reshape(*planes.shape[:-1], -1)
+
+
+def _legacy(kind: str, blocks: np.ndarray, n: int, k: int) -> dict[str, np.ndarray]:
+    d = _fp16(blocks, 0).astype(np.float32)
+    if kind == "Q8_0":
+        return {"w": np.ascontiguousarray(blocks[..., 2:]).view(np.int8).reshape(n, k), "w_scale": d}
+    q = _nibbles(blocks[..., 4:] if kind == "Q4_1" else blocks[..., 2:], 16).astype(np.int8)
+    out = {"w": (q - 8).reshape(n, k), "w_scale": d}
+    if kind == "Q4_1":
+        out["w_min"] = _fp16(blocks, 2).astype(np.float32) + 8.0 * d
+    return out
+
+
+def _q5(kind: str, blocks: np.ndarray, n: int, k: int) -> dict[str, np.ndarray]:
+    """Q5_0 / Q5_1: d (, m), 32 fifth bits as a little-endian uint32 (bit j: value j), 16 bytes of nibbles."""
+    start = 4 if kind == "Q5_1" else 2
+    qh = np.ascontiguousarray(blocks[..., start:start + 4]).view("<u4")
+    fifth = ((qh >> np.arange(32, dtype=np.uint32)) & 1).astype(np.uint8)
+    out = {"w": (_nibbles(blocks[..., start + 4:], 16) | (fifth << 4)).reshape(n, k), "w_d": _fp16(blocks, 0)}
+    if kind == "Q5_1":
+        out["w_m"] = _fp16(blocks, 2)
+    return out
+
+
+def _k_scales(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Q4_K / Q5_K's 12 bytes -> eight 6-bit sub-block scales and eight minimums (ggml's get_scale_min_k4)."""
+    d, m, low = (packed[..., 4 * i:4 * i + 4] for i in range(3))
+    scales = np.concatenate([d & 63, (low & 15) | ((d >> 2) & 48)], axis=-1)
+    mins = np.concatenate([m & 63, (low >> 4) | ((m >> 2) & 48)], axis=-1)
+    return scales, mins
+
+
+def _k_quant(kind: str, blocks: np.ndarray, n: int, k: int) -> dict[str, np.ndarray]:
+    nblocks = k // 256
+    if kind == "Q6_K":  # ql[128], qh[64], int8 scales[16], d
+        low = _nibbles(blocks[..., :128], 64)
+        q = low | (_high_bits(blocks[..., 128:192], 2, 32) << 4)
+        return {"w": q.reshape(n, k), "w_d": _fp16(blocks, 208),
+                "w_sub": np.ascontiguousarray(blocks[..., 192:208]).view(np.int8).reshape(n, nblocks * 16)}
+    scales, mins = _k_scales(blocks[..., 4:16])
+    if kind == "Q4_K":  # d, dmin, scales[12], qs[128]
+        q = _nibbles(blocks[..., 16:], 32)
+    else:  # Q5_K: d, dmin, scales[12], qh[32], qs[128]
+        q = _nibbles(blocks[..., 48:], 32) | (_high_bits(blocks[..., 16:48], 1, 32) << 4)
+    return {"w": q.reshape(n, k), "w_d": _fp16(blocks, 0), "w_dmin": _fp16(blocks, 2),
+            "w_sub": scales.astype(np.int8).reshape(n, nblocks * 8),
+            "w_submin": mins.astype(np.int8).reshape(n, nblocks * 8)}
 
 
 def decode_blocks(kind: str, raw: np.ndarray, n: int, k: int) -> QuantWeight:
-    """GGUF block bytes [N, K/32 * block bytes] -> QuantWeight (see the module doc for the forms)."""
-    if k % BLOCK:
-        raise GGUFError(f"{kind} weight with K={k}: not a whole number of {BLOCK}-value blocks")
-    blocks = np.asarray(raw, dtype=np.uint8).reshape(n, k // BLOCK, -1)
-    if kind == "Q8_0":
-        w = np.ascontiguousarray(blocks[..., 2:]).view(np.int8).reshape(n, k)
-        return QuantWeight(kind, w, _fp16(blocks, 0), None)
-    quants = blocks[..., 4:] if kind == "Q4_1" else blocks[..., 2:]
-    # 16 bytes per block: value j in the low nibble of byte j, value j + 16 in its high nibble
-    q = np.concatenate([quants & 15, quants >> 4], axis=-1).astype(np.int8)
-    w = (q - 8).reshape(n, k)
-    d = _fp16(blocks, 0)
-    minimum = _fp16(blocks, 2) + 8.0 * d if kind == "Q4_1" else None
-    return QuantWeight(kind, w, d, minimum)
+    """GGUF block bytes [N, K / block values * block bytes] -> QuantWeight (see the module doc for the forms)."""
+    if kind not in SUPPORTED:
+        raise GGUFError(f"weight type {kind} is not supported; supported: {', '.join(SUPPORTED)}")
+    values = block_values(kind)
+    if k % values:
+        raise GGUFError(f"{kind} weight with K={k}: not a whole number of {values}-value blocks")
+    blocks = np.asarray(raw, dtype=np.uint8).reshape(n, k // values, -1)
+    if blocks.shape[-1] != BLOCK_BYTES[kind]:
+        raise GGUFError(f"{kind} weight: blocks of {blocks.shape[-1]} bytes, the type has {BLOCK_BYTES[kind]}")
+    if kind in LEGACY:
+        arrays = _legacy(kind, blocks, n, k)
+    elif kind in ("Q5_0", "Q5_1"):
+        arrays = _q5(kind, blocks, n, k)
+    else:
+        arrays = _k_quant(kind, blocks, n, k)
+    return QuantWeight(kind, arrays)
 
 
 class GGUFModel:

@@ -20,7 +20,7 @@ def model_library(model: GGUFModel, target, out_dir: Path, *, toolchain, tuning_
                   activations: str = "f32", kv_cache: str = "f32", progress: Callable[[str], None] = print) -> Path:
     """out_dir holding every kernel this model needs for `target` (with these activations and KV
     cache): reused when its manifest already lists them all for the same target and TVM, else (re)built."""
-    specs = list({s.name: s for s in model_kernels.kernel_specs(model, activations, target.isa, kv_cache).values()}.values())
+    specs = model_kernels.kernel_specs(model, activations, target.isa, kv_cache)
     manifest_path = out_dir / "manifest.json"
     if manifest_path.is_file():
         try:
@@ -145,8 +145,11 @@ def load_decoder(model: GGUFModel, target, out_dir: Path, *, toolchain, tuning_d
     decoder = Decoder(model, library, max_context=max_context, activations=activations, prefill_chunk=prefill_chunk,
                       kv_cache=kv_cache)
     cache = kv_cache_bytes(model.shape, max_context, kv_cache)
+    float_only = decoder.plan.float_only_types
+    fallback = f"; {', '.join(float_only)} weights on float32 activations: no int8-activation kernel for them yet" \
+        if float_only else ""
     progress(f"loaded {model.shape.layers} layers in {time.perf_counter() - start:.1f} s ({library.mode}, "
-             f"{ACTIVATION_NAMES[activations]}); "
+             f"{ACTIVATION_NAMES[activations]}{fallback}); "
              f"resident weights {decoder.resident_weight_bytes / 1e6:.1f} MB vs the GGUF's "
              f"{model.path.stat().st_size / 1e6:.1f} MB; {kv_cache} KV cache {cache / 1e6:.1f} MB "
              f"({cache // max_context} bytes per token)")

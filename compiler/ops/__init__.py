@@ -9,6 +9,7 @@ _MODULES = {
     "qgemm_w4a8": "compiler.ops.qgemm_int",
     "qgemm_w4a16": "compiler.ops.qgemm_w4a16",
     "qgemm_w8a16": "compiler.ops.qgemm_w8a16",
+    "qgemm_gguf": "compiler.ops.qgemm_gguf",
     "quantize_per_token": "compiler.ops.quantize",
     "qkv_proj": "compiler.ops.qkv",
     "attention_prefill": "compiler.ops.attention",

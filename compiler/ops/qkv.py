@@ -2,7 +2,9 @@
 
 proj[m, :] = x[m] @ W^T (W = [Wq; Wk; Wv], (Hq + 2 Hkv) * D rows) in any of the quantized forms,
 then q[h, m, :] = rope(proj[m, h*D : (h+1)*D], positions[m]) (rotate-half, theta given), likewise k,
-and v copied, all written in the [heads, tokens, D] layout attention reads.
+and v copied, all written in the [heads, tokens, D] layout attention reads. With v=False the
+projection has no V rows (a GGUF whose V weights are of another type than Q's and K's computes V
+with a GEMM of its own).
 The rotation angles are computed once per token (cos/sin table), so long positions lose no
 precision: in float64 on CPUs; on GPUs (layout `rope_dtype` float32: mobile GPUs have no float64)
 as exact float32 turn counts, see `_turns_float32`. Every head reuses the table.
@@ -23,6 +25,8 @@ from compiler.ops.qgemm_int import (
     int_gemm_reference_of,
     int_gemm_te,
 )
+from compiler.ops.qgemm_gguf import GGUF_FORMS, gguf_arguments, gguf_random_weights, gguf_reference, gguf_te, \
+    validate_shape
 from compiler.ops.qgemm_w8a16 import w8a16_arguments, w8a16_random, w8a16_reference, w8a16_te
 from compiler.ops.qgemm_w4a16 import (
     w4a16_arguments,
@@ -32,14 +36,15 @@ from compiler.ops.qgemm_w4a16 import (
 )
 from compiler.specs import KernelSpec
 
-QUANT_FORMS = ("w8a8", "w4a8", "w4a16", "w8a16")
-FLOAT_ACT_FORMS = ("w4a16", "w8a16")  # weight-only forms: float activations, norm fusion
+QUANT_FORMS = ("w8a8", "w4a8", "w4a16", "w8a16", "gguf")
+FLOAT_ACT_FORMS = ("w4a16", "w8a16", "gguf")  # weight-only forms: float activations, norm fusion
 
 
 class QKVProj(OpDef):
     def __init__(self):
         super().__init__("qkv_proj", ("hq", "hkv", "d", "k"), {
             "quant": Option("w8a8", QUANT_FORMS, tag=str),
+            "type": Option("Q4_K", tuple(GGUF_FORMS), tag=lambda t: ""),  # quant="gguf": the GGUF type (ops/qgemm_gguf.py)
             "group": Option(128, (32, 64, 128), tag=lambda g: f"g{g}"),
             "zero": Option(False, tag=lambda z: "asym" if z else ""),
             # the block minimum of GGUF Q4_1: w4a16, or w4a8 with act=q8_1
@@ -47,19 +52,22 @@ class QKVProj(OpDef):
             "bias": Option(False),
             **q8_act.OPTIONS,  # int8-activation forms: quantised by the caller, or in the kernel (q8_0/q8_1)
             "rope": Option(True),
+            "v": Option(True, tag=lambda v: "" if v else "nov"),  # False: Q and K rows only, no v output
             "rope_theta": Option(10000.0, tag=lambda t: ""),
             "norm": fused_act.OPTIONS["norm"],  # the attention block's RMSNorm (float activations in)
         })
 
     @staticmethod
     def n_total(spec: KernelSpec) -> int:
-        return (spec.dim("hq") + 2 * spec.dim("hkv")) * spec.dim("d")
+        return qkv_rows(spec)
 
     def spec_name(self, spec: KernelSpec) -> str:
         # The group only matters for int4 forms and theta only with RoPE: keep names short and stable.
         name = super().spec_name(spec)
         if spec.opt("quant") == "w8a8" and not q8_act.in_kernel(spec):  # per channel: no group
             name = name.replace(f"_g{spec.opt('group')}", "")
+        if spec.opt("quant") == "gguf":  # the type's blocks, not the group, say what the weights are
+            name = name.replace(f"_gguf_g{spec.opt('group')}", f"_gguf_{spec.opt('type').lower()}")
         if spec.opt("rope"):
             theta = spec.opt("rope_theta")
             name += f"_theta{int(theta)}" if float(theta).is_integer() else f"_theta{theta:g}".replace(".", "p")
@@ -70,10 +78,15 @@ class QKVProj(OpDef):
         check_divisible(self.name, "hq", hq, hkv)
         check_divisible(self.name, "d", d, 2)
         check_divisible(self.name, "k", k, 4)
-        if spec.opt("quant") != "w8a8" or q8_act.in_kernel(spec):
+        if spec.opt("quant") == "gguf":
+            validate_shape(self.name, spec.opt("type"), self.n_total(spec), k)
+        elif spec.opt("quant") != "w8a8" or q8_act.in_kernel(spec):
             check_divisible(self.name, "k", k, spec.opt("group"))
         if spec.opt("quant") not in FLOAT_ACT_FORMS:  # int8 weight tiles hold 4 output columns
             check_divisible(self.name, "(hq + 2 hkv) * d", self.n_total(spec), 4)
+        if spec.opt("quant") == "gguf" and spec.opt("min"):
+            raise ValueError("qkv_proj: min=True is W4A16's / W4A8's block minimum; a GGUF type's own terms come with "
+                             "quant='gguf'")
         if spec.opt("zero") and spec.opt("quant") != "w4a16":
             raise ValueError("qkv_proj: zero=True (a per-group weight zero point) needs quant='w4a16'")
         float_act = spec.opt("quant") in FLOAT_ACT_FORMS
@@ -91,7 +104,8 @@ class QKVProj(OpDef):
 
     def tolerances(self, spec: KernelSpec, layout):
         exact_sums = spec.opt("quant") not in FLOAT_ACT_FORMS
-        return {name: (2e-5, 2e-5) if exact_sums else self.default_tolerance(layout) for name in ("q", "k", "v")}
+        return {name: (2e-5, 2e-5) if exact_sums else self.default_tolerance(layout) for name in ("q", "k", "v")
+                if name != "v" or spec.opt("v")}
 
     @staticmethod
     def int_form(spec: KernelSpec) -> tuple[int, int]:
@@ -114,6 +128,9 @@ class QKVProj(OpDef):
                                    out="proj", minimum=spec.opt("min"), norm=spec.opt("norm"))
         if quant == "w8a16":
             return w8a16_arguments(n, k, spec.opt("group"), spec.opt("bias"), layout, "proj", norm=spec.opt("norm"))
+        if quant == "gguf":
+            return gguf_arguments(GGUF_FORMS[spec.opt("type")], n, k, spec.opt("bias"), layout, "proj",
+                                  norm=spec.opt("norm"))
         return int_gemm_arguments(n, k, *self.int_form(spec), spec.opt("bias"), layout, out="proj", **self.int_forms(spec))
 
     def arguments(self, spec: KernelSpec, layout) -> list[Arg]:
@@ -121,12 +138,14 @@ class QKVProj(OpDef):
         args = [a for a in self._gemm_args(spec, layout) if a.role != "output"]
         for i, a in enumerate(args):
             if a.name == "w":
-                args[i] = dataclasses.replace(a, doc=a.doc + ": rows are Wq, then Wk, then Wv, concatenated")
+                parts = "Wq, then Wk, then Wv" if spec.opt("v") else "Wq, then Wk"
+                args[i] = dataclasses.replace(a, doc=a.doc + f": rows are {parts}, concatenated")
         if spec.opt("rope"):
             args.append(Arg("positions", ("M",), "int32", "input", doc="token positions for RoPE"))
         args += [Arg("q", (hq, "M", d), "float32", "output"),
-                 Arg("k", (hkv, "M", d), "float32", "output"),
-                 Arg("v", (hkv, "M", d), "float32", "output")]
+                 Arg("k", (hkv, "M", d), "float32", "output")]
+        if spec.opt("v"):
+            args.append(Arg("v", (hkv, "M", d), "float32", "output"))
         return args
 
     def build(self, spec: KernelSpec, layout):
@@ -140,6 +159,8 @@ class QKVProj(OpDef):
             proj = w4a16_te(ph, n, k, spec.opt("group"), layout, "proj", norm=spec.opt("norm"))
         elif quant == "w8a16":
             proj = w8a16_te(ph, n, k, spec.opt("group"), layout, "proj", norm=spec.opt("norm"))
+        elif quant == "gguf":
+            proj = gguf_te(ph, GGUF_FORMS[spec.opt("type")], n, k, layout, "proj", norm=spec.opt("norm"))
         else:
             proj = int_gemm_te(ph, n, k, *self.int_form(spec), layout, "proj", recip=spec.opt("q8_recip"),
                                **self.int_forms(spec))
@@ -172,8 +193,10 @@ class QKVProj(OpDef):
 
         q = te.compute((hq, m, d), rotated(0), name="q_out")
         kk = te.compute((hkv, m, d), rotated(hq * d), name="k_out")
-        v = te.compute((hkv, m, d), lambda h, i, c: proj[i, (hq + hkv) * d + h * d + c], name="v_out")
-        return ph.prim_func(args, {"q": q, "k": kk, "v": v})
+        outputs = {"q": q, "k": kk}
+        if spec.opt("v"):
+            outputs["v"] = te.compute((hkv, m, d), lambda h, i, c: proj[i, (hq + hkv) * d + h * d + c], name="v_out")
+        return ph.prim_func(args, outputs)
 
     def flops(self, spec, sizes):
         return 2.0 * sizes["M"] * self.n_total(spec) * spec.dim("k")
@@ -191,17 +214,19 @@ class QKVProj(OpDef):
         elif quant == "w4a16":
             proj = w4a16_reference(x, inp["w"], inp["w_scale"], inp.get("w_zero"), spec.opt("group"),
                                    inp.get("bias"), inp.get("w_min"))
+        else:
+            proj = gguf_reference(spec.opt("type"), x, inp, inp.get("bias"))
         return self._heads(spec, proj, inp)
 
     def _heads(self, spec: KernelSpec, proj: np.ndarray, inp: dict) -> dict[str, np.ndarray]:
         """The projection [M, (Hq + 2 Hkv) D] as rotated Q, K and V heads."""
         hq, hkv, d = (spec.dim(x) for x in ("hq", "hkv", "d"))
         m = proj.shape[0]
-        heads = proj.reshape(m, hq + 2 * hkv, d).transpose(1, 0, 2)
+        heads = proj.reshape(m, -1, d).transpose(1, 0, 2)
         q, kk, v = heads[:hq], heads[hq:hq + hkv], heads[hq + hkv:]
         if spec.opt("rope"):
             q, kk = (rope_reference(t, inp["positions"], spec.opt("rope_theta")) for t in (q, kk))
-        return {"q": q, "k": kk, "v": v}
+        return {"q": q, "k": kk, "v": v} if spec.opt("v") else {"q": q, "k": kk}
 
     def random_inputs(self, spec, sizes, rng):
         m, n, k, quant = sizes["M"], self.n_total(spec), spec.dim("k"), spec.opt("quant")
@@ -210,6 +235,10 @@ class QKVProj(OpDef):
         elif quant == "w4a16":
             out = w4a16_random(n, k, m, spec.opt("group"), spec.opt("zero"), "float32", spec.opt("bias"), rng,
                                minimum=spec.opt("min"))
+        elif quant == "gguf":
+            out = {"x": rng.standard_normal((m, k)).astype(np.float32), **gguf_random_weights(spec.opt("type"), n, k, rng)}
+            if spec.opt("bias"):
+                out["bias"] = rng.standard_normal(n).astype(np.float32)
         else:
             forms = self.int_forms(spec)
             out = int_gemm_random(n, k, m, *self.int_form(spec), spec.opt("bias"), rng,
@@ -217,6 +246,11 @@ class QKVProj(OpDef):
         if spec.opt("rope"):
             out["positions"] = rng.integers(0, 8192, m).astype(np.int32)
         return fused_act.random_extras(out, k, n, m, spec.opt("norm"), False, False, rng)
+
+
+def qkv_rows(spec: KernelSpec) -> int:
+    """Rows of the fused projection: every head's of Q and K, and V's unless v=False."""
+    return (spec.dim("hq") + (2 if spec.opt("v") else 1) * spec.dim("hkv")) * spec.dim("d")
 
 
 def _split_bits(value: float, bits: int) -> float:

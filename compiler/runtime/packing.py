@@ -33,6 +33,13 @@ def apply_step(name: str, array: np.ndarray, step: dict[str, Any], logical: dict
         low = (array[..., :half].astype(np.int16) + offset).astype(np.uint8) & 0xF
         high = (array[..., half:].astype(np.int16) + offset).astype(np.uint8) & 0xF
         return (low | (high << 4)).view(np.int8)
+    if op == "pack_bits":  # the last axis' values, bits shift..shift+width each, packed into one byte from bit 0 up
+        width = step["width"]
+        fields = (array.astype(np.uint16) >> step["shift"]) & ((1 << width) - 1)
+        places = (np.arange(array.shape[-1], dtype=np.uint16) * width)
+        if array.shape[-1] * width != 8:
+            raise LoaderError(f"pack_bits: {array.shape[-1]} values of {width} bits do not fill one byte")
+        return (fields << places).sum(-1, dtype=np.uint16).astype(np.uint8).view(np.int8)
     if op == "add_scaled":  # array + factor * another logical weight of the same shape (in float64)
         other = np.asarray(logical[step["source"]], dtype=np.float64)
         return array.astype(np.float64) + step["factor"] * other

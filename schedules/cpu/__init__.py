@@ -13,6 +13,7 @@ _SCHEDULES = {
     "qgemm_w4a8": gemm_int.schedule_gemm,
     "qgemm_w4a16": gemm_float.schedule_gemm,
     "qgemm_w8a16": gemm_float.schedule_gemm,
+    "qgemm_gguf": gemm_float.schedule_gemm,
     "qkv_proj": pointwise.schedule_qkv,
     "quantize_per_token": pointwise.schedule_quantize,
     "attention_prefill": attention.schedule_prefill,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from schedules.cpu.gemm_float import schedule_w4a16
 from schedules.cpu.gemm_int import schedule_int_gemm
+from schedules.gemm_facts import float_weights, gemm_n
 
 
 def schedule_quantize(sch, spec, target, layout) -> None:
@@ -21,13 +22,13 @@ def schedule_quantize(sch, spec, target, layout) -> None:
 
 
 def schedule_qkv(sch, spec, target, layout) -> None:
-    n = (spec.dim("hq") + 2 * spec.dim("hkv")) * spec.dim("d")
-    if spec.opt("quant") in ("w4a16", "w8a16"):  # float activations
+    n = gemm_n(spec)
+    if float_weights(spec):
         schedule_w4a16(sch, target, layout, n=n, out="proj")
     else:
         schedule_int_gemm(sch, target, layout, n=n, out="proj", weight_bits=4 if spec.opt("quant") == "w4a8" else 8)
     # Epilogue: RoPE (or copy) of each head, token rows in parallel, SIMD over the head dim.
-    for name in ("q_out", "k_out", "v_out"):
+    for name in ("q_out", "k_out", "v_out") if spec.opt("v") else ("q_out", "k_out"):
         block = sch.get_sblock(name)
         h, i, c = sch.get_loops(block)
         sch.reorder(i, h, c)

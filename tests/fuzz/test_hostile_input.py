@@ -124,7 +124,7 @@ def read_gguf(path):
     model = GGUFModel(path)
     model_kernels.kernel_specs(model)
     for layer in range(model.shape.layers):
-        for role in model_kernels.GEMM_ROLES:
+        for role in model_kernels.layer_parts(model, layer):
             model_kernels.logical_weights(model, role, layer)
     model_kernels.logical_weights(model, "head", None)
     tokenizer = GGUFTokenizer(model)

@@ -26,13 +26,39 @@ def test_blocks_decode_to_ggufs_own_dequantisation(kind, seed):
     weight = decode_blocks(kind, raw, n, k)
     assert weight.w.dtype == np.int8 and weight.w.shape == (n, k)
     assert weight.w.min() >= (-128 if kind == "Q8_0" else -8) and weight.w.max() <= (127 if kind == "Q8_0" else 7)
-    assert weight.scale.shape == (n, k // 32)
+    assert weight.arrays["w_scale"].shape == (n, k // 32)
     np.testing.assert_array_equal(weight.dequantize(), gguf.quants.dequantize(raw, qtype))
+
+
+@pytest.mark.parametrize("kind", ["Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_5_6_bit_and_k_quant_blocks_decode_bit_for_bit(kind, seed):
+    """Any block bytes (random, with finite float16 fields) decode to gguf's dequantisation bit for
+    bit: every nibble, high bit, 6-bit scale and minimum lands where ggml puts it."""
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    qtype = gguf.GGMLQuantizationType[kind]
+    per_block, size = gguf.GGML_QUANT_SIZES[qtype]
+    n, blocks = int(rng.integers(1, 6)), int(rng.integers(1, 4))
+    raw = rng.integers(0, 256, (n, blocks, size), dtype=np.uint8)
+    halves = {"Q5_0": (0,), "Q5_1": (0, 2), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}[kind]
+    for start in halves:  # float16 fields: random finite values of either sign
+        raw[..., start:start + 2] = rng.uniform(-0.05, 0.05, (n, blocks)).astype(np.float16)[..., None].view(np.uint8)
+    raw = raw.reshape(n, blocks * size)
+    weight = decode_blocks(kind, raw, n, blocks * per_block)
+    assert weight.w.dtype == np.uint8 and weight.w.max() < 2 ** {"Q4_K": 4, "Q6_K": 6}.get(kind, 5)
+    expected = gguf.quants.dequantize(raw, qtype)
+    assert np.array_equal(weight.dequantize().view(np.uint32), expected.view(np.uint32))
 
 
 def test_block_count_must_be_whole():
     with pytest.raises(GGUFError, match="K=48"):
         decode_blocks("Q8_0", np.zeros((2, 51), np.uint8), 2, 48)
+    with pytest.raises(GGUFError, match="Q4_K weight with K=288"):
+        decode_blocks("Q4_K", np.zeros((2, 162), np.uint8), 2, 288)
+    with pytest.raises(GGUFError, match="not supported.*Q6_K"):
+        decode_blocks("IQ4_NL", np.zeros((2, 18), np.uint8), 2, 32)
 
 
 def test_rope_order_undoes_the_converters_permutation():

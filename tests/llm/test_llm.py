@@ -21,7 +21,7 @@ from compiler.llm.tokenizer import GGUFTokenizer
 from compiler.llm.run import Conversation, greedy_tokens
 from compiler.llm.sampling import Sampler
 from conftest import require_emulator
-from gguf_variants import write_variant
+from gguf_variants import llama_cpp_quantized, write_variant
 
 import llama_reference
 
@@ -45,7 +45,7 @@ def tokenizer(smollm):
 
 def _library(model, target_name, out, activations="f32", kv_cache="f32"):
     target = targets.get(target_name)
-    specs = list({s.name: s for s in model_kernels.kernel_specs(model, activations, target.isa, kv_cache).values()}.values())
+    specs = model_kernels.kernel_specs(model, activations, target.isa, kv_cache)
     build.build(specs, target, out, toolchain=backends.toolchain_for(target), progress=lambda _: None)
     return runtime.load(out)
 
@@ -315,19 +315,43 @@ VARIANTS = {  # other llama GGUFs: every supported type in every role, tied and 
 @pytest.mark.e2e
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_other_llama_ggufs_run_exactly(variant, smollm, tokenizer, tmp_path):
-    from compiler.llm.llama_cpp import LlamaCppPeer
-
     types, head = VARIANTS[variant]
     path = write_variant(smollm.path, tmp_path / f"{variant}.gguf", layers=2, types=types, untied_head=head)
     model = GGUFModel(path)
-    specs = model_kernels.kernel_specs(model)
-    assert specs["qkv"].opt("quant") == ("w8a16" if types["qkv"] == "Q8_0" else "w4a16")
+    plan = model_kernels.kernel_plan(model)
+    assert plan.layers[0]["qkv"].opt("quant") == ("w8a16" if types["qkv"] == "Q8_0" else "w4a16")
+    _matches_references(model, tokenizer, tmp_path)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("ftype", ["Q4_K_M", "Q5_K_M", "Q6_K"])
+def test_llama_cpp_k_quant_files_run_exactly(ftype, smollm, tokenizer, tmp_path):
+    """Files as people download them, made by llama.cpp's own quantiser from a Q8_0 copy of
+    SmolLM2's first two layers: K-quants where a row is a multiple of 256 (ffn_down), llama.cpp's
+    legacy fallbacks elsewhere (hidden size 576), and its per-layer choices (Q4_K_M / Q5_K_M give the
+    last layer's attn_v and ffn_down more bits), so one role runs two kernels."""
+    all_q8 = {"qkv": "Q8_0", "o": "Q8_0", "gate_up": "Q8_0", "down": "Q8_0", "embedding": "Q8_0"}
+    source = write_variant(smollm.path, tmp_path / "q8_0.gguf", layers=2, types=all_q8, untied_head=None)
+    model = GGUFModel(llama_cpp_quantized(source, tmp_path / f"{ftype}.gguf", ftype))
+    plan = model_kernels.kernel_plan(model)
+    downs = [layer["down"].opt("type") for layer in plan.layers]
+    assert downs == {"Q4_K_M": ["Q4_K", "Q6_K"], "Q5_K_M": ["Q5_K", "Q6_K"], "Q6_K": ["Q6_K", "Q6_K"]}[ftype]
+    if ftype != "Q6_K":  # the last layer's V is Q8_0 beside Q5_x Q and K: a GEMM of its own
+        assert "v" not in plan.layers[0] and plan.layers[1]["v"].op == "qgemm_w8a16"
+    _matches_references(model, tokenizer, tmp_path)
+
+
+def _matches_references(model, tokenizer, tmp_path):
+    """Greedy tokens and logits of a GGUF's build equal the float64 reference's (to float noise) and
+    llama.cpp's (up to its ties, see TIE)."""
+    from compiler.llm.llama_cpp import LlamaCppPeer
+
     decoder = Decoder(model, _library(model, "x86", tmp_path / "build"), max_context=64)
     prompt = tokenizer.encode("The capital of France is")
     ours, our_logits = greedy_tokens(decoder, prompt, 4)
     exact = llama_reference.logits(model, prompt + ours[:-1])
     np.testing.assert_allclose(our_logits, exact[len(prompt) - 1:], atol=2e-3, rtol=0)
-    theirs, their_logits = greedy_tokens(LlamaCppPeer(path, threads=2, max_context=64), prompt, 4)
+    theirs, their_logits = greedy_tokens(LlamaCppPeer(model.path, threads=2, max_context=64), prompt, 4)
     assert np.abs(our_logits[0] - their_logits[0]).max() < TIE * 3
     for i, (a, b) in enumerate(zip(ours, theirs)):
         if a != b:  # a tie in llama.cpp's own logits (see TIE); later steps saw different tokens
@@ -337,7 +361,7 @@ def test_other_llama_ggufs_run_exactly(variant, smollm, tokenizer, tmp_path):
 
 @pytest.mark.e2e
 def test_unsupported_weight_types_are_named(smollm, tmp_path):
-    types = {"qkv": "Q4_1", "o": "Q4_1", "gate_up": "Q5_0", "down": "Q4_1", "embedding": "Q8_0"}
-    path = write_variant(smollm.path, tmp_path / "q5.gguf", layers=1, types=types, untied_head=None)
-    with pytest.raises(ValueError, match="Q5_0.*supported: Q4_0, Q4_1, Q8_0"):
+    types = {"qkv": "Q4_1", "o": "Q4_1", "gate_up": "IQ4_NL", "down": "Q4_1", "embedding": "Q8_0"}
+    path = write_variant(smollm.path, tmp_path / "iq4.gguf", layers=1, types=types, untied_head=None)
+    with pytest.raises(ValueError, match="IQ4_NL.*supported: Q4_0, Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K"):
         model_kernels.kernel_specs(GGUFModel(path))
