@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 GEMM_OPS = ("qgemm_w8a8", "qgemm_w4a8", "qgemm_w4a16", "qgemm_w8a16", "qgemm_gguf", "qkv_proj")
-FLOAT_ACT_FORMS = ("w4a16", "w8a16", "gguf")  # qkv_proj's weight-only forms (float activations)
 
 
 def gemm_n(spec) -> int:
@@ -15,8 +14,13 @@ def gemm_n(spec) -> int:
 
 def float_weights(spec) -> bool:
     """Whether the GEMM takes float activations (its weights are dequantised, not dot-multiplied as int8)."""
-    return spec.op in ("qgemm_w4a16", "qgemm_w8a16", "qgemm_gguf") or (
-        spec.op == "qkv_proj" and spec.opt("quant") in FLOAT_ACT_FORMS)
+    if spec.op in ("qgemm_w4a16", "qgemm_w8a16"):
+        return True
+    if spec.op == "qgemm_gguf":
+        return spec.opt("act") == "float32"
+    if spec.op == "qkv_proj":
+        return spec.opt("quant") in ("w4a16", "w8a16") or (spec.opt("quant") == "gguf" and spec.opt("act") != "q8_1")
+    return False
 
 
 def int4_float_weights(spec) -> bool:
@@ -25,5 +29,8 @@ def int4_float_weights(spec) -> bool:
 
 
 def int4_weights(spec) -> bool:
-    """Whether an int8-activation GEMM has int4 weights (W4A8, alone or as the fused QKV)."""
-    return spec.op == "qgemm_w4a8" or (spec.op == "qkv_proj" and spec.opt("quant") == "w4a8")
+    """Whether an int8-activation GEMM has int4 weights (W4A8, or a GGUF Q4_K on int8 activations;
+    alone or as the fused QKV)."""
+    if spec.op == "qgemm_w4a8" or (spec.op == "qkv_proj" and spec.opt("quant") == "w4a8"):
+        return True
+    return spec.op in ("qgemm_gguf", "qkv_proj") and spec.opt("quant", "gguf") == "gguf" and not float_weights(spec)

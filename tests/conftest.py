@@ -112,6 +112,9 @@ def coverage_specs() -> list:
         make_spec("qgemm_gguf", n=48, k=256, type="Q6_K", bias=True),
         make_spec("qgemm_gguf", n=32, k=96, type="Q5_0"),
         make_spec("qgemm_gguf", n=64, k=64, type="Q5_1", residual=True),
+        # Q4_K on int8 activations: W4A8's dot products on Q8_1 blocks, the type's own scales. (Not with
+        # a fused SwiGLU here: a GPU's expf a last bit off flips a rounding to int8 now and then.)
+        make_spec("qgemm_gguf", n=64, k=256, type="Q4_K", act="q8_1", norm=1e-5, residual=True),
         # activations quantised inside the GEMM to llama.cpp's blocks (GGUF Q4_1 / Q8_0 / Q4_0, the q8 path)
         make_spec("qgemm_w4a8", n=64, k=128, group=32, act="q8_1", min=True, norm=1e-5),
         make_spec("qgemm_w8a8", n=64, k=128, group=32, act="q8_0", swiglu=True, residual=True),
@@ -128,6 +131,7 @@ def coverage_specs() -> list:
         make_spec("qkv_proj", hq=4, hkv=2, d=32, k=256, quant="gguf", type="Q6_K", norm=1e-5),
         # Q and K only (a Q4_K_M layer whose V is another type): 96 rows, not a multiple of 64
         make_spec("qkv_proj", hq=2, hkv=1, d=32, k=64, quant="gguf", type="Q5_0", bias=True, v=False),
+        make_spec("qkv_proj", hq=4, hkv=2, d=32, k=256, quant="gguf", type="Q4_K", act="q8_1", group=32, norm=1e-5),
         make_spec("qkv_proj", hq=9, hkv=3, d=64, k=128, quant="w4a8", group=32, act="q8_1", min=True,
                   rope_theta=100000.0, norm=1e-5),  # the same on the q8 path
         make_spec("attention_prefill", hq=4, hkv=4, d=64),

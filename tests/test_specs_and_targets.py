@@ -49,8 +49,8 @@ def test_invalid_specs_are_rejected(op, kw, message):
 @pytest.mark.parametrize("name", models.PRESETS)
 def test_presets_give_every_op(name):
     specs = models.kernel_specs(models.preset(name))
-    # W8A16 serves GGUF Q8_0 weights (`run`), not one of the presets' quantized forms
-    assert {s.op for s in specs} == set(ops.names()) - {"qgemm_w8a16"}
+    # W8A16 and the GGUF block forms serve GGUF files (`run`), not one of the presets' quantized forms
+    assert {s.op for s in specs} == set(ops.names()) - {"qgemm_w8a16", "qgemm_gguf"}
     assert len({s.name for s in specs}) == len(specs)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.llm.gguf import BLOCK, GGUFError, GGUFModel, LEGACY, QuantWeight, SUPPORTED
-from compiler.ops.qgemm_gguf import GGUF_FORMS
+from compiler.ops.qgemm_gguf import GGUF_FORMS, INT8_ACT_TYPES
 from compiler.specs import KernelSpec, make_spec
 
 GEMM_ROLES = {  # role -> GGUF tensor names (per layer) whose rows are concatenated
@@ -63,13 +63,16 @@ def weight_form(kind: str, activations: str = "f32", isa: str = "x86_64") -> tup
     """The quantized form (and its options) that takes a GGUF weight type as is (see compiler.llm.gguf):
     with f32 activations a weight-only form; with q8, for Q4_0 / Q4_1 / Q8_0, an int8 form whose
     kernel quantises the activations to the Q8_0 blocks (Q8_1 for Q4_1) llama.cpp multiplies them
-    in, rounded as llama.cpp does on `isa`. The other types (Q5_x, K-quants) have no int8-activation
-    form yet: they take float32 activations either way (`float_only_types` names them)."""
+    in, rounded as llama.cpp does on `isa`; for Q4_K, W4A8's kernel on Q8_1 blocks
+    (ops/qgemm_gguf.py: llama.cpp's are Q8_K). The other types (Q5_x, Q6_K, Q5_K) have no
+    int8-activation form yet: they take float32 activations either way (`float_only_types`)."""
     if kind not in SUPPORTED:
         raise GGUFError(f"weight type {kind} has no kernel; supported: {', '.join(SUPPORTED)}")
     if activations not in ACTIVATIONS:
         raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
     if kind in GGUF_FORMS:
+        if activations == "q8" and kind in INT8_ACT_TYPES:
+            return "gguf", {"type": kind, "act": "q8_1", "q8_recip": q8_reciprocal(isa)}
         return "gguf", {"type": kind}
     if activations == "f32":
         return ("w8a16", {}) if kind == "Q8_0" else ("w4a16", {"min": kind == "Q4_1"})
@@ -149,7 +152,7 @@ def kernel_plan(model: GGUFModel, activations: str = "f32", isa: str = "x86_64",
     }
     if kv_cache == "int8":
         shared["kv_quant"] = make_spec("quantize_per_token", k=m.head_dim)
-    float_only = tuple(sorted(k for k in kinds if k not in LEGACY)) if activations == "q8" else ()
+    float_only = tuple(sorted(k for k in kinds if k not in (*LEGACY, *INT8_ACT_TYPES))) if activations == "q8" else ()
     return KernelPlan(layers, shared, float_only)
 
 

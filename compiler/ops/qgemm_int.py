@@ -89,10 +89,12 @@ class IntGemm(OpDef):
 # -- shared with qkv_proj -------------------------------------------------------------------------
 
 def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, act="int8", minimum=False,
-                       norm=0.0, swiglu=False, residual=False) -> list[Arg]:
+                       norm=0.0, swiglu=False, residual=False, unsigned=False, block_scales=None) -> list[Arg]:
     """group_scales: w_scale per group [N, K/group] (default: for int4 weights) or per channel [N].
     act: "int8" takes x int8 + x_scale per token; "q8_0"/"q8_1" take float x (with the fused
-    norm/swiglu/residual) and quantise it in the kernel (q8_act.py)."""
+    norm/swiglu/residual) and quantise it in the kernel (q8_act.py).
+    unsigned: int4 weights given as unsigned nibbles in [0, 15] (GGUF's), their value minus 8 taken.
+    block_scales: Args replacing w_scale and w_min (a GGUF type's own scales, ops/qgemm_gguf.py)."""
     group_scales = bits == 4 if group_scales is None else group_scales
     nt, kt = layout.n_tile, layout.k_tile
     check_divisible("int gemm", "n", n, nt)
@@ -104,11 +106,16 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
         w = Arg("w", (n // nt, k // kt, nt, kt), "int8", "weight", (n, k), "int8", tuple(steps),
                 doc="int8 weight [N, K]")
     else:
-        steps = ({"op": "check_range", "min": -8, "max": 7}, *tile,
-                 {"op": "nibble_halves", "offset": 8 if layout.int4_unsigned else 0} if layout.int4_halves
-                 else {"op": "nibbles"})
-        w = Arg("w", (n // nt, k // kt, nt, kt // 2), "int8", "weight", (n, k), "int8", steps,
-                doc="int4 weight values in [-8, 7], given as int8 [N, K]")
+        if unsigned and layout.act_offset:  # w_offset_sums below sum the logical (signed) values
+            raise ValueError(f"unsigned int4 weights on {layout.int8_dot}, which offsets activations: not supported")
+        low = 0 if unsigned else -8  # the logical values' least
+        offset = (8 if layout.int4_unsigned else 0) - 8 - low  # stored: offset binary, or two's complement
+        steps = ({"op": "check_range", "min": low, "max": low + 15}, *tile,
+                 {"op": "nibble_halves", "offset": offset} if layout.int4_halves
+                 else {"op": "nibbles", **({"low_offset": offset, "high_offset": offset} if offset else {})})
+        w = Arg("w", (n // nt, k // kt, nt, kt // 2), "int8", "weight", (n, k), "uint8" if unsigned else "int8", steps,
+                doc="unsigned int4 weight values in [0, 15] [N, K] (taken minus 8)" if unsigned
+                else "int4 weight values in [-8, 7], given as int8 [N, K]")
     # With in-kernel block activations (GGUF weights) every group's scaling is a pass over columns:
     # its scales are stored group-major [K/group, N] (given [N, K/group]) so that pass runs on
     # contiguous vectors, and in float16 as the GGUF stores them (resident bytes = the file's).
@@ -127,8 +134,8 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
     else:
         fused_weights, fused_inputs = fused_act.extra_args(k, n, norm, residual)
         args = [fused_act.x_arg(k, swiglu), *fused_inputs]
-    args += [w, w_scale]
-    if minimum:
+    args += [w, *(block_scales if block_scales is not None else [w_scale])]
+    if minimum and block_scales is None:
         # stored as GGUF's Q4_1 minimum m = w_min - 8 w_scale (the term of its unsigned nibbles), float16
         args.append(Arg("w_min", (k // group, n), "float16", "weight", (n, k // group), "float32",
                         ({"op": "add_scaled", "source": "w_scale", "factor": -8.0}, *by_group),
@@ -149,16 +156,18 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
 
 
 def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=None, act="int8", recip="127/amax",
-                minimum=False, norm=0.0, swiglu=False, residual=False):
+                minimum=False, norm=0.0, swiglu=False, residual=False, block_scales=None):
     """y = x_scale * sum_g w_scale * int32-dot(x, w) + bias, as te stages acc -> (ysum) -> y; with
     block-quantised activations (act q8_0/q8_1) each group's sum is scaled by its block's d too,
     and the block minimum meets the block sums: (acc + 8 isum) d_w d_x + (w_min - 8 d_w) s_x,
-    which is llama.cpp's d_w d_x sum(q_w q_x) + m_w s_x with its unsigned Q4_1 nibbles."""
+    which is llama.cpp's d_w d_x sum(q_w q_x) + m_w s_x with its unsigned Q4_1 nibbles.
+    block_scales(ngroups, n) -> (scale, minimum) stages [K/group, N] in float32 replace the widened
+    w_scale / w_min (a GGUF type whose scales are computed from its own fields)."""
     from tvm import te
 
     group_scales = bits == 4 if group_scales is None else group_scales
     nt, kt = layout.n_tile, layout.k_tile
-    w, ws = ph["w"], ph["w_scale"]
+    w, ws = ph["w"], ph.tensors.get("w_scale")
     if act == "int8":
         x, xs, blocks = ph["x"], ph["x_scale"], None
     else:
@@ -182,8 +191,11 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
     offset = layout.act_offset
     if blocks is not None:  # the float16 block scales (and minimums), widened once per column tile by
         # the schedule (CPU: per column block, for every row tile) rather than at every row's use
-        ws = te.compute((ngroups, n), lambda g, j: ph["w_scale"][g, j].astype("float32"), name="w_scale_f32")
-        if minimum:
+        if block_scales is not None:
+            ws, w_min = block_scales(ngroups, n)
+        else:
+            ws = te.compute((ngroups, n), lambda g, j: ph["w_scale"][g, j].astype("float32"), name="w_scale_f32")
+        if minimum and block_scales is None:
             w_min = te.compute((ngroups, n), lambda g, j: ph["w_min"][g, j].astype("float32"), name="w_min_f32")
 
     if layout.int8_dot == "spirv_dot4" and group % 4 == 0:

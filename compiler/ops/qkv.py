@@ -25,7 +25,7 @@ from compiler.ops.qgemm_int import (
     int_gemm_reference_of,
     int_gemm_te,
 )
-from compiler.ops.qgemm_gguf import GGUF_FORMS, gguf_arguments, gguf_random_weights, gguf_reference, gguf_te, \
+from compiler.ops.qgemm_gguf import GGUF_FORMS, gguf_arguments, gguf_random_inputs, gguf_reference_of, gguf_te, \
     validate_shape
 from compiler.ops.qgemm_w8a16 import w8a16_arguments, w8a16_random, w8a16_reference, w8a16_te
 from compiler.ops.qgemm_w4a16 import (
@@ -79,7 +79,9 @@ class QKVProj(OpDef):
         check_divisible(self.name, "d", d, 2)
         check_divisible(self.name, "k", k, 4)
         if spec.opt("quant") == "gguf":
-            validate_shape(self.name, spec.opt("type"), self.n_total(spec), k)
+            if spec.opt("act") == "q8_0":
+                raise ValueError("qkv_proj: a GGUF type's int8 activations are act=q8_1 (with block sums), not q8_0")
+            validate_shape(self.name, spec.opt("type"), self.n_total(spec), k, gguf_act(spec))
         elif spec.opt("quant") != "w8a8" or q8_act.in_kernel(spec):
             check_divisible(self.name, "k", k, spec.opt("group"))
         if spec.opt("quant") not in FLOAT_ACT_FORMS:  # int8 weight tiles hold 4 output columns
@@ -90,10 +92,10 @@ class QKVProj(OpDef):
         if spec.opt("zero") and spec.opt("quant") != "w4a16":
             raise ValueError("qkv_proj: zero=True (a per-group weight zero point) needs quant='w4a16'")
         float_act = spec.opt("quant") in FLOAT_ACT_FORMS
-        if float_act and q8_act.in_kernel(spec):
+        if float_act and q8_act.in_kernel(spec) and spec.opt("quant") != "gguf":
             raise ValueError(f"qkv_proj: act={spec.opt('act')} quantises activations for an int8 form (w8a8, w4a8), "
                              f"not {spec.opt('quant')}")
-        if not float_act:
+        if not float_act:  # (quant="gguf" checks its own: validate_shape)
             q8_act.validate(self.name, spec, self.int_form(spec)[1], self.int_form(spec)[0])
             q8_act.validate_minimum(self.name, spec)
         if spec.opt("norm") and not (float_act or q8_act.in_kernel(spec)):
@@ -103,7 +105,7 @@ class QKVProj(OpDef):
             raise ValueError("qkv_proj: rope_theta must be positive")
 
     def tolerances(self, spec: KernelSpec, layout):
-        exact_sums = spec.opt("quant") not in FLOAT_ACT_FORMS
+        exact_sums = spec.opt("quant") not in FLOAT_ACT_FORMS or gguf_act(spec) != "float32"
         return {name: (2e-5, 2e-5) if exact_sums else self.default_tolerance(layout) for name in ("q", "k", "v")
                 if name != "v" or spec.opt("v")}
 
@@ -129,7 +131,7 @@ class QKVProj(OpDef):
         if quant == "w8a16":
             return w8a16_arguments(n, k, spec.opt("group"), spec.opt("bias"), layout, "proj", norm=spec.opt("norm"))
         if quant == "gguf":
-            return gguf_arguments(GGUF_FORMS[spec.opt("type")], n, k, spec.opt("bias"), layout, "proj",
+            return gguf_arguments(spec.opt("type"), n, k, spec.opt("bias"), layout, "proj", act=gguf_act(spec),
                                   norm=spec.opt("norm"))
         return int_gemm_arguments(n, k, *self.int_form(spec), spec.opt("bias"), layout, out="proj", **self.int_forms(spec))
 
@@ -160,7 +162,8 @@ class QKVProj(OpDef):
         elif quant == "w8a16":
             proj = w8a16_te(ph, n, k, spec.opt("group"), layout, "proj", norm=spec.opt("norm"))
         elif quant == "gguf":
-            proj = gguf_te(ph, GGUF_FORMS[spec.opt("type")], n, k, layout, "proj", norm=spec.opt("norm"))
+            proj = gguf_te(ph, spec.opt("type"), n, k, layout, "proj", act=gguf_act(spec), recip=spec.opt("q8_recip"),
+                           norm=spec.opt("norm"))
         else:
             proj = int_gemm_te(ph, n, k, *self.int_form(spec), layout, "proj", recip=spec.opt("q8_recip"),
                                **self.int_forms(spec))
@@ -203,6 +206,10 @@ class QKVProj(OpDef):
 
     def reference(self, spec: KernelSpec, **inp: np.ndarray) -> dict[str, np.ndarray]:
         quant = spec.opt("quant")
+        if quant == "gguf":
+            proj = gguf_reference_of(spec.opt("type"), inp, spec.dim("k"), gguf_act(spec), spec.opt("q8_recip"),
+                                     norm=spec.opt("norm"))
+            return self._heads(spec, proj, inp)
         if quant not in FLOAT_ACT_FORMS:
             _, group = self.int_form(spec)
             forms = {key: v for key, v in self.int_forms(spec).items() if key != "group_scales"}
@@ -211,11 +218,9 @@ class QKVProj(OpDef):
         x = fused_act.reference_activation(inp["x"], spec.dim("k"), spec.opt("norm"), False, inp.get("norm_w"))
         if quant == "w8a16":
             proj = w8a16_reference(x, inp["w"], inp["w_scale"], spec.opt("group"), inp.get("bias"))
-        elif quant == "w4a16":
+        else:
             proj = w4a16_reference(x, inp["w"], inp["w_scale"], inp.get("w_zero"), spec.opt("group"),
                                    inp.get("bias"), inp.get("w_min"))
-        else:
-            proj = gguf_reference(spec.opt("type"), x, inp, inp.get("bias"))
         return self._heads(spec, proj, inp)
 
     def _heads(self, spec: KernelSpec, proj: np.ndarray, inp: dict) -> dict[str, np.ndarray]:
@@ -236,9 +241,7 @@ class QKVProj(OpDef):
             out = w4a16_random(n, k, m, spec.opt("group"), spec.opt("zero"), "float32", spec.opt("bias"), rng,
                                minimum=spec.opt("min"))
         elif quant == "gguf":
-            out = {"x": rng.standard_normal((m, k)).astype(np.float32), **gguf_random_weights(spec.opt("type"), n, k, rng)}
-            if spec.opt("bias"):
-                out["bias"] = rng.standard_normal(n).astype(np.float32)
+            out = gguf_random_inputs(spec.opt("type"), n, k, m, spec.opt("bias"), rng)
         else:
             forms = self.int_forms(spec)
             out = int_gemm_random(n, k, m, *self.int_form(spec), spec.opt("bias"), rng,
@@ -246,6 +249,11 @@ class QKVProj(OpDef):
         if spec.opt("rope"):
             out["positions"] = rng.integers(0, 8192, m).astype(np.int32)
         return fused_act.random_extras(out, k, n, m, spec.opt("norm"), False, False, rng)
+
+
+def gguf_act(spec: KernelSpec) -> str:
+    """quant="gguf": the GGUF form's activations, q8_1 (act=q8_1) or float32 (the default act)."""
+    return "q8_1" if spec.opt("act") == "q8_1" else "float32"
 
 
 def qkv_rows(spec: KernelSpec) -> int:

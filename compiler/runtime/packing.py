@@ -26,7 +26,7 @@ def apply_step(name: str, array: np.ndarray, step: dict[str, Any], logical: dict
         return grouped.sum(-1) * step.get("scale", 1)
     if op == "nibbles":  # adjacent pairs of the last axis -> one byte, first element in the low nibble
         low = (array[..., 0::2].astype(np.int16) + step.get("low_offset", 0)).astype(np.uint8) & 0xF
-        high = array[..., 1::2].astype(np.uint8) & 0xF
+        high = (array[..., 1::2].astype(np.int16) + step.get("high_offset", 0)).astype(np.uint8) & 0xF
         return (low | (high << 4)).view(np.int8)
     if op == "nibble_halves":  # the last axis' first half -> low nibbles, its second half -> high nibbles
         half, offset = array.shape[-1] // 2, step.get("offset", 0)  # offset: stored as value + offset

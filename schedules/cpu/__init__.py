@@ -13,12 +13,17 @@ _SCHEDULES = {
     "qgemm_w4a8": gemm_int.schedule_gemm,
     "qgemm_w4a16": gemm_float.schedule_gemm,
     "qgemm_w8a16": gemm_float.schedule_gemm,
-    "qgemm_gguf": gemm_float.schedule_gemm,
+    "qgemm_gguf": lambda *args: _gguf_gemm(*args),
     "qkv_proj": pointwise.schedule_qkv,
     "quantize_per_token": pointwise.schedule_quantize,
     "attention_prefill": attention.schedule_prefill,
     "attention_decode": attention.schedule_decode,
 }
+
+def _gguf_gemm(sch, spec, target, layout) -> None:
+    """A GGUF type's GEMM: the float schedule, or W4A8's on int8 activations (ops/qgemm_gguf.py)."""
+    (gemm_float if float_weights(spec) else gemm_int).schedule_gemm(sch, spec, target, layout)
+
 
 # Token rows per accumulator tile in the any-length GEMM variant: 4 rows x 16 columns of int32 or
 # fp32 accumulators fit the register file of NEON (32 x 128-bit) and AVX2 (16 x 256-bit).

@@ -10,18 +10,16 @@ import pytest
 from conftest import coverage_specs
 from disassembly import functions, in_loop
 
-from schedules.gemm_facts import gemm_n, int4_weights
+from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n, int4_weights
 
 pytestmark = pytest.mark.compile
 
 OBJDUMP = next((t for t in ("aarch64-linux-gnu-objdump", "llvm-objdump") if shutil.which(t)), None)
 X86_OBJDUMP = shutil.which("objdump")
-INT8_OPS = ("qgemm_w8a8", "qgemm_w4a8", "qkv_proj")
 
 
 def int8_kernels():
-    return [s for s in coverage_specs()
-            if s.op in INT8_OPS and (s.op != "qkv_proj" or s.opt("quant") not in ("w4a16", "w8a16"))]
+    return [s for s in coverage_specs() if s.op in GEMM_OPS and not float_weights(s)]
 
 
 @pytest.mark.skipif(OBJDUMP is None, reason="needs aarch64-linux-gnu-objdump (binutils-aarch64-linux-gnu)")

@@ -74,7 +74,11 @@ def _tensor_data(shape: tuple, kind: str, rng: np.random.Generator):
     if kind == "F16":
         return values.astype(np.float16), None
     qtype = gguf.GGMLQuantizationType[kind]
-    return gguf.quants.quantize(values, qtype), qtype
+    try:
+        return gguf.quants.quantize(values, qtype), qtype
+    except NotImplementedError:  # a type gguf-py cannot make (IQ4_NL, ...): zero blocks of its size
+        per_block, size = gguf.GGML_QUANT_SIZES[qtype]
+        return np.zeros((shape[0], shape[1] // per_block * size), np.uint8), qtype
 
 
 def write_gguf(path: Path, *, meta: dict | None = None, tensors: dict | None = None, arch: str = "llama",

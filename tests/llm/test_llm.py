@@ -339,18 +339,24 @@ def test_llama_cpp_k_quant_files_run_exactly(ftype, smollm, tokenizer, tmp_path)
     if ftype != "Q6_K":  # the last layer's V is Q8_0 beside Q5_x Q and K: a GEMM of its own
         assert "v" not in plan.layers[0] and plan.layers[1]["v"].op == "qgemm_w8a16"
     _matches_references(model, tokenizer, tmp_path)
+    if ftype == "Q4_K_M":  # the q8 path: Q4_K on int8 activations (Q8_1 blocks), Q5_0 / Q6_K on float
+        q8 = model_kernels.kernel_plan(model, "q8")
+        assert q8.layers[0]["down"].opt("act") == "q8_1" and q8.float_only_types == ("Q5_0", "Q6_K")
+        _matches_references(model, tokenizer, tmp_path, "q8")
 
 
-def _matches_references(model, tokenizer, tmp_path):
-    """Greedy tokens and logits of a GGUF's build equal the float64 reference's (to float noise) and
-    llama.cpp's (up to its ties, see TIE)."""
+def _matches_references(model, tokenizer, tmp_path, activations="f32"):
+    """Greedy tokens and logits of a GGUF's build equal the float64 reference's (to float noise; f32
+    activations) and llama.cpp's (up to its ties, see TIE)."""
     from compiler.llm.llama_cpp import LlamaCppPeer
 
-    decoder = Decoder(model, _library(model, "x86", tmp_path / "build"), max_context=64)
+    library = _library(model, "x86", tmp_path / f"build-{activations}", activations)
+    decoder = Decoder(model, library, max_context=64, activations=activations)
     prompt = tokenizer.encode("The capital of France is")
     ours, our_logits = greedy_tokens(decoder, prompt, 4)
-    exact = llama_reference.logits(model, prompt + ours[:-1])
-    np.testing.assert_allclose(our_logits, exact[len(prompt) - 1:], atol=2e-3, rtol=0)
+    if activations == "f32":
+        exact = llama_reference.logits(model, prompt + ours[:-1])
+        np.testing.assert_allclose(our_logits, exact[len(prompt) - 1:], atol=2e-3, rtol=0)
     theirs, their_logits = greedy_tokens(LlamaCppPeer(model.path, threads=2, max_context=64), prompt, 4)
     assert np.abs(our_logits[0] - their_logits[0]).max() < TIE * 3
     for i, (a, b) in enumerate(zip(ours, theirs)):
