@@ -53,8 +53,9 @@ def gguf_specs(path: Path, wanted_ops: list[str] | None, target=None):
     from compiler.llm import model_kernels
     from compiler.llm.gguf import GGUFModel
 
-    activations, isa = (target.model_activations, target.isa) if target is not None else ("f32", "x86_64")
-    specs = model_kernels.kernel_specs(GGUFModel(path), activations, isa)
+    activations, isa, dot = (target.model_activations, target.isa, target.int8_dot) if target is not None \
+        else ("f32", "x86_64", "none")
+    specs = model_kernels.kernel_specs(GGUFModel(path), activations, isa, int8_dot=dot)
     return [s for s in specs if not wanted_ops or s.op in wanted_ops]
 
 

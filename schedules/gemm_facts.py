@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from compiler.ops.gguf_forms import GGUF_FORMS
+
 GEMM_OPS = ("qgemm_w8a8", "qgemm_w4a8", "qgemm_w4a16", "qgemm_w8a16", "qgemm_gguf", "qkv_proj")
 
 
@@ -19,7 +21,7 @@ def float_weights(spec) -> bool:
     if spec.op == "qgemm_gguf":
         return spec.opt("act") == "float32"
     if spec.op == "qkv_proj":
-        return spec.opt("quant") in ("w4a16", "w8a16") or (spec.opt("quant") == "gguf" and spec.opt("act") != "q8_1")
+        return spec.opt("quant") in ("w4a16", "w8a16") or (spec.opt("quant") == "gguf" and spec.opt("act") == "int8")
     return False
 
 
@@ -34,3 +36,11 @@ def int4_weights(spec) -> bool:
     if spec.op == "qgemm_w4a8" or (spec.op == "qkv_proj" and spec.opt("quant") == "w4a8"):
         return True
     return spec.op in ("qgemm_gguf", "qkv_proj") and spec.opt("quant", "gguf") == "gguf" and not float_weights(spec)
+
+
+def int_weight_bits(spec) -> int:
+    """Bits per weight of an int8-activation GEMM: 8, 4 (int4 nibbles), or 5 (GGUF's Q5 types: nibbles
+    and a plane of fifth bits)."""
+    if spec.op in ("qgemm_gguf", "qkv_proj") and spec.opt("quant", "gguf") == "gguf":
+        return GGUF_FORMS[spec.opt("type")].bits
+    return 4 if int4_weights(spec) else 8

@@ -66,7 +66,8 @@ class Decoder:
         self.prefill_chunk = prefill_chunk
         self.model, self.shape = model, model.shape
         self.activations, self.kv_cache = activations, kv_cache
-        self.plan = model_kernels.kernel_plan(model, activations, library.target["isa"], kv_cache)
+        self.plan = model_kernels.kernel_plan(model, activations, library.target["isa"], kv_cache,
+                                               library.target.get("int8_dot", "none"))
         missing = [s.name for s in self.plan.specs if s.name not in library.kernels]
         if missing:
             raise ValueError(f"library {library.directory} lacks kernels this model needs with {activations} "

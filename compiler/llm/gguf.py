@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler.models import MAX_DIM, ModelShape
-from compiler.ops.qgemm_gguf import GGUF_FORMS, dequantize as dequantize_gguf
+from compiler.ops.gguf_forms import GGUF_FORMS, dequantize as dequantize_gguf
 
 BLOCK = 32  # values per block of the 32-value types (Q4_0, Q4_1, Q8_0, Q5_0, Q5_1)
 LEGACY = ("Q4_0", "Q4_1", "Q8_0")  # the types of qgemm_w4a16 / qgemm_w8a16 (and the int8-activation forms)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler.llm.gguf import BLOCK, GGUFError, GGUFModel, LEGACY, QuantWeight, SUPPORTED
-from compiler.ops.qgemm_gguf import GGUF_FORMS, INT8_ACT_TYPES
+from compiler.ops.gguf_forms import GGUF_FORMS, INT8_ACTIVATIONS
+from schedules.cpu import has_5bit_dot
 from compiler.specs import KernelSpec, make_spec
 
 GEMM_ROLES = {  # role -> GGUF tensor names (per layer) whose rows are concatenated
@@ -59,20 +60,21 @@ def part_type(model: GGUFModel, layer: int, parts: tuple[str, ...]) -> str:
 ACTIVATIONS = ("f32", "q8")  # how activations meet the weights: float32, or llama.cpp's 8-bit blocks
 
 
-def weight_form(kind: str, activations: str = "f32", isa: str = "x86_64") -> tuple[str, dict]:
+def weight_form(kind: str, activations: str = "f32", isa: str = "x86_64", int8_dot: str = "none") -> tuple[str, dict]:
     """The quantized form (and its options) that takes a GGUF weight type as is (see compiler.llm.gguf):
     with f32 activations a weight-only form; with q8, for Q4_0 / Q4_1 / Q8_0, an int8 form whose
     kernel quantises the activations to the Q8_0 blocks (Q8_1 for Q4_1) llama.cpp multiplies them
-    in, rounded as llama.cpp does on `isa`; for Q4_K, W4A8's kernel on Q8_1 blocks
-    (ops/qgemm_gguf.py: llama.cpp's are Q8_K). The other types (Q5_x, Q6_K, Q5_K) have no
-    int8-activation form yet: they take float32 activations either way (`float_only_types`)."""
+    in, rounded as llama.cpp does on `isa`; for Q4_K, and for Q5_0 / Q5_1 / Q5_K where the
+    target's dot product (`int8_dot`) has a 5-bit form, W4A8's kernel on Q8 blocks
+    (ops/qgemm_gguf.py INT8_ACTIVATIONS). Other types take float32 activations either way
+    (`float_only_types`)."""
     if kind not in SUPPORTED:
         raise GGUFError(f"weight type {kind} has no kernel; supported: {', '.join(SUPPORTED)}")
     if activations not in ACTIVATIONS:
         raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
     if kind in GGUF_FORMS:
-        if activations == "q8" and kind in INT8_ACT_TYPES:
-            return "gguf", {"type": kind, "act": "q8_1", "q8_recip": q8_reciprocal(isa)}
+        if activations == "q8" and has_int8_form(kind, int8_dot):
+            return "gguf", {"type": kind, "act": INT8_ACTIVATIONS[kind], "q8_recip": q8_reciprocal(isa)}
         return "gguf", {"type": kind}
     if activations == "f32":
         return ("w8a16", {}) if kind == "Q8_0" else ("w4a16", {"min": kind == "Q4_1"})
@@ -82,15 +84,23 @@ def weight_form(kind: str, activations: str = "f32", isa: str = "x86_64") -> tup
     return "w4a8", {"act": "q8_1", "min": True, **recip} if kind == "Q4_1" else {"act": "q8_0", **recip}
 
 
+def has_int8_form(kind: str, int8_dot: str) -> bool:
+    """Whether a type runs on int8 activations on a target with this int8_dot fact."""
+    if kind in LEGACY:
+        return True
+    return kind in INT8_ACTIVATIONS and (GGUF_FORMS[kind].bits == 4 or has_5bit_dot(int8_dot))
+
+
 def q8_reciprocal(isa: str) -> str:
     """How llama.cpp's CPU code on this ISA inverts a block's scale (compiler/llm/q8_blocks.py):
     ARM NEON multiplies by 1/d, x86 AVX2 (and ggml's other paths here) by 127/amax."""
     return "1/d" if isa == "aarch64" else "127/amax"
 
 
-def gemm_spec(kind: str, n: int, k: int, activations: str = "f32", isa: str = "x86_64", **fusions) -> KernelSpec:
+def gemm_spec(kind: str, n: int, k: int, activations: str = "f32", isa: str = "x86_64", int8_dot: str = "none",
+              **fusions) -> KernelSpec:
     """The GEMM for a GGUF weight type, with `fusions` (ops/fused_act.py: norm, swiglu, residual; bias)."""
-    form, options = weight_form(kind, activations, isa)
+    form, options = weight_form(kind, activations, isa, int8_dot)
     group = {} if form == "gguf" else {"group": BLOCK}  # a GGUF type's own blocks say its groups
     return make_spec(f"qgemm_{form}", n=n, k=k, **group, **options, **fusions)
 
@@ -112,9 +122,11 @@ class KernelPlan:
         return list({spec.name: spec for spec in every}.values())
 
 
-def kernel_plan(model: GGUFModel, activations: str = "f32", isa: str = "x86_64", kv_cache: str = "f32") -> KernelPlan:
+def kernel_plan(model: GGUFModel, activations: str = "f32", isa: str = "x86_64", kv_cache: str = "f32",
+                int8_dot: str = "none") -> KernelPlan:
     """Every role's kernel, for float32 activations or llama.cpp's q8 blocks (quantised inside each
-    GEMM, the way `isa`'s llama.cpp rounds them). The elementwise steps ride on the GEMMs: each
+    GEMM, the way `isa`'s llama.cpp rounds them; int8_dot: the target's fact, which says whether
+    5-bit weights have an int8 form). The elementwise steps ride on the GEMMs: each
     RMSNorm on the projection after it (qkv and v, gate_up, head), SiLU(gate) * up on down, the
     residual adds on o and down. An int8 KV cache adds "kv_quant", which rounds each new K and V row."""
     if kv_cache not in KV_CACHES:
@@ -127,13 +139,13 @@ def kernel_plan(model: GGUFModel, activations: str = "f32", isa: str = "x86_64",
 
     def gemm(kind, n, k, **fusions):
         kinds.add(kind)
-        return gemm_spec(kind, n, k, activations, isa, **fusions)
+        return gemm_spec(kind, n, k, activations, isa, int8_dot, **fusions)
 
     def layer_specs(layer: int) -> dict[str, KernelSpec]:
         parts = layer_parts(model, layer)
         kind = {role: part_type(model, layer, names) for role, names in parts.items()}
         kinds.add(kind["qkv"])
-        qkv_form, qkv_options = weight_form(kind["qkv"], activations, isa)
+        qkv_form, qkv_options = weight_form(kind["qkv"], activations, isa, int8_dot)
         specs = {"qkv": make_spec("qkv_proj", hq=m.heads, hkv=m.kv_heads, d=m.head_dim, k=m.hidden, quant=qkv_form,
                                   group=BLOCK, bias=m.qkv_bias, rope=True, rope_theta=m.rope_theta, norm=eps,
                                   v="v" not in parts, **qkv_options)}
@@ -152,14 +164,14 @@ def kernel_plan(model: GGUFModel, activations: str = "f32", isa: str = "x86_64",
     }
     if kv_cache == "int8":
         shared["kv_quant"] = make_spec("quantize_per_token", k=m.head_dim)
-    float_only = tuple(sorted(k for k in kinds if k not in (*LEGACY, *INT8_ACT_TYPES))) if activations == "q8" else ()
+    float_only = tuple(sorted(k for k in kinds if not has_int8_form(k, int8_dot))) if activations == "q8" else ()
     return KernelPlan(layers, shared, float_only)
 
 
-def kernel_specs(model: GGUFModel, activations: str = "f32", isa: str = "x86_64",
-                 kv_cache: str = "f32") -> list[KernelSpec]:
+def kernel_specs(model: GGUFModel, activations: str = "f32", isa: str = "x86_64", kv_cache: str = "f32",
+                 int8_dot: str = "none") -> list[KernelSpec]:
     """Each distinct kernel the model runs (kernel_plan), to build."""
-    return kernel_plan(model, activations, isa, kv_cache).specs
+    return kernel_plan(model, activations, isa, kv_cache, int8_dot).specs
 
 
 def rope_order(heads: int, head_dim: int) -> np.ndarray:

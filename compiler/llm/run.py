@@ -20,7 +20,7 @@ def model_library(model: GGUFModel, target, out_dir: Path, *, toolchain, tuning_
                   activations: str = "f32", kv_cache: str = "f32", progress: Callable[[str], None] = print) -> Path:
     """out_dir holding every kernel this model needs for `target` (with these activations and KV
     cache): reused when its manifest already lists them all for the same target and TVM, else (re)built."""
-    specs = model_kernels.kernel_specs(model, activations, target.isa, kv_cache)
+    specs = model_kernels.kernel_specs(model, activations, target.isa, kv_cache, target.int8_dot)
     manifest_path = out_dir / "manifest.json"
     if manifest_path.is_file():
         try:

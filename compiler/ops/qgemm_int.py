@@ -94,12 +94,17 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
     act: "int8" takes x int8 + x_scale per token; "q8_0"/"q8_1" take float x (with the fused
     norm/swiglu/residual) and quantise it in the kernel (q8_act.py).
     unsigned: int4 weights given as unsigned nibbles in [0, 15] (GGUF's), their value minus 8 taken.
+    bits=5: unsigned values in [0, 31] (GGUF's Q5 types), minus 16: their nibbles in halves as int4's,
+    the fifth bits of each channel's k tile of 8 in one byte (w_high); offset-binary layouts only.
     block_scales: Args replacing w_scale and w_min (a GGUF type's own scales, ops/qgemm_gguf.py)."""
     group_scales = bits == 4 if group_scales is None else group_scales
     nt, kt = layout.n_tile, layout.k_tile
     check_divisible("int gemm", "n", n, nt)
     check_divisible("int gemm", "k", k, kt)
     tile = [{"op": "reshape", "shape": [n // nt, nt, k // kt, kt]}, {"op": "transpose", "axes": [0, 2, 1, 3]}]
+    if bits == 5 and not (layout.int4_unsigned and kt == 8):
+        raise ValueError(f"5-bit weights on int8 activations need a dot product on offset-binary nibble halves of "
+                         f"8 k (ARM SDOT); {layout.int8_dot} has none: use float32 activations")
     if bits == 8:
         # the sign trick of byte products (x86's VPSIGNB) negates weights: -128 would wrap
         steps = ({"op": "check_range", "min": -127, "max": 127}, *tile) if layout.int8_dot == "avx2_sign_maddubs" else tile
@@ -108,13 +113,13 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
     else:
         if unsigned and layout.act_offset:  # w_offset_sums below sum the logical (signed) values
             raise ValueError(f"unsigned int4 weights on {layout.int8_dot}, which offsets activations: not supported")
-        low = 0 if unsigned else -8  # the logical values' least
-        offset = (8 if layout.int4_unsigned else 0) - 8 - low  # stored: offset binary, or two's complement
-        steps = ({"op": "check_range", "min": low, "max": low + 15}, *tile,
+        low = 0 if unsigned or bits == 5 else -8  # the logical values' least
+        offset = (8 if layout.int4_unsigned else 0) - 8 - low if bits == 4 else 0  # stored: offset binary or two's complement
+        steps = ({"op": "check_range", "min": low, "max": low + 2 ** bits - 1}, *tile,
                  {"op": "nibble_halves", "offset": offset} if layout.int4_halves
                  else {"op": "nibbles", **({"low_offset": offset, "high_offset": offset} if offset else {})})
-        w = Arg("w", (n // nt, k // kt, nt, kt // 2), "int8", "weight", (n, k), "uint8" if unsigned else "int8", steps,
-                doc="unsigned int4 weight values in [0, 15] [N, K] (taken minus 8)" if unsigned
+        w = Arg("w", (n // nt, k // kt, nt, kt // 2), "int8", "weight", (n, k), "uint8" if low == 0 else "int8", steps,
+                doc=f"unsigned weight values in [0, {2 ** bits - 1}] [N, K] (taken minus {2 ** (bits - 1)})" if low == 0
                 else "int4 weight values in [-8, 7], given as int8 [N, K]")
     # With in-kernel block activations (GGUF weights) every group's scaling is a pass over columns:
     # its scales are stored group-major [K/group, N] (given [N, K/group]) so that pass runs on
@@ -135,6 +140,12 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
         fused_weights, fused_inputs = fused_act.extra_args(k, n, norm, residual)
         args = [fused_act.x_arg(k, swiglu), *fused_inputs]
     args += [w, *(block_scales if block_scales is not None else [w_scale])]
+    if bits == 5:
+        args.insert(args.index(w) + 1, Arg(
+            "w_high", (n // nt, k // kt, nt), "int8", "weight", (n, k), "uint8",
+            ({"op": "reshape", "shape": [n // nt, nt, k // kt, kt]}, {"op": "transpose", "axes": [0, 2, 1, 3]},
+             {"op": "pack_bits", "shift": 4, "width": 1}), source="w",
+            doc="derived from w by pack: the fifth bits of each channel's k tile, bit i for its k i"))
     if minimum and block_scales is None:
         # stored as GGUF's Q4_1 minimum m = w_min - 8 w_scale (the term of its unsigned nibbles), float16
         args.append(Arg("w_min", (k // group, n), "float16", "weight", (n, k // group), "float32",
@@ -180,9 +191,13 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
     def weight(j, kg):  # int32 value of W[j, kg]; int4 nibbles unpacked where they are used
         if bits == 8:
             return w[j // nt, kg // kt, j % nt, kg % kt].astype("int32")
-        if layout.int4_unsigned:  # u = w + 8 in [0, 15], nibbles in halves
+        if layout.int4_unsigned:  # u = w + 8 in [0, 15], nibbles in halves (5 bits: u = w + 16 in [0, 31])
             byte = w[j // nt, kg // kt, j % nt, kg % kt % (kt // 2)].astype("int32")
-            return (byte >> (kg % kt // (kt // 2) * 4)) & 15
+            nibble = (byte >> (kg % kt // (kt // 2) * 4)) & 15
+            if bits == 5:
+                top = ph["w_high"][j // nt, kg // kt, j % nt].astype("int32")
+                return nibble | (((top >> (kg % kt)) & 1) << 4)
+            return nibble
         if layout.int4_halves:  # low nibbles: the tile's first kt/2 k, high: the rest
             return int4_nibble(w[j // nt, kg // kt, j % nt, kg % kt % (kt // 2)], kg % kt // (kt // 2))
         return int4_nibble(w[j // nt, kg // kt, j % nt, (kg % kt) // 2], kg % 2)
@@ -220,9 +235,11 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
     # group before column: a dot-product instruction writes adjacent columns
     acc = te.compute((rows, ngroups, n), dot, name="acc")
 
+    half = 2 ** (bits - 1)  # an offset-binary weight's offset: 8 (int4), 16 (5 bits)
+
     def group_sum(i, g, j):  # the exact int32 x . w of one group: minus o sum(w), precomputed by pack,
-        if layout.int4_unsigned:  # or minus 8 sum(x) for offset-binary weights
-            return acc[i, g, j] - 8 * blocks.isum[row(i), g]
+        if layout.int4_unsigned:  # or minus 8 (16) sum(x) for offset-binary weights
+            return acc[i, g, j] - half * blocks.isum[row(i), g]
         return acc[i, g, j] + ph["w_offset_sums"][g, j] if offset else acc[i, g, j]
     bias = ph.tensors.get("bias")
 
@@ -242,7 +259,7 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
             return group_sum(i, g, j).astype("float32") * scale(j, g)
         if not minimum:
             return group_sum(i, g, j).astype("float32") * (scale(j, g) * blocks.d[row(i), g])
-        unsigned = group_sum(i, g, j) + 8 * blocks.isum[row(i), g]  # sum of llama.cpp's nibbles 0..15 times q_x
+        unsigned = group_sum(i, g, j) + half * blocks.isum[row(i), g]  # sum of llama.cpp's unsigned values times q_x
         block_min = w_min[g, j]  # GGUF's m: packed as w_min - 8 w_scale
         return unsigned.astype("float32") * (scale(j, g) * blocks.d[row(i), g]) + block_min * blocks.s[row(i), g]
 
@@ -269,9 +286,10 @@ def int_gemm_reference(x, x_scale, w, w_scale, group, bias=None) -> np.ndarray:
 
 
 def int_gemm_reference_of(inp: dict, k: int, group: int, act="int8", recip="127/amax", minimum=False, norm=0.0,
-                          swiglu=False, residual=False) -> np.ndarray:
+                          swiglu=False, residual=False, half=8) -> np.ndarray:
     """The reference of any int GEMM form from its logical inputs: block-quantised activations
-    are quantised in numpy exactly as the kernel does, then the int64 sums scaled in float64."""
+    are quantised in numpy exactly as the kernel does, then the int64 sums scaled in float64.
+    half: the offset of the unsigned values a block minimum goes with (8 for int4, 16 for 5 bits)."""
     if act == "int8":
         return int_gemm_reference(inp["x"], inp["x_scale"], inp["w"], inp["w_scale"], group, inp.get("bias"))
     x = fused_act.reference_activation(inp["x"], k, norm, swiglu, inp.get("norm_w")).astype(np.float32)
@@ -280,10 +298,10 @@ def int_gemm_reference_of(inp: dict, k: int, group: int, act="int8", recip="127/
     acc = _group_dots(q, inp["w"], group)
     ws = inp["w_scale"].astype(np.float64).reshape(n, -1)
     if minimum:
-        acc = acc + 8 * isum[:, None, :]
+        acc = acc + half * isum[:, None, :]
     y = (acc * ws[None] * d.astype(np.float64)[:, None, :]).sum(-1)
     if minimum:
-        y += s.astype(np.float64) @ (inp["w_min"].astype(np.float64) - 8.0 * ws).T
+        y += s.astype(np.float64) @ (inp["w_min"].astype(np.float64) - half * ws).T
     if inp.get("bias") is not None:
         y = y + inp["bias"].astype(np.float64)[None]
     return y + inp["residual"] if residual else y

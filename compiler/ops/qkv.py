@@ -25,7 +25,8 @@ from compiler.ops.qgemm_int import (
     int_gemm_reference_of,
     int_gemm_te,
 )
-from compiler.ops.qgemm_gguf import GGUF_FORMS, gguf_arguments, gguf_random_inputs, gguf_reference_of, gguf_te, \
+from compiler.ops.gguf_forms import GGUF_FORMS
+from compiler.ops.qgemm_gguf import gguf_arguments, gguf_random_inputs, gguf_reference_of, gguf_te, \
     validate_shape
 from compiler.ops.qgemm_w8a16 import w8a16_arguments, w8a16_random, w8a16_reference, w8a16_te
 from compiler.ops.qgemm_w4a16 import (
@@ -79,8 +80,6 @@ class QKVProj(OpDef):
         check_divisible(self.name, "d", d, 2)
         check_divisible(self.name, "k", k, 4)
         if spec.opt("quant") == "gguf":
-            if spec.opt("act") == "q8_0":
-                raise ValueError("qkv_proj: a GGUF type's int8 activations are act=q8_1 (with block sums), not q8_0")
             validate_shape(self.name, spec.opt("type"), self.n_total(spec), k, gguf_act(spec))
         elif spec.opt("quant") != "w8a8" or q8_act.in_kernel(spec):
             check_divisible(self.name, "k", k, spec.opt("group"))
@@ -252,8 +251,9 @@ class QKVProj(OpDef):
 
 
 def gguf_act(spec: KernelSpec) -> str:
-    """quant="gguf": the GGUF form's activations, q8_1 (act=q8_1) or float32 (the default act)."""
-    return "q8_1" if spec.opt("act") == "q8_1" else "float32"
+    """quant="gguf": the GGUF form's activations, quantised in the kernel (act=q8_0 / q8_1) or float32
+    (the default act, "int8", which for the int forms means quantised by the caller)."""
+    return spec.opt("act") if q8_act.in_kernel(spec) else "float32"
 
 
 def qkv_rows(spec: KernelSpec) -> int:

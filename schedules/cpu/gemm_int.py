@@ -14,7 +14,7 @@ from __future__ import annotations
 from schedules.cpu.blocks import has_block
 from schedules.cpu.gemm_tiles import tile_gemm
 from schedules.cpu.intrinsics import dot_intrinsic, dot_tile, has_dot_intrinsic
-from schedules.gemm_facts import int4_weights
+from schedules.gemm_facts import int_weight_bits
 
 # Per-token stages before the tiles when the kernel quantises its float input (the q8 path):
 # the fused RMSNorm / SwiGLU, then the blocks' amax, scale, rounding and sums (ops/q8_act.py).
@@ -22,7 +22,7 @@ ACTIVATION_STAGES = ("rms_ss", "xact", "q8_amax", "q8_inv", "q8_d", "xq", "q8_is
 
 
 def schedule_gemm(sch, spec, target, layout) -> None:
-    schedule_int_gemm(sch, target, layout, n=spec.dim("n"), out="y", weight_bits=4 if int4_weights(spec) else 8)
+    schedule_int_gemm(sch, target, layout, n=spec.dim("n"), out="y", weight_bits=int_weight_bits(spec))
 
 
 def schedule_activation_stages(sch, target, layout) -> None:

@@ -2,7 +2,8 @@
 B of nt channels x kt k (int8, contiguous), A the kt activations of one token, C int32.
 
 - "sdot" (4 x 4): one SDOT (ARMv8.2 dot-product) per tile; int4 weights in halves (4 x 8) take two,
-  and "sdot_unsigned" is that form on offset-binary nibbles (the q8 model path: AND and USHR unpack).
+  and "sdot_unsigned" is that form on offset-binary nibbles (the q8 model path: AND and USHR unpack),
+  also with a fifth bit per value (GGUF's Q5 types: _HALVES5).
 - "neon" (4 x 4): ARMv8.0 fallback, SMULL on two channels at a time, then pairwise adds.
 - "avx2_madd" (8 x 2) / "avx512_madd" (16 x 2): sign-extend the tile to int16 and one VPMADDWD
   gives every channel's 2-k sum directly (no horizontal adds, no u8 x s8 saturation).
@@ -15,11 +16,14 @@ B of nt channels x kt k (int8, contiguous), A the kt activations of one token, C
   instruction per tile remains.
 - "hvx_vrmpy" (32 x 4): Hexagon HVX VRMPY (signed bytes x signed bytes, accumulating): the 128-byte
   weight tile against the 4 activation bytes splatted to every lane, one instruction per tile.
-Registered here rather than imported from tvm.s_tir.tensor_intrin, whose package import also
+The ARM implementations live in intrinsics_arm.py. Registered here rather than imported from tvm.s_tir.tensor_intrin, whose package import also
 builds every CUDA intrinsic (~20 s), and which has no AVX2 int8 intrinsic.
 """
 
 from __future__ import annotations
+
+from schedules.cpu.intrinsic_parts import activations_x4, impl_of, int16_weights, int8_weights
+from schedules.cpu.intrinsics_arm import neon_form, sdot_form, sdot_halves, sdot_halves5
 
 _REGISTERED: dict[tuple[str, int], str] = {}
 
@@ -60,128 +64,30 @@ def _desc(nt: int, kt: int, bits: int, offset: int = 0, halves: bool = False, un
     return desc
 
 
-def _interleave(lo, hi, lanes: int):
-    """[lo0, hi0, lo1, hi1, ...] of two `lanes`-wide vectors."""
+def _desc5(nt: int, kt: int):
+    """_desc's offset-binary halves with a fifth bit: W[c, k] = nibble | ((H[c] >> k) & 1) << 4, H
+    one byte per channel holding its k tile's fifth bits (GGUF's Q5 types, ops/qgemm_int.py bits=5)."""
     from tvm.script import tirx as T
 
-    return T.Shuffle([lo, hi], [i // 2 + (i % 2) * lanes for i in range(2 * lanes)])
-
-
-def _int8_weights(B, n: int, bits: int):
-    """The weight tile as n int8 lanes in (channel, k) order; int4 nibbles unpacked in registers."""
-    from tvm.script import tirx as T
-
-    if bits == 8:
-        return B.vload([0, 0], f"int8x{n}")
-    packed = B.vload([0, 0], f"int8x{n // 2}")
-    four = T.Broadcast(T.int8(4), n // 2)
-    return _interleave(T.shift_right(T.shift_left(packed, four), four), T.shift_right(packed, four), n // 2)
-
-
-def _int16_weights(B, n: int, bits: int):
-    """The weight tile as n sign-extended int16 lanes in (channel, k) order."""
-    from tvm.script import tirx as T
-
-    if bits == 8:
-        return T.Cast(f"int16x{n}", B.vload([0, 0], f"int8x{n}"))
-    wide = T.Cast(f"int16x{n // 2}", B.vload([0, 0], f"int8x{n // 2}"))
-    low = T.shift_right(T.shift_left(wide, T.Broadcast(T.int16(12), n // 2)), T.Broadcast(T.int16(12), n // 2))
-    high = T.shift_right(T.shift_left(wide, T.Broadcast(T.int16(8), n // 2)), T.Broadcast(T.int16(12), n // 2))
-    return _interleave(low, high, n // 2)
-
-
-def _impl(nt: int, kt: int, bits: int, update):
-    """The implementation of an nt x kt intrinsic: C[0:nt] = update(A, B, C) as one vector expression."""
-    from tvm.script import tirx as T
-
-    b_cols = kt if bits == 8 else kt // 2
+    def weight(B, H, c, k):
+        nibble = T.bitwise_and(T.shift_right(T.Cast("int32", B[c, k % (kt // 2)]), k // (kt // 2) * 4), 15)
+        return T.bitwise_or(nibble, T.shift_left(T.bitwise_and(T.shift_right(T.Cast("int32", H[c]), k), 1), 4))
 
     @T.prim_func(s_tir=True)
-    def impl(a: T.handle, b: T.handle, c: T.handle):
+    def desc(a: T.handle, b: T.handle, h: T.handle, c: T.handle):
         A = T.match_buffer(a, (kt,), "int8", offset_factor=1)
-        B = T.match_buffer(b, (nt, b_cols), "int8", offset_factor=1)
+        B = T.match_buffer(b, (nt, kt // 2), "int8", offset_factor=1)
+        H = T.match_buffer(h, (nt,), "int8", offset_factor=1)
         C = T.match_buffer(c, (nt,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:nt], A[0:kt], B[0:nt, 0:b_cols])
+            T.reads(C[0:nt], A[0:kt], B[0:nt, 0:kt // 2], H[0:nt])
             T.writes(C[0:nt])
-            C[T.ramp(T.int32(0), 1, nt)] = update(A, B, C)
+            for i, k in T.grid(nt, kt):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.Cast("int32", A[vk]) * weight(B, H, vi, vk)
 
-    return impl
-
-
-def _activations_x4(A, copies: int, dtype: str, start: int = 0):
-    """4 activation bytes (from `start`) as one int32, repeated `copies` times, reinterpreted as `dtype`."""
-    from tvm.script import tirx as T
-
-    return T.reinterpret(T.broadcast(T.reinterpret(A.vload([start], "int8x4"), dtype="int32"), copies), dtype=dtype)
-
-
-def _sdot(bits: int):
-    from tvm.script import tirx as T
-
-    def update(A, B, C):
-        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
-                                       C.vload([0], "int32x4"), _activations_x4(A, 4, "int8x16"),
-                                       _int8_weights(B, 16, bits), dtype="int32x4")
-
-    return _impl(4, 4, bits, update)
-
-
-def _sdot_halves(unsigned: bool):
-    """Two SDOTs on a 4-channel x 8-k int4 tile packed in halves: one 128-bit load, the low nibbles
-    meet k 0-3, the high nibbles k 4-7. Signed nibbles take shl + sshr and sshr: 3 instructions of
-    unpack per 2 SDOT. Offset-binary ones (w + 8 in [0, 15], the q8 model path, whose activation
-    block sums pay the +8 back as on x86) take AND and USHR: 2."""
-    from tvm.script import tirx as T
-
-    def sdot(acc, a, b):
-        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), acc, a, b,
-                                       dtype="int32x4")
-
-    def update(A, B, C):
-        if unsigned:
-            packed = T.reinterpret(B.vload([0, 0], "int8x16"), dtype="uint8x16")
-            low = T.reinterpret(T.bitwise_and(packed, T.Broadcast(T.uint8(15), 16)), dtype="int8x16")
-            high = T.reinterpret(T.shift_right(packed, T.Broadcast(T.uint8(4), 16)), dtype="int8x16")
-        else:
-            packed = B.vload([0, 0], "int8x16")
-            four = T.Broadcast(T.int8(4), 16)
-            low, high = T.shift_right(T.shift_left(packed, four), four), T.shift_right(packed, four)
-        # The activations of k 0-3 and 4-7 as the two 32-bit lanes of one 8-byte load, each lane
-        # broadcast in the third operand, where LLVM folds it into SDOT's by-element form
-        # (sdot v.4s, w.16b, x.4b[i]): one load per 2 SDOT instead of a broadcast load (LD1R) each.
-        # MODELLED: SmolLM2's 3072 x 576 q8 prefill GEMM 1.17x (A76) / 1.20x (A55) fewer cycles.
-        words = T.reinterpret(A.vload([0], "int8x8"), dtype="int32x2")
-
-        def lane(index):
-            return T.reinterpret(T.Shuffle([words, words], [index] * 4), dtype="int8x16")
-
-        return sdot(sdot(C.vload([0], "int32x4"), low, lane(0)), high, lane(1))
-
-    return _impl(4, 8, 4, update)
-
-
-def _neon(bits: int):
-    from tvm.script import tirx as T
-
-    def smull(x, y):
-        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.smull.v8i16"), x, y,
-                                       dtype="int16x8")
-
-    def pairwise(x):
-        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.saddlp.v4i32.v8i16"), x,
-                                       dtype="int32x4")
-
-    def update(A, B, C):
-        # [a0..a3, a0..a3] against channels (0, 1) and (2, 3): products, then sums of pairs twice.
-        a_vec = _activations_x4(A, 2, "int8x8")
-        b_vec = _int8_weights(B, 16, bits)
-        low = pairwise(smull(a_vec, T.vectorlow(b_vec, dtype="int8x8")))
-        high = pairwise(smull(a_vec, T.vectorhigh(b_vec, dtype="int8x8")))
-        return C.vload([0], "int32x4") + T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.addp.v4i32"), low, high, dtype="int32x4")
-
-    return _impl(4, 4, bits, update)
+    return desc
 
 
 def _madd(nt: int, llvm_name: str, bits: int):
@@ -192,9 +98,9 @@ def _madd(nt: int, llvm_name: str, bits: int):
         a_pair = T.reinterpret(T.Cast("int16x2", A.vload([0], "int8x2")), dtype="int32")
         a_vec = T.reinterpret(T.broadcast(a_pair, nt), dtype=f"int16x{2 * nt}")
         return C.vload([0], f"int32x{nt}") + T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id(llvm_name), a_vec, _int16_weights(B, 2 * nt, bits), dtype=f"int32x{nt}")
+            T.llvm_lookup_intrinsic_id(llvm_name), a_vec, int16_weights(B, 2 * nt, bits), dtype=f"int32x{nt}")
 
-    return _impl(nt, 2, bits, update)
+    return impl_of(nt, 2, bits, update)
 
 
 def _vnni(bits: int):
@@ -205,9 +111,9 @@ def _vnni(bits: int):
         a_u8 = T.bitwise_xor(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), T.int32(-2139062144))
         return T.call_llvm_pure_intrin(
             T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), C.vload([0], "int32x16"),
-            T.reinterpret(T.broadcast(a_u8, 16), dtype="int8x64"), _int8_weights(B, 64, bits), dtype="int32x16")
+            T.reinterpret(T.broadcast(a_u8, 16), dtype="int8x64"), int8_weights(B, 64, bits), dtype="int32x16")
 
-    return _impl(16, 4, bits, update)
+    return impl_of(16, 4, bits, update)
 
 
 def _sign_maddubs(bits: int):
@@ -220,12 +126,12 @@ def _sign_maddubs(bits: int):
         return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(name), *args, dtype=dtype)
 
     def update(A, B, C):
-        x = _activations_x4(A, 8, "int8x32")
+        x = activations_x4(A, 8, "int8x32")
         pairs = call("llvm.x86.avx2.pmadd.ub.sw", "int16x16", call("llvm.abs.v32i8", "int8x32", x, T.bool(False)),
-                     call("llvm.x86.avx2.psign.b", "int8x32", _int8_weights(B, 32, bits), x))
+                     call("llvm.x86.avx2.psign.b", "int8x32", int8_weights(B, 32, bits), x))
         return C.vload([0], "int32x8") + call("llvm.x86.avx2.pmadd.wd", "int32x8", pairs, T.broadcast(T.int16(1), 16))
 
-    return _impl(8, 4, bits, update)
+    return impl_of(8, 4, bits, update)
 
 
 def _unsigned_maddubs(nt: int, width: int):
@@ -247,11 +153,11 @@ def _unsigned_maddubs(nt: int, width: int):
         mask = T.Broadcast(T.int8(15), lanes)
         low = T.bitwise_and(packed, mask)
         high = T.bitwise_and(T.shift_right(packed, T.Broadcast(T.int8(4), lanes)), mask)
-        pairs = (call(madd_ub, f"int16x{2 * nt}", low, _activations_x4(A, nt, f"int8x{lanes}"))
-                 + call(madd_ub, f"int16x{2 * nt}", high, _activations_x4(A, nt, f"int8x{lanes}", start=4)))
+        pairs = (call(madd_ub, f"int16x{2 * nt}", low, activations_x4(A, nt, f"int8x{lanes}"))
+                 + call(madd_ub, f"int16x{2 * nt}", high, activations_x4(A, nt, f"int8x{lanes}", start=4)))
         return C.vload([0], f"int32x{nt}") + call(madd_wd, f"int32x{nt}", pairs, T.broadcast(T.int16(1), 2 * nt))
 
-    return _impl(nt, 8, 4, update)
+    return impl_of(nt, 8, 4, update)
 
 
 def _unsigned_vnni():
@@ -266,12 +172,12 @@ def _unsigned_vnni():
         low = T.bitwise_and(packed, mask)
         high = T.bitwise_and(T.shift_right(packed, T.Broadcast(T.int8(4), 64)), mask)
         first = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                                        C.vload([0], "int32x16"), low, _activations_x4(A, 16, "int8x64"),
+                                        C.vload([0], "int32x16"), low, activations_x4(A, 16, "int8x64"),
                                         dtype="int32x16")
         return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), first, high,
-                                       _activations_x4(A, 16, "int8x64", start=4), dtype="int32x16")
+                                       activations_x4(A, 16, "int8x64", start=4), dtype="int32x16")
 
-    return _impl(16, 8, 4, update)
+    return impl_of(16, 8, 4, update)
 
 
 def _vrmpy(bits: int):
@@ -279,18 +185,18 @@ def _vrmpy(bits: int):
 
     def update(A, B, C):
         a_splat = T.broadcast(T.reinterpret(A.vload([0], "int8x4"), dtype="int32"), 32)
-        weights = T.reinterpret(_int8_weights(B, 128, bits), dtype="int32x32")
+        weights = T.reinterpret(int8_weights(B, 128, bits), dtype="int32x32")
         return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.hexagon.V6.vrmpybv.acc.128B"),
                                        C.vload([0], "int32x32"), a_splat, weights, dtype="int32x32")
 
-    return _impl(32, 4, bits, update)
+    return impl_of(32, 4, bits, update)
 
 
 # kind -> (channels per tile, k per tile, implementation factory taking the weight bits,
 #          offset added to the activations: VNNI multiplies unsigned by signed bytes)
 _KINDS = {
-    "sdot": (4, 4, _sdot, 0),
-    "neon": (4, 4, _neon, 0),
+    "sdot": (4, 4, sdot_form, 0),
+    "neon": (4, 4, neon_form, 0),
     "avx2_madd": (8, 2, lambda bits: _madd(8, "llvm.x86.avx2.pmadd.wd", bits), 0),
     "avx512_madd": (16, 2, lambda bits: _madd(16, "llvm.x86.avx512.pmaddw.d.512", bits), 0),
     "avx512_vnni": (16, 4, _vnni, 128),
@@ -303,9 +209,9 @@ _KINDS = {
 # kind -> (channels, k per tile, implementation, offset-binary) of int4 forms with nibbles in halves
 # (Layout.int4_halves): SDOT's, and x86's byte products for the q8 model path (int4 weights only)
 _HALVES = {
-    "sdot": (4, 8, lambda: _sdot_halves(False), False),
+    "sdot": (4, 8, lambda: sdot_halves(False), False),
     # SDOT's form for the q8 model path's int4 weights (schedules/cpu layout() picks it)
-    "sdot_unsigned": (4, 8, lambda: _sdot_halves(True), True),
+    "sdot_unsigned": (4, 8, lambda: sdot_halves(True), True),
     "avx2_maddubs": (8, 8, lambda: _unsigned_maddubs(8, 256), True),
     "avx512_maddubs": (16, 8, lambda: _unsigned_maddubs(16, 512), True),
     "avx512_vnni_unsigned": (16, 8, _unsigned_vnni, True),
@@ -330,9 +236,30 @@ def activation_offset(kind: str) -> int:
     return _KINDS.get(kind, (0, 0, None, 0))[3]
 
 
+# kind -> (channels, k per tile, implementation) of 5-bit forms: offset-binary nibble halves plus a
+# byte of fifth bits per channel and k tile (GGUF's Q5 types on int8 activations)
+_HALVES5 = {"sdot_unsigned": (4, 8, sdot_halves5)}
+
+
+def has_5bit_form(kind: str) -> bool:
+    return kind in _HALVES5
+
+
 def dot_intrinsic(kind: str, bits: int, halves: bool = False) -> str:
     """The registered name of the dot-product intrinsic for target fact `int8_dot` and int8 or int4
-    weights (int4 packed in halves where Layout.int4_halves says so)."""
+    weights (int4 packed in halves where Layout.int4_halves says so; bits=5: _HALVES5)."""
+    if bits == 5:
+        if kind not in _HALVES5:
+            raise ValueError(f"5-bit weights on int8 activations need a 5-bit dot-product form; {kind} has none "
+                             f"(those there are: {', '.join(_HALVES5)}): use float32 activations")
+        if (kind, 5) not in _REGISTERED:
+            from tvm.s_tir import TensorIntrin
+
+            nt, kt, impl = _HALVES5[kind]
+            name = f"ekc_dot_{nt}x{kt}_w5h_{kind}"
+            TensorIntrin.register(name, _desc5(nt, kt), impl())
+            _REGISTERED[(kind, 5)] = name
+        return _REGISTERED[(kind, 5)]
     if halves:
         if (kind, "halves") not in _REGISTERED:
             from tvm.s_tir import TensorIntrin
@@ -363,3 +290,5 @@ def register_all() -> None:
             dot_intrinsic(kind, bits)
     for kind in _HALVES:
         dot_intrinsic(kind, 4, halves=True)
+    for kind in _HALVES5:
+        dot_intrinsic(kind, 5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from schedules.cpu.gemm_float import schedule_w4a16
 from schedules.cpu.gemm_int import schedule_int_gemm
-from schedules.gemm_facts import float_weights, gemm_n, int4_weights
+from schedules.gemm_facts import float_weights, gemm_n, int_weight_bits
 
 
 def schedule_quantize(sch, spec, target, layout) -> None:
@@ -26,7 +26,7 @@ def schedule_qkv(sch, spec, target, layout) -> None:
     if float_weights(spec):
         schedule_w4a16(sch, target, layout, n=n, out="proj")
     else:
-        schedule_int_gemm(sch, target, layout, n=n, out="proj", weight_bits=4 if int4_weights(spec) else 8)
+        schedule_int_gemm(sch, target, layout, n=n, out="proj", weight_bits=int_weight_bits(spec))
     # Epilogue: RoPE (or copy) of each head, token rows in parallel, SIMD over the head dim.
     for name in ("q_out", "k_out", "v_out") if spec.opt("v") else ("q_out", "k_out"):
         block = sch.get_sblock(name)

@@ -63,3 +63,23 @@ def test_sdot_gemm_too_narrow_to_interleave_keeps_four_column_tiles(build_librar
         assert {v["layout"]["n_tile"] for v in kernel.spec["variants"]} == {4}
         for m in (1, 5):
             assert_matches(kernel, {"M": m}, seed=m)
+
+
+FIVE_BIT_SPECS = [  # GGUF's 5-bit types on int8 activations: SDOT with the fifth bits ORed in (ARM only)
+    make_spec("qgemm_gguf", n=64, k=128, type="Q5_0", act="q8_0", q8_recip="1/d"),
+    make_spec("qgemm_gguf", n=32, k=96, type="Q5_1", act="q8_1", q8_recip="1/d", residual=True),
+    make_spec("qgemm_gguf", n=48, k=256, type="Q5_K", act="q8_1", q8_recip="1/d", norm=1e-5, bias=True),
+    make_spec("qkv_proj", hq=2, hkv=1, d=32, k=64, quant="gguf", type="Q5_0", act="q8_0", q8_recip="1/d",
+              group=32, norm=1e-5, v=False),
+]
+
+
+@pytest.mark.parametrize("target", ["arm", "arm-i8mm"])
+def test_5_bit_weights_on_sdot_match_numpy(build_library, target):
+    """The int8 forms of Q5_0 / Q5_1 / Q5_K exist where the dot product has a 5-bit form (SDOT;
+    elsewhere these types take float activations: tests/llm/test_gguf.py)."""
+    require_emulator("aarch64")
+    with runtime.load(build_library(target, FIVE_BIT_SPECS)) as library:
+        for spec in FIVE_BIT_SPECS:
+            for m in (1, 7, 33):
+                assert_matches(library[spec.name], {"M": m}, seed=m)

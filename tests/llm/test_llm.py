@@ -45,7 +45,7 @@ def tokenizer(smollm):
 
 def _library(model, target_name, out, activations="f32", kv_cache="f32"):
     target = targets.get(target_name)
-    specs = model_kernels.kernel_specs(model, activations, target.isa, kv_cache)
+    specs = model_kernels.kernel_specs(model, activations, target.isa, kv_cache, target.int8_dot)
     build.build(specs, target, out, toolchain=backends.toolchain_for(target), progress=lambda _: None)
     return runtime.load(out)
 
@@ -343,6 +343,30 @@ def test_llama_cpp_k_quant_files_run_exactly(ftype, smollm, tokenizer, tmp_path)
         q8 = model_kernels.kernel_plan(model, "q8")
         assert q8.layers[0]["down"].opt("act") == "q8_1" and q8.float_only_types == ("Q5_0", "Q6_K")
         _matches_references(model, tokenizer, tmp_path, "q8")
+
+
+@pytest.mark.emulated
+def test_a_k_quant_file_on_arms_q8_path_under_qemu(smollm, tokenizer, tmp_path):
+    """SmolLM2's first two layers as llama.cpp's Q4_K_M on ARM's q8 path (SDOT: Q5_0 with its fifth
+    bits, Q4_K; Q6_K on float activations): llama.cpp's greedy tokens, up to its ties."""
+    from compiler.llm.llama_cpp import LlamaCppPeer
+
+    require_emulator("aarch64")
+    all_q8 = {"qkv": "Q8_0", "o": "Q8_0", "gate_up": "Q8_0", "down": "Q8_0", "embedding": "Q8_0"}
+    source = write_variant(smollm.path, tmp_path / "q8_0.gguf", layers=2, types=all_q8, untied_head=None)
+    model = GGUFModel(llama_cpp_quantized(source, tmp_path / "Q4_K_M.gguf", "Q4_K_M"))
+    plan = model_kernels.kernel_plan(model, "q8", "aarch64", int8_dot="sdot")
+    assert plan.layers[0]["gate_up"].opt("act") == "q8_0" and plan.float_only_types == ("Q6_K",)
+    with _library(model, "arm", tmp_path / "arm", "q8") as library:
+        ours, our_logits = greedy_tokens(Decoder(model, library, max_context=64, activations="q8"),
+                                         tokenizer.encode("The capital of France is"), 3)
+    theirs, their_logits = greedy_tokens(LlamaCppPeer(model.path, threads=2, max_context=64),
+                                         tokenizer.encode("The capital of France is"), 3)
+    assert np.abs(our_logits[0] - their_logits[0]).max() < TIE * 3
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        if a != b:
+            assert (their_logits[i][b] - their_logits[i][a]) + (our_logits[i][a] - our_logits[i][b]) < TIE
+            break
 
 
 def _matches_references(model, tokenizer, tmp_path, activations="f32"):

@@ -1,0 +1,75 @@
+"""GGUF types on int8 activations (the q8 model path): their 4- and 5-bit values are W4A8's int4
+nibbles (5 bits: plus a plane of fifth bits), so the GEMM is W4A8's (ops/qgemm_int.py), with each
+block's or sub-block's scale and minimum computed in the kernel from the type's own fields, so the
+resident bytes stay the file's. Q5_0 x Q8_0 and Q5_1 x Q8_1 are llama.cpp's own arithmetic;
+llama.cpp rounds the K-quants' activations to Q8_K blocks of 256, ours are finer (Q8_1, blocks of 32)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.ops.base import Arg, Placeholders
+from compiler.ops.gguf_forms import GGUFForm
+from compiler.ops.qgemm_int import int_gemm_arguments, int_gemm_reference_of, int_gemm_te
+
+
+def int8_arguments(form: GGUFForm, n, k, bias, layout, out, act, norm, swiglu, residual) -> list[Arg]:
+    """W4A8's arguments (unsigned nibbles; 5 bits: and their fifth bits) with the type's scale fields,
+    group-major [K/size, N] as W4A8's block scales are on the q8 path."""
+    def per(size: int, name: str, dtype: str, doc: str) -> Arg:
+        return Arg(name, (k // size, n), dtype, "weight", (n, k // size), dtype,
+                   ({"op": "transpose", "axes": [1, 0]},), doc=doc)
+
+    scales = [per(form.block, "w_d", "float16", "block scale d [N, K/block]")]
+    if form.sub_scales:
+        scales.append(per(form.sub, "w_sub", "int8", "sub-block scale s [N, K/sub] (w = d s q ...)"))
+    if form.minimum == "sub":
+        scales += [per(form.block, "w_dmin", "float16", "block minimum scale dmin [N, K/block]"),
+                   per(form.sub, "w_submin", "int8", "sub-block minimum mn [N, K/sub] (w = ... - dmin mn)")]
+    elif form.minimum == "block":
+        scales.append(per(form.block, "w_m", "float16", "block minimum m [N, K/block] (w = d q + m)"))
+    return int_gemm_arguments(n, k, form.bits, form.sub, bias, layout, out, group_scales=True, act=act,
+                              minimum=bool(form.minimum), norm=norm, swiglu=swiglu, residual=residual, unsigned=True,
+                              block_scales=scales)
+
+
+def int8_te(ph: Placeholders, form: GGUFForm, n, k, layout, name, act, recip, norm, swiglu, residual):
+    from tvm import te
+
+    per = form.block // form.sub
+
+    def block_scales(ngroups, n):  # d (s) and the minimum per (sub-)block, exact in float32 (11 x 6 bits)
+        def field(arg, g, j):
+            return ph[arg][g, j].astype("float32")
+
+        def scale(g, j):
+            return field("w_d", g // per, j) * field("w_sub", g, j) if form.sub_scales else field("w_d", g, j)
+
+        def minimum(g, j):
+            return -(field("w_dmin", g // per, j) * field("w_submin", g, j)) if form.minimum == "sub" \
+                else field("w_m", g, j)
+
+        low = te.compute((ngroups, n), minimum, name="w_min_f32") if form.minimum else None
+        return te.compute((ngroups, n), scale, name="w_scale_f32"), low
+
+    return int_gemm_te(ph, n, k, form.bits, form.sub, layout, name, group_scales=True, act=act, recip=recip,
+                       minimum=bool(form.minimum), norm=norm, swiglu=swiglu, residual=residual,
+                       block_scales=block_scales)
+
+
+def int8_reference(form: GGUFForm, inp: dict, k: int, act, recip, norm, swiglu, residual) -> np.ndarray:
+    """The int8 form's output from logical inputs: the activations quantised to Q8 blocks in numpy
+    exactly as the kernel does, then W4A8's exact sums (ops/qgemm_int.py)."""
+    per, half = form.block // form.sub, 2 ** (form.bits - 1)
+    scale = np.repeat(inp["w_d"].astype(np.float32), per, axis=1)
+    if form.sub_scales:
+        scale = scale * inp["w_sub"].astype(np.float32)
+    logical = {**inp, "w": (inp["w"].astype(np.int16) - half).astype(np.int8), "w_scale": scale}
+    if form.minimum == "sub":
+        low = -(np.repeat(inp["w_dmin"].astype(np.float32), per, axis=1) * inp["w_submin"].astype(np.float32))
+    elif form.minimum == "block":
+        low = inp["w_m"].astype(np.float32)
+    if form.minimum:
+        logical["w_min"] = low + half * scale
+    return int_gemm_reference_of(logical, k, form.sub, act=act, recip=recip, minimum=bool(form.minimum),
+                                 norm=norm, swiglu=swiglu, residual=residual, half=half)

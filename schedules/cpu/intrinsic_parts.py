@@ -1,0 +1,60 @@
+"""Pieces the dot-product intrinsics share (schedules/cpu/intrinsics.py, intrinsics_arm.py): weight
+tiles unpacked in registers, activation broadcasts, and the implementation's buffer frame."""
+
+from __future__ import annotations
+
+
+def interleave(lo, hi, lanes: int):
+    """[lo0, hi0, lo1, hi1, ...] of two `lanes`-wide vectors."""
+    from tvm.script import tirx as T
+
+    return T.Shuffle([lo, hi], [i // 2 + (i % 2) * lanes for i in range(2 * lanes)])
+
+
+def int8_weights(B, n: int, bits: int):
+    """The weight tile as n int8 lanes in (channel, k) order; int4 nibbles unpacked in registers."""
+    from tvm.script import tirx as T
+
+    if bits == 8:
+        return B.vload([0, 0], f"int8x{n}")
+    packed = B.vload([0, 0], f"int8x{n // 2}")
+    four = T.Broadcast(T.int8(4), n // 2)
+    return interleave(T.shift_right(T.shift_left(packed, four), four), T.shift_right(packed, four), n // 2)
+
+
+def int16_weights(B, n: int, bits: int):
+    """The weight tile as n sign-extended int16 lanes in (channel, k) order."""
+    from tvm.script import tirx as T
+
+    if bits == 8:
+        return T.Cast(f"int16x{n}", B.vload([0, 0], f"int8x{n}"))
+    wide = T.Cast(f"int16x{n // 2}", B.vload([0, 0], f"int8x{n // 2}"))
+    low = T.shift_right(T.shift_left(wide, T.Broadcast(T.int16(12), n // 2)), T.Broadcast(T.int16(12), n // 2))
+    high = T.shift_right(T.shift_left(wide, T.Broadcast(T.int16(8), n // 2)), T.Broadcast(T.int16(12), n // 2))
+    return interleave(low, high, n // 2)
+
+
+def impl_of(nt: int, kt: int, bits: int, update):
+    """The implementation of an nt x kt intrinsic: C[0:nt] = update(A, B, C) as one vector expression."""
+    from tvm.script import tirx as T
+
+    b_cols = kt if bits == 8 else kt // 2
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle):
+        A = T.match_buffer(a, (kt,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (nt, b_cols), "int8", offset_factor=1)
+        C = T.match_buffer(c, (nt,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:nt], A[0:kt], B[0:nt, 0:b_cols])
+            T.writes(C[0:nt])
+            C[T.ramp(T.int32(0), 1, nt)] = update(A, B, C)
+
+    return impl
+
+
+def activations_x4(A, copies: int, dtype: str, start: int = 0):
+    """4 activation bytes (from `start`) as one int32, repeated `copies` times, reinterpreted as `dtype`."""
+    from tvm.script import tirx as T
+
+    return T.reinterpret(T.broadcast(T.reinterpret(A.vload([start], "int8x4"), dtype="int32"), copies), dtype=dtype)

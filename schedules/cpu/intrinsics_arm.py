@@ -1,0 +1,119 @@
+"""ARM implementations of the dot-product intrinsics (schedules/cpu/intrinsics.py registers them):
+SDOT on ARMv8.2+ (int8, int4 in halves, offset-binary int4 and 5-bit values), SMULL on ARMv8.0."""
+
+from __future__ import annotations
+
+from schedules.cpu.intrinsic_parts import activations_x4, impl_of, int8_weights
+
+
+def sdot_form(bits: int):
+    from tvm.script import tirx as T
+
+    def update(A, B, C):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
+                                       C.vload([0], "int32x4"), activations_x4(A, 4, "int8x16"),
+                                       int8_weights(B, 16, bits), dtype="int32x4")
+
+    return impl_of(4, 4, bits, update)
+
+
+def sdot_halves(unsigned: bool):
+    """Two SDOTs on a 4-channel x 8-k int4 tile packed in halves: one 128-bit load, the low nibbles
+    meet k 0-3, the high nibbles k 4-7. Signed nibbles take shl + sshr and sshr: 3 instructions of
+    unpack per 2 SDOT. Offset-binary ones (w + 8 in [0, 15], the q8 model path, whose activation
+    block sums pay the +8 back as on x86) take AND and USHR: 2."""
+    from tvm.script import tirx as T
+
+    def sdot(acc, a, b):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), acc, a, b,
+                                       dtype="int32x4")
+
+    def update(A, B, C):
+        if unsigned:
+            packed = T.reinterpret(B.vload([0, 0], "int8x16"), dtype="uint8x16")
+            low = T.reinterpret(T.bitwise_and(packed, T.Broadcast(T.uint8(15), 16)), dtype="int8x16")
+            high = T.reinterpret(T.shift_right(packed, T.Broadcast(T.uint8(4), 16)), dtype="int8x16")
+        else:
+            packed = B.vload([0, 0], "int8x16")
+            four = T.Broadcast(T.int8(4), 16)
+            low, high = T.shift_right(T.shift_left(packed, four), four), T.shift_right(packed, four)
+        # The activations of k 0-3 and 4-7 as the two 32-bit lanes of one 8-byte load, each lane
+        # broadcast in the third operand, where LLVM folds it into SDOT's by-element form
+        # (sdot v.4s, w.16b, x.4b[i]): one load per 2 SDOT instead of a broadcast load (LD1R) each.
+        # MODELLED: SmolLM2's 3072 x 576 q8 prefill GEMM 1.17x (A76) / 1.20x (A55) fewer cycles.
+        words = T.reinterpret(A.vload([0], "int8x8"), dtype="int32x2")
+
+        def lane(index):
+            return T.reinterpret(T.Shuffle([words, words], [index] * 4), dtype="int8x16")
+
+        return sdot(sdot(C.vload([0], "int32x4"), low, lane(0)), high, lane(1))
+
+    return impl_of(4, 8, 4, update)
+
+
+def sdot_halves5():
+    """sdot_halves' unsigned form with each value's fifth bit: the channel's high byte spread over
+    its 4 lanes (one TBL), tested against each lane's bit (CMTST), 16 where set, ORed into the
+    nibbles: about 7 more instructions per 2 SDOT."""
+    from tvm.script import tirx as T
+
+    def sdot(acc, a, b):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), acc, a, b,
+                                       dtype="int32x4")
+
+    def fifth(spread, first_bit: int):  # 16 in lane (c, i) where bit first_bit + i of channel c's byte is set
+        masks = T.Shuffle([T.Broadcast(T.uint8(1 << first_bit), 4), T.Broadcast(T.uint8(2 << first_bit), 4),
+                           T.Broadcast(T.uint8(4 << first_bit), 4), T.Broadcast(T.uint8(8 << first_bit), 4)],
+                          [lane % 4 * 4 for lane in range(16)])
+        return T.Select(T.bitwise_and(spread, masks) != T.Broadcast(T.uint8(0), 16),
+                        T.Broadcast(T.uint8(16), 16), T.Broadcast(T.uint8(0), 16))
+
+    def update(A, B, H, C):
+        packed = T.reinterpret(B.vload([0, 0], "int8x16"), dtype="uint8x16")
+        high_bytes = T.reinterpret(H.vload([0], "int8x4"), dtype="uint8x4")
+        spread = T.Shuffle([high_bytes] * 4, [lane // 4 for lane in range(16)])  # a Shuffle may not widen its input
+        low = T.bitwise_or(T.bitwise_and(packed, T.Broadcast(T.uint8(15), 16)), fifth(spread, 0))
+        high = T.bitwise_or(T.shift_right(packed, T.Broadcast(T.uint8(4), 16)), fifth(spread, 4))
+        words = T.reinterpret(A.vload([0], "int8x8"), dtype="int32x2")
+
+        def lane(index):
+            return T.reinterpret(T.Shuffle([words, words], [index] * 4), dtype="int8x16")
+
+        acc = sdot(C.vload([0], "int32x4"), T.reinterpret(low, dtype="int8x16"), lane(0))
+        return sdot(acc, T.reinterpret(high, dtype="int8x16"), lane(1))
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, h: T.handle, c: T.handle):
+        A = T.match_buffer(a, (8,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
+        H = T.match_buffer(h, (4,), "int8", offset_factor=1)
+        C = T.match_buffer(c, (4,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:8], B[0:4, 0:4], H[0:4])
+            T.writes(C[0:4])
+            C[T.ramp(T.int32(0), 1, 4)] = update(A, B, H, C)
+
+    return impl
+
+
+def neon_form(bits: int):
+    from tvm.script import tirx as T
+
+    def smull(x, y):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.smull.v8i16"), x, y,
+                                       dtype="int16x8")
+
+    def pairwise(x):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.saddlp.v4i32.v8i16"), x,
+                                       dtype="int32x4")
+
+    def update(A, B, C):
+        # [a0..a3, a0..a3] against channels (0, 1) and (2, 3): products, then sums of pairs twice.
+        a_vec = activations_x4(A, 2, "int8x8")
+        b_vec = int8_weights(B, 16, bits)
+        low = pairwise(smull(a_vec, T.vectorlow(b_vec, dtype="int8x8")))
+        high = pairwise(smull(a_vec, T.vectorhigh(b_vec, dtype="int8x8")))
+        return C.vload([0], "int32x4") + T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.addp.v4i32"), low, high, dtype="int32x4")
+
+    return impl_of(4, 4, bits, update)
