@@ -104,7 +104,7 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
     tile = [{"op": "reshape", "shape": [n // nt, nt, k // kt, kt]}, {"op": "transpose", "axes": [0, 2, 1, 3]}]
     if bits == 5 and not (layout.int4_unsigned and kt == 8):
         raise ValueError(f"5-bit weights on int8 activations need a dot product on offset-binary nibble halves of "
-                         f"8 k (ARM SDOT); {layout.int8_dot} has none: use float32 activations")
+                         f"8 k (ARM SDOT, x86 byte products); {layout.int8_dot} has none: use float32 activations")
     if bits == 8:
         # the sign trick of byte products (x86's VPSIGNB) negates weights: -128 would wrap
         steps = ({"op": "check_range", "min": -127, "max": 127}, *tile) if layout.int8_dot == "avx2_sign_maddubs" else tile

@@ -58,3 +58,44 @@ def activations_x4(A, copies: int, dtype: str, start: int = 0):
     from tvm.script import tirx as T
 
     return T.reinterpret(T.broadcast(T.reinterpret(A.vload([start], "int8x4"), dtype="int32"), copies), dtype=dtype)
+
+
+def fifth_bits(H, nt: int):
+    """For a tile of nt channels x 8 k in nibble halves (lane 4 c + i holds channel c's k i in its low
+    nibble and k 4 + i in its high one) with H one byte per channel of its k's fifth bits (bit k):
+    (low, high) int8 vectors of 16 where that lane's k 0-3 (low) or k 4-7 (high) bit is set, to OR
+    into the unpacked nibbles. The byte is spread over its channel's lanes (one shuffle: TBL, VPSHUFB /
+    VPERMB), then tested against each lane's bit."""
+    from tvm.script import tirx as T
+
+    lanes = 4 * nt
+    packed = T.reinterpret(H.vload([0], f"int8x{nt}"), dtype=f"uint8x{nt}")
+    spread = T.Shuffle([packed] * 4, [lane // 4 for lane in range(lanes)])  # a Shuffle may not widen its input
+
+    def part(first_bit: int):
+        masks = T.Shuffle([T.Broadcast(T.uint8(1 << (first_bit + i)), nt) for i in range(4)],
+                          [lane % 4 * nt for lane in range(lanes)])
+        set_ = T.bitwise_and(spread, masks) != T.Broadcast(T.uint8(0), lanes)
+        return T.reinterpret(T.Select(set_, T.Broadcast(T.uint8(16), lanes), T.Broadcast(T.uint8(0), lanes)),
+                             dtype=f"int8x{lanes}")
+
+    return part(0), part(4)
+
+
+def impl5_of(nt: int, update):
+    """The implementation frame of an nt x 8 tile of 5-bit weights: nibble halves B and the channels'
+    bytes of fifth bits H (schedules/cpu/intrinsics.py _desc5)."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, h: T.handle, c: T.handle):
+        A = T.match_buffer(a, (8,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (nt, 4), "int8", offset_factor=1)
+        H = T.match_buffer(h, (nt,), "int8", offset_factor=1)
+        C = T.match_buffer(c, (nt,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:nt], A[0:8], B[0:nt, 0:4], H[0:nt])
+            T.writes(C[0:nt])
+            C[T.ramp(T.int32(0), 1, nt)] = update(A, B, H, C)
+
+    return impl

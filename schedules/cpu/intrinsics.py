@@ -22,7 +22,7 @@ builds every CUDA intrinsic (~20 s), and which has no AVX2 int8 intrinsic.
 
 from __future__ import annotations
 
-from schedules.cpu.intrinsic_parts import activations_x4, impl_of, int16_weights, int8_weights
+from schedules.cpu.intrinsic_parts import activations_x4, fifth_bits, impl5_of, impl_of, int16_weights, int8_weights
 from schedules.cpu.intrinsics_arm import neon_form, sdot_form, sdot_halves, sdot_halves5
 
 _REGISTERED: dict[tuple[str, int], str] = {}
@@ -134,11 +134,12 @@ def _sign_maddubs(bits: int):
     return impl_of(8, 4, bits, update)
 
 
-def _unsigned_maddubs(nt: int, width: int):
+def _unsigned_maddubs(nt: int, width: int, fifth: bool = False):
     """x86 byte products for int4 weights stored offset-binary in halves (nt channels x 8 k per tile,
     4 bytes a channel): AND and a shift give the two halves' unsigned nibbles (k 0-3, k 4-7), the
     unsigned operand of VPMADDUBSW against the signed activations (|pair| <= 2 x 15 x 127), the two
-    results added as int16 (<= 7620) and VPMADDWD by ones sums each channel's pairs to int32."""
+    results added as int16 (<= 7620) and VPMADDWD by ones sums each channel's pairs to int32. fifth:
+    5-bit values (intrinsic_parts.fifth_bits ORed in; <= 15748 as int16, still no saturation)."""
     from tvm.script import tirx as T
 
     lanes = 4 * nt
@@ -148,36 +149,43 @@ def _unsigned_maddubs(nt: int, width: int):
     def call(name, dtype, *args):
         return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(name), *args, dtype=dtype)
 
-    def update(A, B, C):
+    def update(A, B, C, H=None):
         packed = B.vload([0, 0], f"int8x{lanes}")
         mask = T.Broadcast(T.int8(15), lanes)
         low = T.bitwise_and(packed, mask)
         high = T.bitwise_and(T.shift_right(packed, T.Broadcast(T.int8(4), lanes)), mask)
+        if H is not None:
+            fifth_low, fifth_high = fifth_bits(H, nt)
+            low, high = T.bitwise_or(low, fifth_low), T.bitwise_or(high, fifth_high)
         pairs = (call(madd_ub, f"int16x{2 * nt}", low, activations_x4(A, nt, f"int8x{lanes}"))
                  + call(madd_ub, f"int16x{2 * nt}", high, activations_x4(A, nt, f"int8x{lanes}", start=4)))
         return C.vload([0], f"int32x{nt}") + call(madd_wd, f"int32x{nt}", pairs, T.broadcast(T.int16(1), 2 * nt))
 
-    return impl_of(nt, 8, 4, update)
+    return impl5_of(nt, lambda A, B, H, C: update(A, B, C, H)) if fifth else impl_of(nt, 8, 4, update)
 
 
-def _unsigned_vnni():
+def _unsigned_vnni(fifth: bool = False):
     """VPDPBUSD on int4 weights stored offset-binary in halves (16 channels x 8 k, 4 bytes a channel):
     the unsigned nibbles (AND; shift + AND) are its unsigned operand, the activations its signed one,
-    so no activation offset is needed; two instructions per tile."""
+    so no activation offset is needed; two instructions per tile. fifth: 5-bit values
+    (intrinsic_parts.fifth_bits ORed in)."""
     from tvm.script import tirx as T
 
-    def update(A, B, C):
+    def update(A, B, C, H=None):
         packed = B.vload([0, 0], "int8x64")
         mask = T.Broadcast(T.int8(15), 64)
         low = T.bitwise_and(packed, mask)
         high = T.bitwise_and(T.shift_right(packed, T.Broadcast(T.int8(4), 64)), mask)
+        if H is not None:
+            fifth_low, fifth_high = fifth_bits(H, 16)
+            low, high = T.bitwise_or(low, fifth_low), T.bitwise_or(high, fifth_high)
         first = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
                                         C.vload([0], "int32x16"), low, activations_x4(A, 16, "int8x64"),
                                         dtype="int32x16")
         return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), first, high,
                                        activations_x4(A, 16, "int8x64", start=4), dtype="int32x16")
 
-    return impl_of(16, 8, 4, update)
+    return impl5_of(16, lambda A, B, H, C: update(A, B, C, H)) if fifth else impl_of(16, 8, 4, update)
 
 
 def _vrmpy(bits: int):
@@ -238,7 +246,10 @@ def activation_offset(kind: str) -> int:
 
 # kind -> (channels, k per tile, implementation) of 5-bit forms: offset-binary nibble halves plus a
 # byte of fifth bits per channel and k tile (GGUF's Q5 types on int8 activations)
-_HALVES5 = {"sdot_unsigned": (4, 8, sdot_halves5)}
+_HALVES5 = {"sdot_unsigned": (4, 8, sdot_halves5),
+            "avx2_maddubs": (8, 8, lambda: _unsigned_maddubs(8, 256, fifth=True)),
+            "avx512_maddubs": (16, 8, lambda: _unsigned_maddubs(16, 512, fifth=True)),
+            "avx512_vnni_unsigned": (16, 8, lambda: _unsigned_vnni(fifth=True))}
 
 
 def has_5bit_form(kind: str) -> bool:

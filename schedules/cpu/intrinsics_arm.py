@@ -3,7 +3,7 @@ SDOT on ARMv8.2+ (int8, int4 in halves, offset-binary int4 and 5-bit values), SM
 
 from __future__ import annotations
 
-from schedules.cpu.intrinsic_parts import activations_x4, impl_of, int8_weights
+from schedules.cpu.intrinsic_parts import activations_x4, fifth_bits, impl5_of, impl_of, int8_weights
 
 
 def sdot_form(bits: int):
@@ -52,48 +52,29 @@ def sdot_halves(unsigned: bool):
 
 
 def sdot_halves5():
-    """sdot_halves' unsigned form with each value's fifth bit: the channel's high byte spread over
-    its 4 lanes (one TBL), tested against each lane's bit (CMTST), 16 where set, ORed into the
-    nibbles: about 7 more instructions per 2 SDOT."""
+    """sdot_halves' unsigned form with each value's fifth bit (intrinsic_parts.fifth_bits: TBL,
+    CMTST, AND, ORR into the nibbles): about 7 more instructions per 2 SDOT."""
     from tvm.script import tirx as T
 
     def sdot(acc, a, b):
         return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), acc, a, b,
                                        dtype="int32x4")
 
-    def fifth(spread, first_bit: int):  # 16 in lane (c, i) where bit first_bit + i of channel c's byte is set
-        masks = T.Shuffle([T.Broadcast(T.uint8(1 << first_bit), 4), T.Broadcast(T.uint8(2 << first_bit), 4),
-                           T.Broadcast(T.uint8(4 << first_bit), 4), T.Broadcast(T.uint8(8 << first_bit), 4)],
-                          [lane % 4 * 4 for lane in range(16)])
-        return T.Select(T.bitwise_and(spread, masks) != T.Broadcast(T.uint8(0), 16),
-                        T.Broadcast(T.uint8(16), 16), T.Broadcast(T.uint8(0), 16))
-
     def update(A, B, H, C):
         packed = T.reinterpret(B.vload([0, 0], "int8x16"), dtype="uint8x16")
-        high_bytes = T.reinterpret(H.vload([0], "int8x4"), dtype="uint8x4")
-        spread = T.Shuffle([high_bytes] * 4, [lane // 4 for lane in range(16)])  # a Shuffle may not widen its input
-        low = T.bitwise_or(T.bitwise_and(packed, T.Broadcast(T.uint8(15), 16)), fifth(spread, 0))
-        high = T.bitwise_or(T.shift_right(packed, T.Broadcast(T.uint8(4), 16)), fifth(spread, 4))
+        fifth_low, fifth_high = fifth_bits(H, 4)
+        low = T.bitwise_or(T.reinterpret(T.bitwise_and(packed, T.Broadcast(T.uint8(15), 16)), dtype="int8x16"),
+                           fifth_low)
+        high = T.bitwise_or(T.reinterpret(T.shift_right(packed, T.Broadcast(T.uint8(4), 16)), dtype="int8x16"),
+                            fifth_high)
         words = T.reinterpret(A.vload([0], "int8x8"), dtype="int32x2")
 
         def lane(index):
             return T.reinterpret(T.Shuffle([words, words], [index] * 4), dtype="int8x16")
 
-        acc = sdot(C.vload([0], "int32x4"), T.reinterpret(low, dtype="int8x16"), lane(0))
-        return sdot(acc, T.reinterpret(high, dtype="int8x16"), lane(1))
+        return sdot(sdot(C.vload([0], "int32x4"), low, lane(0)), high, lane(1))
 
-    @T.prim_func(s_tir=True)
-    def impl(a: T.handle, b: T.handle, h: T.handle, c: T.handle):
-        A = T.match_buffer(a, (8,), "int8", offset_factor=1)
-        B = T.match_buffer(b, (4, 4), "int8", offset_factor=1)
-        H = T.match_buffer(h, (4,), "int8", offset_factor=1)
-        C = T.match_buffer(c, (4,), "int32", offset_factor=1)
-        with T.sblock("root"):
-            T.reads(C[0:4], A[0:8], B[0:4, 0:4], H[0:4])
-            T.writes(C[0:4])
-            C[T.ramp(T.int32(0), 1, 4)] = update(A, B, H, C)
-
-    return impl
+    return impl5_of(4, update)
 
 
 def neon_form(bits: int):

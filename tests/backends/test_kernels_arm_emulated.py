@@ -65,7 +65,8 @@ def test_sdot_gemm_too_narrow_to_interleave_keeps_four_column_tiles(build_librar
             assert_matches(kernel, {"M": m}, seed=m)
 
 
-FIVE_BIT_SPECS = [  # GGUF's 5-bit types on int8 activations: SDOT with the fifth bits ORed in (ARM only)
+FIVE_BIT_SPECS = [  # GGUF's 5-bit types on int8 activations: SDOT with the fifth bits ORed in (not in the
+    # shared coverage list: Hexagon, Vulkan and ARMv8.0 have no 5-bit form)
     make_spec("qgemm_gguf", n=64, k=128, type="Q5_0", act="q8_0", q8_recip="1/d"),
     make_spec("qgemm_gguf", n=32, k=96, type="Q5_1", act="q8_1", q8_recip="1/d", residual=True),
     make_spec("qgemm_gguf", n=48, k=256, type="Q5_K", act="q8_1", q8_recip="1/d", norm=1e-5, bias=True),
@@ -76,8 +77,9 @@ FIVE_BIT_SPECS = [  # GGUF's 5-bit types on int8 activations: SDOT with the fift
 
 @pytest.mark.parametrize("target", ["arm", "arm-i8mm"])
 def test_5_bit_weights_on_sdot_match_numpy(build_library, target):
-    """The int8 forms of Q5_0 / Q5_1 / Q5_K exist where the dot product has a 5-bit form (SDOT;
-    elsewhere these types take float activations: tests/llm/test_gguf.py)."""
+    """The int8 forms of Q5_0 / Q5_1 / Q5_K exist where the dot product has a 5-bit form (SDOT here,
+    x86's byte products in tests/ops/test_kernels_x86.py; elsewhere these types take float
+    activations: tests/llm/test_gguf.py)."""
     require_emulator("aarch64")
     with runtime.load(build_library(target, FIVE_BIT_SPECS)) as library:
         for spec in FIVE_BIT_SPECS:

@@ -108,8 +108,8 @@ def test_sampler():
 
 
 def test_5_bit_types_take_int8_activations_only_where_the_dot_product_has_a_5_bit_form(tmp_path):
-    """A Q4_K_M-like plan on the q8 path: Q4_K on every target's int4 dot product, Q5_0 on SDOT
-    only; Q6_K stays on float activations (and the plan says so)."""
+    """The q8 path: Q4_K on every target's int4 dot product, Q5_0 where the dot product has a 5-bit
+    form (ARM SDOT, x86 byte products; not ARMv8.0's SMULL, Hexagon or Vulkan); Q6_K on float."""
     from compiler import build
     import targets
     from compiler import backends
@@ -117,12 +117,14 @@ def test_5_bit_types_take_int8_activations_only_where_the_dot_product_has_a_5_bi
 
     assert model_kernels.weight_form("Q5_0", "q8", "aarch64", "sdot") == \
         ("gguf", {"type": "Q5_0", "act": "q8_0", "q8_recip": "1/d"})
-    assert model_kernels.weight_form("Q5_0", "q8", "x86_64", "avx2_madd") == ("gguf", {"type": "Q5_0"})
+    assert model_kernels.weight_form("Q5_0", "q8", "x86_64", "avx512_vnni")[1]["act"] == "q8_0"
+    assert model_kernels.weight_form("Q5_0", "q8", "aarch64", "neon") == ("gguf", {"type": "Q5_0"})
+    assert model_kernels.weight_form("Q5_1", "q8", "hexagon", "hvx_vrmpy") == ("gguf", {"type": "Q5_1"})
     assert model_kernels.weight_form("Q4_K", "q8", "x86_64", "avx2_madd")[1]["act"] == "q8_1"
     assert model_kernels.weight_form("Q6_K", "q8", "aarch64", "sdot") == ("gguf", {"type": "Q6_K"})
     assert model_kernels.has_int8_form("Q5_1", "sdot") and not model_kernels.has_int8_form("Q5_1", "neon")
     # built anyway for a target without the form: a clear error, not a wrong kernel
     spec = make_spec("qgemm_gguf", n=64, k=128, type="Q5_0", act="q8_0")
-    target = targets.get("x86")
-    with pytest.raises(ValueError, match="5-bit weights on int8 activations need .*avx2_maddubs.* use float32 activations"):
+    target = targets.get("arm-a53")
+    with pytest.raises(ValueError, match="5-bit weights on int8 activations need .*neon has none: use float32 activations"):
         build.build([spec], target, tmp_path, toolchain=backends.toolchain_for(target), progress=lambda _: None)

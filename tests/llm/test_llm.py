@@ -339,9 +339,10 @@ def test_llama_cpp_k_quant_files_run_exactly(ftype, smollm, tokenizer, tmp_path)
     if ftype != "Q6_K":  # the last layer's V is Q8_0 beside Q5_x Q and K: a GEMM of its own
         assert "v" not in plan.layers[0] and plan.layers[1]["v"].op == "qgemm_w8a16"
     _matches_references(model, tokenizer, tmp_path)
-    if ftype == "Q4_K_M":  # the q8 path: Q4_K on int8 activations (Q8_1 blocks), Q5_0 / Q6_K on float
-        q8 = model_kernels.kernel_plan(model, "q8")
-        assert q8.layers[0]["down"].opt("act") == "q8_1" and q8.float_only_types == ("Q5_0", "Q6_K")
+    if ftype == "Q4_K_M":  # the q8 path: Q4_K and Q5_0 on int8 activations (VPMADDUBSW), Q6_K on float
+        q8 = model_kernels.kernel_plan(model, "q8", int8_dot=targets.get("x86").int8_dot)
+        assert q8.layers[0]["down"].opt("act") == "q8_1" and q8.layers[0]["gate_up"].opt("act") == "q8_0"
+        assert q8.float_only_types == ("Q6_K",)
         _matches_references(model, tokenizer, tmp_path, "q8")
 
 
