@@ -44,7 +44,7 @@ def dequantize(kind: str, weights: dict[str, np.ndarray]) -> np.ndarray:
     q = weights["w"]
     n, k = q.shape
 
-    def per_value(a, size):  # [N, K/size] -> [N, K/size, size]: one entry per value, for broadcasting
+    def per_value(a):  # [N, K/sub] -> [N, K/sub, 1]: one entry per sub-block, broadcast over its values
         return a.astype(np.float32)[..., None]
 
     if form.sub_scales:
@@ -54,14 +54,14 @@ def dequantize(kind: str, weights: dict[str, np.ndarray]) -> np.ndarray:
         scale = weights["w_d"].astype(np.float32)
     grouped = q.reshape(n, k // form.sub, form.sub)
     if form.offset:  # Q5_0, Q6_K: (q - offset) as an integer, then d * it
-        w = per_value(scale, form.sub) * (grouped.astype(np.int16) - form.offset).astype(np.float32)
+        w = per_value(scale) * (grouped.astype(np.int16) - form.offset).astype(np.float32)
     else:
-        w = per_value(scale, form.sub) * grouped.astype(np.float32)
+        w = per_value(scale) * grouped.astype(np.float32)
     if form.minimum == "sub":
         dmin = np.repeat(weights["w_dmin"].astype(np.float32), form.block // form.sub, axis=1)
-        w = w - per_value(dmin * weights["w_submin"].astype(np.float32), form.sub)
+        w = w - per_value(dmin * weights["w_submin"].astype(np.float32))
     elif form.minimum == "block":
-        w = w + per_value(weights["w_m"], form.sub)
+        w = w + per_value(weights["w_m"])
     return w.reshape(n, k)
 
 

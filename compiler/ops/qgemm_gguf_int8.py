@@ -16,6 +16,9 @@ from compiler.ops.qgemm_int import int_gemm_arguments, int_gemm_reference_of, in
 def int8_arguments(form: GGUFForm, n, k, bias, layout, out, act, norm, swiglu, residual) -> list[Arg]:
     """W4A8's arguments (unsigned nibbles; 5 bits: and their fifth bits) with the type's scale fields,
     group-major [K/size, N] as W4A8's block scales are on the q8 path."""
+    if not form.minimum and form.offset != 2 ** (form.bits - 1):  # W4A8's kernel subtracts half the range
+        raise ValueError(f"a GGUF form of {form.bits}-bit values offset by {form.offset} has no int8 form")
+
     def per(size: int, name: str, dtype: str, doc: str) -> Arg:
         return Arg(name, (k // size, n), dtype, "weight", (n, k // size), dtype,
                    ({"op": "transpose", "axes": [1, 0]},), doc=doc)
