@@ -28,6 +28,20 @@ class GGUFForm:
         return 8 // (self.bits - 4) if self.bits > 4 else 2
 
 
+def scale_fields(form: GGUFForm) -> list[tuple[str, int, str, str]]:
+    """The kernel arguments holding a type's scales beside its values: (name, values per entry,
+    dtype, doc), in argument order; each form of the kernel lays them out its own way."""
+    fields = [("w_d", form.block, "float16", "block scale d [N, K/block]")]
+    if form.sub_scales:
+        fields.append(("w_sub", form.sub, "int8", "sub-block scale s [N, K/sub] (w = d s q ...)"))
+    if form.minimum == "sub":
+        fields += [("w_dmin", form.block, "float16", "block minimum scale dmin [N, K/block]"),
+                   ("w_submin", form.sub, "int8", "sub-block minimum mn [N, K/sub] (w = ... - dmin mn)")]
+    elif form.minimum == "block":
+        fields.append(("w_m", form.block, "float16", "block minimum m [N, K/block] (w = d q + m)"))
+    return fields
+
+
 GGUF_FORMS = {
     "Q5_0": GGUFForm(bits=5, block=32, sub=32, offset=16, minimum=""),
     "Q5_1": GGUFForm(bits=5, block=32, sub=32, offset=0, minimum="block"),

@@ -24,8 +24,10 @@ import numpy as np
 
 from compiler.ops import fused_act, q8_act
 from compiler.ops.base import Arg, OpDef, Option, Placeholders, check_divisible, padded_rows
-from compiler.ops.gguf_forms import GGUF_FORMS, INT8_ACTIVATIONS, GGUFForm, dequantize, gguf_random_weights
+from compiler.ops.gguf_forms import GGUF_FORMS, INT8_ACTIVATIONS, GGUFForm, dequantize, gguf_random_weights, \
+    scale_fields
 from compiler.ops.qgemm_gguf_int8 import int8_arguments, int8_reference, int8_te
+from compiler.ops.qgemm_w4a16 import byte_pair_factors
 from compiler.specs import KernelSpec
 
 
@@ -113,14 +115,7 @@ def gguf_arguments(kind: str, n, k, bias, layout, out, act="float32", norm=0.0, 
         per_byte = form.high_values_per_byte
         args.append(Arg("w_high", (n // nt, k // per_byte, nt), "int8", "weight", (n, k), "uint8",
                         plane(per_byte, 4, form.bits - 4), source="w"))
-    args.append(per(form.block, "w_d", "float16", "block scale d [N, K/block]"))
-    if form.sub_scales:
-        args.append(per(form.sub, "w_sub", "int8", "sub-block scale s [N, K/sub] (w = d s ...)"))
-    if form.minimum == "sub":
-        args += [per(form.block, "w_dmin", "float16", "block minimum scale dmin [N, K/block]"),
-                 per(form.sub, "w_submin", "int8", "sub-block minimum mn [N, K/sub] (w = ... - dmin mn)")]
-    elif form.minimum == "block":
-        args.append(per(form.block, "w_m", "float16", "block minimum m [N, K/block] (w = d q + m)"))
+    args += [per(size, name, dtype, doc) for name, size, dtype, doc in scale_fields(form)]
     args += fused_weights
     if bias:
         args.append(Arg("bias", (n,), "float32", "weight"))
@@ -216,16 +211,11 @@ def _acc_merged(w, high, xf, form: GGUFForm, rows, ngroups, n, nt):
 def _acc_byte_trick(w, xf, sub, k, rows, ngroups, n, nt):
     """acc[m, g, n] for 4-bit values. Per byte of the nibble plane, b = u_k + 16 u_k+1 (k even):
     x_k u_k + x_k+1 u_k+1 = u_k (x_k - x_k+1 / 16) + b (x_k+1 / 16), so the byte is masked once and
-    never shifted (W4A16's trick, here with both nibbles unsigned), against activation factors
-    computed once per call (xpair). (For 5- and 6-bit values the high bits cost more as FMAs of
-    their own than merged: _acc_merged.)"""
+    never shifted (W4A16's trick and its activation factors, here with both nibbles unsigned). (For
+    5- and 6-bit values the high bits cost more as FMAs of their own than merged: _acc_merged.)"""
     from tvm import te, tirx
 
-    def pair(i, p, h):
-        lo, hi = xf(i, 2 * p), xf(i, 2 * p + 1)
-        return tirx.Select(h == 0, lo - hi * 0.0625, hi * 0.0625)
-
-    xpair = te.compute((rows, k // 2, 2), pair, name="xpair")
+    xpair = byte_pair_factors(xf, rows, k // 2, 2)
 
     def factor(j, p, h):  # what multiplies xpair[., p, h]: u_k, the byte
         byte = w[j // nt, p, j % nt].astype("int32") & 255

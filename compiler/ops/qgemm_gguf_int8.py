@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.ops.base import Arg, Placeholders
-from compiler.ops.gguf_forms import GGUFForm
+from compiler.ops.gguf_forms import GGUFForm, scale_fields
 from compiler.ops.qgemm_int import int_gemm_arguments, int_gemm_reference_of, int_gemm_te
 
 
@@ -23,14 +23,7 @@ def int8_arguments(form: GGUFForm, n, k, bias, layout, out, act, norm, swiglu, r
         return Arg(name, (k // size, n), dtype, "weight", (n, k // size), dtype,
                    ({"op": "transpose", "axes": [1, 0]},), doc=doc)
 
-    scales = [per(form.block, "w_d", "float16", "block scale d [N, K/block]")]
-    if form.sub_scales:
-        scales.append(per(form.sub, "w_sub", "int8", "sub-block scale s [N, K/sub] (w = d s q ...)"))
-    if form.minimum == "sub":
-        scales += [per(form.block, "w_dmin", "float16", "block minimum scale dmin [N, K/block]"),
-                   per(form.sub, "w_submin", "int8", "sub-block minimum mn [N, K/sub] (w = ... - dmin mn)")]
-    elif form.minimum == "block":
-        scales.append(per(form.block, "w_m", "float16", "block minimum m [N, K/block] (w = d q + m)"))
+    scales = [per(size, name, dtype, doc) for name, size, dtype, doc in scale_fields(form)]
     return int_gemm_arguments(n, k, form.bits, form.sub, bias, layout, out, group_scales=True, act=act,
                               minimum=bool(form.minimum), norm=norm, swiglu=swiglu, residual=residual, unsigned=True,
                               block_scales=scales)

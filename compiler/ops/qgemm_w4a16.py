@@ -164,18 +164,27 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False
     return te.compute((m, n), output, name=name)
 
 
+def byte_pair_factors(xf, rows, pairs: int, terms: int):
+    """xpair[m, p, h]: the activation factors of weight byte p (k = 2p, 2p + 1), computed once per
+    call: x_k - x_k+1 / 16 (times the low nibble), x_k+1 / 16 (times the byte) and, with terms=3,
+    x_k + x_k+1 (times a zero point). Shared with GGUF's Q4_K (ops/qgemm_gguf.py)."""
+    from tvm import te, tirx
+
+    def pair(i, p, h):
+        lo, hi = xf(i, 2 * p), xf(i, 2 * p + 1)
+        return tirx.Select(h == 0, lo - hi * 0.0625, tirx.Select(h == 1, hi * 0.0625, lo + hi))
+
+    return te.compute((rows, pairs, terms), pair, name="xpair")
+
+
 def _acc_fp32(xf, w, wz, rows, n, ngroups, pairs, nt):
     """acc[m, g, n], the group sums of x * (w - zero) + 8 x_even (xf(row, k): x as float32), with the
     byte trick of the module doc: per byte, two or three FMAs against activation factors computed
     once per call (xpair)."""
     from tvm import te, tirx
 
-    def pair(i, p, h):  # the activation factors of one weight byte (see the module doc); lo + hi for zeros
-        lo, hi = xf(i, 2 * p), xf(i, 2 * p + 1)
-        return tirx.Select(h == 0, lo - hi * 0.0625, tirx.Select(h == 1, hi * 0.0625, lo + hi))
-
     terms = 3 if wz is not None else 2
-    xpair = te.compute((rows, ngroups * pairs, terms), pair, name="xpair")
+    xpair = byte_pair_factors(xf, rows, ngroups * pairs, terms)
 
     def factor(g, j, p, h):  # what multiplies xpair[., p, h]: the low nibble u, the signed byte b, -zero
         byte = w[j // nt, p, j % nt].astype("int32")
