@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -83,31 +82,16 @@ def cmd_tune(args) -> int:
     if args.device:  # a name that is no plain folder name fails now, not after the preparation
         tuning_db.device_dir(Path(args.tuning_logs), args.target, args.device)
     import targets
-    from compiler import backends
-    from compiler.tuning import rpc, search
+    from compiler.tuning import search
 
     target = targets.get(args.target)
-    tracker = None
-    if args.rpc_tracker or args.rpc_key:
-        tracker = rpc.Tracker.parse(args.rpc_tracker or "", args.rpc_key or "")
-        tracker.devices()  # fail now, clearly, if the tracker or the key's devices are missing
-        device = args.device or re.sub(r"[^A-Za-z0-9._-]+", "-", args.rpc_key)
-    elif args.replay:  # nothing is measured: the recording's device named the records
-        from compiler.tuning.replay import Recording
-
-        device = args.device or f"replay-{Recording.load(Path(args.replay)).device or 'unknown'}"
-    else:
-        refusal = backends.get(target).local_tuning_refusal(target)
-        if refusal:
-            raise ValueError(f"tuning {target.name} needs a device of that target ({refusal}): register one "
-                             "with a TVM RPC tracker and pass --rpc-tracker HOST:PORT --rpc-key KEY")
-        device = args.device or tuning_db.host_device(target)
+    tracker, device, core = selection.tune_route(args, target)
     specs = selection.gguf_specs(Path(args.gguf), selection.split_list(args.ops), target) if args.gguf else selection.specs(args)
     run = search.tune(specs, target, device=device, logs_root=Path(args.tuning_logs), trials=trials,
                     minutes=minutes, tracker=tracker, rpc_timeout=args.rpc_timeout,
                     replay=Path(args.replay) if args.replay else None,
                     record=Path(args.record) if args.record else None,
-                    progress=lambda line: print(line, flush=True))
+                    core=core, progress=lambda line: print(line, flush=True))
     if args.plot:
         from compiler.benchmarks import plots
 
@@ -189,9 +173,9 @@ def _bench_modelled(args, target) -> int:
     if gguf is None and not args.config and args.model in model_files.GGUF_PACKAGES and not args.no_model_row:
         gguf = model_files.gguf_path(args.model)  # a preset with a published GGUF gets its model row
     specs = selection.gguf_specs(gguf, selection.split_list(args.ops), target) if args.gguf else selection.specs(args)
-    modelled.run(specs, target, toolchain=backends.toolchain_for(target), tuning_dir=selection.records_dir(args, target),
-                 cores=cores, quick=args.quick, json_path=Path(args.json) if args.json else None,
-                 plot_path=Path(args.plot) if args.plot else None, peer=not args.no_model_row, gguf=gguf,
+    tuning_dirs = {name: selection.records_dir(args, target, core=name) for name in cores}
+    modelled.run(specs, target, toolchain=backends.toolchain_for(target), tuning_dirs=tuning_dirs, cores=cores,
+                 quick=args.quick, json_path=Path(args.json) if args.json else None, plot_path=Path(args.plot) if args.plot else None, peer=not args.no_model_row, gguf=gguf,
                  progress=lambda line: print(line, flush=True))
     return 0
 
@@ -260,6 +244,12 @@ def _selection_args(p) -> None:
                    help="the attention kernels' KV cache: float32 rows (default) or int8 rows with a scale each")
 
 
+def _core_arg(p) -> None:
+    p.add_argument("--core", help="ARM targets: the core (see targets/cores.toml) whose tuning records to use, measured "
+                                  "ones before modelled ones (default: the target's default_core when this machine "
+                                  "cannot run it)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m compiler", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -271,6 +261,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--ndk", help="Android NDK root: link with its clang for the target")
     b.add_argument("--android-api", type=int, default=28, help="Android API level with --ndk (default 28)")
     b.add_argument("--no-tuning", action="store_true", help="ignore tuning records: default schedules only")
+    _core_arg(b)
     b.set_defaults(func=cmd_build)
 
     rn = sub.add_parser("run", help="generate text with a GGUF llama model on our kernels (prints tokens/s)")
@@ -303,6 +294,7 @@ def parser() -> argparse.ArgumentParser:
     rn.add_argument("--no-tuning", action="store_true", help="default schedules even where records exist")
     rn.add_argument("--tuning-logs", default=str(tuning_db.default_logs_root()))
     rn.add_argument("--device", help="device name of the tuning database (default: this machine's CPU)")
+    _core_arg(rn)
     rn.set_defaults(func=cmd_run)
 
     t = sub.add_parser("tune", help="autotune a model's kernels on this machine (MetaSchedule + XGBoost)")
@@ -314,6 +306,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--rpc-timeout", type=int, default=60, help="seconds per measurement on a device (default 60)")
     t.add_argument("--plot", help="write the tuning curves (best so far vs trials) to this PNG")
     t.add_argument("--gguf", help="tune the kernels `run` builds for this GGUF instead of a preset's")
+    t.add_argument("--core", help="ARM targets: MODEL each candidate on this core (targets/cores.toml: qemu block counts x "
+                                  "llvm-mca) into tuning_logs/<target>/model-<core>/ (default when this machine cannot "
+                                  "run the target: its default_core); with --rpc-key: the device is such a core, its "
+                                  "measured records go to tuning_logs/<target>/<core>/")
     measured = t.add_mutually_exclusive_group()
     measured.add_argument("--record", help="also write every measured time to this JSON file (for --replay)")
     measured.add_argument("--replay", help="measure nothing: answer from a --record file of an earlier search "
@@ -324,6 +320,7 @@ def parser() -> argparse.ArgumentParser:
     _selection_args(kn)
     kn.add_argument("--gguf", help="the kernels `run` builds for this GGUF instead of a preset's")
     kn.add_argument("--no-tuning", action="store_true", help="defaults only")
+    _core_arg(kn)
     kn.set_defaults(func=cmd_knobs)
 
     tc = sub.add_parser("tune-compare", help="default vs our tuned space vs MetaSchedule's generic space, same budgets")

@@ -5,6 +5,7 @@ before anything slow starts."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -22,18 +23,73 @@ def model(args):
     return models.from_config(args.config) if args.config else models.preset(args.model)
 
 
-def records_dir(args, target) -> Path | None:
-    """The tuning database a build reads (None with --no-tuning): --device, else the device this
-    machine runs the target's kernels on, which EKC_VULKAN_DEVICE changes for Vulkan targets."""
+def records_dir(args, target, core: str | None = None) -> Path | None:
+    """The tuning database a build reads (None with --no-tuning): --device; else for an ARM core
+    (`core`, --core, or a cross target's default core) its measured records, or else its modelled
+    ones (tuning.database.core_device); else the device this machine runs the target's kernels on,
+    which EKC_VULKAN_DEVICE changes for Vulkan targets."""
     if args.no_tuning:
         return None
     from compiler import backends
 
-    device = args.device or tuning_db.host_device(target)
+    root = Path(args.tuning_logs)
+    if args.device:
+        return tuning_db.device_dir(root, target.name, args.device)
+    core = core or arm_core(args, target)
+    if core is None and target.default_core and backends.get(target).local_tuning_refusal(target):
+        core = target.default_core  # a cross build: records for the core it is meant for, never this CPU's
+    if core is not None:
+        device = tuning_db.core_device(root, target.name, core)
+        print(f"tuning records of {core}: {device}", file=sys.stderr)
+        return tuning_db.device_dir(root, target.name, device)
+    device = tuning_db.host_device(target)
     chooser = backends.get(target).device_variable
-    if not args.device and chooser and os.environ.get(chooser):
+    if chooser and os.environ.get(chooser):
         print(f"tuning records of device {device} (chosen by {chooser}={os.environ[chooser]})", file=sys.stderr)
-    return tuning_db.device_dir(Path(args.tuning_logs), target.name, device)
+    return tuning_db.device_dir(root, target.name, device)
+
+
+def tune_route(args, target):
+    """(tracker, device, core) of `tune`: where candidates are measured (a compiler.tuning.rpc.Tracker,
+    or None: here, or by the cycle model of `core`, a targets.Core) and the database they go to."""
+    import targets
+    from compiler import backends
+    from compiler.tuning import rpc
+
+    core = arm_core(args, target)
+    if args.rpc_tracker or args.rpc_key:
+        tracker = rpc.Tracker.parse(args.rpc_tracker or "", args.rpc_key or "")
+        tracker.devices()  # fail now, clearly, if the tracker or the key's devices are missing
+        # a device said to be a core files its measured records under the core's name, which builds
+        # for that core then prefer to the modelled ones
+        return tracker, args.device or core or re.sub(r"[^A-Za-z0-9._-]+", "-", args.rpc_key), None
+    if args.replay:  # nothing is measured: the recording's device named the records
+        from compiler.tuning.replay import Recording
+
+        if core:
+            raise ValueError("--replay measures nothing: it takes no --core")
+        return None, args.device or f"replay-{Recording.load(Path(args.replay)).device or 'unknown'}", None
+    refusal = backends.get(target).local_tuning_refusal(target)
+    core = core or (target.default_core if refusal else None)
+    if core is not None:
+        return None, args.device or tuning_db.modelled_device(core), targets.core(core)
+    if refusal:
+        raise ValueError(f"tuning {target.name} needs a device of that target ({refusal}): register one "
+                         "with a TVM RPC tracker and pass --rpc-tracker HOST:PORT --rpc-key KEY")
+    return None, args.device or tuning_db.host_device(target), None
+
+
+def arm_core(args, target) -> str | None:
+    """--core (one ARM core of targets/cores.toml), checked against the target; None when absent."""
+    name = getattr(args, "core", None)
+    if name is None:
+        return None
+    import targets
+
+    targets.core(name)  # an unknown core names the known ones
+    if target.isa != "aarch64":
+        raise ValueError(f"--core names an ARM core; {target.name} is {target.isa}")
+    return name
 
 
 def specs(args):

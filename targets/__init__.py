@@ -61,6 +61,9 @@ class Target:
     # CPU attention: dot products of several keys reduced together, keys in SIMD lanes (see
     # ops/attention_cpu.py), where that was shown faster on the target; else a horizontal sum per key
     attention_keys_in_lanes: bool = False
+    # the core (targets/cores.toml) a cross build's tuning records are for when none is named: its
+    # measured records (tune over RPC with --core) or else its modelled ones (tune --core)
+    default_core: str | None = None
     compile_only: str | None = None  # why builds for this target cannot run on this kind of machine
     # how `run` multiplies a GGUF model by default: "f32" activations or llama.cpp's "q8" blocks,
     # whichever is faster on this target (measured, or on ARM by the cycle model)
@@ -121,9 +124,12 @@ def _load(path: Path) -> Target:
                 l2_kib=int(raw["l2_kib"]),
                 cpu_features=tuple(raw.get("cpu_features", ())),
                 attention_keys_in_lanes=bool(raw.get("attention_keys_in_lanes", False)),
+                default_core=raw.get("default_core"),
             )
     except KeyError as missing:
         raise ValueError(f"target file {path} lacks the field {missing}") from None
+    if target.default_core is not None and target.default_core not in cores():
+        raise ValueError(f"target file {path}: default_core {target.default_core!r} is not in {_CORES.name}")
     if target.int8_dot not in INT8_DOT_KINDS:
         raise ValueError(f"target file {path}: int8_dot must be one of {', '.join(INT8_DOT_KINDS)}")
     return target

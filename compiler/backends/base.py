@@ -53,6 +53,11 @@ class Backend(ABC):
         """Why this machine cannot time the target's candidates itself (None: it can)."""
         return None
 
+    def model_runner(self, target, core, progress: Callable[[str], None]):
+        """A MetaSchedule runner that costs candidates by a model of `core` (targets.Core) instead
+        of timing them, for a core no device of which is at hand."""
+        raise ValueError(f"there is no cycle model for {target.name}'s kernels (it models aarch64 builds)")
+
     def host_device(self, target) -> str:
         """A stable name for the device this machine runs the target's kernels on: the CPU's model
         and core count ("amd-epyc-2c")."""

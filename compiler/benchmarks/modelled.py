@@ -15,33 +15,39 @@ from pathlib import Path
 import targets
 from compiler import build, runtime
 from compiler.backends.native.cycle_model import instruction_text, model_kernel_on
+from compiler.benchmarks import modelled_model
+from compiler.benchmarks.modelled_model import cores_by_records
 from compiler.verify import length_dim, symbolic_dims
 
 # Runtime lengths per symbolic dim: decode (one token, a 2K cache) and a 128-token prefill.
 LENGTHS = {"M": (1, 128), "S": (128,), "L": (2048,)}
 
 
-def run(specs, target, *, toolchain, tuning_dir: Path | None, cores: list[str], quick: bool,
+def run(specs, target, *, toolchain, tuning_dirs: dict[str, Path | None], cores: list[str], quick: bool,
         json_path: Path | None, plot_path: Path | None = None, peer: bool = True, gguf: Path | None = None,
         progress: Callable[[str], None] = print) -> dict:
-    """Model every variant of `specs` on `cores`; with `peer`, also llama.cpp's GEMV (ggml,
-    cross-built here) at the shape of each of our one-token GEMMs; with `gguf`, the model row
-    (modelled_model.py: the whole model's prefill and decode, ours and llama.cpp's)."""
+    """Model every variant of `specs` on `cores`, each core's build with its own tuning records
+    (`tuning_dirs` by core name); with `peer`, also llama.cpp's GEMV (ggml, cross-built here) at the
+    shape of each of our one-token GEMMs; with `gguf`, the model row (modelled_model.py: the whole
+    model's prefill and decode, ours and llama.cpp's)."""
     chosen = [targets.core(name) for name in cores]
     rows, peer_rows = [], []
     by_name = {s.name: s for s in specs}
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp) / "build"
-        build.build(specs, target, directory, toolchain=toolchain, tuning_dir=tuning_dir, progress=lambda _: None)
-        manifest = runtime.read_manifest(directory)
-        for name, entry in manifest["kernels"].items():
-            dims = symbolic_dims(entry)
-            lengths = LENGTHS[length_dim(entry)] if dims else (None,)
-            for length in lengths[:1] if quick else lengths:
-                sizes = {d: length for d in dims}
-                progress(f"  modelling {name} {sizes} on {', '.join(c.name for c in chosen)}")
-                rows += [{**asdict(m), "peer": _peer_shape(by_name.get(name))}
-                         for m in model_kernel_on(directory, manifest, name, sizes, chosen)]
+    for tuning_dir, group in cores_by_records(chosen, tuning_dirs).items():
+        with tempfile.TemporaryDirectory() as tmp:
+            directory = Path(tmp) / "build"
+            progress(f"building for {', '.join(c.name for c in group)} with "
+                     f"{tuning_dir or 'default schedules (no tuning records)'}")
+            build.build(specs, target, directory, toolchain=toolchain, tuning_dir=tuning_dir, progress=lambda _: None)
+            manifest = runtime.read_manifest(directory)
+            for name, entry in manifest["kernels"].items():
+                dims = symbolic_dims(entry)
+                lengths = LENGTHS[length_dim(entry)] if dims else (None,)
+                for length in lengths[:1] if quick else lengths:
+                    sizes = {d: length for d in dims}
+                    progress(f"  modelling {name} {sizes} on {', '.join(c.name for c in group)}")
+                    rows += [{**asdict(m), "peer": _peer_shape(by_name.get(name))}
+                             for m in model_kernel_on(directory, manifest, name, sizes, group)]
     if peer:
         peer_rows = _peer_rows(specs, target, chosen, progress)
     result = {"kind": "modelled", "target": target.name,
@@ -49,9 +55,7 @@ def run(specs, target, *, toolchain, tuning_dir: Path | None, cores: list[str], 
                         "L1 hit, no front end, not validated on silicon",
               "cores": {c.name: asdict(c) for c in chosen}, "rows": rows, "peer_rows": peer_rows}
     if gguf is not None:
-        from compiler.benchmarks import modelled_model
-
-        result["model_row"] = modelled_model.run(gguf, target, toolchain=toolchain, tuning_dir=tuning_dir, cores=chosen,
+        result["model_row"] = modelled_model.run(gguf, target, toolchain=toolchain, tuning_dirs=tuning_dirs, cores=chosen,
                                                  prompt_tokens=8 if quick else modelled_model.PROMPT_TOKENS,
                                                  peer=peer, progress=progress)
     print(format_table(result))

@@ -91,24 +91,33 @@ def model_steps(directory: Path, steps: dict[str, list], prompt_tokens: int, cor
     return rows
 
 
-def run(gguf: Path, target, *, toolchain, tuning_dir: Path | None, cores, prompt_tokens: int = PROMPT_TOKENS,
+def cores_by_records(cores, tuning_dirs: dict[str, Path | None]) -> dict[Path | None, list]:
+    """The cores grouped by the tuning database their build reads: one build per group."""
+    groups: dict[Path | None, list] = {}
+    for core in cores:
+        groups.setdefault(tuning_dirs.get(core.name), []).append(core)
+    return groups
+
+
+def run(gguf: Path, target, *, toolchain, tuning_dirs: dict[str, Path | None], cores, prompt_tokens: int = PROMPT_TOKENS,
         peer: bool = True, progress: Callable[[str], None] = print) -> dict:
-    """The model row: ours (both activation paths) and, with `peer`, llama.cpp's prefill and
-    decode, modelled on `cores`."""
+    """The model row: ours (both activation paths, each core's build with its tuning records,
+    `tuning_dirs` by core name) and, with `peer`, llama.cpp's prefill and decode, modelled on `cores`."""
     from compiler.llm.gguf import GGUFModel
     from compiler.llm.model_kernels import ACTIVATIONS
     from compiler.llm.run import model_library
 
     rows = []
     for activations in ACTIVATIONS:
-        with tempfile.TemporaryDirectory() as tmp:
-            directory = Path(tmp)
-            model_library(GGUFModel(gguf), target, directory, toolchain=toolchain, tuning_dir=tuning_dir,
-                          activations=activations, progress=lambda _: None)
-            progress(f"model row: {gguf.name}, our decoder's kernel calls ({activations} activations) for a "
-                     f"{prompt_tokens}-token prefill and a decode step")
-            steps = decoder_steps(gguf, directory, prompt_tokens, activations)
-            rows += model_steps(directory, steps, prompt_tokens, cores, progress, contestant=f"ours {activations}")
+        for tuning_dir, group in cores_by_records(cores, tuning_dirs).items():
+            with tempfile.TemporaryDirectory() as tmp:
+                directory = Path(tmp)
+                model_library(GGUFModel(gguf), target, directory, toolchain=toolchain, tuning_dir=tuning_dir,
+                              activations=activations, progress=lambda _: None)
+                progress(f"model row: {gguf.name}, our decoder's kernel calls ({activations} activations) for a "
+                         f"{prompt_tokens}-token prefill and a decode step")
+                steps = decoder_steps(gguf, directory, prompt_tokens, activations)
+                rows += model_steps(directory, steps, prompt_tokens, group, progress, contestant=f"ours {activations}")
     if peer:
         from compiler.benchmarks import llama_cpp_arm
 

@@ -49,6 +49,21 @@ def device_dir(root: Path, target_name: str, device: str) -> Path:
     return Path(root) / target_name / device
 
 
+MODELLED_PREFIX = "model-"  # a database of candidates costed by a core's cycle model, not timed
+
+
+def modelled_device(core: str) -> str:
+    """The database name of `core`'s modelled records (tune --core CORE): model-CORE."""
+    return MODELLED_PREFIX + core
+
+
+def core_device(root: Path, target_name: str, core: str) -> str:
+    """The database a build for `core` reads: records measured on such a core (tuned over RPC with
+    --core CORE, filed under the core's own name) take precedence over the modelled ones."""
+    measured = device_dir(root, target_name, core) / RECORDS
+    return core if measured.is_file() and measured.stat().st_size > 0 else modelled_device(core)
+
+
 # The databases whose lock this thread holds: flock on a second open of the lock file blocks even
 # within one process, and `tune` opens its database while it holds the lock.
 _held = threading.local()

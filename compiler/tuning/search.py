@@ -108,21 +108,27 @@ def search(tasks: list[Task], contexts: list, target, *, database, trials: int |
 
 def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trials: int | None,
          minutes: float | None = None, tracker=None, rpc_timeout: int = 60, replay: Path | None = None,
-         record: Path | None = None, progress: Callable[[str], None] = print) -> TuningRun:
+         record: Path | None = None, core=None, progress: Callable[[str], None] = print) -> TuningRun:
     """Tune every tunable variant of `specs` within `trials` measurements and/or `minutes` of wall
     time (at least one given): on this machine, on the devices under `tracker`'s key (a
-    compiler.tuning.rpc.Tracker), or with `replay`, against a recording of an earlier search
-    (compiler.tuning.replay); `record` writes one. Each task stops early once its search space is
-    exhausted."""
-    if replay is not None and (tracker is not None or record is not None):
-        raise ValueError("a replayed search measures nothing: it cannot use an RPC device or make a recording")
+    compiler.tuning.rpc.Tracker), by the backend's model of `core` (a targets.Core: the ARM cycle
+    model), or with `replay`, against a recording of an earlier search (compiler.tuning.replay);
+    `record` writes one. Each task stops early once its search space is exhausted."""
+    if replay is not None and (tracker is not None or record is not None or core is not None):
+        raise ValueError("a replayed search measures nothing: it cannot use an RPC device, a core model or make a "
+                         "recording")
+    if tracker is not None and core is not None:
+        raise ValueError("candidates are either measured over RPC or modelled on a core, not both")
     directory = device_dir(logs_root, target.name, device)
     where = (f"replaying {replay}" if replay else
-             f"over RPC ({tracker.key} at {tracker.address})" if tracker else "on this machine")
+             f"over RPC ({tracker.key} at {tracker.address})" if tracker else
+             f"by the cycle model of {core.name} (MODELLED)" if core else "on this machine")
     progress(f"tuning for {target.name} {where}, device {device}, into {directory}")
     if replay is not None:
         recording = replay_timings.Recording.load(replay)
         runner, compile_with = replay_timings.runner(recording), replay_timings.compile_knobs
+    elif core is not None:
+        runner, compile_with = backends.get(target).model_runner(target, core, progress), None
     else:
         runner, compile_with = backends.get(target).tuning_runner(target, tracker, rpc_timeout, progress), None
     tasks = make_tasks(specs, target, progress)

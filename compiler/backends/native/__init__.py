@@ -63,6 +63,11 @@ class NativeBackend(Backend):
             return "local"
         return tracker.runner(timeout_sec=rpc_timeout)
 
+    def model_runner(self, target, core, progress):
+        from compiler.backends.native.cycle_model.runner import model_runner
+
+        return model_runner(target, core, progress)
+
     def local_tuning_refusal(self, target) -> str | None:
         from compiler.runtime.host import native_ok
 

@@ -80,33 +80,59 @@ def count_call(directory: Path, manifest: dict, symbol: str, inputs: list, out_s
     their execution counts (one thread)."""
     target = manifest["target"]
     emulator = target.get("emulator")
-    if target["isa"] != "aarch64" or not emulator or shutil.which(emulator) is None:
+    if target["isa"] != "aarch64" or not emulator:
         raise ModelError(f"the cycle model runs aarch64 builds under qemu-aarch64; {target['name']} is {target['isa']}")
     library = (directory / manifest["library"]).resolve()
+    return count_calls([Call(library, symbol, inputs, out_specs)], emulator=emulator)[0]
+
+
+@dataclass(frozen=True)
+class Call:
+    library: Path  # an aarch64 shared library of TVM kernels
+    symbol: str  # the function called
+    inputs: list  # numpy arrays
+    out_specs: list  # (shape, dtype) of the outputs the driver allocates after the inputs
+
+
+def count_calls(calls: list[Call], *, emulator: str = "qemu-aarch64") -> list[list[Block]]:
+    """For each call, the blocks of its library it runs, with their execution counts (one thread):
+    all calls in one counted run of the emulator (its start-up, ~10 s, paid once). Each library is
+    loaded at its own addresses, so a block belongs to the one call whose library holds it; a
+    library must therefore appear in one call only."""
+    libraries = [call.library.resolve() for call in calls]
+    if len(set(libraries)) != len(libraries):
+        raise ValueError("count_calls counts one call per library: their blocks would be mixed")
+    if shutil.which(emulator) is None:
+        raise ModelError(f"the cycle model needs {emulator} (python -m compiler setup-emulator --isa aarch64)")
     python = emulated_python("aarch64")
     if not python.is_file():
         raise ModelError(f"no aarch64 userland at {sysroot_dir('aarch64')}: python -m compiler setup-emulator --isa aarch64")
     with tempfile.TemporaryDirectory() as tmp:
         request, result, counts = Path(tmp) / "request.pkl", Path(tmp) / "result.pkl", Path(tmp) / "counts.txt"
         with open(request, "wb") as f:
-            pickle.dump({"library": str(library), "symbol": symbol, "inputs": inputs, "out_specs": out_specs}, f)
+            pickle.dump([{"library": str(library), "symbol": call.symbol, "inputs": call.inputs,
+                          "out_specs": call.out_specs} for library, call in zip(libraries, calls)], f)
         env = {**emulated_environment("aarch64"), "TVM_NUM_THREADS": "1"}  # the model is of one core
         proc = subprocess.run([shutil.which(emulator), "-plugin", f"{plugin_path(emulator)},out={counts}",
                                str(python), str(PROBE), str(request), str(result)],
                               capture_output=True, text=True, env=env, timeout=3600)
         if proc.returncode != 0 or not counts.is_file():
-            raise ModelError(f"the counted run of {symbol} failed: {proc.stderr.strip()[-2000:]}")
+            symbols = ", ".join(call.symbol for call in calls)
+            raise ModelError(f"the counted run of {symbols} failed: {proc.stderr.strip()[-2000:]}")
         with open(result, "rb") as f:
-            entry_address = pickle.load(f)["entry_address"]
-        bias = entry_address - _symbol_address(library, f"__tvm_ffi_{symbol}")
+            entry_addresses = pickle.load(f)["entry_addresses"]
+        counted = [line.split() for line in counts.read_text().splitlines()]
+    per_call = []
+    for library, call, entry_address in zip(libraries, calls, entry_addresses):
+        bias = entry_address - _symbol_address(library, f"__tvm_ffi_{call.symbol}")
         text_start, text_end = _text_range(library)
         blocks = []
-        for line in counts.read_text().splitlines():
-            start, end, instructions, executions = line.split()
+        for start, end, instructions, executions in counted:
             start, end = int(start, 16) - bias, int(end, 16) - bias
             if text_start <= start < text_end:
                 blocks.append(Block(start, end, int(instructions), int(executions)))
-    return sorted(blocks, key=lambda b: b.start)
+        per_call.append(sorted(blocks, key=lambda b: b.start))
+    return per_call
 
 
 def binutils(*names: str) -> str:

@@ -1,0 +1,132 @@
+"""Tuning for a core we do not have: `tune --target arm --core C` costs each candidate by the ARM
+cycle model into tuning_logs/arm/model-C/, and builds for C read those records unless records
+measured on such a core (tuned over RPC with --core C) exist; a cross build never reads records of
+this machine's CPU."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import require_emulator
+
+import targets
+from compiler import backends, build, cli, selection
+from compiler.backends.native.cycle_model import mca
+from compiler.backends.native.cycle_model.runner import modelled_seconds
+from compiler.manifest import LIBRARY_NAME
+from compiler.specs import make_spec
+from compiler.tuning import database as tuning_db
+from compiler.tuning import search
+from compiler.tuning.tasks import make_tasks
+
+
+def _args(root: Path, **flags) -> argparse.Namespace:
+    return argparse.Namespace(no_tuning=False, tuning_logs=str(root), device=None, core=None, **flags)
+
+
+def _records(root: Path, target: str, device: str) -> Path:
+    directory = tuning_db.device_dir(root, target, device)
+    directory.mkdir(parents=True)
+    (directory / tuning_db.RECORDS).write_text('[0, [["trace"], [0.1], {"kind": "llvm"}, []]]\n')
+    return directory
+
+
+@pytest.mark.unit
+def test_a_cross_build_reads_its_cores_records_measured_before_modelled(tmp_path):
+    arm = targets.get("arm")
+    assert arm.default_core == "cortex-a76"
+    modelled_dir = tuning_db.device_dir(tmp_path, "arm", "model-cortex-a76")
+    assert selection.records_dir(_args(tmp_path), arm) == modelled_dir  # never this x86 CPU's folder
+    measured_dir = _records(tmp_path, "arm", "cortex-a76")
+    assert selection.records_dir(_args(tmp_path), arm) == measured_dir
+    assert selection.records_dir(_args(tmp_path), arm, core="cortex-a55") == \
+        tuning_db.device_dir(tmp_path, "arm", "model-cortex-a55")
+    args = _args(tmp_path)
+    args.core = "cortex-a55"
+    assert selection.records_dir(args, arm) == tuning_db.device_dir(tmp_path, "arm", "model-cortex-a55")
+    args.device = "my-board"  # a named database wins over any core
+    assert selection.records_dir(args, arm) == tuning_db.device_dir(tmp_path, "arm", "my-board")
+
+
+@pytest.mark.unit
+def test_a_target_this_machine_runs_reads_its_own_records(tmp_path):
+    x86 = targets.get("x86")
+    assert x86.default_core is None
+    assert selection.records_dir(_args(tmp_path), x86) == \
+        tuning_db.device_dir(tmp_path, "x86", tuning_db.host_device(x86))
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("argv, message", [
+    (["build", "--target", "x86", "--core", "cortex-a76"], "--core names an ARM core; x86 is x86_64"),
+    (["build", "--target", "arm", "--core", "cortex-z9"], "unknown core 'cortex-z9'"),
+    (["tune", "--target", "x86", "--core", "cortex-a76"], "--core names an ARM core; x86 is x86_64"),
+])
+def test_core_flags_are_checked(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.setattr(search, "tune", lambda *a, **k: pytest.fail("tune ran"))
+    monkeypatch.setattr(build, "build", lambda *a, **k: pytest.fail("build ran"))
+    assert cli.main([*argv, "--tuning-logs", str(tmp_path), "--out", str(tmp_path / "out")]
+                    if argv[0] == "build" else [*argv, "--tuning-logs", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {message}")
+
+
+def _needs_model():
+    require_emulator("aarch64")
+    try:
+        mca.check_version()
+    except mca.ModelError as err:
+        pytest.skip(f"CYCLE MODEL UNAVAILABLE, test not run: {err}")
+
+
+@pytest.mark.emulated
+def test_tune_by_the_cycle_model_then_build_for_that_core(tmp_path):
+    _needs_model()
+    target = targets.get("arm")
+    spec = make_spec("qgemm_w8a8", n=64, k=256)
+    lines = []
+    run = search.tune([spec], target, device=tuning_db.modelled_device("cortex-a55"), logs_root=tmp_path / "logs",
+                      trials=4, core=targets.core("cortex-a55"), progress=lines.append)
+    assert any("MODELLED" in line for line in lines)
+    assert run.directory == tmp_path / "logs" / "arm" / "model-cortex-a55"
+    assert all(task.trials and not task.failures and task.best_secs < float("inf") for task in run.tasks)
+    out = tmp_path / "lib"
+    build.build([spec], target, out, toolchain=backends.toolchain_for(target),
+                tuning_dir=selection.records_dir(_args(tmp_path / "logs"), target, core="cortex-a55"),
+                progress=lambda _: None)
+    variants = json.loads((out / "manifest.json").read_text())["kernels"][spec.name]["variants"]
+    assert all(v["tuning"] != "default" for v in variants)
+
+
+@pytest.mark.emulated
+def test_one_failing_candidate_costs_only_itself(tmp_path):
+    """A batch is counted in one emulator run; a candidate that cannot run (here: a library without
+    the candidate's entry point) is retried alone and reported, the others still get their time,
+    and counting is deterministic."""
+    _needs_model()
+    target = targets.get("arm")
+    spec = make_spec("qgemm_w8a8", n=64, k=256)
+    task = make_tasks([spec], target, lambda _: None)[0]
+    compile_one = backends.get(target).candidate_compiler(target, str(tmp_path))
+    from tvm import s_tir
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    import schedules
+    from compiler.backends.candidate_inputs import random_arguments
+
+    sch = s_tir.Schedule(task.mod)
+    schedules.schedule(sch, spec, target, task.bucket)
+    good = Path(compile_one(argparse.Namespace(mod=sch.mod, target=target.tvm_target())))
+    wrong = tmp_path / "wrong"
+    build.build([spec], target, wrong, toolchain=backends.toolchain_for(target), progress=lambda _: None)
+    arguments = random_arguments([info.as_json() for info in ArgInfo.from_prim_func(sch.mod["main"])])
+    twin = tmp_path / "twin.so"
+    shutil.copy(good, twin)
+    core = targets.core("cortex-a76")
+    first, failed, second = modelled_seconds([good, wrong / LIBRARY_NAME, twin], [arguments] * 3, core,
+                                             emulator=target.emulator)
+    assert isinstance(first, float) and first > 0 and first == second
+    assert isinstance(failed, str) and "failed" in failed
