@@ -1,9 +1,10 @@
 """specs + target -> one build folder: the backend's artifacts and manifest.json (the contract
 with the loader).
 
-Each spec has length variants (schedules.buckets); each variant's layout is computed once, its
-kernel built once, then scheduled by the best tuning record for it (replayed) or by the default
-schedule, and the target's backend compiles them all.
+Each spec has length variants (schedules.buckets); each variant's layout is the one its fastest
+tuning record was made with (of its layout choices), else the default; its kernel is built once,
+then scheduled by that record (replayed) or by the default schedule, and the target's backend
+compiles them all.
 """
 
 from __future__ import annotations
@@ -18,41 +19,51 @@ from compiler import backends, manifest, ops
 from compiler.specs import KernelSpec, variant_symbol
 
 
-def lower_kernel(spec: KernelSpec, target, bucket: dict | None = None, database=None, layout: dict | None = None):
-    """One length variant of a spec, with its layout (computed here when not given): (its scheduled
-    PrimFunc, the knob values it used, its tuning: the best record of `database` for it replayed,
-    else "default", its layout)."""
+def lower_kernel(spec: KernelSpec, target, bucket: dict | None = None, database=None, layout=None, *,
+                 record=None):
+    """One length variant of a spec: (its scheduled PrimFunc, the knob values it used, its tuning:
+    the replayed record's measured time, else "default", its layout). Without `layout`, the variant's
+    layout and record are the tuned choice of `database` (tuning.tasks.layout_record); with one, its
+    `record` or else the database's best for that layout."""
     import tvm
     from tvm import s_tir
 
     import schedules
-    from compiler.tuning.tasks import best_record
+    from compiler.tuning.tasks import best_record, layout_record, median_seconds
 
     bucket = bucket or {}
-    layout = layout if layout is not None else schedules.layout(spec, target, bucket)
+    if layout is None:
+        layout, record = layout_record(database, spec, target, bucket) if database is not None else \
+            (schedules.layout(spec, target, bucket), None)
     func = ops.get(spec.op).build(spec, layout)
-    record = best_record(database, spec, target, bucket, layout=layout, func=func) if database is not None else None
+    if record is None and database is not None:
+        record = best_record(database, spec, target, bucket, layout=layout, func=func)
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))  # traces name the function "main"
     if record is not None:
         record.trace.apply_to_schedule(sch, remove_postproc=True)
-        tuning = {"run_ms": round(float(np.median([float(t) for t in record.run_secs])) * 1e3, 6)}
+        tuning = {"run_ms": round(median_seconds(record) * 1e3, 6)}
     else:
-        sch = schedules.schedule(sch, spec, target, bucket)
+        sch = schedules.schedule(sch, spec, target, bucket, layout)
         tuning = "default"
     scheduled = sch.mod["main"].with_attr("global_symbol", variant_symbol(spec, bucket))
     return scheduled, schedules.knobs(sch), tuning, layout
 
 
-def variant_layouts(spec: KernelSpec, target) -> list[tuple[dict, dict]]:
-    """(bucket, layout) of each length variant of a spec, most specific first."""
+def variant_layouts(spec: KernelSpec, target, database=None) -> list[tuple[dict, object, object]]:
+    """(bucket, layout, tuning record or None) of each length variant of a spec, most specific
+    first: the layouts `database`'s records chose (tuning.tasks.layout_record), else the defaults."""
     import schedules
+    from compiler.tuning.tasks import layout_record, tagged_layouts
 
-    return [(bucket, schedules.layout(spec, target, bucket)) for bucket in schedules.buckets(spec, target)]
+    if database is None:
+        return [(bucket, schedules.layout(spec, target, bucket), None) for bucket in schedules.buckets(spec, target)]
+    tagged = tagged_layouts(database)
+    return [(bucket, *layout_record(database, spec, target, bucket, tagged)) for bucket in schedules.buckets(spec, target)]
 
 
 def manifest_entry(spec: KernelSpec, target) -> dict:
     """The manifest entry of a spec before its variants are scheduled: arguments and variants."""
-    return manifest.kernel_entry(spec, variant_layouts(spec, target))
+    return manifest.kernel_entry(spec, [(bucket, layout) for bucket, layout, _ in variant_layouts(spec, target)])
 
 
 def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain, model: dict | None = None,
@@ -60,6 +71,8 @@ def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain, model: d
     """Schedule (replaying the best tuning record from `tuning_dir` where there is one), compile and
     link every spec with the target's backend; write out_dir/manifest.json beside its artifacts.
     Returns the manifest path."""
+    import schedules
+
     if not specs:
         raise ValueError("nothing to build: the selection of ops left no kernels")
     backend = backends.get(target)
@@ -69,16 +82,21 @@ def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain, model: d
     funcs, kernels = {}, {}
     for index, spec in enumerate(specs, 1):
         progress(f"[{index}/{len(specs)}] scheduling {spec.name}")
-        layouts = variant_layouts(spec, target)
-        kernels[spec.name] = entry = manifest.kernel_entry(spec, layouts)
-        for variant, (bucket, layout) in zip(entry["variants"], layouts):
+        chosen = variant_layouts(spec, target, database)
+        kernels[spec.name] = entry = manifest.kernel_entry(spec, [(bucket, layout) for bucket, layout, _ in chosen])
+        for variant, (bucket, layout, record) in zip(entry["variants"], chosen):
             symbol = variant["symbol"]
-            funcs[symbol], variant["knobs"], variant["tuning"], _ = lower_kernel(spec, target, bucket, database, layout)
+            funcs[symbol], variant["knobs"], variant["tuning"], _ = lower_kernel(spec, target, bucket, database, layout,
+                                                                                 record=record)
             if variant["tuning"] == "default" and database is not None:
                 progress(f"      {symbol}: no tuning record, default schedule")
             elif variant["tuning"] != "default":
                 variant["tuning"]["database"] = str(tuning_dir)
-                progress(f"      {symbol}: tuned record ({variant['tuning']['run_ms']:.4f} ms at its tuning shape)")
+                tag = schedules.layout_tag(layout, schedules.layout(spec, target, bucket))
+                if tag:
+                    variant["tuning"]["layout"] = tag  # a structural choice of the tuner, not the default
+                progress(f"      {symbol}: tuned record ({variant['tuning']['run_ms']:.4f} ms at its tuning shape"
+                         f"{', layout ' + tag if tag else ''})")
     artifacts = backend.build(funcs, kernels, target, out_dir, toolchain, progress)
     path = manifest.write(out_dir, target=target, model=model, artifacts=artifacts,
                           tools=backend.describe_tools(target, toolchain), kernels=kernels)

@@ -7,9 +7,14 @@
     layout(spec, target, bucket) -> Layout   structural choices the op's tensor expression needs
                                              (weight tiles matching the dot-product instruction,
                                              accumulator row tiles, KV tiles, the bucket itself)
-    schedule(sch, spec, target, bucket)      schedule the kernel in place; every choice is drawn
+    layout_choices(spec, target, bucket)     the default layout, then the structural alternatives
+                                             the tuner searches as tasks of their own (the outer
+                                             space); each keeps the kernel's arguments, so the
+                                             packed weights do not depend on which one is chosen
+    schedule(sch, spec, target, bucket,      schedule the kernel (built with `layout`, default: the
+             layout=None)                    variant's default) in place; every choice is drawn
                                              with sch.sample_* so this one function is also the
-                                             tuning space
+                                             inner tuning space
 
 Families are imported lazily: a missing dependency of one family never breaks another.
 """
@@ -73,6 +78,20 @@ def layout(spec, target, bucket: dict | None = None):
     return _family(target).layout(spec, target, bucket or {})
 
 
-def schedule(sch, spec, target, bucket: dict | None = None):
-    """Schedule in place; a family that builds a new Schedule (gpu) returns it, else returns sch."""
-    return _family(target).schedule(sch, spec, target, bucket or {}) or sch
+def layout_choices(spec, target, bucket: dict | None = None) -> list:
+    """The variant's layouts for the tuner: its default first, then the alternatives."""
+    return _family(target).layout_choices(spec, target, bucket or {})
+
+
+def layout_tag(layout, default) -> str:
+    """What sets `layout` apart from the variant's `default` ("m_tile=8"); "" for the default. It
+    names the layout in tuning records and task names."""
+    ours, theirs = layout.to_json(), default.to_json()
+    return ",".join(f"{name}={ours[name]}" for name in ours if ours[name] != theirs.get(name))
+
+
+def schedule(sch, spec, target, bucket: dict | None = None, layout=None):
+    """Schedule in place a kernel built with `layout` (default: the variant's default layout); a
+    family that builds a new Schedule (gpu) returns it, else returns sch."""
+    bucket = bucket or {}
+    return _family(target).schedule(sch, spec, target, bucket, layout or _family(target).layout(spec, target, bucket)) or sch

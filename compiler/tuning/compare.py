@@ -105,7 +105,7 @@ def _default_module(task: Task, target):
     import schedules
 
     sch = s_tir.Schedule(task.mod)
-    schedules.schedule(sch, task.spec, target, task.bucket)
+    schedules.schedule(sch, task.spec, target, task.bucket, task.layout)
     return sch.mod
 
 

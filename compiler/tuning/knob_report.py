@@ -30,23 +30,37 @@ def knob_rows(specs: list[KernelSpec], target, database=None) -> list[KnobRow]:
 
     import schedules
     from compiler import ops
-    from compiler.tuning.tasks import best_record
+    from compiler.tuning.tasks import layout_record, tagged_layouts
 
+    tagged = tagged_layouts(database) if database else set()
     rows = []
     for spec in specs:
         for bucket in schedules.buckets(spec, target):
-            layout = schedules.layout(spec, target, bucket)
+            variant = variant_symbol(spec, bucket)
+            choices = schedules.layout_choices(spec, target, bucket)
+            layout, record = layout_record(database, spec, target, bucket, tagged) if database else (choices[0], None)
+            rows += _structural_rows(variant, choices, layout if record is not None else None)
             func = ops.get(spec.op).build(spec, layout)
             default = schedules.knob_table(schedules.schedule(s_tir.Schedule(tvm.IRModule({"main": func})), spec,
-                                                              target, bucket))
-            record = best_record(database, spec, target, bucket, layout=layout, func=func) if database else None
+                                                              target, bucket, layout))
             tuned = {}
             if record is not None:
                 replayed = s_tir.Schedule(tvm.IRModule({"main": func}))
                 record.trace.apply_to_schedule(replayed, remove_postproc=True)
                 tuned = schedules.knobs(replayed)
-            rows += [KnobRow(variant_symbol(spec, bucket), knob.name, knob.candidates, knob.value, tuned.get(knob.name))
-                     for knob in default]
+            rows += [KnobRow(variant, knob.name, knob.candidates, knob.value, tuned.get(knob.name)) for knob in default]
+    return rows
+
+
+def _structural_rows(variant: str, choices: list, chosen) -> list[KnobRow]:
+    """A row per layout field the variant's layout choices differ in (the outer space), with the
+    value of the layout its record chose (`chosen`, None without a record)."""
+    fields = [layout.to_json() for layout in choices]
+    rows = []
+    for name, value in fields[0].items():
+        if any(f[name] != value for f in fields[1:]):
+            values = tuple(dict.fromkeys(f[name] for f in fields))
+            rows.append(KnobRow(variant, name, values, value, chosen.to_json()[name] if chosen is not None else None))
     return rows
 
 

@@ -14,15 +14,16 @@ import os
 import tempfile
 from pathlib import Path
 
+from compiler.tuning.tasks import tagged_name
 from schedules import KNOB_PREFIX
 
 FORMAT = "ekc-tuning-recording-1"
 
 
 def candidate_knobs(mod) -> tuple[str, dict[str, int]]:
-    """(variant symbol, knob values) of a scheduled tuning candidate, read from its IR: the variant
-    from the function's "ekc.variant" attribute (tasks.tuning_module), the knobs from the block
-    annotations schedules.decisions leaves."""
+    """(task name, knob values) of a scheduled tuning candidate, read from its IR: the variant and
+    its layout tag from the function's "ekc.variant" and "ekc.layout" attributes
+    (tasks.tuning_module), the knobs from the block annotations schedules.decisions leaves."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(mod)
@@ -36,7 +37,8 @@ def candidate_knobs(mod) -> tuple[str, dict[str, int]]:
             walk(child)
 
     walk(sch.get_sblock("root"))
-    return str(mod["main"].attrs["ekc.variant"]), knobs
+    attrs = mod["main"].attrs
+    return tagged_name(str(attrs["ekc.variant"]), str(attrs.get("ekc.layout", ""))), knobs
 
 
 def _key(knobs: dict[str, int]) -> str:

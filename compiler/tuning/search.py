@@ -61,7 +61,7 @@ def our_space(task: Task, target):
     import schedules
 
     def space(sch):
-        schedules.schedule(sch, task.spec, target, task.bucket)
+        schedules.schedule(sch, task.spec, target, task.bucket, task.layout)
 
     generator = ms.space_generator.ScheduleFn(space, sch_rules=[], postprocs=[], mutator_probs={})
     # Our spaces are a handful of named knobs, not MetaSchedule's generic tiling space: a small
@@ -149,6 +149,8 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
         failed = f", {task.failures} failed" if task.failures else ""
         progress(f"{task.name}: best {task.best_secs * 1e3:.3f} ms ({task.rate:.1f} {task.unit}) "
                  f"after {task.trials} trials{failed}")
-    progress(f"tuned {len(tasks)} variants in {seconds:.0f} s; records in {directory}")
+    variants = len({(task.spec.name, str(task.bucket)) for task in tasks})
+    progress(f"tuned {variants} variants ({len(tasks)} tasks: variants x layout choices) in {seconds:.0f} s; "
+             f"records in {directory}")
     return TuningRun(directory, tasks, seconds)
 

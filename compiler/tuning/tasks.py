@@ -1,13 +1,21 @@
-"""Tuning tasks: one per kernel variant, its kernel specialised to a representative static shape.
+"""Tuning tasks: one per kernel variant and layout choice, its kernel specialised to a
+representative static shape.
 
 Each variant is measured at its bucket's own length (M=1 for the decode variant, the top of a range
 bucket such as L <= 512) and at TUNING_SHAPES for the any-length one; the record is then replayed
 on the dynamic-length kernel (`best_record`, which `build` calls).
+
+The structural choices (schedules.layout_choices: row tiles, KV tiles, query rows, split lengths)
+are an outer space: each alternative layout is a task of its own, its function tagged with what
+sets it apart ("ekc.layout"), so its records never pass for another layout's; the trial budget is
+shared by all tasks, and `build` takes the layout whose record ran fastest (`layout_record`). The
+default layout's function carries no tag: its records are those made before the outer space existed.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,6 +34,8 @@ class Task:
     mod: object  # IRModule with the static-shape kernel as "main"
     work: float  # FLOPs per call (or bytes moved, for one-token variants)
     unit: str  # "GFLOP/s" or "GB/s"
+    layout: object = None  # the schedules.layouts.Layout its kernel is built with
+    layout_tag: str = ""  # what sets that layout apart from the variant's default ("" for the default)
     trials: int = 0
     failures: int = 0
     best_secs: float = field(default=float("inf"))
@@ -38,7 +48,12 @@ class Task:
 
     @property
     def name(self) -> str:
-        return variant_symbol(self.spec, self.bucket)
+        return tagged_name(variant_symbol(self.spec, self.bucket), self.layout_tag)
+
+
+def tagged_name(variant: str, layout_tag: str) -> str:
+    """A task's name: its variant's symbol, with "@" and its layout tag for a non-default layout."""
+    return f"{variant}@{layout_tag}" if layout_tag else variant
 
 
 def tuning_shape(bucket: dict) -> dict[str, int]:
@@ -58,8 +73,9 @@ def tuning_module(spec: KernelSpec, target, bucket: dict, *, layout: dict | None
 
     shape = tuning_shape(bucket)
     op = ops.get(spec.op)
-    if layout is None:
-        layout = schedules.layout(spec, target, bucket)
+    default = schedules.layout(spec, target, bucket)
+    layout = layout or default
+    tag = schedules.layout_tag(layout, default)
     if func is None:
         func = op.build(spec, layout)
     used, bound = set(), set()
@@ -73,55 +89,96 @@ def tuning_module(spec: KernelSpec, target, bucket: dict, *, layout: dict | None
             func = func.specialize({func.params[index]: tvm.tirx.decl_buffer(static, arg.dtype, arg.name,
                                                                              strides=strides)})
             bound |= dims
-    func = func.with_attrs({"ekc.variant": variant_symbol(spec, bucket), "ekc.bucket": str(bucket)})
+    func = func.with_attrs({"ekc.variant": variant_symbol(spec, bucket), "ekc.bucket": str(bucket),
+                            **({"ekc.layout": tag} if tag else {})})
     return tvm.IRModule({"main": func}), {d: v for d, v in shape.items() if d in used}
 
 
-def _work(spec: KernelSpec, target, bucket, shape) -> tuple[float, str]:
+def _work(spec: KernelSpec, bucket, shape, layout) -> tuple[float, str]:
     """FLOPs of one call, or for the memory-bound variants (one-token GEMV, attention decode) the
     bytes that must move."""
-    import schedules
-
     op = ops.get(spec.op)
     if bucket.get("M") == 1 or spec.op == "attention_decode":
-        return op.bytes_moved(spec, shape, schedules.layout(spec, target, bucket)), "GB/s"
+        return op.bytes_moved(spec, shape, layout), "GB/s"
     return op.flops(spec, shape), "GFLOP/s"
 
 
-def _has_knobs(mod, spec, target, bucket) -> bool:
+def _has_knobs(mod, spec, target, bucket, layout) -> bool:
     from tvm import s_tir
 
     import schedules
 
     sch = s_tir.Schedule(mod)
-    schedules.schedule(sch, spec, target, bucket)
+    schedules.schedule(sch, spec, target, bucket, layout)
     return bool(schedules.knobs(sch))
 
 
-def make_task(spec: KernelSpec, target, bucket: dict) -> Task:
-    """The tuning task of one length variant, at its tuning shape."""
-    mod, shape = tuning_module(spec, target, bucket)
-    work, unit = _work(spec, target, bucket, shape)
-    return Task(spec, bucket, shape, mod, work, unit)
+def make_task(spec: KernelSpec, target, bucket: dict, layout=None) -> Task:
+    """The tuning task of one length variant with `layout` (default: the variant's default), at its
+    tuning shape."""
+    import schedules
+
+    default = schedules.layout(spec, target, bucket)
+    layout = layout or default
+    mod, shape = tuning_module(spec, target, bucket, layout=layout)
+    work, unit = _work(spec, bucket, shape, layout)
+    return Task(spec, bucket, shape, mod, work, unit, layout, schedules.layout_tag(layout, default))
 
 
 def make_tasks(specs: list[KernelSpec], target, progress: Callable[[str], None] = print) -> list[Task]:
+    """Every variant's tasks, one per layout choice; a variant with one layout and no knobs has none."""
     import schedules
 
     tasks = []
     for spec in specs:
         for bucket in schedules.buckets(spec, target):
-            task = make_task(spec, target, bucket)
-            if not _has_knobs(task.mod, spec, target, bucket):
+            choices = schedules.layout_choices(spec, target, bucket)
+            variant_tasks = [make_task(spec, target, bucket, layout) for layout in choices]
+            if len(choices) == 1 and not _has_knobs(variant_tasks[0].mod, spec, target, bucket, choices[0]):
                 progress(f"  {spec.name}: no tunable knobs yet, its default schedule is used")
                 break
-            tasks.append(task)
+            tasks += variant_tasks
     return tasks
 
 
-def best_record(database, spec: KernelSpec, target, bucket: dict, *, layout: dict | None = None, func=None):
-    """The database's best record for this variant (measured at its tuning shape), or None."""
+def best_record(database, spec: KernelSpec, target, bucket: dict, *, layout=None, func=None):
+    """The database's best record for this variant with `layout` (default: the variant's default),
+    measured at its tuning shape, or None."""
     mod, _ = tuning_module(spec, target, bucket, layout=layout, func=func)
     if not database.has_workload(mod):
         return None
     return database.query_tuning_record(mod, target.tvm_target(), "main")
+
+
+def tagged_layouts(database) -> set[tuple[str, str]]:
+    """(variant, layout tag) of every non-default layout the database has records of."""
+    found = set()
+    for record in database.get_all_tuning_records():
+        attrs = record.workload.mod["main"].attrs
+        if attrs is not None and "ekc.layout" in attrs:
+            found.add((str(attrs["ekc.variant"]), str(attrs["ekc.layout"])))
+    return found
+
+
+def layout_record(database, spec: KernelSpec, target, bucket: dict, tagged: set | None = None):
+    """(layout, record) of a variant: of its layout choices with a record in `database`, the one whose
+    record ran fastest; the default layout and None where none has one. `tagged`: the database's
+    tagged_layouts(), when the caller has it already."""
+    import schedules
+
+    choices = schedules.layout_choices(spec, target, bucket)
+    default = choices[0]
+    tagged = tagged_layouts(database) if tagged is None else tagged
+    variant = variant_symbol(spec, bucket)
+    best, best_secs = (default, None), float("inf")
+    for layout in choices:
+        if layout is not default and (variant, schedules.layout_tag(layout, default)) not in tagged:
+            continue  # never tuned: spare building its kernel
+        record = best_record(database, spec, target, bucket, layout=layout)
+        if record is not None and median_seconds(record) < best_secs:
+            best, best_secs = (layout, record), median_seconds(record)
+    return best
+
+
+def median_seconds(record) -> float:
+    return float(statistics.median(float(t) for t in record.run_secs))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from schedules.cpu import attention, gemm_float, gemm_int, pointwise
 from schedules.cpu.gemm_float import w4a16_tile
 from schedules.cpu.intrinsics import activation_offset, dot_tile, has_5bit_form, int4_halves_tile
@@ -119,5 +121,23 @@ def _attention_lanes(spec, target) -> int:
     return next(lanes for lanes in (target.float_lanes, 8, 4, 2, 1) if lanes <= target.float_lanes and d % lanes == 0)
 
 
-def schedule(sch, spec, target, bucket: dict) -> None:
-    _SCHEDULES[spec.op](sch, spec, target, layout(spec, target, bucket))
+def layout_choices(spec, target, bucket: dict) -> list[CpuLayout]:
+    """The default layout, then the structural alternatives worth a tuner's trials, none of which
+    changes the kernel's arguments: the any-length GEMM's token rows per accumulator tile; the
+    attention prefill's keys per online-softmax step and query rows per block; the attention
+    decode's keys per split (a multiple of its key tile)."""
+    default = layout(spec, target, bucket)
+    if spec.op in GEMM_OPS and default.m_tile > 1:
+        changes = [{"m_tile": m} for m in (2, 8)]
+    elif spec.op == "attention_prefill":  # a key tile is whole vectors of the head-dim lanes
+        changes = [{"kv_tile": t} for t in (16, 64) if t % default.lanes == 0] + [{"q_rows": 2}, {"q_rows": 8}]
+    elif spec.op == "attention_decode":
+        changes = [{"split_len": default.split_len // 2}, {"split_len": default.split_len * 2}]
+        changes = [c for c in changes if c["split_len"] % default.kv_tile == 0]
+    else:
+        changes = []
+    return [default, *(replace(default, **change) for change in changes)]
+
+
+def schedule(sch, spec, target, bucket: dict, layout: CpuLayout) -> None:
+    _SCHEDULES[spec.op](sch, spec, target, layout)

@@ -60,7 +60,13 @@ def _float_tile(spec, gpu) -> int:
     return next(t for t in (gpu.subgroup_size, 16, 8, 4, 2) if n % t == 0)
 
 
-def schedule(sch, spec, target, bucket: dict):
+def layout_choices(spec, target, bucket: dict) -> list[GpuLayout]:
+    """Only the default: the GPU layouts follow from the device's limits (structural GPU tuning is
+    still to come)."""
+    return [layout(spec, target, bucket)]
+
+
+def schedule(sch, spec, target, bucket: dict, layout: GpuLayout):
     """Schedule in place (attention is thread-bound already: compiler/ops/attention_gpu.py).
 
     GEMMs with group scales (every float-activation GEMM, int GEMMs with block scales) keep each

@@ -29,7 +29,7 @@ def main() -> None:
         path.unlink(missing_ok=True)
         target = targets.get("x86")
         with tempfile.TemporaryDirectory() as logs:
-            search.tune(specs, target, device=database.host_device(target), logs_root=Path(logs), trials=64,
+            search.tune(specs, target, device=database.host_device(target), logs_root=Path(logs), trials=128,
                         record=path, progress=lambda line: print(line, file=sys.stderr))
         print(f"wrote {path}")
 

@@ -26,13 +26,16 @@ def test_knob_rows_show_defaults_and_the_records_choices(tmp_path):
     records = database.open_database(run.directory)
     rows = knob_rows([spec], target, records)
     assert {r.variant for r in rows} == {f"{spec.name}__m1", spec.name}
-    assert {r.name for r in rows} == {"n_block", "unroll"}
+    assert {r.name for r in rows} == {"n_block", "unroll", "m_tile"}
+    structural = [r for r in rows if r.name == "m_tile"]  # the outer space: the any-length GEMM's row tile
+    assert [(r.variant, r.candidates, r.default) for r in structural] == [(spec.name, (4, 2, 8), 4)]
     for row in rows:
         assert row.default in row.candidates and row.tuned in row.candidates
     for bucket, symbol in (({"M": 1}, f"{spec.name}__m1"), ({}, spec.name)):
-        _, default_knobs, _, _ = build.lower_kernel(spec, target, bucket)
-        _, tuned_knobs, tuning, _ = build.lower_kernel(spec, target, bucket, records)
+        _, tuned_knobs, tuning, layout = build.lower_kernel(spec, target, bucket, records)
+        _, default_knobs, _, _ = build.lower_kernel(spec, target, bucket, layout=layout)  # that layout's defaults
         assert tuning != "default"
-        assert {r.name: r.default for r in rows if r.variant == symbol} == default_knobs
-        assert {r.name: r.tuned for r in rows if r.variant == symbol} == tuned_knobs
+        assert {r.name: r.default for r in rows if r.variant == symbol and r.name != "m_tile"} == default_knobs
+        assert {r.name: r.tuned for r in rows if r.variant == symbol and r.name != "m_tile"} == tuned_knobs
+    assert structural[0].tuned == build.lower_kernel(spec, target, {}, records)[3].m_tile
     assert all(r.tuned is None for r in knob_rows([spec], target, None))

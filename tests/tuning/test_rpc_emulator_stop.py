@@ -48,10 +48,11 @@ def _alive(pid: int) -> bool:
                          ids=["SIGTERM", "SIGHUP", "SIGINT"])
 def test_a_signal_to_the_emulator_stops_its_tracker_and_server(signum, code):
     # The emulator keeps a signal ignored that it inherited ignored (as nohup or a background job
-    # hands it on); a suite started as a background job passes SIGINT on ignored: start it at default.
+    # hands it on); a suite started as a background job passes SIGINT on ignored, one under nohup
+    # SIGHUP: start it with the tested signal at its default.
     parent = subprocess.Popen([sys.executable, "-c", EMULATOR], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True,
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                              preexec_fn=lambda: signal.signal(signum, signal.SIG_DFL))
     children = []
     try:
         children = [int(pid) for pid in parent.stdout.readline().split()[1:]]

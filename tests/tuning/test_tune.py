@@ -59,8 +59,8 @@ def test_tune_then_build_replays_the_records(tmp_path):
     target = targets.get("x86")
     spec = make_spec("qgemm_w8a8", n=64, k=128)
     lines = []
-    run = search.tune([spec], target, device="test-host", logs_root=tmp_path / "logs", trials=4,
-                      record=tmp_path / "timings.json", progress=lines.append)
+    run = search.tune([spec], target, device="test-host", logs_root=tmp_path / "logs", trials=8,
+                      record=tmp_path / "timings.json", progress=lines.append)  # 2 per task: variant x row tile
     directory = run.directory
     assert any("trials" in line and "best" in line and "ETA" in line for line in lines)  # live progress
     assert all(task.history and task.history[-1][0] == task.trials for task in run.tasks)
@@ -89,9 +89,12 @@ def test_tune_then_build_replays_the_records(tmp_path):
 def test_attention_length_buckets_are_tuned_and_dispatched(tmp_path):
     target = targets.get("x86")
     spec = make_spec("attention_decode", hq=4, hkv=2, d=64)
-    run = search.tune([spec], target, device="test-host", logs_root=tmp_path / "logs", trials=4,
+    run = search.tune([spec], target, device="test-host", logs_root=tmp_path / "logs", trials=12,
                       replay=RECORDINGS / "x86-attention_decode.json", progress=lambda _: None)
-    assert [t.shape for t in run.tasks] == [{"L": 512}, {"L": 2048}]  # short and long KV
+    # short and long KV, each with its default split length and the two alternatives
+    assert [(t.shape, t.layout_tag) for t in run.tasks] == [
+        ({"L": 512}, ""), ({"L": 512}, "split_len=32"), ({"L": 512}, "split_len=128"),
+        ({"L": 2048}, ""), ({"L": 2048}, "split_len=128"), ({"L": 2048}, "split_len=512")]
     out = tmp_path / "lib"
     build.build([spec], target, out, toolchain=backends.toolchain_for(target), tuning_dir=run.directory,
                 progress=lambda _: None)
@@ -110,7 +113,7 @@ def test_time_budget_stops_the_search(tmp_path):
                       logs_root=tmp_path, trials=None, minutes=0.0005, replay=RECORDINGS / "x86-qgemm_w8a8.json",
                       progress=lines.append)
     assert any("time budget reached" in line for line in lines)
-    assert 0 < sum(t.trials for t in run.tasks) < 24  # 2 variants x 12 knob settings: not all were measured
+    assert 0 < sum(t.trials for t in run.tasks) < 48  # 4 tasks x 12 knob settings: not all were measured
 
 
 @pytest.mark.native
@@ -185,3 +188,26 @@ def test_a_knob_setting_the_recording_lacks_is_a_failed_candidate(tmp_path):
     run = search.tune([make_spec("qgemm_w8a8", n=64, k=128)], targets.get("x86"), device="replayed",
                       logs_root=tmp_path / "logs", trials=64, replay=path, progress=lambda _: None)
     assert all(task.failures == task.trials - 3 and task.best_secs < float("inf") for task in run.tasks)
+
+
+@pytest.mark.native
+def test_build_takes_the_layout_whose_record_ran_fastest(tmp_path):
+    """The outer space: each layout choice of a variant is a task of its own; `build` compares
+    their best records and builds the variant with the winning layout (named in the manifest), and
+    the kernel still matches numpy."""
+    path = RECORDINGS / "x86-qgemm_w8a8.json"
+    target, spec = targets.get("x86"), make_spec("qgemm_w8a8", n=64, k=128)
+    run = search.tune([spec], target, device="replayed", logs_root=tmp_path / "logs", trials=64, replay=path,
+                      progress=lambda _: None)
+    assert [t.layout_tag for t in run.tasks] == ["", "", "m_tile=2", "m_tile=8"]
+    fastest = min((t for t in run.tasks if t.bucket == {}), key=lambda t: t.best_secs)
+    out = tmp_path / "lib"
+    build.build([spec], target, out, toolchain=backends.toolchain_for(target), tuning_dir=run.directory,
+                progress=lambda _: None)
+    general = json.loads((out / "manifest.json").read_text())["kernels"][spec.name]["variants"][1]
+    assert general["layout"]["m_tile"] == fastest.layout.m_tile
+    assert general["tuning"].get("layout", "") == fastest.layout_tag
+    assert general["tuning"]["run_ms"] == pytest.approx(fastest.best_secs * 1e3, rel=1e-5)
+    with runtime.load(out) as lib:
+        for m in (1, 3, 9):
+            assert_matches(lib[spec.name], {"M": m}, seed=m)

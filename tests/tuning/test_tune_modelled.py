@@ -53,6 +53,19 @@ def test_a_cross_build_reads_its_cores_records_measured_before_modelled(tmp_path
 
 
 @pytest.mark.unit
+def test_tuning_a_cross_arm_target_models_its_default_core(tmp_path):
+    flags = dict(rpc_tracker=None, rpc_key=None, replay=None)
+    tracker, device, core = selection.tune_route(_args(tmp_path, **flags), targets.get("arm-a55"))
+    assert (tracker, device, core.name) == (None, "model-cortex-a55", "cortex-a55")
+    args = _args(tmp_path, **flags)
+    args.core = "cortex-x1"
+    assert selection.tune_route(args, targets.get("arm"))[1:] == ("model-cortex-x1", targets.core("cortex-x1"))
+    args.replay = "some.json"
+    with pytest.raises(ValueError, match="takes no --core"):
+        selection.tune_route(args, targets.get("arm"))
+
+
+@pytest.mark.unit
 def test_a_target_this_machine_runs_reads_its_own_records(tmp_path):
     x86 = targets.get("x86")
     assert x86.default_core is None
