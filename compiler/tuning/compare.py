@@ -56,25 +56,20 @@ def _metaschedule_space(task: Task, target):
                           search_strategy="evolutionary", task_name=task.name, num_threads="physical")
 
 
-def _improvements_callback(found: list):
-    """Measure callback keeping (trial number, seconds, candidate module) of each new best."""
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
-
+def _improvements(found: list):
+    """Search observer keeping (trial number, seconds, candidate module) of each new best."""
     state = {"trials": 0, "best": float("inf")}
 
-    @derived_object
-    class Improvements(PyMeasureCallback):
-        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-            for candidate, built, ran in zip(measure_candidates, builder_results, runner_results):
-                state["trials"] += 1
-                if built.error_msg is None and ran.error_msg is None and ran.run_secs:
-                    secs = float(np.median([float(s) for s in ran.run_secs]))
-                    if secs < state["best"]:
-                        state["best"] = secs
-                        found.append((state["trials"], secs, candidate.sch.mod))
+    def observe(task_id, measure_candidates, builder_results, runner_results):
+        for candidate, built, ran in zip(measure_candidates, builder_results, runner_results):
+            state["trials"] += 1
+            if built.error_msg is None and ran.error_msg is None and ran.run_secs:
+                secs = float(np.median([float(s) for s in ran.run_secs]))
+                if secs < state["best"]:
+                    state["best"] = secs
+                    found.append((state["trials"], secs, candidate.sch.mod))
 
-    return Improvements()
+    return observe
 
 
 def _search_space(task: Task, context, target, budgets: list[int], progress) -> SpaceResult:
@@ -83,7 +78,7 @@ def _search_space(task: Task, context, target, budgets: list[int], progress) -> 
     result, found = SpaceResult(), []
     try:
         search([task], [context], target, database=ms.database.MemoryDatabase(), trials=max(budgets),
-               extra_callbacks=[_improvements_callback(found)], progress=progress)
+               observers=(_improvements(found),), progress=progress)
     except Exception as err:  # noqa: BLE001 - a space that cannot be searched is a result to report
         result.error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1][:300]}"
     result.trials, result.failures = task.trials, task.failures
@@ -125,7 +120,7 @@ def _inputs(mod, rng):
     return arrays
 
 
-def _time_side_by_side(contestants: dict, task: Task, target, rounds: int) -> dict:
+def time_side_by_side(contestants: dict, task: Task, target, rounds: int) -> dict:
     """Compile each contestant's module, check its output against the first's, and time them
     alternately (`rounds` rounds, each a ~50 ms batch per contestant)."""
     import tvm
@@ -180,7 +175,7 @@ def run(target, *, budgets: list[int], rounds: int = 15, json_path: Path | None 
                 elif best is not None:
                     contestants[f"{name}@{budget}"] = best
         progress(f"   timing {len(contestants)} schedules side by side, {rounds} rounds")
-        timings = _time_side_by_side(contestants, task, target, rounds)
+        timings = time_side_by_side(contestants, task, target, rounds)
         order = ["default", *(f"{n}@{b}" for b in budgets for n in ("ours", "metaschedule"))]
         timings = {name: timings[same_as.get(name, name)] for name in order if name in contestants or name in same_as}
         row = {"kernel": label, "unit": task.unit, "shape": task.shape, "timings": timings,

@@ -111,20 +111,15 @@ def runner(recording: Recording):
 
 
 def recorder(recording: Recording, path: Path, task_names: list[str]):
-    """A measure callback adding every successful measurement of a real search to `recording`,
-    saved to `path` after each batch (an interrupted run keeps what it measured)."""
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
-
+    """A search observer (search.observer_callback) adding every successful measurement of a real
+    search to `recording`, saved to `path` after each batch (an interrupted run keeps what it
+    measured)."""
     import schedules
 
-    @derived_object
-    class Recorder(PyMeasureCallback):
-        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
-            for candidate, built, ran in zip(measure_candidates, builder_results, runner_results):
-                if built.error_msg is None and ran.error_msg is None and ran.run_secs:
-                    recording.add(task_names[task_id], schedules.knobs(candidate.sch),
-                                  [float(s) for s in ran.run_secs])
-            recording.save(path)
+    def observe(task_id, measure_candidates, builder_results, runner_results):
+        for candidate, built, ran in zip(measure_candidates, builder_results, runner_results):
+            if built.error_msg is None and ran.error_msg is None and ran.run_secs:
+                recording.add(task_names[task_id], schedules.knobs(candidate.sch), [float(s) for s in ran.run_secs])
+        recording.save(path)
 
-    return Recorder()
+    return observe

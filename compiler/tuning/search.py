@@ -22,7 +22,7 @@ from compiler.specs import KernelSpec
 from compiler.tuning.database import device_dir, locked, open_database
 from compiler.tuning import replay as replay_timings
 from compiler.tuning.fast_import import import_tensor_intrinsics
-from compiler.tuning.progress import progress_callback
+from compiler.tuning.progress import measured, progress_callback
 from compiler.tuning.tasks import Task, make_tasks
 
 
@@ -74,7 +74,7 @@ def our_space(task: Task, target):
 
 
 def search(tasks: list[Task], contexts: list, target, *, database, trials: int | None, minutes: float | None = None,
-           runner="local", compile_with: Callable | None = None, extra_callbacks=(),
+           runner="local", compile_with: Callable | None = None, observers: tuple[Callable, ...] = (),
            progress: Callable[[str], None] = print) -> float:
     """MetaSchedule's search over `contexts` (one per task) with the XGBoost cost model and the
     gradient task scheduler, candidates built in this process by `compile_with(work_dir)` (default:
@@ -95,15 +95,81 @@ def search(tasks: list[Task], contexts: list, target, *, database, trials: int |
     per_batch = min(16, max(2, trials // len(tasks))) if trials is not None else 8
     if compile_with is None:
         compile_with = functools.partial(backends.get(target).candidate_compiler, target)
+    if isinstance(runner, str):
+        runner = ms.runner.Runner.create(runner)
     with tempfile.TemporaryDirectory() as work_dir:
-        callbacks = [*ms.measure_callback.MeasureCallback.create("default"),
-                     progress_callback(tasks, trials, deadline, progress), *extra_callbacks]
-        ms.tune_tasks(tasks=contexts, task_weights=[1.0] * len(contexts), work_dir=work_dir,
-                      max_trials_global=budget, num_trials_per_iter=per_batch,
-                      builder=in_process_builder(compile_with(work_dir)), runner=runner,
-                      database=database, cost_model="xgb", measure_callbacks=callbacks,
-                      task_scheduler="gradient")
+        builder = in_process_builder(compile_with(work_dir))
+        past_deadline = measure_defaults(tasks, target, builder, runner, database, observers,
+                                         total=trials, deadline=deadline, start=start, progress=progress)
+        if past_deadline:
+            progress(f"  time budget reached after {sum(t.trials for t in tasks)} trials (the default schedules)")
+        elif budget > len(tasks):
+            callbacks = [*ms.measure_callback.MeasureCallback.create("default"),
+                         progress_callback(tasks, trials, deadline, progress), *map(observer_callback, observers)]
+            ms.tune_tasks(tasks=contexts, task_weights=[1.0] * len(contexts), work_dir=work_dir,
+                          max_trials_global=budget - len(tasks), num_trials_per_iter=per_batch, builder=builder,
+                          runner=runner, database=database, cost_model="xgb", measure_callbacks=callbacks,
+                          task_scheduler="gradient")
     return time.time() - start
+
+
+def observer_callback(observe: Callable):
+    """A MetaSchedule measure callback calling observe(task_id, candidates, builder_results,
+    runner_results) after each measured batch (search also calls it for the default trials)."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+    @derived_object
+    class Observer(PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            observe(task_id, measure_candidates, builder_results, runner_results)
+
+    return Observer()
+
+
+def measure_defaults(tasks: list[Task], target, builder, runner, database, observers, *, total, deadline, start,
+                     progress, batch: int | None = None) -> bool:
+    """Each task's first trial: its default schedule (the target-derived knob values), measured
+    and committed to the database, so the evolutionary search starts from it (the database's best
+    records seed each population) and a task's best is never one the default beats. Measured in
+    batches of `batch` tasks (default: two per CPU), each followed by its progress lines. Returns
+    whether the wall-clock deadline has passed."""
+    import os
+
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    import schedules
+
+    batch = batch or 2 * (os.cpu_count() or 1)
+    progress(f"  measuring the default schedule of {len(tasks)} tasks first")
+    for first in range(0, len(tasks), batch):
+        indices = range(first, min(first + batch, len(tasks)))
+        candidates = {}
+        for index in indices:
+            task = tasks[index]
+            sch = s_tir.Schedule(task.mod)
+            schedules.schedule(sch, task.spec, target, task.bucket, task.layout)
+            candidates[index] = ms.MeasureCandidate(sch, ms.arg_info.ArgInfo.from_prim_func(task.mod["main"]))
+        built = dict(zip(indices, builder.build([ms.builder.BuilderInput(candidates[i].sch.mod, target.tvm_target())
+                                                 for i in indices])))
+        runnable = [i for i in indices if built[i].error_msg is None]
+        futures = runner.run([ms.runner.RunnerInput(built[i].artifact_path, target.tvm_target().kind.name,
+                                                    candidates[i].args_info) for i in runnable])
+        ran = {i: future.result() for i, future in zip(runnable, futures)}
+        for index in indices:
+            task, candidate = tasks[index], candidates[index]
+            result = ran.get(index, ms.runner.RunnerResult(None, built[index].error_msg))
+            if result.error_msg is None and result.run_secs:
+                database.commit_tuning_record(ms.database.TuningRecord(
+                    candidate.sch.trace, database.commit_workload(task.mod), result.run_secs, target.tvm_target(),
+                    candidate.args_info))
+            for observe in observers:
+                observe(index, [candidate], [built[index]], [result])
+            if measured(tasks, index, [built[index]], [result], total=total, deadline=deadline, start=start,
+                        progress=progress):
+                return True
+    return False
 
 
 def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trials: int | None,
@@ -134,17 +200,17 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
     tasks = make_tasks(specs, target, progress)
     if not tasks:
         raise ValueError("none of the selected kernels has tunable knobs")
-    callbacks = []
+    observers = []
     if record is not None:
         recording = replay_timings.Recording(device=device)
         if Path(record).is_file():
             recording = replay_timings.Recording.load(record)  # a second run adds to it
-        callbacks.append(replay_timings.recorder(recording, Path(record), [task.name for task in tasks]))
+        observers.append(replay_timings.recorder(recording, Path(record), [task.name for task in tasks]))
     with locked(directory):  # for the whole run: readers meanwhile never rewrite the files it appends to
         database = open_database(directory, warn=progress)  # cleans them in place: this thread holds the lock
         seconds = search(tasks, [our_space(task, target) for task in tasks], target, database=database,
                          trials=trials, minutes=minutes, runner=runner, compile_with=compile_with,
-                         extra_callbacks=callbacks, progress=progress)
+                         observers=tuple(observers), progress=progress)
     for task in tasks:
         failed = f", {task.failures} failed" if task.failures else ""
         progress(f"{task.name}: best {task.best_secs * 1e3:.3f} ms ({task.rate:.1f} {task.unit}) "

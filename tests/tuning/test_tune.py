@@ -163,7 +163,7 @@ def test_a_record_that_no_longer_replays_is_set_aside(tmp_path):
 @pytest.mark.unit
 def test_a_replayed_search_finds_the_recorded_best(tmp_path):
     """Against a recording of every knob setting, a budget larger than the space measures each
-    setting once and ends at the recorded optimum of each variant; the records say so to `build`."""
+    setting and ends at the recorded optimum of each variant; the records say so to `build`."""
     path = RECORDINGS / "x86-qgemm_w8a8.json"
     recording = Recording.load(path)
     spec = make_spec("qgemm_w8a8", n=64, k=128)
@@ -172,7 +172,10 @@ def test_a_replayed_search_finds_the_recorded_best(tmp_path):
     for task in run.tasks:
         recorded = [min(times) if len(times) == 1 else sorted(times)[len(times) // 2]
                     for times in recording.timings[task.name].values()]
-        assert task.trials == len(recorded) and task.failures == 0  # the space, exhausted once
+        # the space, exhausted: the default schedule is measured first, and the evolutionary search
+        # may measure it once more (it seeds its population from the database, but counts as measured
+        # only what it measured itself)
+        assert task.trials in (len(recorded), len(recorded) + 1) and task.failures == 0
         assert task.best_secs == pytest.approx(min(recorded))
     database = tuning_db.open_database(run.directory)
     best = tasks.best_record(database, spec, targets.get("x86"), {"M": 1})
@@ -187,7 +190,8 @@ def test_a_knob_setting_the_recording_lacks_is_a_failed_candidate(tmp_path):
     Recording(kept, device=full.device).save(path)
     run = search.tune([make_spec("qgemm_w8a8", n=64, k=128)], targets.get("x86"), device="replayed",
                       logs_root=tmp_path / "logs", trials=64, replay=path, progress=lambda _: None)
-    assert all(task.failures == task.trials - 3 and task.best_secs < float("inf") for task in run.tasks)
+    # the 3 recorded settings succeed (the default among them may be measured twice: first, then by the search)
+    assert all(task.trials - task.failures in (3, 4) and task.best_secs < float("inf") for task in run.tasks)
 
 
 @pytest.mark.native

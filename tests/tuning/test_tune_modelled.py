@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -138,8 +139,58 @@ def test_one_failing_candidate_costs_only_itself(tmp_path):
     arguments = random_arguments([info.as_json() for info in ArgInfo.from_prim_func(sch.mod["main"])])
     twin = tmp_path / "twin.so"
     shutil.copy(good, twin)
-    core = targets.core("cortex-a76")
-    first, failed, second = modelled_seconds([good, wrong / LIBRARY_NAME, twin], [arguments] * 3, core,
+    cores = [targets.core("cortex-a76"), targets.core("cortex-a55")]
+    first, failed, second = modelled_seconds([good, wrong / LIBRARY_NAME, twin], [arguments] * 3, cores,
                                              emulator=target.emulator)
-    assert isinstance(first, float) and first > 0 and first == second
+    assert isinstance(first, dict) and first == second
+    assert 0 < first["cortex-a76"] < first["cortex-a55"]  # the big core is the faster, by the model
     assert isinstance(failed, str) and "failed" in failed
+
+
+@pytest.mark.unit
+def test_the_portability_summary_is_a_geometric_mean_over_common_variants():
+    from compiler.tuning.matrix import summarise
+
+    rows = [{"seconds": {"a": {"default": 4.0, "a": 2.0, "b": 4.0}, "b": {"default": 1.0, "a": 2.0, "b": 0.5}}},
+            {"seconds": {"a": {"default": 1.0, "a": 0.5, "b": 2.0}, "b": {"default": 3.0, "b": 3.0}}}]
+    summary = summarise(rows, ["a", "b"])
+    assert summary["a"] == {"variants": 2, "a": pytest.approx(2.0), "b": pytest.approx(math.sqrt(0.5))}
+    assert summary["b"] == {"variants": 1, "a": pytest.approx(0.5), "b": pytest.approx(2.0)}  # row 2 lacks "a"
+
+
+@pytest.mark.unit
+def test_trials_to_95_percent_of_the_final_best(tmp_path):
+    from compiler.tuning.matrix import trials_to_95
+
+    lines = [[0, 10.0], [0, 5.0], [1, 2.0], [0, 4.9], [0, 4.0], [1, 2.2], [0, 3.9]]
+    (tmp_path / tuning_db.RECORDS).write_text("".join(
+        json.dumps([w, [["trace"], [t], {"kind": "llvm"}, []]]) + "\n" for w, t in lines))
+    # workload 0: 10, 5, 4.9, 4, 3.9 -> 4.0 is within 95% of 3.9 at trial 4; workload 1: first trial
+    assert trials_to_95(tmp_path) == {"tasks": 2, "median": 2.5, "max": 4}
+
+
+@pytest.mark.emulated
+def test_the_matrix_models_default_own_and_borrowed_records(tmp_path):
+    _needs_model()
+    from compiler.tuning import matrix
+
+    target = targets.get("arm")
+    spec = make_spec("qgemm_w8a8", n=64, k=256)
+    for core in ("cortex-a55", "cortex-a76"):
+        search.tune([spec], target, device=tuning_db.modelled_device(core), logs_root=tmp_path, trials=6,
+                    core=targets.core(core), progress=lambda _: None)
+    devices = matrix.devices_for(target, tmp_path, ["model-cortex-a55", "model-cortex-a76"])
+    result = matrix.matrix([spec], target, devices, progress=lambda _: None)
+    assert result["kind"] == "modelled" and len(result["rows"]) == 2  # the decode and any-length variants
+    for row in result["rows"]:
+        for device in ("model-cortex-a55", "model-cortex-a76"):
+            seconds = row["seconds"][device]
+            assert set(seconds) == {"default", "model-cortex-a55", "model-cortex-a76"}
+            # the default is measured first, so a device's own record is never slower than it (modelled
+            # times are deterministic: the matrix re-counts exactly what the tuner counted)
+            assert seconds[device] <= seconds["default"]
+    for device in ("model-cortex-a55", "model-cortex-a76"):
+        assert result["summary"][device][device] >= 1.0
+    assert "MODELLED portability matrix" in matrix.format_matrix(result)
+    with pytest.raises(ValueError, match="neither a modelled core"):
+        matrix.devices_for(target, tmp_path, ["some-phone"])

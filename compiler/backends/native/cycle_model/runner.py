@@ -23,9 +23,10 @@ from compiler.backends.native.cycle_model.mca import ModelError, check_version
 SYMBOL = "main"  # the function MetaSchedule's candidates export
 
 
-def modelled_seconds(libraries: list[Path], arguments: list[list], core, *, emulator: str) -> list[float | str]:
+def modelled_seconds(libraries: list[Path], arguments: list[list], cores, *, emulator: str) -> list[dict | str]:
     """Per candidate library (its kernel called once on `arguments`), the modelled seconds of the
-    call on `core`, or the error that stopped it."""
+    call on each of `cores` ({core name: seconds}; the counts are the same for every core), or the
+    error that stopped it."""
     try:
         counted = count_calls([Call(lib, SYMBOL, args, []) for lib, args in zip(libraries, arguments)],
                               emulator=emulator)
@@ -33,14 +34,14 @@ def modelled_seconds(libraries: list[Path], arguments: list[list], core, *, emul
         if len(libraries) == 1:
             return [str(err)]
         return [result for lib, args in zip(libraries, arguments)
-                for result in modelled_seconds([lib], [args], core, emulator=emulator)]
+                for result in modelled_seconds([lib], [args], cores, emulator=emulator)]
     results = []
     for library, blocks in zip(libraries, counted):
         if not blocks:
             results.append(f"the counted run of {library.name} executed none of its code")
             continue
-        _, cycles, _, _ = blocks_cost(instruction_text(library), blocks, core)
-        results.append(cycles / (core.ghz * 1e9))
+        text = instruction_text(library)
+        results.append({core.name: blocks_cost(text, blocks, core)[1] / (core.ghz * 1e9) for core in cores})
     return results
 
 
@@ -66,13 +67,13 @@ def model_runner(target, core, progress: Callable[[str], None], *, workers: int 
             shares = [list(range(i, len(libraries), workers)) for i in range(min(workers, len(libraries)))]
             with ThreadPoolExecutor(len(shares)) as pool:
                 answers = pool.map(lambda share: modelled_seconds([libraries[i] for i in share],
-                                                                  [arguments[i] for i in share], core,
+                                                                  [arguments[i] for i in share], [core],
                                                                   emulator=target.emulator), shares)
                 results: list = [None] * len(libraries)
                 for share, answer in zip(shares, answers):
                     for i, result in zip(share, answer):
                         results[i] = result
-            return [LocalRunnerFuture(res=[r]) if isinstance(r, float) else LocalRunnerFuture(error_message=r)
+            return [LocalRunnerFuture(res=[r[core.name]]) if isinstance(r, dict) else LocalRunnerFuture(error_message=r)
                     for r in results]
 
     return ModelRunner()
