@@ -44,6 +44,8 @@ def measured(tasks: list[Task], task_id: int, builder_results, runner_results, *
     its progress line. Returns whether the wall-clock deadline has passed."""
     task = tasks[task_id]
     for built, ran in zip(builder_results, runner_results):
+        if ran.error_msg == SKIPPED:
+            continue  # never measured: not a trial
         task.trials += 1
         if built.error_msg is None and ran.error_msg is None and ran.run_secs:
             task.best_secs = min(task.best_secs, float(np.median([float(s) for s in ran.run_secs])))
@@ -55,6 +57,35 @@ def measured(tasks: list[Task], task_id: int, builder_results, runner_results, *
     eta = eta_seconds(done, total, elapsed, deadline - time.time() if deadline is not None else None)
     progress(progress_line(task, done, total, elapsed, eta))
     return deadline is not None and time.time() >= deadline
+
+
+SKIPPED = "not measured: the time budget was reached"
+
+
+def paced_runner(runner, tasks: list[Task], deadline: float | None, start: float, progress: Callable[[str], None]):
+    """`runner` behind a check of the wall-clock budget (past it, candidates are answered SKIPPED
+    unmeasured) and, for the search's first round, a line per task: the gradient task scheduler
+    sends every task's first batch before it collects any (and before the progress callback or the
+    deadline check runs), which with many tasks and a slow runner (the cycle model) is minutes."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import PyRunner
+    from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
+
+    batches = {"sent": 0}
+
+    @derived_object
+    class PacedRunner(PyRunner):
+        def run(self, runner_inputs):
+            if deadline is not None and time.time() >= deadline:
+                return [LocalRunnerFuture(error_message=SKIPPED) for _ in runner_inputs]
+            futures = runner.run(runner_inputs)
+            batches["sent"] += 1
+            if batches["sent"] <= len(tasks):
+                progress(f"  first round: {len(runner_inputs)} candidates of task {batches['sent']}/{len(tasks)} "
+                         f"sent to measure, {time.time() - start:.0f} s")
+            return futures
+
+    return PacedRunner()
 
 
 def progress_callback(tasks: list[Task], total: int | None, deadline: float | None,

@@ -22,7 +22,7 @@ from compiler.specs import KernelSpec
 from compiler.tuning.database import device_dir, locked, open_database
 from compiler.tuning import replay as replay_timings
 from compiler.tuning.fast_import import import_tensor_intrinsics
-from compiler.tuning.progress import measured, progress_callback
+from compiler.tuning.progress import measured, paced_runner, progress_callback
 from compiler.tuning.tasks import Task, make_tasks
 
 
@@ -91,7 +91,7 @@ def search(tasks: list[Task], contexts: list, target, *, database, trials: int |
     start = time.time()
     deadline = start + minutes * 60 if minutes is not None else None
     budget = trials if trials is not None else 1 << 30  # the deadline stops an open-ended run
-    # Small batches under a deadline: the clock is checked after each batch is measured.
+    # Small batches under a deadline: the clock is checked before each batch is measured.
     per_batch = min(16, max(2, trials // len(tasks))) if trials is not None else 8
     if compile_with is None:
         compile_with = functools.partial(backends.get(target).candidate_compiler, target)
@@ -108,8 +108,8 @@ def search(tasks: list[Task], contexts: list, target, *, database, trials: int |
                          progress_callback(tasks, trials, deadline, progress), *map(observer_callback, observers)]
             ms.tune_tasks(tasks=contexts, task_weights=[1.0] * len(contexts), work_dir=work_dir,
                           max_trials_global=budget - len(tasks), num_trials_per_iter=per_batch, builder=builder,
-                          runner=runner, database=database, cost_model="xgb", measure_callbacks=callbacks,
-                          task_scheduler="gradient")
+                          runner=paced_runner(runner, tasks, deadline, start, progress), database=database,
+                          cost_model="xgb", measure_callbacks=callbacks, task_scheduler="gradient")
     return time.time() - start
 
 
