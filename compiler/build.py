@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from compiler import backends, manifest, ops
 from compiler.specs import KernelSpec, variant_symbol
 

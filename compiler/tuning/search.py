@@ -136,6 +136,7 @@ def measure_defaults(tasks: list[Task], target, builder, runner, database, obser
     whether the wall-clock deadline has passed."""
     import os
 
+    import tvm
     from tvm import s_tir
     from tvm.s_tir import meta_schedule as ms
 
@@ -154,8 +155,9 @@ def measure_defaults(tasks: list[Task], target, builder, runner, database, obser
         built = dict(zip(indices, builder.build([ms.builder.BuilderInput(candidates[i].sch.mod, target.tvm_target())
                                                  for i in indices])))
         runnable = [i for i in indices if built[i].error_msg is None]
-        futures = runner.run([ms.runner.RunnerInput(built[i].artifact_path, target.tvm_target().kind.name,
-                                                    candidates[i].args_info) for i in runnable])
+        device_type = tvm.runtime.device(target.tvm_target().get_target_device_type(), 0).type  # "cpu", as MetaSchedule
+        futures = runner.run([ms.runner.RunnerInput(built[i].artifact_path, device_type, candidates[i].args_info)
+                              for i in runnable])
         ran = {i: future.result() for i, future in zip(runnable, futures)}
         for index in indices:
             task, candidate = tasks[index], candidates[index]

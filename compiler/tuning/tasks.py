@@ -62,7 +62,7 @@ def tuning_shape(bucket: dict) -> dict[str, int]:
     return {**TUNING_SHAPES, **{d: v[1] if isinstance(v, list) else v for d, v in bucket.items()}}
 
 
-def tuning_module(spec: KernelSpec, target, bucket: dict, *, layout: dict | None = None, func=None):
+def tuning_module(spec: KernelSpec, target, bucket: dict, *, layout=None, func=None):
     """(IRModule "main", its lengths): the variant's kernel specialised to its tuning shape. The
     function carries the variant's name and bucket as attributes, so every workload in the database
     says which kernel and bucket it serves (and records of other variants never match it). A caller
