@@ -15,6 +15,7 @@ from pathlib import Path
 
 from compiler import backends, manifest, ops
 from compiler.specs import KernelSpec, variant_symbol
+from compiler.tuning.database import MODELLED_PREFIX
 
 
 def lower_kernel(spec: KernelSpec, target, bucket: dict | None = None, database=None, layout=None, *,
@@ -90,11 +91,15 @@ def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain, model: d
                 progress(f"      {symbol}: no tuning record, default schedule")
             elif variant["tuning"] != "default":
                 variant["tuning"]["database"] = str(tuning_dir)
+                # a record of a core's cycle model (tune --core) holds a modelled time, never a measured one
+                modelled = tuning_dir.name.startswith(MODELLED_PREFIX)
+                if modelled:
+                    variant["tuning"]["modelled"] = True
                 tag = schedules.layout_tag(layout, schedules.layout(spec, target, bucket))
                 if tag:
                     variant["tuning"]["layout"] = tag  # a structural choice of the tuner, not the default
-                progress(f"      {symbol}: tuned record ({variant['tuning']['run_ms']:.4f} ms at its tuning shape"
-                         f"{', layout ' + tag if tag else ''})")
+                progress(f"      {symbol}: tuned record ({variant['tuning']['run_ms']:.4f} ms "
+                         f"{'MODELLED' if modelled else 'measured'} at its tuning shape{', layout ' + tag if tag else ''})")
     artifacts = backend.build(funcs, kernels, target, out_dir, toolchain, progress)
     path = manifest.write(out_dir, target=target, model=model, artifacts=artifacts,
                           tools=backend.describe_tools(target, toolchain), kernels=kernels)

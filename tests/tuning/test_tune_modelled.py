@@ -112,7 +112,7 @@ def test_tune_by_the_cycle_model_then_build_for_that_core(tmp_path):
                 tuning_dir=selection.records_dir(_args(tmp_path / "logs"), target, core="cortex-a55"),
                 progress=lambda _: None)
     variants = json.loads((out / "manifest.json").read_text())["kernels"][spec.name]["variants"]
-    assert all(v["tuning"] != "default" for v in variants)
+    assert all(v["tuning"] != "default" and v["tuning"]["modelled"] for v in variants)  # labelled as a model
 
 
 @pytest.mark.emulated
