@@ -143,12 +143,12 @@ def cmd_tune_matrix(args) -> int:
 
     target = targets.get(args.target)
     root = Path(args.tuning_logs)
-    names = selection.split_list([args.devices]) if args.devices else None
-    if names is None:
-        here = backends.get(target).local_tuning_refusal(target) is None
-        folder = root / target.name
-        names = [tuning_db.host_device(target)] if here else sorted(
-            d.name for d in folder.glob(f"{tuning_db.MODELLED_PREFIX}*") if d.is_dir()) if folder.is_dir() else []
+    if args.devices:
+        names = selection.split_list([args.devices])
+    elif backends.get(target).local_tuning_refusal(target) is None:
+        names = [tuning_db.host_device(target)]  # a target this machine runs: its own records, timed
+    else:  # a cross target: every core it has modelled records of
+        names = sorted(d.name for d in (root / target.name).glob(f"{tuning_db.MODELLED_PREFIX}*") if d.is_dir())
     if not names:
         raise ValueError(f"no tuning databases for {target.name} under {root}: tune first (tune --target "
                          f"{target.name} [--core CORE])")
@@ -200,7 +200,8 @@ def _bench_modelled(args, target) -> int:
     specs = selection.gguf_specs(gguf, selection.split_list(args.ops), target) if args.gguf else selection.specs(args)
     tuning_dirs = {name: selection.records_dir(args, target, core=name) for name in cores}
     modelled.run(specs, target, toolchain=backends.toolchain_for(target), tuning_dirs=tuning_dirs, cores=cores,
-                 quick=args.quick, json_path=Path(args.json) if args.json else None, plot_path=Path(args.plot) if args.plot else None, peer=not args.no_model_row, gguf=gguf,
+                 quick=args.quick, json_path=Path(args.json) if args.json else None,
+                 plot_path=Path(args.plot) if args.plot else None, peer=not args.no_model_row, gguf=gguf,
                  progress=lambda line: print(line, flush=True))
     return 0
 
