@@ -85,6 +85,17 @@ def require_emulator(isa: str) -> None:
     _require(emulator_missing(isa), "emulator")
 
 
+def require_cycle_model() -> None:
+    """The ARM cycle model's tools: qemu-aarch64 and the pinned llvm-mca (a skip names what is missing)."""
+    from compiler.backends.native.cycle_model import mca
+
+    require_emulator("aarch64")
+    try:
+        mca.check_version()
+    except mca.ModelError as err:
+        pytest.skip(f"CYCLE MODEL UNAVAILABLE, test not run: {err}")
+
+
 # Kernels whose shapes exercise every variant while staying fast under emulation.
 def coverage_specs() -> list:
     return [

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require_emulator
+from conftest import require_cycle_model
 
 import targets
 from compiler import backends, build, runtime
@@ -20,14 +20,6 @@ from compiler.backends.native.cycle_model.plugin import plugin_path
 from compiler.specs import make_spec
 
 LOOP = "int main(int argc, char **argv) { volatile long s = 0; long n = 0; for (char *c = argv[1]; *c; c++) n = 10 * n + *c - '0'; for (long i = 0; i < n; i++) s += i; return (int)(s & 1); }\n"
-
-
-def _needs_model():
-    require_emulator("aarch64")
-    try:
-        mca.check_version()
-    except mca.ModelError as err:
-        pytest.skip(f"CYCLE MODEL UNAVAILABLE, test not run: {err}")
 
 
 def _counts(program: Path, trips: int, out: Path) -> list[tuple[int, int, int]]:
@@ -40,7 +32,7 @@ def _counts(program: Path, trips: int, out: Path) -> list[tuple[int, int, int]]:
 def test_the_plugin_counts_a_known_loop_exactly(tmp_path):
     """Independent count: the loop's trip count comes from argv, so between two runs the loop's
     block must run exactly the difference more often, and nothing else may change."""
-    _needs_model()
+    require_cycle_model()
     source, program = tmp_path / "loop.c", tmp_path / "loop"
     source.write_text(LOOP)
     subprocess.run([sys.executable, "-m", "ziglang", "cc", "-target", "aarch64-linux-musl", "-O1", "-static",
@@ -56,7 +48,7 @@ def test_the_plugin_counts_a_known_loop_exactly(tmp_path):
 def test_one_call_of_a_program_is_the_difference_of_two_runs(tmp_path):
     """How llama.cpp's GEMV is counted: the loop runs 1000 x `calls` times, so one "call" is
     exactly 1000 runs of its block, whatever the program does around it."""
-    _needs_model()
+    require_cycle_model()
     source, program = tmp_path / "loop.c", tmp_path / "loop"
     source.write_text(LOOP)
     subprocess.run([sys.executable, "-m", "ziglang", "cc", "-target", "aarch64-linux-musl", "-O1", "-static",
@@ -68,7 +60,7 @@ def test_one_call_of_a_program_is_the_difference_of_two_runs(tmp_path):
 
 @pytest.mark.emulated
 def test_the_model_of_a_library_is_deterministic(tmp_path):
-    _needs_model()
+    require_cycle_model()
     target = targets.get("arm")
     spec = make_spec("qgemm_w8a8", n=64, k=256)
     build.build([spec], target, tmp_path, toolchain=backends.toolchain_for(target), progress=lambda _: None)

@@ -12,11 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import require_emulator
+from conftest import require_cycle_model
 
 import targets
 from compiler import backends, build, cli, selection
-from compiler.backends.native.cycle_model import mca
 from compiler.backends.native.cycle_model.runner import modelled_seconds
 from compiler.manifest import LIBRARY_NAME
 from compiler.specs import make_spec
@@ -88,17 +87,9 @@ def test_core_flags_are_checked(tmp_path, capsys, monkeypatch, argv, message):
     assert capsys.readouterr().err.startswith(f"error: {message}")
 
 
-def _needs_model():
-    require_emulator("aarch64")
-    try:
-        mca.check_version()
-    except mca.ModelError as err:
-        pytest.skip(f"CYCLE MODEL UNAVAILABLE, test not run: {err}")
-
-
 @pytest.mark.emulated
 def test_tune_by_the_cycle_model_then_build_for_that_core(tmp_path):
-    _needs_model()
+    require_cycle_model()
     target = targets.get("arm")
     spec = make_spec("qgemm_w8a8", n=64, k=256)
     lines = []
@@ -120,7 +111,7 @@ def test_one_failing_candidate_costs_only_itself(tmp_path):
     """A batch is counted in one emulator run; a candidate that cannot run (here: a library without
     the candidate's entry point) is retried alone and reported, the others still get their time,
     and counting is deterministic."""
-    _needs_model()
+    require_cycle_model()
     target = targets.get("arm")
     spec = make_spec("qgemm_w8a8", n=64, k=256)
     task = make_tasks([spec], target, lambda _: None)[0]
@@ -171,7 +162,7 @@ def test_trials_to_95_percent_of_the_final_best(tmp_path):
 
 @pytest.mark.emulated
 def test_the_matrix_models_default_own_and_borrowed_records(tmp_path):
-    _needs_model()
+    require_cycle_model()
     from compiler.tuning import matrix
 
     target = targets.get("arm")
