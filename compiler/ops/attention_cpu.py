@@ -248,7 +248,7 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int, KV8: bool =
                 init(m, lsum, acc)
                 # causal: the prefix and the tiles up to the block's last position
                 for t in range((T.min(L - S + vt * R + R, L) - 1 + BK) // BK):
-                    if t * BK + BK <= T.min(L - S + vt * R + R, L):  # a whole tile: no clamping
+                    if LANES and t * BK + BK <= T.min(L - S + vt * R + R, L):  # a whole tile: no clamping
                         tile(q, K, V, Ks, Vs, vh, t * BK, t * BK + BK, L - S + vt * R + 1, m, lsum, acc, sc, keys,
                              part, rs, mt)
                     else:
@@ -266,7 +266,7 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int, KV8: bool =
 def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int, KV8: bool = False, LANES: bool = False):
     """Flash-decoding: blocks over (KV head, chunk of SPLIT keys) write partial (max, sum, acc); a
     second grid merges the chunks. SPLIT is a multiple of BK. KV8: int8 caches with a float32 scale
-    per (head, position) row. LANES: the keys-in-lanes tile. Whole tiles skip the row clamping."""
+    per (head, position) row. LANES: the keys-in-lanes tile, whose whole tiles skip the row clamping."""
     from tvm.script import tirx as T
 
     G = HQ // HKV
@@ -302,7 +302,7 @@ def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int, KV8: boo
                         q[g, d] = Q[vh * G + g, d]
                 init(m, lsum, acc)
                 for t in range(SPLIT // BK):
-                    if vs * SPLIT + t * BK + BK <= L:  # a whole tile: no clamping
+                    if LANES and vs * SPLIT + t * BK + BK <= L:  # a whole tile: no clamping
                         tile(q, K, V, Ks, Vs, vh, vs * SPLIT + t * BK, vs * SPLIT + t * BK + BK, L, m, lsum, acc, sc,
                              keys, part, rs, mt)
                     elif vs * SPLIT + t * BK < L:
