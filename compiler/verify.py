@@ -53,8 +53,8 @@ def check_kernel(kernel, sizes: dict[str, int], rng: np.random.Generator) -> lis
     result = kernel(**{n: logical[n] for n in input_names}, **packed)
     out_names = [a["name"] for a in kernel.spec["args"] if a["role"] == "output"]
     outputs = dict(zip(out_names, result if isinstance(result, tuple) else (result,)))
-    reference = op.reference(spec, **logical)
     layout = layouts.from_json(kernel.variant_for(sizes)["layout"])
+    reference = op.layout_reference(spec, layout, **logical)
     overrides = op.tolerances(spec, layout)
     checks = []
     for name in out_names:

@@ -42,6 +42,26 @@ def dequantized_caches(k_cache, v_cache, k_scale=None, v_scale=None):
             v_cache.astype(np.float64) * v_scale.astype(np.float64)[..., None])
 
 
+def query_dot(spec: KernelSpec, layout) -> str | None:
+    """The integer dot form this layout computes an int8 cache's scores with (the query rounded to
+    int8: attention_cpu.query_dot_form), None for float scores (float caches, GPUs)."""
+    if layout.threaded:
+        return None
+    from compiler.ops.attention_cpu import query_dot_form
+
+    return query_dot_form(layout.int8_dot, spec.dim("d"), spec.opt("kv") == "int8", layout.keys_in_lanes)
+
+
+def rounded_queries(q: np.ndarray) -> np.ndarray:
+    """q as the integer-dot kernels see it: each query vector (last axis) rounded to int8 by its
+    absolute maximum, in the kernels' float32 steps, back as float64."""
+    q = np.asarray(q, np.float32)
+    amax = np.abs(q).max(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inverse = np.where(amax > 0, np.float32(127) / amax, np.float32(0)).astype(np.float32)
+    return np.rint(q * inverse).astype(np.float64) * (amax.astype(np.float64) / 127)
+
+
 def random_caches(spec: KernelSpec, length: int, rng) -> dict[str, np.ndarray]:
     hkv, d = spec.dim("hkv"), spec.dim("d")
     if spec.opt("kv") == "int8":  # rows of a model's magnitude: |k| up to ~2.5
@@ -83,7 +103,7 @@ class AttentionPrefill(OpDef):
         from compiler.ops.attention_cpu import prefill_tir
 
         return prefill_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.kv_tile, layout.lanes,
-                           layout.q_rows, kv8, layout.keys_in_lanes)
+                           layout.q_rows, kv8, layout.keys_in_lanes, query_dot(spec, layout))
 
     def flops(self, spec, sizes):
         s = sizes["S"]  # all of the prefix, and about half of the S x S causal scores
@@ -93,6 +113,9 @@ class AttentionPrefill(OpDef):
     def reference(self, spec, q, k_cache, v_cache, k_scale=None, v_scale=None):
         k, v = dequantized_caches(k_cache, v_cache, k_scale, v_scale)
         return {"o": attention_reference(q, k, v, causal_offset=k.shape[1] - q.shape[1])}
+
+    def layout_reference(self, spec, layout, q, **caches):
+        return self.reference(spec, rounded_queries(q) if query_dot(spec, layout) else q, **caches)
 
     def random_inputs(self, spec, sizes, rng):
         """sizes: S, and L (default S: a fresh prompt)."""
@@ -123,7 +146,7 @@ class AttentionDecode(OpDef):
         from compiler.ops.attention_cpu import decode_tir
 
         return decode_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.kv_tile, layout.lanes,
-                          layout.split_len, kv8, layout.keys_in_lanes)
+                          layout.split_len, kv8, layout.keys_in_lanes, query_dot(spec, layout))
 
     def flops(self, spec, sizes):
         return 4.0 * spec.dim("hq") * spec.dim("d") * sizes["L"]
@@ -132,6 +155,8 @@ class AttentionDecode(OpDef):
         k, v = dequantized_caches(k_cache, v_cache, k_scale, v_scale)
         o = attention_reference(q[:, None, :], k, v, causal_offset=k.shape[1] - 1)
         return {"o": o[:, 0, :]}
+
+    layout_reference = AttentionPrefill.layout_reference
 
     def random_inputs(self, spec, sizes, rng):
         hq, d = spec.dim("hq"), spec.dim("d")

@@ -41,6 +41,30 @@ def fast_exp(x):
     return T.Select(x < T.float32(-87.0), T.float32(0), T.Select(T.isnan(x), x, poly * two_n))
 
 
+# Integer dot products for the scores of an int8 cache, by the target's int8_dot kind: int32 lanes
+# of one instruction, each the sum of 4 byte products.
+INT8_QUERY_DOTS = {"avx512_vnni": 16}
+
+
+def query_dot_form(int8_dot: str, d: int, kv8: bool, keys_in_lanes: bool) -> str | None:
+    """The int8_dot kind whose integer dot products the per-key tile computes an int8 cache's
+    scores with (the query rounded to int8), or None for the float form."""
+    if kv8 and not keys_in_lanes and int8_dot in INT8_QUERY_DOTS and d % 64 == 0:
+        return int8_dot
+    return None
+
+
+def _int8_dot(acc, K, vh, row, q8, g, d0):
+    """acc + VPDPBUSD of key row bytes d0*64.. (offset to unsigned: k + 128, one XOR) by the int8
+    query's bytes: 16 int32 lanes, each 4 products."""
+    from tvm.script import tirx as T
+
+    key = T.reinterpret(T.bitwise_xor(T.reinterpret(K.vload([vh, row, d0 * 64], "int8x64"), dtype="int32x16"),
+                                      T.broadcast(T.int32(-2139062144), 16)), dtype="int8x64")
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), acc.vload([0], "int32x16"),
+                                   key, q8.vload([g, d0 * 64], "int8x64"), dtype="int32x16")
+
+
 def _tree(op, buf, lanes: int, row=None):
     """op-reduction of buf[0:lanes] (of buf[row, 0:lanes] with a row) as a balanced tree (short
     dependency chains, SLP-friendly)."""
@@ -58,7 +82,8 @@ def _row_sums(rows, c, lanes: int):
     return _tree(lambda a, b: a + b, rows, lanes, row=c)
 
 
-def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False, keys_in_lanes: bool = False):
+def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False, keys_in_lanes: bool = False,
+                    query_dot: str | None = None):
     """TVMScript macros shared by prefill and decode: the running (max, sum, acc) of G query
     vectors `q` [G, D] (GH heads of a KV group for each of G / GH consecutive positions) against one
     tile of BK keys starting at `base`. Vector g sees keys below `limit + g // GH` (causal); keys at
@@ -74,11 +99,17 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
       the values run per column chunk, G x CP accumulators held over the tile's keys (independent
       FMA chains, few loads). Keys past `kv_end` are read clamped to the last row and masked (no
       branch, no stray read). 1.7-2.2x fewer cycles on the ARM cycle model (decode); slower on x86 with cold
-      caches (measured), hence not everywhere."""
+      caches (measured), hence not everywhere.
+
+    query_dot (per-key form, int8 caches): the scores are integer dot products of the key rows with
+    the query rounded to int8 (one scale per query vector, as llama.cpp rounds the query for a q8_0
+    cache), on the target's instruction (INT8_QUERY_DOTS), so key rows are never widened to float."""
     from tvm.script import tirx as T
 
     DV = D // VL
     KV = BK // VL
+    IL = INT8_QUERY_DOTS.get(query_dot, 4)  # int32 lanes of the query dot product
+    int8_dot = _int8_dot
     # Value column chunks per pass over a tile's keys: enough independent accumulators (G x CP, up
     # to ACCUMULATORS) to hide the FMA latency, few enough to stay in registers.
     CP = max(cp for cp in range(1, DV + 1) if DV % cp == 0 and (cp == 1 or G * cp <= ACCUMULATORS))
@@ -89,6 +120,19 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
 
     def maximum(a, b):
         return T.max(a, b)
+
+    @T.macro
+    def fold_lanes_int(ipart):
+        """ipart[0] = the sum of ipart[0:IL] (int32 lanes), by halving steps."""
+        if IL >= 16:
+            for u in T.vectorized(8):
+                ipart[u] = ipart[u] + ipart[u + 8]
+        if IL >= 8:
+            for u in T.vectorized(4):
+                ipart[u] = ipart[u] + ipart[u + 4]
+        for u in T.vectorized(2):
+            ipart[u] = ipart[u] + ipart[u + 2]
+        ipart[0] = ipart[0] + ipart[1]
 
     @T.macro
     def fold_lanes(op, part):
@@ -109,6 +153,37 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
         for u in T.vectorized(2):
             part[u] = op(part[u], part[u + 2])
         part[0] = op(part[0], part[1])
+
+    @T.macro
+    def quantize_queries(q, q8, qs, qo, part, ipart, mt):
+        """q8 = q rounded to int8 by its absolute maximum; qs = the factor that turns an int8 dot
+        product back into a score (a NaN or Inf in q makes it NaN, so the vector's scores are NaN
+        as in the float form); qo = 128 x the sum of q8 (the unsigned-key offset to take off)."""
+        for g in range(G):
+            for u in T.vectorized(VL):
+                part[u] = T.abs(q[g, u])
+            for d0 in range(1, DV):
+                for u in T.vectorized(VL):
+                    part[u] = T.max(part[u], T.abs(q[g, d0 * VL + u]))
+            fold_lanes(maximum, part)
+            mt[0] = part[0]
+            for u in T.vectorized(VL):
+                part[u] = q[g, u]
+            for d0 in range(1, DV):
+                for u in T.vectorized(VL):
+                    part[u] = part[u] + q[g, d0 * VL + u]
+            fold_lanes(add, part)
+            qs[g] = T.Select(T.isfinite(part[0]), mt[0] * T.float32(scale / 127), T.float32(math.nan))
+            mt[1] = T.Select(mt[0] > T.float32(0), T.float32(127) / mt[0], T.float32(0))
+            for d in T.vectorized(D):
+                q8[g, d] = T.Cast("int8", T.nearbyint(q[g, d] * mt[1]))
+            for u in T.vectorized(IL):
+                ipart[u] = T.Cast("int32", q8[g, u])
+            for d0 in range(1, D // IL):
+                for u in T.vectorized(IL):
+                    ipart[u] = ipart[u] + T.Cast("int32", q8[g, d0 * IL + u])
+            fold_lanes_int(ipart)
+            qo[g] = ipart[0] * 128
 
     @T.macro
     def init(m, lsum, acc):
@@ -144,22 +219,31 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
             acc[g, d] = acc[g, d] * mt[1]
 
     @T.macro
-    def tile_per_key(q, K, V, Ks, Vs, vh, base, kv_end, limit, m, lsum, acc, sc, keys, part, rs, mt):
+    def tile_per_key(q, K, V, Ks, Vs, vh, base, kv_end, limit, m, lsum, acc, sc, keys, part, rs, mt, q8, qs, qo, ipart):
         for c in range(BK):  # scores: each key row is read once for all G query vectors
             for g in range(G):
-                # Keys past the end read a valid row (clamped) and are masked: no branch, no stray read.
-                for u in T.vectorized(VL):
-                    part[u] = q[g, u] * T.Cast("float32", K[vh, T.min(base + c, kv_end - 1), u])
-                for d0 in range(1, DV):
-                    for u in T.vectorized(VL):
-                        part[u] = part[u] + q[g, d0 * VL + u] * T.Cast(
-                            "float32", K[vh, T.min(base + c, kv_end - 1), d0 * VL + u])
-                fold_lanes(add, part)
-                if KV8:
-                    sc[g, c] = T.Select(base + c < limit + g // GH, part[0] * (
-                        T.float32(scale) * Ks[vh, T.min(base + c, kv_end - 1)]), T.float32(NEG_INF))
+                if query_dot is not None:
+                    for u in T.vectorized(IL):
+                        ipart[u] = 0
+                    for d0 in range(D // 64):
+                        ipart[0:IL] = int8_dot(ipart, K, vh, T.min(base + c, kv_end - 1), q8, g, d0)
+                    fold_lanes_int(ipart)
+                    sc[g, c] = T.Select(base + c < limit + g // GH, T.Cast("float32", ipart[0] - qo[g]) * (
+                        qs[g] * Ks[vh, T.min(base + c, kv_end - 1)]), T.float32(NEG_INF))
                 else:
-                    sc[g, c] = T.Select(base + c < limit + g // GH, part[0] * T.float32(scale), T.float32(NEG_INF))
+                    # Keys past the end read a valid row (clamped) and are masked: no branch, no stray read.
+                    for u in T.vectorized(VL):
+                        part[u] = q[g, u] * T.Cast("float32", K[vh, T.min(base + c, kv_end - 1), u])
+                    for d0 in range(1, DV):
+                        for u in T.vectorized(VL):
+                            part[u] = part[u] + q[g, d0 * VL + u] * T.Cast(
+                                "float32", K[vh, T.min(base + c, kv_end - 1), d0 * VL + u])
+                    fold_lanes(add, part)
+                    if KV8:
+                        sc[g, c] = T.Select(base + c < limit + g // GH, part[0] * (
+                            T.float32(scale) * Ks[vh, T.min(base + c, kv_end - 1)]), T.float32(NEG_INF))
+                    else:
+                        sc[g, c] = T.Select(base + c < limit + g // GH, part[0] * T.float32(scale), T.float32(NEG_INF))
         for g in range(G):
             rescale(g, m, lsum, acc, sc, part, mt)
             if KV8:  # each value row's scale, on its probability (SIMD over the tile's keys)
@@ -172,7 +256,8 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
                         acc[g, d] = acc[g, d] + sc[g, c] * T.Cast("float32", V[vh, base + c, d])
 
     @T.macro
-    def tile_keys_in_lanes(q, K, V, Ks, Vs, vh, base, kv_end, limit, m, lsum, acc, sc, keys, part, rs, mt):
+    def tile_keys_in_lanes(q, K, V, Ks, Vs, vh, base, kv_end, limit, m, lsum, acc, sc, keys, part, rs, mt, q8, qs, qo,
+                           ipart):
         for c0 in range(KV):  # scores, VL keys at a time
             for g in range(G):
                 for c in T.unroll(VL):
@@ -207,10 +292,11 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
                             acc[g, (d1 * CP + j) * VL + u] = acc[g, (d1 * CP + j) * VL + u] + sc[g, c] * T.Cast(
                                 "float32", V[vh, T.min(base + c, kv_end - 1), (d1 * CP + j) * VL + u])
 
-    return init, tile_keys_in_lanes if keys_in_lanes else tile_per_key
+    return init, quantize_queries, tile_keys_in_lanes if keys_in_lanes else tile_per_key
 
 
-def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int, KV8: bool = False, LANES: bool = False):
+def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int, KV8: bool = False, LANES: bool = False,
+               QDOT: str | None = None):
     """One block per (KV head, R consecutive query rows): every K/V row loaded serves the
     R x Hq/Hkv query vectors of the block. Row i is position P + i (P = L - S) and sees keys 0..P+i.
     KV8: the caches are int8 with a float32 scale per (head, position) row. LANES: the keys-in-lanes
@@ -219,7 +305,8 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int, KV8: bool =
 
     G = HQ // HKV
     NQ = G * R
-    init, tile = _online_softmax(NQ, G, D, BK, VL, KV8, LANES)
+    NV = NQ  # query vectors per block
+    init, quantize_queries, tile = _online_softmax(NQ, G, D, BK, VL, KV8, LANES, QDOT)
 
     @T.macro
     def body(Q, K, V, Ks, Vs, O, S, L):
@@ -242,18 +329,27 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int, KV8: bool =
                 else:  # the per-key tile uses neither
                     keys = part
                     rs = part
+                if QDOT is not None:  # the queries as int8, their score factors and unsigned-key offsets
+                    q8 = T.sblock_alloc_buffer((NV, D), "int8", scope=BLOCK_SCOPE)
+                    qs = T.sblock_alloc_buffer((NV,), "float32", scope=BLOCK_SCOPE)
+                    qo = T.sblock_alloc_buffer((NV,), "int32", scope=BLOCK_SCOPE)
+                    ipart = T.sblock_alloc_buffer((INT8_QUERY_DOTS[QDOT],), "int32", scope=BLOCK_SCOPE)
+                else:
+                    q8, qs, qo, ipart = q, part, m, m
                 for g in range(NQ):  # vector g: head g % G at position vt * R + g // G (clamped to S)
                     for d in T.vectorized(D):
                         q[g, d] = Q[vh * G + g % G, T.min(vt * R + g // G, S - 1), d]
                 init(m, lsum, acc)
+                if QDOT is not None:
+                    quantize_queries(q, q8, qs, qo, part, ipart, mt)
                 # causal: the prefix and the tiles up to the block's last position
                 for t in range((T.min(L - S + vt * R + R, L) - 1 + BK) // BK):
                     if LANES and t * BK + BK <= T.min(L - S + vt * R + R, L):  # a whole tile: no clamping
                         tile(q, K, V, Ks, Vs, vh, t * BK, t * BK + BK, L - S + vt * R + 1, m, lsum, acc, sc, keys,
-                             part, rs, mt)
+                             part, rs, mt, q8, qs, qo, ipart)
                     else:
                         tile(q, K, V, Ks, Vs, vh, t * BK, T.min(L - S + vt * R + R, L), L - S + vt * R + 1, m, lsum,
-                             acc, sc, keys, part, rs, mt)
+                             acc, sc, keys, part, rs, mt, q8, qs, qo, ipart)
                 for g in range(NQ):
                     if vt * R + g // G < S:
                         for d in T.vectorized(D):
@@ -263,14 +359,16 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int, KV8: bool =
                             {"tirx.noalias": True})
 
 
-def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int, KV8: bool = False, LANES: bool = False):
+def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int, KV8: bool = False, LANES: bool = False,
+               QDOT: str | None = None):
     """Flash-decoding: blocks over (KV head, chunk of SPLIT keys) write partial (max, sum, acc); a
     second grid merges the chunks. SPLIT is a multiple of BK. KV8: int8 caches with a float32 scale
     per (head, position) row. LANES: the keys-in-lanes tile, whose whole tiles skip the row clamping."""
     from tvm.script import tirx as T
 
     G = HQ // HKV
-    init, tile = _online_softmax(G, G, D, BK, VL, KV8, LANES)
+    NV = G  # query vectors per block
+    init, quantize_queries, tile = _online_softmax(G, G, D, BK, VL, KV8, LANES, QDOT)
 
     @T.macro
     def body(Q, K, V, Ks, Vs, O, S, L):  # S: unused (one query row)
@@ -297,16 +395,26 @@ def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int, KV8: boo
                 else:  # the per-key tile uses neither
                     keys = part
                     rs = part
+                if QDOT is not None:  # the queries as int8, their score factors and unsigned-key offsets
+                    q8 = T.sblock_alloc_buffer((NV, D), "int8", scope=BLOCK_SCOPE)
+                    qs = T.sblock_alloc_buffer((NV,), "float32", scope=BLOCK_SCOPE)
+                    qo = T.sblock_alloc_buffer((NV,), "int32", scope=BLOCK_SCOPE)
+                    ipart = T.sblock_alloc_buffer((INT8_QUERY_DOTS[QDOT],), "int32", scope=BLOCK_SCOPE)
+                else:
+                    q8, qs, qo, ipart = q, part, m, m
                 for g in range(G):
                     for d in T.vectorized(D):
                         q[g, d] = Q[vh * G + g, d]
                 init(m, lsum, acc)
+                if QDOT is not None:
+                    quantize_queries(q, q8, qs, qo, part, ipart, mt)
                 for t in range(SPLIT // BK):
                     if LANES and vs * SPLIT + t * BK + BK <= L:  # a whole tile: no clamping
                         tile(q, K, V, Ks, Vs, vh, vs * SPLIT + t * BK, vs * SPLIT + t * BK + BK, L, m, lsum, acc, sc,
-                             keys, part, rs, mt)
+                             keys, part, rs, mt, q8, qs, qo, ipart)
                     elif vs * SPLIT + t * BK < L:
-                        tile(q, K, V, Ks, Vs, vh, vs * SPLIT + t * BK, L, L, m, lsum, acc, sc, keys, part, rs, mt)
+                        tile(q, K, V, Ks, Vs, vh, vs * SPLIT + t * BK, L, L, m, lsum, acc, sc, keys, part, rs, mt, q8, qs, qo,
+                             ipart)
                 for g in range(G):
                     pm[vh * G + g, vs] = m[g]
                     pl[vh * G + g, vs] = lsum[g]

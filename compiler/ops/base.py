@@ -137,6 +137,12 @@ class OpDef:
     def default_tolerance(self, layout) -> tuple[float, float]:
         return self.fp16_tolerance if layout.float_math == "float16" else self.tolerance
 
+    def layout_reference(self, spec: KernelSpec, layout, **inputs) -> dict[str, np.ndarray]:
+        """The reference for a kernel built with `layout`: `reference`, unless the layout computes
+        a documented approximation of it (attention rounding its query to int8 for integer dot
+        products), which this then computes exactly."""
+        return self.reference(spec, **inputs)
+
     def tolerances(self, spec: KernelSpec, layout) -> dict[str, tuple[float, float]]:
         return {}  # per-output overrides of default_tolerance(layout)
 

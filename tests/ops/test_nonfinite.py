@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from compiler import ops, runtime
+from compiler.ops import attention
+from compiler.runtime import host
 from compiler.specs import make_spec
+from schedules import layouts
 
 pytestmark = pytest.mark.native
 
@@ -134,3 +137,32 @@ def test_a_poisoned_row_poisons_its_q8_gemm_output_row(lib):
     assert not np.isfinite(y[[5, 6, 9, 10, 11]]).any()
     clean = ops.get(Q8_GEMM.op).reference(Q8_GEMM, x=x[[0, 1]], w=inputs["w"], w_scale=inputs["w_scale"])["y"]
     np.testing.assert_allclose(y[[0, 1]], clean, rtol=1e-5, atol=1e-5 * np.abs(clean).max())
+
+
+INT8_CACHE_ATTENTION = [make_spec("attention_prefill", hq=4, hkv=2, d=64, kv="int8"),
+                        make_spec("attention_decode", hq=8, hkv=2, d=64, kv="int8")]
+
+
+@pytest.mark.parametrize("spec", INT8_CACHE_ATTENTION, ids=lambda spec: spec.name)
+def test_a_nan_query_poisons_only_its_outputs_on_an_int8_cache(build_library, spec):
+    """With VNNI the scores of an int8 cache are integer dot products of the query rounded by its
+    absolute maximum: a NaN in a query must still make exactly that query's outputs NaN."""
+    directory = build_library("x86-avx512", INT8_CACHE_ATTENTION)
+    ok, reason = host.native_ok(runtime.read_manifest(directory)["target"])
+    if not ok:
+        pytest.skip(f"x86-avx512 is compile-only on this machine: {reason}")
+    op = ops.get(spec.op)
+    sizes = {"S": 9} if spec.op == "attention_prefill" else {"L": 600}
+    inputs = op.random_inputs(spec, sizes, np.random.default_rng(3))
+    inputs["q"][(1, 6, 0) if spec.op == "attention_prefill" else (1, 0)] = NAN
+    with runtime.load(directory) as library:
+        kernel = library[spec.name]
+        layout = layouts.from_json(kernel.variant_for(sizes)["layout"])
+        assert attention.query_dot(spec, layout) == "avx512_vnni"
+        out = kernel(**inputs)
+    with np.errstate(invalid="ignore"):
+        ref = op.layout_reference(spec, layout, **inputs)["o"]
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    assert np.isnan(ref).any() and not np.isnan(ref).all()
+    finite = np.isfinite(ref)
+    np.testing.assert_allclose(out[finite], ref[finite], atol=2e-5, rtol=2e-5)
