@@ -47,6 +47,7 @@ class CpuLayout(Layout):
     lanes: int = 1  # attention: SIMD lanes over the head dim
     split_len: int = 256  # attention decode: keys per split
     keys_in_lanes: bool = False  # attention: scores of VL keys at once, reduced together (ops/attention_cpu.py)
+    query_dot: str = ""  # attention on an int8 cache: the int8_dot kind its scores use (query rounded to int8)
 
 
 @dataclass(frozen=True)

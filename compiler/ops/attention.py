@@ -43,13 +43,9 @@ def dequantized_caches(k_cache, v_cache, k_scale=None, v_scale=None):
 
 
 def query_dot(spec: KernelSpec, layout) -> str | None:
-    """The integer dot form this layout computes an int8 cache's scores with (the query rounded to
-    int8: attention_cpu.query_dot_form), None for float scores (float caches, GPUs)."""
-    if layout.threaded:
-        return None
-    from compiler.ops.attention_cpu import query_dot_form
-
-    return query_dot_form(layout.int8_dot, spec.dim("d"), spec.opt("kv") == "int8", layout.keys_in_lanes)
+    """The int8_dot kind this layout computes an int8 cache's scores with (the query rounded to
+    int8: ops/attention_cpu.py), None for float scores (float caches, GPUs)."""
+    return None if layout.threaded else (layout.query_dot or None)
 
 
 def rounded_queries(q: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 from compiler.ops.attention_signature import cache_signatures
+from compiler.ops.attention_simd import INT8_QUERY_DOTS, fast_exp, int8_query_dot, row_sums
 from compiler.ops.base import NEG_INF
 
 # Scope of each block's scratch buffers (running max, sums, accumulators, scores): TVM puts a
@@ -22,64 +23,6 @@ BLOCK_SCOPE = "global"
 # Vector accumulators the keys-in-lanes value loop keeps live: 4-cycle FMA latency x 2 pipes needs
 # about 8; 12 leave room for the operands in a 32-register file.
 ACCUMULATORS = 12
-
-
-def fast_exp(x):
-    """exp(x) for float32 x as plain arithmetic (range reduction by ln 2, degree-6 polynomial,
-    exponent bits), so it vectorises where libm's expf would be one call per lane. Relative error
-    ~2e-7; exactly 0 below -87 (masked scores). NaN stays NaN (as in numpy's softmax): the clamp
-    below would make it -87, since TVM lowers max/min to compares, which a NaN fails."""
-    from tvm.script import tirx as T
-
-    xc = T.min(T.max(x, T.float32(-87.0)), T.float32(88.0))
-    n = T.floor(xc * T.float32(1.4426950408889634) + T.float32(0.5))
-    r = xc - n * T.float32(0.693359375) - n * T.float32(-2.12194440e-4)
-    poly = T.float32(1.0 / 720)
-    for coef in (1.0 / 120, 1.0 / 24, 1.0 / 6, 0.5, 1.0, 1.0):
-        poly = poly * r + T.float32(coef)
-    two_n = T.reinterpret(T.shift_left(T.Cast("int32", n) + 127, 23), dtype="float32")
-    return T.Select(x < T.float32(-87.0), T.float32(0), T.Select(T.isnan(x), x, poly * two_n))
-
-
-# Integer dot products for the scores of an int8 cache, by the target's int8_dot kind: int32 lanes
-# of one instruction, each the sum of 4 byte products.
-INT8_QUERY_DOTS = {"avx512_vnni": 16}
-
-
-def query_dot_form(int8_dot: str, d: int, kv8: bool, keys_in_lanes: bool) -> str | None:
-    """The int8_dot kind whose integer dot products the per-key tile computes an int8 cache's
-    scores with (the query rounded to int8), or None for the float form."""
-    if kv8 and not keys_in_lanes and int8_dot in INT8_QUERY_DOTS and d % 64 == 0:
-        return int8_dot
-    return None
-
-
-def _int8_dot(acc, K, vh, row, q8, g, d0):
-    """acc + VPDPBUSD of key row bytes d0*64.. (offset to unsigned: k + 128, one XOR) by the int8
-    query's bytes: 16 int32 lanes, each 4 products."""
-    from tvm.script import tirx as T
-
-    key = T.reinterpret(T.bitwise_xor(T.reinterpret(K.vload([vh, row, d0 * 64], "int8x64"), dtype="int32x16"),
-                                      T.broadcast(T.int32(-2139062144), 16)), dtype="int8x64")
-    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), acc.vload([0], "int32x16"),
-                                   key, q8.vload([g, d0 * 64], "int8x64"), dtype="int32x16")
-
-
-def _tree(op, buf, lanes: int, row=None):
-    """op-reduction of buf[0:lanes] (of buf[row, 0:lanes] with a row) as a balanced tree (short
-    dependency chains, SLP-friendly)."""
-    terms = [buf[u] if row is None else buf[row, u] for u in range(lanes)]
-    while len(terms) > 1:
-        terms = [op(terms[i], terms[i + 1]) for i in range(0, len(terms), 2)]
-    return terms[0]
-
-
-def _row_sums(rows, c, lanes: int):
-    """The sum of rows[c, 0:lanes] as a balanced tree. With c the vectorised lane, each term is a
-    strided (transposed) read of the local tile, which LLVM turns into shuffles: the VL sums of VL
-    rows cost VL - 1 vector adds, where a horizontal sum per row costs VL x log2(VL) steps. (Not
-    T.Shuffle: MetaSchedule's FLOP estimate has no rule for it, so such a kernel cannot be tuned.)"""
-    return _tree(lambda a, b: a + b, rows, lanes, row=c)
 
 
 def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False, keys_in_lanes: bool = False,
@@ -95,21 +38,23 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
     - per key: each key's dot product accumulates VL-wide and ends in a tree (horizontal) sum;
       value rows are added to all G accumulators key by key.
     - keys in lanes: VL keys' dot products accumulate as VL rows of a local tile, reduced together
-      by `_row_sums` into one vector of VL scores, so masking and scaling are SIMD over keys;
+      by `row_sums` into one vector of VL scores, so masking and scaling are SIMD over keys;
       the values run per column chunk, G x CP accumulators held over the tile's keys (independent
       FMA chains, few loads). Keys past `kv_end` are read clamped to the last row and masked (no
       branch, no stray read). 1.7-2.2x fewer cycles on the ARM cycle model (decode); slower on x86 with cold
       caches (measured), hence not everywhere.
 
-    query_dot (per-key form, int8 caches): the scores are integer dot products of the key rows with
-    the query rounded to int8 (one scale per query vector, as llama.cpp rounds the query for a q8_0
-    cache), on the target's instruction (INT8_QUERY_DOTS), so key rows are never widened to float."""
+    query_dot (int8 caches, always the per-key form): the scores are integer dot products of the key
+    rows with the query rounded to int8 (one scale per query vector, as llama.cpp rounds the query
+    for a q8_0 cache), on the target's instruction (INT8_QUERY_DOTS): key rows are never widened."""
     from tvm.script import tirx as T
 
     DV = D // VL
     KV = BK // VL
-    IL = INT8_QUERY_DOTS.get(query_dot, 4)  # int32 lanes of the query dot product
-    int8_dot = _int8_dot
+    IL, UNSIGNED_KEYS = INT8_QUERY_DOTS.get(query_dot, (4, False))  # int32 lanes of the query dot product
+
+    def int8_dot(acc, K, vh, row, q8, g, d0):
+        return int8_query_dot(query_dot, acc, K, vh, row, q8, g, d0)
     # Value column chunks per pass over a tile's keys: enough independent accumulators (G x CP, up
     # to ACCUMULATORS) to hide the FMA latency, few enough to stay in registers.
     CP = max(cp for cp in range(1, DV + 1) if DV % cp == 0 and (cp == 1 or G * cp <= ACCUMULATORS))
@@ -158,7 +103,7 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
     def quantize_queries(q, q8, qs, qo, part, ipart, mt):
         """q8 = q rounded to int8 by its absolute maximum; qs = the factor that turns an int8 dot
         product back into a score (a NaN or Inf in q makes it NaN, so the vector's scores are NaN
-        as in the float form); qo = 128 x the sum of q8 (the unsigned-key offset to take off)."""
+        as in the float form); qo = 128 x the sum of q8 where the keys are offset to unsigned."""
         for g in range(G):
             for u in T.vectorized(VL):
                 part[u] = T.abs(q[g, u])
@@ -183,7 +128,7 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
                 for u in T.vectorized(IL):
                     ipart[u] = ipart[u] + T.Cast("int32", q8[g, d0 * IL + u])
             fold_lanes_int(ipart)
-            qo[g] = ipart[0] * 128
+            qo[g] = ipart[0] * (128 if UNSIGNED_KEYS else 0)
 
     @T.macro
     def init(m, lsum, acc):
@@ -225,7 +170,7 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
                 if query_dot is not None:
                     for u in T.vectorized(IL):
                         ipart[u] = 0
-                    for d0 in range(D // 64):
+                    for d0 in range(D // (4 * IL)):
                         ipart[0:IL] = int8_dot(ipart, K, vh, T.min(base + c, kv_end - 1), q8, g, d0)
                     fold_lanes_int(ipart)
                     sc[g, c] = T.Select(base + c < limit + g // GH, T.Cast("float32", ipart[0] - qo[g]) * (
@@ -269,7 +214,7 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
                             keys[c, u] = keys[c, u] + q[g, d0 * VL + u] * T.Cast(
                                 "float32", K[vh, T.min(base + c0 * VL + c, kv_end - 1), d0 * VL + u])
                 for c in T.vectorized(VL):
-                    sc[g, c0 * VL + c] = _row_sums(keys, c, VL)
+                    sc[g, c0 * VL + c] = row_sums(keys, c, VL)
         if KV8:  # the tile's row scales, read once for all G vectors
             for c in range(BK):
                 rs[0, c] = Ks[vh, T.min(base + c, kv_end - 1)] * T.float32(scale)
@@ -333,7 +278,7 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int, KV8: bool =
                     q8 = T.sblock_alloc_buffer((NV, D), "int8", scope=BLOCK_SCOPE)
                     qs = T.sblock_alloc_buffer((NV,), "float32", scope=BLOCK_SCOPE)
                     qo = T.sblock_alloc_buffer((NV,), "int32", scope=BLOCK_SCOPE)
-                    ipart = T.sblock_alloc_buffer((INT8_QUERY_DOTS[QDOT],), "int32", scope=BLOCK_SCOPE)
+                    ipart = T.sblock_alloc_buffer((INT8_QUERY_DOTS[QDOT][0],), "int32", scope=BLOCK_SCOPE)
                 else:
                     q8, qs, qo, ipart = q, part, m, m
                 for g in range(NQ):  # vector g: head g % G at position vt * R + g // G (clamped to S)
@@ -399,7 +344,7 @@ def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int, KV8: boo
                     q8 = T.sblock_alloc_buffer((NV, D), "int8", scope=BLOCK_SCOPE)
                     qs = T.sblock_alloc_buffer((NV,), "float32", scope=BLOCK_SCOPE)
                     qo = T.sblock_alloc_buffer((NV,), "int32", scope=BLOCK_SCOPE)
-                    ipart = T.sblock_alloc_buffer((INT8_QUERY_DOTS[QDOT],), "int32", scope=BLOCK_SCOPE)
+                    ipart = T.sblock_alloc_buffer((INT8_QUERY_DOTS[QDOT][0],), "int32", scope=BLOCK_SCOPE)
                 else:
                     q8, qs, qo, ipart = q, part, m, m
                 for g in range(G):

@@ -69,7 +69,20 @@ def layout(spec, target, bucket: dict) -> CpuLayout:
         lanes=_attention_lanes(spec, target),
         split_len=64 if "L" in bucket else 256,  # short caches split finer: more blocks per core
         keys_in_lanes=target.attention_keys_in_lanes and spec.op.startswith("attention"),
+        # An int8 cache's scores by integer dot products where the per-key tile is the target's form
+        # (x86-avx512: 1.18x at L=8192, measured); keys-in-lanes targets keep float scores (the A76
+        # model: 1.16x slower with SDOT per key, the A55 1.25x faster: a tuning choice there).
+        query_dot="" if target.attention_keys_in_lanes else _attention_query_dot(spec, target),
     )
+
+
+def _attention_query_dot(spec, target) -> str:
+    """The target's integer dot form for an int8 cache's attention scores ("" if none)."""
+    if not spec.op.startswith("attention"):
+        return ""
+    from compiler.ops.attention_simd import query_dot_form
+
+    return query_dot_form(target.int8_dot, spec.dim("d"), spec.opt("kv") == "int8") or ""
 
 
 # x86 byte-product forms for the q8 model path (activations quantised in the kernel): int4 weights
@@ -125,8 +138,13 @@ def layout_choices(spec, target, bucket: dict) -> list[CpuLayout]:
     """The default layout, then the structural alternatives worth a tuner's trials, none of which
     changes the kernel's arguments: the any-length GEMM's token rows per accumulator tile; the
     attention prefill's keys per online-softmax step and query rows per block; the attention
-    decode's keys per split (a multiple of its key tile)."""
+    decode's keys per split (a multiple of its key tile); on an int8 cache, the other form of its
+    scores (integer dot products per key, or the target's float tile)."""
     default = layout(spec, target, bucket)
+    other_scores = []
+    if _attention_query_dot(spec, target):
+        other_scores = [{"query_dot": "", "keys_in_lanes": target.attention_keys_in_lanes} if default.query_dot else
+                        {"query_dot": _attention_query_dot(spec, target), "keys_in_lanes": False}]
     if spec.op in GEMM_OPS and default.m_tile > 1:
         changes = [{"m_tile": m} for m in (2, 8)]
     elif spec.op == "attention_prefill":  # a key tile is whole vectors of the head-dim lanes
@@ -136,7 +154,7 @@ def layout_choices(spec, target, bucket: dict) -> list[CpuLayout]:
         changes = [c for c in changes if c["split_len"] % default.kv_tile == 0]
     else:
         changes = []
-    return [default, *(replace(default, **change) for change in changes)]
+    return [default, *(replace(default, **change) for change in changes + other_scores)]
 
 
 def schedule(sch, spec, target, bucket: dict, layout: CpuLayout) -> None:
