@@ -67,32 +67,19 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
         return T.max(a, b)
 
     @T.macro
-    def fold_lanes_int(ipart):
-        """ipart[0] = the sum of ipart[0:IL] (int32 lanes), by halving steps."""
-        if IL >= 16:
-            for u in T.vectorized(8):
-                ipart[u] = ipart[u] + ipart[u + 8]
-        if IL >= 8:
-            for u in T.vectorized(4):
-                ipart[u] = ipart[u] + ipart[u + 4]
-        for u in T.vectorized(2):
-            ipart[u] = ipart[u] + ipart[u + 2]
-        ipart[0] = ipart[0] + ipart[1]
-
-    @T.macro
-    def fold_lanes(op, part):
-        """part[0] = op-reduction of part[0:VL], by halving vector steps (log2 VL of them, where a
-        tree of lane reads costs VL - 1 scalar steps and as many lane extractions)."""
-        if VL >= 64:
+    def fold_lanes(op, part, lanes):
+        """part[0] = op-reduction of part[0:lanes], by halving vector steps (log2 lanes of them,
+        where a tree of lane reads costs lanes - 1 scalar steps and as many lane extractions)."""
+        if lanes >= 64:
             for u in T.vectorized(32):
                 part[u] = op(part[u], part[u + 32])
-        if VL >= 32:
+        if lanes >= 32:
             for u in T.vectorized(16):
                 part[u] = op(part[u], part[u + 16])
-        if VL >= 16:
+        if lanes >= 16:
             for u in T.vectorized(8):
                 part[u] = op(part[u], part[u + 8])
-        if VL >= 8:
+        if lanes >= 8:
             for u in T.vectorized(4):
                 part[u] = op(part[u], part[u + 4])
         for u in T.vectorized(2):
@@ -110,14 +97,14 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
             for d0 in range(1, DV):
                 for u in T.vectorized(VL):
                     part[u] = T.max(part[u], T.abs(q[g, d0 * VL + u]))
-            fold_lanes(maximum, part)
+            fold_lanes(maximum, part, VL)
             mt[0] = part[0]
             for u in T.vectorized(VL):
                 part[u] = q[g, u]
             for d0 in range(1, DV):
                 for u in T.vectorized(VL):
                     part[u] = part[u] + q[g, d0 * VL + u]
-            fold_lanes(add, part)
+            fold_lanes(add, part, VL)
             qs[g] = T.Select(T.isfinite(part[0]), mt[0] * T.float32(scale / 127), T.float32(math.nan))
             mt[1] = T.Select(mt[0] > T.float32(0), T.float32(127) / mt[0], T.float32(0))
             for d in T.vectorized(D):
@@ -127,7 +114,7 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
             for d0 in range(1, D // IL):
                 for u in T.vectorized(IL):
                     ipart[u] = ipart[u] + T.Cast("int32", q8[g, d0 * IL + u])
-            fold_lanes_int(ipart)
+            fold_lanes(add, ipart, IL)
             qo[g] = ipart[0] * (128 if UNSIGNED_KEYS else 0)
 
     @T.macro
@@ -147,7 +134,7 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
         for c0 in range(1, KV):
             for u in T.vectorized(VL):
                 part[u] = T.max(part[u], sc[g, c0 * VL + u])
-        fold_lanes(maximum, part)
+        fold_lanes(maximum, part, VL)
         mt[0] = T.max(m[g], part[0])
         mt[1] = fast_exp(m[g] - mt[0])
         m[g] = mt[0]
@@ -158,32 +145,33 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
         for c0 in range(1, KV):
             for u in T.vectorized(VL):
                 part[u] = part[u] + sc[g, c0 * VL + u]
-        fold_lanes(add, part)
+        fold_lanes(add, part, VL)
         lsum[g] = lsum[g] * mt[1] + part[0]
         for d in T.vectorized(D):
             acc[g, d] = acc[g, d] * mt[1]
 
     @T.macro
-    def tile_per_key(q, K, V, Ks, Vs, vh, base, kv_end, limit, m, lsum, acc, sc, keys, part, rs, mt, q8, qs, qo, ipart):
+    def tile_per_key(q, K, V, Ks, Vs, vh, base, kv_end, limit, m, lsum, acc, sc, keys, part, rs, mt, q8, qs, qo,
+                     ipart):
         for c in range(BK):  # scores: each key row is read once for all G query vectors
             for g in range(G):
+                # Keys past the end read a valid row (clamped) and are masked: no branch, no stray read.
                 if query_dot is not None:
                     for u in T.vectorized(IL):
                         ipart[u] = 0
                     for d0 in range(D // (4 * IL)):
                         ipart[0:IL] = int8_dot(ipart, K, vh, T.min(base + c, kv_end - 1), q8, g, d0)
-                    fold_lanes_int(ipart)
+                    fold_lanes(add, ipart, IL)
                     sc[g, c] = T.Select(base + c < limit + g // GH, T.Cast("float32", ipart[0] - qo[g]) * (
                         qs[g] * Ks[vh, T.min(base + c, kv_end - 1)]), T.float32(NEG_INF))
                 else:
-                    # Keys past the end read a valid row (clamped) and are masked: no branch, no stray read.
                     for u in T.vectorized(VL):
                         part[u] = q[g, u] * T.Cast("float32", K[vh, T.min(base + c, kv_end - 1), u])
                     for d0 in range(1, DV):
                         for u in T.vectorized(VL):
                             part[u] = part[u] + q[g, d0 * VL + u] * T.Cast(
                                 "float32", K[vh, T.min(base + c, kv_end - 1), d0 * VL + u])
-                    fold_lanes(add, part)
+                    fold_lanes(add, part, VL)
                     if KV8:
                         sc[g, c] = T.Select(base + c < limit + g // GH, part[0] * (
                             T.float32(scale) * Ks[vh, T.min(base + c, kv_end - 1)]), T.float32(NEG_INF))
@@ -358,8 +346,8 @@ def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int, KV8: boo
                         tile(q, K, V, Ks, Vs, vh, vs * SPLIT + t * BK, vs * SPLIT + t * BK + BK, L, m, lsum, acc, sc,
                              keys, part, rs, mt, q8, qs, qo, ipart)
                     elif vs * SPLIT + t * BK < L:
-                        tile(q, K, V, Ks, Vs, vh, vs * SPLIT + t * BK, L, L, m, lsum, acc, sc, keys, part, rs, mt, q8, qs, qo,
-                             ipart)
+                        tile(q, K, V, Ks, Vs, vh, vs * SPLIT + t * BK, L, L, m, lsum, acc, sc, keys, part, rs, mt, q8,
+                             qs, qo, ipart)
                 for g in range(G):
                     pm[vh * G + g, vs] = m[g]
                     pl[vh * G + g, vs] = lsum[g]
