@@ -87,7 +87,8 @@ def layout_tag(layout, default) -> str:
     """What sets `layout` apart from the variant's `default` ("m_tile=8"); "" for the default. It
     names the layout in tuning records and task names."""
     ours, theirs = layout.to_json(), default.to_json()
-    return ",".join(f"{name}={ours[name]}" for name in ours if ours[name] != theirs.get(name))
+    return ",".join(f"{name}={ours[name] if ours[name] != '' else 'none'}" for name in ours
+                    if ours[name] != theirs.get(name))
 
 
 def schedule(sch, spec, target, bucket: dict | None = None, layout=None):
