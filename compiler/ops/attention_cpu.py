@@ -82,9 +82,11 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
         if lanes >= 8:
             for u in T.vectorized(4):
                 part[u] = op(part[u], part[u + 4])
-        for u in T.vectorized(2):
-            part[u] = op(part[u], part[u + 2])
-        part[0] = op(part[0], part[1])
+        if lanes >= 4:
+            for u in T.vectorized(2):
+                part[u] = op(part[u], part[u + 2])
+        if lanes >= 2:
+            part[0] = op(part[0], part[1])
 
     @T.macro
     def quantize_queries(q, q8, qs, qo, part, ipart, mt):
