@@ -141,10 +141,11 @@ def layout_choices(spec, target, bucket: dict) -> list[CpuLayout]:
     decode's keys per split (a multiple of its key tile); on an int8 cache, the other form of its
     scores (integer dot products per key, or the target's float tile)."""
     default = layout(spec, target, bucket)
+    query_dot = _attention_query_dot(spec, target)
     other_scores = []
-    if _attention_query_dot(spec, target):
+    if query_dot:
         other_scores = [{"query_dot": "", "keys_in_lanes": target.attention_keys_in_lanes} if default.query_dot else
-                        {"query_dot": _attention_query_dot(spec, target), "keys_in_lanes": False}]
+                        {"query_dot": query_dot, "keys_in_lanes": False}]
     if spec.op in GEMM_OPS and default.m_tile > 1:
         changes = [{"m_tile": m} for m in (2, 8)]
     elif spec.op == "attention_prefill":  # a key tile is whole vectors of the head-dim lanes
