@@ -17,7 +17,7 @@ import numpy as np
 
 from compiler.llm.gguf import BLOCK, GGUFError, GGUFModel, LEGACY, QuantWeight, SUPPORTED
 from compiler.ops.gguf_forms import GGUF_FORMS, INT8_ACTIVATIONS
-from schedules.cpu import has_5bit_dot
+from schedules.cpu import has_high_bit_dot
 from compiler.specs import KernelSpec, make_spec
 
 GEMM_ROLES = {  # role -> GGUF tensor names (per layer) whose rows are concatenated
@@ -64,8 +64,8 @@ def weight_form(kind: str, activations: str = "f32", isa: str = "x86_64", int8_d
     """The quantized form (and its options) that takes a GGUF weight type as is (see compiler.llm.gguf):
     with f32 activations a weight-only form; with q8, for Q4_0 / Q4_1 / Q8_0, an int8 form whose
     kernel quantises the activations to the Q8_0 blocks (Q8_1 for Q4_1) llama.cpp multiplies them
-    in, rounded as llama.cpp does on `isa`; for Q4_K, and for Q5_0 / Q5_1 / Q5_K where the
-    target's dot product (`int8_dot`) has a 5-bit form, W4A8's kernel on Q8 blocks
+    in, rounded as llama.cpp does on `isa`; for Q4_K, and for Q5_0 / Q5_1 / Q5_K / Q6_K where the
+    target's dot product (`int8_dot`) has a form for 5- and 6-bit values, W4A8's kernel on Q8 blocks
     (ops/qgemm_gguf.py INT8_ACTIVATIONS). Other types take float32 activations either way
     (`float_only_types`)."""
     if kind not in SUPPORTED:
@@ -88,7 +88,7 @@ def has_int8_form(kind: str, int8_dot: str) -> bool:
     """Whether a type runs on int8 activations on a target with this int8_dot fact."""
     if kind in LEGACY:
         return True
-    return kind in INT8_ACTIVATIONS and (GGUF_FORMS[kind].bits == 4 or has_5bit_dot(int8_dot))
+    return kind in INT8_ACTIVATIONS and (GGUF_FORMS[kind].bits == 4 or has_high_bit_dot(int8_dot))
 
 
 def q8_reciprocal(isa: str) -> str:
@@ -126,7 +126,7 @@ def kernel_plan(model: GGUFModel, activations: str = "f32", isa: str = "x86_64",
                 int8_dot: str = "none") -> KernelPlan:
     """Every role's kernel, for float32 activations or llama.cpp's q8 blocks (quantised inside each
     GEMM, the way `isa`'s llama.cpp rounds them; int8_dot: the target's fact, which says whether
-    5-bit weights have an int8 form). The elementwise steps ride on the GEMMs: each
+    5- and 6-bit weights have an int8 form). The elementwise steps ride on the GEMMs: each
     RMSNorm on the projection after it (qkv and v, gate_up, head), SiLU(gate) * up on down, the
     residual adds on o and down. An int8 KV cache adds "kv_quant", which rounds each new K and V row."""
     if kv_cache not in KV_CACHES:

@@ -96,7 +96,7 @@ def gguf_random_weights(kind: str, n: int, k: int, rng) -> dict[str, np.ndarray]
     return out
 
 
-# The int8-activation form of each type that has one (the q8 model path), as the activation blocks it
-# takes (ops/qgemm_gguf_int8.py). 4-bit: every target's dot product; 5-bit: where the target has a
-# 5-bit form (ARM SDOT: schedules/cpu/intrinsics). Q6_K has none yet: it takes float32 activations.
-INT8_ACTIVATIONS = {"Q4_K": "q8_1", "Q5_K": "q8_1", "Q5_1": "q8_1", "Q5_0": "q8_0"}
+# The int8-activation form of each type (the q8 model path), as the activation blocks it takes
+# (ops/qgemm_gguf_int8.py). 4-bit: every target's dot product; 5- and 6-bit: where the target's dot
+# product has a form for values above a nibble (ARM SDOT, x86 byte products: schedules/cpu/intrinsics).
+INT8_ACTIVATIONS = {"Q4_K": "q8_1", "Q5_K": "q8_1", "Q5_1": "q8_1", "Q5_0": "q8_0", "Q6_K": "q8_0"}

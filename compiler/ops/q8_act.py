@@ -66,9 +66,11 @@ def fp16_round(value):
 
 class Quantised:
     """te stages of a row quantised to blocks: q int8 [M, K], d float32 [M, K/32] (fp16 values),
-    and for Q8_1 isum int32 [M, K/32] (sum of q) and s float32 [M, K/32] (fp16 values)."""
+    and for Q8_1 isum int32 [M, K/32] (sum of q) and s float32 [M, K/32] (fp16 values).
+    sum_span: the values per isum entry where a weight's groups are finer than a block (Q6_K's 16:
+    its offset is paid back per sub-block); Q8_1's s stays per block."""
 
-    def __init__(self, x, k: int, form: str, recip: str, block_sums: bool = False):
+    def __init__(self, x, k: int, form: str, recip: str, block_sums: bool = False, sum_span: int = BLOCK):
         from tvm import te, tirx
 
         from compiler.ops.quantize import magnitude_bits
@@ -99,10 +101,12 @@ class Quantised:
 
         self.q = te.compute((m, k), quant, name="xq")
         self.isum = self.s = None
+        if form == "q8_1" and sum_span != BLOCK:
+            raise ValueError(f"q8_1's block sums are per {BLOCK} values, not {sum_span}")
         if form == "q8_1" or block_sums:
-            rs = te.reduce_axis((0, BLOCK), name="qs")
-            self.isum = te.compute((m, blocks), lambda i, b: te.sum(self.q[i, b * BLOCK + rs].astype("int32"), axis=rs),
-                                   name="q8_isum")
+            rs = te.reduce_axis((0, sum_span), name="qs")
+            self.isum = te.compute((m, k // sum_span), lambda i, b: te.sum(
+                self.q[i, b * sum_span + rs].astype("int32"), axis=rs), name="q8_isum")
         if form == "q8_1":
             self.s = te.compute((m, blocks), lambda i, b: fp16_round_signed(
                 amax(i, b) / c127 * self.isum[i, b].astype("float32")), name="q8_s")

@@ -1,8 +1,10 @@
-"""GGUF types on int8 activations (the q8 model path): their 4- and 5-bit values are W4A8's int4
-nibbles (5 bits: plus a plane of fifth bits), so the GEMM is W4A8's (ops/qgemm_int.py), with each
-block's or sub-block's scale and minimum computed in the kernel from the type's own fields, so the
-resident bytes stay the file's. Q5_0 x Q8_0 and Q5_1 x Q8_1 are llama.cpp's own arithmetic;
-llama.cpp rounds the K-quants' activations to Q8_K blocks of 256, ours are finer (Q8_1, blocks of 32)."""
+"""GGUF types on int8 activations (the q8 model path): their 4-, 5- and 6-bit values are W4A8's int4
+nibbles (5 and 6 bits: plus a plane of the bits above), so the GEMM is W4A8's (ops/qgemm_int.py), with
+each block's or sub-block's scale and minimum computed in the kernel from the type's own fields, so
+the resident bytes stay the file's. Q5_0 x Q8_0 and Q5_1 x Q8_1 are llama.cpp's own arithmetic;
+llama.cpp rounds the K-quants' activations to Q8_K blocks of 256, ours are finer (Q8_1 or Q8_0,
+blocks of 32; Q6_K's offset of 32 is paid per sub-block of 16 from the activations' sums of 16, as
+llama.cpp pays it from Q8_K's)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from compiler.ops.qgemm_int import int_gemm_arguments, int_gemm_reference_of, in
 
 
 def int8_arguments(form: GGUFForm, n, k, bias, layout, out, act, norm, swiglu, residual) -> list[Arg]:
-    """W4A8's arguments (unsigned nibbles; 5 bits: and their fifth bits) with the type's scale fields,
+    """W4A8's arguments (unsigned nibbles; 5 and 6 bits: and their high bits) with the type's scale fields,
     group-major [K/size, N] as W4A8's block scales are on the q8 path."""
     if not form.minimum and form.offset != 2 ** (form.bits - 1):  # W4A8's kernel subtracts half the range
         raise ValueError(f"a GGUF form of {form.bits}-bit values offset by {form.offset} has no int8 form")

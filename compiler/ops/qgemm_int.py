@@ -96,15 +96,20 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
     unsigned: int4 weights given as unsigned nibbles in [0, 15] (GGUF's), their value minus 8 taken.
     bits=5: unsigned values in [0, 31] (GGUF's Q5 types), minus 16: their nibbles in halves as int4's,
     the fifth bits of each channel's k tile of 8 in one byte (w_high); offset-binary layouts only.
+    bits=6: values in [0, 63] (GGUF's Q6_K), minus 32: the two top bits of each channel's k tile in
+    two bytes (w_high, packing.py high_bit_pairs). group: 16 (Q6_K's sub-blocks) or a multiple of
+    the activation blocks of 32.
     block_scales: Args replacing w_scale and w_min (a GGUF type's own scales, ops/qgemm_gguf.py)."""
     group_scales = bits == 4 if group_scales is None else group_scales
     nt, kt = layout.n_tile, layout.k_tile
     check_divisible("int gemm", "n", n, nt)
     check_divisible("int gemm", "k", k, kt)
     tile = [{"op": "reshape", "shape": [n // nt, nt, k // kt, kt]}, {"op": "transpose", "axes": [0, 2, 1, 3]}]
-    if bits == 5 and not (layout.int4_unsigned and kt == 8):
-        raise ValueError(f"5-bit weights on int8 activations need a dot product on offset-binary nibble halves of "
-                         f"8 k (ARM SDOT, x86 byte products); {layout.int8_dot} has none: use float32 activations")
+    if bits in (5, 6) and not (layout.int4_unsigned and kt == 8):
+        which = (f"none fits N={n}, K={k} on this target" if layout.int8_dot == "none"
+                 else f"{layout.int8_dot} has none")
+        raise ValueError(f"{bits}-bit weights on int8 activations need a dot product on offset-binary nibble halves of "
+                         f"8 k (ARM SDOT, x86 byte products); {which}: use float32 activations")
     if bits == 8:
         # the sign trick of byte products (x86's VPSIGNB) negates weights: -128 would wrap
         steps = ({"op": "check_range", "min": -127, "max": 127}, *tile) if layout.int8_dot == "avx2_sign_maddubs" else tile
@@ -113,7 +118,7 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
     else:
         if unsigned and layout.act_offset:  # w_offset_sums below sum the logical (signed) values
             raise ValueError(f"unsigned int4 weights on {layout.int8_dot}, which offsets activations: not supported")
-        low = 0 if unsigned or bits == 5 else -8  # the logical values' least
+        low = 0 if unsigned or bits > 4 else -8  # the logical values' least
         offset = (8 if layout.int4_unsigned else 0) - 8 - low if bits == 4 else 0  # stored: offset binary or two's complement
         steps = ({"op": "check_range", "min": low, "max": low + 2 ** bits - 1}, *tile,
                  {"op": "nibble_halves", "offset": offset} if layout.int4_halves
@@ -140,12 +145,16 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
         fused_weights, fused_inputs = fused_act.extra_args(k, n, norm, residual)
         args = [fused_act.x_arg(k, swiglu), *fused_inputs]
     args += [w, *(block_scales if block_scales is not None else [w_scale])]
-    if bits == 5:
-        args.insert(args.index(w) + 1, Arg(
-            "w_high", (n // nt, k // kt, nt), "int8", "weight", (n, k), "uint8",
-            ({"op": "reshape", "shape": [n // nt, nt, k // kt, kt]}, {"op": "transpose", "axes": [0, 2, 1, 3]},
-             {"op": "pack_bits", "shift": 4, "width": 1}), source="w",
-            doc="derived from w by pack: the fifth bits of each channel's k tile, bit i for its k i"))
+    if bits > 4:
+        tiles = ({"op": "reshape", "shape": [n // nt, nt, k // kt, kt]}, {"op": "transpose", "axes": [0, 2, 1, 3]})
+        high = (Arg("w_high", (n // nt, k // kt, nt), "int8", "weight", (n, k), "uint8",
+                    (*tiles, {"op": "pack_bits", "shift": 4, "width": 1}), source="w",
+                    doc="derived from w by pack: the fifth bits of each channel's k tile, bit i for its k i")
+                if bits == 5 else
+                Arg("w_high", (n // nt, k // kt, nt, 2), "int8", "weight", (n, k), "uint8",
+                    (*tiles, {"op": "high_bit_pairs"}), source="w",
+                    doc="derived from w by pack: the top 2 bits of each channel's k tile, by nibble-halves lane"))
+        args.insert(args.index(w) + 1, high)
     if minimum and block_scales is None:
         # stored as GGUF's Q4_1 minimum m = w_min - 8 w_scale (the term of its unsigned nibbles), float16
         args.append(Arg("w_min", (k // group, n), "float16", "weight", (n, k // group), "float32",
@@ -183,7 +192,7 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
         x, xs, blocks = ph["x"], ph["x_scale"], None
     else:
         blocks = q8_act.Quantised(fused_act.activation(ph, k, norm, swiglu, float64_sum=not layout.threaded), k, act, recip,
-                                  block_sums=minimum or layout.int4_unsigned)
+                                  block_sums=minimum or layout.int4_unsigned, sum_span=min(group, q8_act.BLOCK))
         x, xs = blocks.q, None
     m = ph["x"].shape[0]
     ngroups = k // group
@@ -197,6 +206,9 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
             if bits == 5:
                 top = ph["w_high"][j // nt, kg // kt, j % nt].astype("int32")
                 return nibble | (((top >> (kg % kt)) & 1) << 4)
+            if bits == 6:  # lane i = kg % 4 of the tile: byte i % 2, nibble i // 2, bits 2 (kg % 8 // 4) up
+                top = ph["w_high"][j // nt, kg // kt, j % nt, kg % 2].astype("int32")
+                return nibble | (((top >> (kg % 4 // 2 * 4 + kg % kt // 4 * 2)) & 3) << 4)
             return nibble
         if layout.int4_halves:  # low nibbles: the tile's first kt/2 k, high: the rest
             return int4_nibble(w[j // nt, kg // kt, j % nt, kg % kt % (kt // 2)], kg % kt // (kt // 2))
@@ -254,11 +266,14 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
             return ws[g, j]
         return ws[j, g] if group_scales else ws[j]
 
+    def block_d(i, g):  # the activation block's scale; groups of 16 (Q6_K) are halves of a block
+        return blocks.d[row(i), g // (q8_act.BLOCK // group) if group < q8_act.BLOCK else g]
+
     def scaled(i, g, j):
         if blocks is None:
             return group_sum(i, g, j).astype("float32") * scale(j, g)
         if not minimum:
-            return group_sum(i, g, j).astype("float32") * (scale(j, g) * blocks.d[row(i), g])
+            return group_sum(i, g, j).astype("float32") * (scale(j, g) * block_d(i, g))
         unsigned = group_sum(i, g, j) + half * blocks.isum[row(i), g]  # sum of llama.cpp's unsigned values times q_x
         block_min = w_min[g, j]  # GGUF's m: packed as w_min - 8 w_scale
         return unsigned.astype("float32") * (scale(j, g) * blocks.d[row(i), g]) + block_min * blocks.s[row(i), g]
@@ -299,7 +314,8 @@ def int_gemm_reference_of(inp: dict, k: int, group: int, act="int8", recip="127/
     ws = inp["w_scale"].astype(np.float64).reshape(n, -1)
     if minimum:
         acc = acc + half * isum[:, None, :]
-    y = (acc * ws[None] * d.astype(np.float64)[:, None, :]).sum(-1)
+    d = np.repeat(d.astype(np.float64), max(1, q8_act.BLOCK // group), axis=1)  # groups of 16: a block's halves
+    y = (acc * ws[None] * d[:, None, :]).sum(-1)
     if minimum:
         y += s.astype(np.float64) @ (inp["w_min"].astype(np.float64) - half * ws).T
     if inp.get("bias") is not None:

@@ -40,6 +40,8 @@ def apply_step(name: str, array: np.ndarray, step: dict[str, Any], logical: dict
         if array.shape[-1] * width != 8:
             raise LoaderError(f"pack_bits: {array.shape[-1]} values of {width} bits do not fill one byte")
         return (fields << places).sum(-1, dtype=np.uint16).astype(np.uint8).view(np.int8)
+    if op == "high_bit_pairs":  # 6-bit values' top 2 bits, in the lanes of their nibble-halves tile
+        return _high_bit_pairs(array)
     if op == "add_scaled":  # array + factor * another logical weight of the same shape (in float64)
         other = np.asarray(logical[step["source"]], dtype=np.float64)
         return array.astype(np.float64) + step["factor"] * other
@@ -53,3 +55,16 @@ def apply_step(name: str, array: np.ndarray, step: dict[str, Any], logical: dict
         return half
     raise LoaderError(f"manifest names an unknown packing step {op!r}")
 
+
+
+def _high_bit_pairs(array: np.ndarray) -> np.ndarray:
+    """[..., c, 8] 6-bit values of a tile's channels and 8 k -> [..., c, 2] bytes. In the tile's nibble
+    halves, lane i of channel c holds k i (low nibble) and k 4 + i (high nibble); that lane's four top
+    bits (k i's in bits 0-1, k 4 + i's in 2-3) are a nibble of byte i % 2, the low one for i < 2. So
+    the kernel spreads byte i % 2 to lane i and shifts every other 16-bit pair by 4
+    (schedules/cpu/intrinsic_parts.high_bit_pairs)."""
+    if array.shape[-1] != 8:
+        raise LoaderError(f"high_bit_pairs: a tile of {array.shape[-1]} k, not 8")
+    top = (array.astype(np.uint8) >> 4) & 3
+    lanes = top[..., :4] | (top[..., 4:] << 2)  # [..., c, 4]: lane i's nibble
+    return (lanes[..., :2] | (lanes[..., 2:] << 4)).astype(np.uint8).view(np.int8)

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from schedules.cpu import attention, gemm_float, gemm_int, pointwise
 from schedules.cpu.gemm_float import w4a16_tile
-from schedules.cpu.intrinsics import activation_offset, dot_tile, has_5bit_form, int4_halves_tile
+from schedules.cpu.intrinsics import activation_offset, dot_tile, has_high_bit_form, int4_halves_tile
 from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n, int4_weights
 from schedules.layouts import CpuLayout
 
@@ -91,10 +91,10 @@ _BYTE_FORMS = {("sdot", 4): "sdot_unsigned", ("avx2_madd", 4): "avx2_maddubs", (
                ("avx512_madd", 4): "avx512_maddubs", ("avx512_vnni", 4): "avx512_vnni_unsigned"}
 
 
-def has_5bit_dot(int8_dot: str) -> bool:
-    """Whether a target with this int8_dot fact multiplies 5-bit weights (GGUF's Q5 types) on int8
-    activations: its q8-path byte form has a 5-bit intrinsic."""
-    return has_5bit_form(_BYTE_FORMS.get((int8_dot, 4), int8_dot))
+def has_high_bit_dot(int8_dot: str) -> bool:
+    """Whether a target with this int8_dot fact multiplies 5- and 6-bit weights (GGUF's Q5 types and
+    Q6_K) on int8 activations: its q8-path byte form has those intrinsics."""
+    return has_high_bit_form(_BYTE_FORMS.get((int8_dot, 4), int8_dot))
 
 
 def _int8_dot(spec, target) -> str:

@@ -82,19 +82,50 @@ def fifth_bits(H, nt: int):
     return part(0), part(4)
 
 
-def impl5_of(nt: int, update):
-    """The implementation frame of an nt x 8 tile of 5-bit weights: nibble halves B and the channels'
-    bytes of fifth bits H (schedules/cpu/intrinsics.py _desc5)."""
+def high_bit_pairs(H, nt: int):
+    """fifth_bits' counterpart for 6-bit values: H is 2 bytes per channel (packing.py high_bit_pairs),
+    lane i's four top bits (k i's at bits 0-1, k 4 + i's at 2-3) a nibble of byte i % 2. The bytes
+    are spread to their lanes (one shuffle), every other 16-bit pair shifted left by 4 (ARM USHL,
+    x86 VPMULLW), so each lane's nibble sits in bits 4-7; masks give (low, high) to OR in."""
     from tvm.script import tirx as T
+
+    lanes = 4 * nt
+    packed = T.reinterpret(H.vload([0, 0], f"int8x{2 * nt}"), dtype=f"uint8x{2 * nt}")
+    spread = T.Shuffle([packed, packed], [lane // 4 * 2 + lane % 2 for lane in range(lanes)])
+    shifts = T.Shuffle([T.Broadcast(T.uint16(4), nt), T.Broadcast(T.uint16(0), nt)], [i % 2 * nt for i in range(2 * nt)])
+    tops = T.reinterpret(T.shift_left(T.reinterpret(spread, dtype=f"uint16x{2 * nt}"), shifts), dtype=f"uint8x{lanes}")
+    mask = T.Broadcast(T.uint8(0x30), lanes)
+    low = T.bitwise_and(tops, mask)
+    high = T.bitwise_and(T.shift_right(tops, T.Broadcast(T.uint8(2), lanes)), mask)
+    return T.reinterpret(low, dtype=f"int8x{lanes}"), T.reinterpret(high, dtype=f"int8x{lanes}")
+
+
+def high_bits(H, nt: int, bits: int):
+    """(low, high) vectors of the bits above each value's nibble, for 5- or 6-bit weight tiles."""
+    return fifth_bits(H, nt) if bits == 5 else high_bit_pairs(H, nt)
+
+
+def high_plane_shape(nt: int, bits: int) -> tuple[int, ...]:
+    """The high-bit plane of one nt x 8 tile: a byte per channel (5 bits), two (6 bits)."""
+    return (nt,) if bits == 5 else (nt, 2)
+
+
+def impl_high_of(nt: int, bits: int, update):
+    """The implementation frame of an nt x 8 tile of 5- or 6-bit weights: nibble halves B and the
+    tile's high-bit plane H (schedules/cpu/intrinsics.py _desc_high)."""
+    from tvm.script import tirx as T
+
+    shape = high_plane_shape(nt, bits)
+    region = tuple(slice(0, e) for e in shape)
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, h: T.handle, c: T.handle):
         A = T.match_buffer(a, (8,), "int8", offset_factor=1)
         B = T.match_buffer(b, (nt, 4), "int8", offset_factor=1)
-        H = T.match_buffer(h, (nt,), "int8", offset_factor=1)
+        H = T.match_buffer(h, shape, "int8", offset_factor=1)
         C = T.match_buffer(c, (nt,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:nt], A[0:8], B[0:nt, 0:4], H[0:nt])
+            T.reads(C[0:nt], A[0:8], B[0:nt, 0:4], H[region])
             T.writes(C[0:nt])
             C[T.ramp(T.int32(0), 1, nt)] = update(A, B, H, C)
 

@@ -3,7 +3,7 @@ B of nt channels x kt k (int8, contiguous), A the kt activations of one token, C
 
 - "sdot" (4 x 4): one SDOT (ARMv8.2 dot-product) per tile; int4 weights in halves (4 x 8) take two,
   and "sdot_unsigned" is that form on offset-binary nibbles (the q8 model path: AND and USHR unpack),
-  also with a fifth bit per value (GGUF's Q5 types: _HALVES5).
+  also with a fifth bit (GGUF's Q5 types) or two top bits (Q6_K) per value: _HIGH_BIT_FORMS.
 - "neon" (4 x 4): ARMv8.0 fallback, SMULL on two channels at a time, then pairwise adds.
 - "avx2_madd" (8 x 2) / "avx512_madd" (16 x 2): sign-extend the tile to int16 and one VPMADDWD
   gives every channel's 2-k sum directly (no horizontal adds, no u8 x s8 saturation).
@@ -22,8 +22,9 @@ builds every CUDA intrinsic (~20 s), and which has no AVX2 int8 intrinsic.
 
 from __future__ import annotations
 
-from schedules.cpu.intrinsic_parts import activations_x4, fifth_bits, impl5_of, impl_of, int16_weights, int8_weights
-from schedules.cpu.intrinsics_arm import neon_form, sdot_form, sdot_halves, sdot_halves5
+from schedules.cpu.intrinsic_parts import activations_x4, high_bits, high_plane_shape, impl_high_of, impl_of, \
+    int16_weights, int8_weights
+from schedules.cpu.intrinsics_arm import neon_form, sdot_form, sdot_halves, sdot_halves_high
 
 _REGISTERED: dict[tuple[str, int], str] = {}
 
@@ -64,23 +65,32 @@ def _desc(nt: int, kt: int, bits: int, offset: int = 0, halves: bool = False, un
     return desc
 
 
-def _desc5(nt: int, kt: int):
-    """_desc's offset-binary halves with a fifth bit: W[c, k] = nibble | ((H[c] >> k) & 1) << 4, H
-    one byte per channel holding its k tile's fifth bits (GGUF's Q5 types, ops/qgemm_int.py bits=5)."""
+def _desc_high(nt: int, kt: int, bits: int):
+    """_desc's offset-binary halves with the bits above each nibble, from the tile's high-bit plane H
+    (ops/qgemm_int.py): 5 bits, W[c, k] = nibble | ((H[c] >> k) & 1) << 4, one byte per channel
+    (GGUF's Q5 types); 6 bits, W[c, k] = nibble | ((H[c, k % 2] >> (k % 4 // 2 * 4 + k // 4 * 2)) & 3)
+    << 4, two bytes per channel (Q6_K; packing.py high_bit_pairs)."""
     from tvm.script import tirx as T
+
+    shape = high_plane_shape(nt, bits)
+    region = tuple(slice(0, e) for e in shape)
 
     def weight(B, H, c, k):
         nibble = T.bitwise_and(T.shift_right(T.Cast("int32", B[c, k % (kt // 2)]), k // (kt // 2) * 4), 15)
-        return T.bitwise_or(nibble, T.shift_left(T.bitwise_and(T.shift_right(T.Cast("int32", H[c]), k), 1), 4))
+        if bits == 5:
+            top = T.bitwise_and(T.shift_right(T.Cast("int32", H[c]), k), 1)
+        else:
+            top = T.bitwise_and(T.shift_right(T.Cast("int32", H[c, k % 2]), k % 4 // 2 * 4 + k % kt // 4 * 2), 3)
+        return T.bitwise_or(nibble, T.shift_left(top, 4))
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, h: T.handle, c: T.handle):
         A = T.match_buffer(a, (kt,), "int8", offset_factor=1)
         B = T.match_buffer(b, (nt, kt // 2), "int8", offset_factor=1)
-        H = T.match_buffer(h, (nt,), "int8", offset_factor=1)
+        H = T.match_buffer(h, shape, "int8", offset_factor=1)
         C = T.match_buffer(c, (nt,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:nt], A[0:kt], B[0:nt, 0:kt // 2], H[0:nt])
+            T.reads(C[0:nt], A[0:kt], B[0:nt, 0:kt // 2], H[region])
             T.writes(C[0:nt])
             for i, k in T.grid(nt, kt):
                 with T.sblock("update"):
@@ -134,12 +144,13 @@ def _sign_maddubs(bits: int):
     return impl_of(8, 4, bits, update)
 
 
-def _unsigned_maddubs(nt: int, width: int, fifth: bool = False):
+def _unsigned_maddubs(nt: int, width: int, bits: int = 4):
     """x86 byte products for int4 weights stored offset-binary in halves (nt channels x 8 k per tile,
     4 bytes a channel): AND and a shift give the two halves' unsigned nibbles (k 0-3, k 4-7), the
     unsigned operand of VPMADDUBSW against the signed activations (|pair| <= 2 x 15 x 127), the two
-    results added as int16 (<= 7620) and VPMADDWD by ones sums each channel's pairs to int32. fifth:
-    5-bit values (intrinsic_parts.fifth_bits ORed in; <= 15748 as int16, still no saturation)."""
+    results added as int16 (<= 7620) and VPMADDWD by ones sums each channel's pairs to int32. bits
+    5 or 6 (intrinsic_parts.high_bits ORed in; <= 15748 or 32004 as int16: activations
+    are in [-127, 127], so still no saturation)."""
     from tvm.script import tirx as T
 
     lanes = 4 * nt
@@ -155,20 +166,20 @@ def _unsigned_maddubs(nt: int, width: int, fifth: bool = False):
         low = T.bitwise_and(packed, mask)
         high = T.bitwise_and(T.shift_right(packed, T.Broadcast(T.int8(4), lanes)), mask)
         if H is not None:
-            fifth_low, fifth_high = fifth_bits(H, nt)
-            low, high = T.bitwise_or(low, fifth_low), T.bitwise_or(high, fifth_high)
+            top_low, top_high = high_bits(H, nt, bits)
+            low, high = T.bitwise_or(low, top_low), T.bitwise_or(high, top_high)
         pairs = (call(madd_ub, f"int16x{2 * nt}", low, activations_x4(A, nt, f"int8x{lanes}"))
                  + call(madd_ub, f"int16x{2 * nt}", high, activations_x4(A, nt, f"int8x{lanes}", start=4)))
         return C.vload([0], f"int32x{nt}") + call(madd_wd, f"int32x{nt}", pairs, T.broadcast(T.int16(1), 2 * nt))
 
-    return impl5_of(nt, lambda A, B, H, C: update(A, B, C, H)) if fifth else impl_of(nt, 8, 4, update)
+    return impl_high_of(nt, bits, lambda A, B, H, C: update(A, B, C, H)) if bits > 4 else impl_of(nt, 8, 4, update)
 
 
-def _unsigned_vnni(fifth: bool = False):
+def _unsigned_vnni(bits: int = 4):
     """VPDPBUSD on int4 weights stored offset-binary in halves (16 channels x 8 k, 4 bytes a channel):
     the unsigned nibbles (AND; shift + AND) are its unsigned operand, the activations its signed one,
-    so no activation offset is needed; two instructions per tile. fifth: 5-bit values
-    (intrinsic_parts.fifth_bits ORed in)."""
+    so no activation offset is needed; two instructions per tile. bits 5 or 6: those values
+    (intrinsic_parts.high_bits ORed in)."""
     from tvm.script import tirx as T
 
     def update(A, B, C, H=None):
@@ -177,15 +188,15 @@ def _unsigned_vnni(fifth: bool = False):
         low = T.bitwise_and(packed, mask)
         high = T.bitwise_and(T.shift_right(packed, T.Broadcast(T.int8(4), 64)), mask)
         if H is not None:
-            fifth_low, fifth_high = fifth_bits(H, 16)
-            low, high = T.bitwise_or(low, fifth_low), T.bitwise_or(high, fifth_high)
+            top_low, top_high = high_bits(H, 16, bits)
+            low, high = T.bitwise_or(low, top_low), T.bitwise_or(high, top_high)
         first = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
                                         C.vload([0], "int32x16"), low, activations_x4(A, 16, "int8x64"),
                                         dtype="int32x16")
         return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), first, high,
                                        activations_x4(A, 16, "int8x64", start=4), dtype="int32x16")
 
-    return impl5_of(16, lambda A, B, H, C: update(A, B, C, H)) if fifth else impl_of(16, 8, 4, update)
+    return impl_high_of(16, bits, lambda A, B, H, C: update(A, B, C, H)) if bits > 4 else impl_of(16, 8, 4, update)
 
 
 def _vrmpy(bits: int):
@@ -244,33 +255,35 @@ def activation_offset(kind: str) -> int:
     return _KINDS.get(kind, (0, 0, None, 0))[3]
 
 
-# kind -> (channels, k per tile, implementation) of 5-bit forms: offset-binary nibble halves plus a
-# byte of fifth bits per channel and k tile (GGUF's Q5 types on int8 activations)
-_HALVES5 = {"sdot_unsigned": (4, 8, sdot_halves5),
-            "avx2_maddubs": (8, 8, lambda: _unsigned_maddubs(8, 256, fifth=True)),
-            "avx512_maddubs": (16, 8, lambda: _unsigned_maddubs(16, 512, fifth=True)),
-            "avx512_vnni_unsigned": (16, 8, lambda: _unsigned_vnni(fifth=True))}
+# kind -> (channels, k per tile, implementation factory taking the bits) of 5- and 6-bit forms:
+# offset-binary nibble halves plus a plane of the bits above them (GGUF's Q5 types and Q6_K on int8
+# activations; intrinsic_parts.high_plane_shape)
+_HIGH_BIT_FORMS = {"sdot_unsigned": (4, 8, sdot_halves_high),
+                   "avx2_maddubs": (8, 8, lambda bits: _unsigned_maddubs(8, 256, bits)),
+                   "avx512_maddubs": (16, 8, lambda bits: _unsigned_maddubs(16, 512, bits)),
+                   "avx512_vnni_unsigned": (16, 8, _unsigned_vnni)}
 
 
-def has_5bit_form(kind: str) -> bool:
-    return kind in _HALVES5
+def has_high_bit_form(kind: str) -> bool:
+    """Whether this dot-product form multiplies 5- and 6-bit weights."""
+    return kind in _HIGH_BIT_FORMS
 
 
 def dot_intrinsic(kind: str, bits: int, halves: bool = False) -> str:
     """The registered name of the dot-product intrinsic for target fact `int8_dot` and int8 or int4
-    weights (int4 packed in halves where Layout.int4_halves says so; bits=5: _HALVES5)."""
-    if bits == 5:
-        if kind not in _HALVES5:
-            raise ValueError(f"5-bit weights on int8 activations need a 5-bit dot-product form; {kind} has none "
-                             f"(those there are: {', '.join(_HALVES5)}): use float32 activations")
-        if (kind, 5) not in _REGISTERED:
+    weights (int4 packed in halves where Layout.int4_halves says so; bits 5 and 6: _HIGH_BIT_FORMS)."""
+    if bits in (5, 6):
+        if kind not in _HIGH_BIT_FORMS:
+            raise ValueError(f"{bits}-bit weights on int8 activations need a {bits}-bit dot-product form; {kind} has "
+                             f"none (those there are: {', '.join(_HIGH_BIT_FORMS)}): use float32 activations")
+        if (kind, bits) not in _REGISTERED:
             from tvm.s_tir import TensorIntrin
 
-            nt, kt, impl = _HALVES5[kind]
-            name = f"ekc_dot_{nt}x{kt}_w5h_{kind}"
-            TensorIntrin.register(name, _desc5(nt, kt), impl())
-            _REGISTERED[(kind, 5)] = name
-        return _REGISTERED[(kind, 5)]
+            nt, kt, impl = _HIGH_BIT_FORMS[kind]
+            name = f"ekc_dot_{nt}x{kt}_w{bits}h_{kind}"
+            TensorIntrin.register(name, _desc_high(nt, kt, bits), impl(bits))
+            _REGISTERED[(kind, bits)] = name
+        return _REGISTERED[(kind, bits)]
     if halves:
         if (kind, "halves") not in _REGISTERED:
             from tvm.s_tir import TensorIntrin
@@ -301,5 +314,6 @@ def register_all() -> None:
             dot_intrinsic(kind, bits)
     for kind in _HALVES:
         dot_intrinsic(kind, 4, halves=True)
-    for kind in _HALVES5:
-        dot_intrinsic(kind, 5)
+    for kind in _HIGH_BIT_FORMS:
+        for bits in (5, 6):
+            dot_intrinsic(kind, bits)

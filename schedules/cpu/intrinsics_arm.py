@@ -1,9 +1,9 @@
 """ARM implementations of the dot-product intrinsics (schedules/cpu/intrinsics.py registers them):
-SDOT on ARMv8.2+ (int8, int4 in halves, offset-binary int4 and 5-bit values), SMULL on ARMv8.0."""
+SDOT on ARMv8.2+ (int8, int4 in halves, offset-binary int4, 5- and 6-bit values), SMULL on ARMv8.0."""
 
 from __future__ import annotations
 
-from schedules.cpu.intrinsic_parts import activations_x4, fifth_bits, impl5_of, impl_of, int8_weights
+from schedules.cpu.intrinsic_parts import activations_x4, high_bits, impl_high_of, impl_of, int8_weights
 
 
 def sdot_form(bits: int):
@@ -51,9 +51,10 @@ def sdot_halves(unsigned: bool):
     return impl_of(4, 8, 4, update)
 
 
-def sdot_halves5():
-    """sdot_halves' unsigned form with each value's fifth bit (intrinsic_parts.fifth_bits: TBL,
-    CMTST, AND, ORR into the nibbles): about 7 more instructions per 2 SDOT."""
+def sdot_halves_high(bits: int):
+    """sdot_halves' unsigned form with the bits above each value's nibble (intrinsic_parts.high_bits):
+    5 bits TBL, CMTST, AND, ORR into the nibbles, about 7 more instructions per 2 SDOT; 6 bits TBL,
+    USHL, two ANDs, a shift and two ORRs."""
     from tvm.script import tirx as T
 
     def sdot(acc, a, b):
@@ -62,11 +63,11 @@ def sdot_halves5():
 
     def update(A, B, H, C):
         packed = T.reinterpret(B.vload([0, 0], "int8x16"), dtype="uint8x16")
-        fifth_low, fifth_high = fifth_bits(H, 4)
+        top_low, top_high = high_bits(H, 4, bits)
         low = T.bitwise_or(T.reinterpret(T.bitwise_and(packed, T.Broadcast(T.uint8(15), 16)), dtype="int8x16"),
-                           fifth_low)
+                           top_low)
         high = T.bitwise_or(T.reinterpret(T.shift_right(packed, T.Broadcast(T.uint8(4), 16)), dtype="int8x16"),
-                            fifth_high)
+                            top_high)
         words = T.reinterpret(A.vload([0], "int8x8"), dtype="int32x2")
 
         def lane(index):
@@ -74,7 +75,7 @@ def sdot_halves5():
 
         return sdot(sdot(C.vload([0], "int32x4"), low, lane(0)), high, lane(1))
 
-    return impl5_of(4, update)
+    return impl_high_of(4, bits, update)
 
 
 def neon_form(bits: int):

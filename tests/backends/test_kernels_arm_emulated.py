@@ -65,23 +65,26 @@ def test_sdot_gemm_too_narrow_to_interleave_keeps_four_column_tiles(build_librar
             assert_matches(kernel, {"M": m}, seed=m)
 
 
-FIVE_BIT_SPECS = [  # GGUF's 5-bit types on int8 activations: SDOT with the fifth bits ORed in (not in the
-    # shared coverage list: Hexagon, Vulkan and ARMv8.0 have no 5-bit form)
+HIGH_BIT_SPECS = [  # GGUF's 5- and 6-bit types on int8 activations: SDOT with the bits above the nibbles
+    # ORed in (not in the shared coverage list: Hexagon, Vulkan and ARMv8.0 have no such form)
     make_spec("qgemm_gguf", n=64, k=128, type="Q5_0", act="q8_0", q8_recip="1/d"),
     make_spec("qgemm_gguf", n=32, k=96, type="Q5_1", act="q8_1", q8_recip="1/d", residual=True),
     make_spec("qgemm_gguf", n=48, k=256, type="Q5_K", act="q8_1", q8_recip="1/d", norm=1e-5, bias=True),
+    # Q6_K: 16 columns per weight tile (N=48) and 4 (N=36), groups of 16 within Q8_0's blocks of 32
+    make_spec("qgemm_gguf", n=48, k=512, type="Q6_K", act="q8_0", q8_recip="1/d", norm=1e-5, residual=True),
+    make_spec("qgemm_gguf", n=36, k=256, type="Q6_K", act="q8_0", q8_recip="1/d", bias=True),
     make_spec("qkv_proj", hq=2, hkv=1, d=32, k=64, quant="gguf", type="Q5_0", act="q8_0", q8_recip="1/d",
               group=32, norm=1e-5, v=False),
 ]
 
 
 @pytest.mark.parametrize("target", ["arm", "arm-i8mm"])
-def test_5_bit_weights_on_sdot_match_numpy(build_library, target):
-    """The int8 forms of Q5_0 / Q5_1 / Q5_K exist where the dot product has a 5-bit form (SDOT here,
-    x86's byte products in tests/ops/test_kernels_x86.py; elsewhere these types take float
-    activations: tests/llm/test_gguf.py)."""
+def test_5_and_6_bit_weights_on_sdot_match_numpy(build_library, target):
+    """The int8 forms of Q5_0 / Q5_1 / Q5_K / Q6_K exist where the dot product has a form for values
+    above a nibble (SDOT here, x86's byte products in tests/ops/test_kernels_x86.py; elsewhere these
+    types take float activations: tests/llm/test_gguf.py)."""
     require_emulator("aarch64")
-    with runtime.load(build_library(target, FIVE_BIT_SPECS)) as library:
-        for spec in FIVE_BIT_SPECS:
+    with runtime.load(build_library(target, HIGH_BIT_SPECS)) as library:
+        for spec in HIGH_BIT_SPECS:
             for m in (1, 7, 33):
                 assert_matches(library[spec.name], {"M": m}, seed=m)

@@ -107,9 +107,10 @@ def test_sampler():
         Sampler(1.0, 0.0)
 
 
-def test_5_bit_types_take_int8_activations_only_where_the_dot_product_has_a_5_bit_form(tmp_path):
-    """The q8 path: Q4_K on every target's int4 dot product, Q5_0 where the dot product has a 5-bit
-    form (ARM SDOT, x86 byte products; not ARMv8.0's SMULL, Hexagon or Vulkan); Q6_K on float."""
+def test_5_and_6_bit_types_take_int8_activations_only_where_the_dot_product_has_their_form(tmp_path):
+    """The q8 path: Q4_K on every target's int4 dot product, Q5_0 and Q6_K where the dot product has
+    a form for values above a nibble (ARM SDOT, x86 byte products; not ARMv8.0's SMULL, Hexagon or
+    Vulkan)."""
     from compiler import build
     import targets
     from compiler import backends
@@ -121,10 +122,17 @@ def test_5_bit_types_take_int8_activations_only_where_the_dot_product_has_a_5_bi
     assert model_kernels.weight_form("Q5_0", "q8", "aarch64", "neon") == ("gguf", {"type": "Q5_0"})
     assert model_kernels.weight_form("Q5_1", "q8", "hexagon", "hvx_vrmpy") == ("gguf", {"type": "Q5_1"})
     assert model_kernels.weight_form("Q4_K", "q8", "x86_64", "avx2_madd")[1]["act"] == "q8_1"
-    assert model_kernels.weight_form("Q6_K", "q8", "aarch64", "sdot") == ("gguf", {"type": "Q6_K"})
+    assert model_kernels.weight_form("Q6_K", "q8", "aarch64", "sdot") == \
+        ("gguf", {"type": "Q6_K", "act": "q8_0", "q8_recip": "1/d"})
+    assert model_kernels.weight_form("Q6_K", "q8", "x86_64", "avx2_madd")[1]["act"] == "q8_0"
+    assert model_kernels.weight_form("Q6_K", "q8", "aarch64", "neon") == ("gguf", {"type": "Q6_K"})
+    assert model_kernels.weight_form("Q6_K", "q8", "vulkan", "spirv_dot4") == ("gguf", {"type": "Q6_K"})
     assert model_kernels.has_int8_form("Q5_1", "sdot") and not model_kernels.has_int8_form("Q5_1", "neon")
     # built anyway for a target without the form: a clear error, not a wrong kernel
-    spec = make_spec("qgemm_gguf", n=64, k=128, type="Q5_0", act="q8_0")
     target = targets.get("arm-a53")
-    with pytest.raises(ValueError, match="5-bit weights on int8 activations need .*neon has none: use float32 activations"):
-        build.build([spec], target, tmp_path, toolchain=backends.toolchain_for(target), progress=lambda _: None)
+    for kind, act in (("Q5_0", "q8_0"), ("Q6_K", "q8_0")):
+        spec = make_spec("qgemm_gguf", n=64, k=256, type=kind, act=act)
+        bits = {"Q5_0": 5, "Q6_K": 6}[kind]
+        with pytest.raises(ValueError, match=f"{bits}-bit weights on int8 activations need .*neon has none: use float32"):
+            build.build([spec], target, tmp_path / kind, toolchain=backends.toolchain_for(target),
+                        progress=lambda _: None)

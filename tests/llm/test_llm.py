@@ -344,17 +344,17 @@ def test_llama_cpp_k_quant_files_run_exactly(ftype, smollm, tokenizer, tmp_path)
     if ftype != "Q6_K":  # the last layer's V is Q8_0 beside Q5_x Q and K: a GEMM of its own
         assert "v" not in plan.layers[0] and plan.layers[1]["v"].op == "qgemm_w8a16"
     _matches_references(model, tokenizer, tmp_path)
-    if ftype == "Q4_K_M":  # the q8 path: Q4_K and Q5_0 on int8 activations (VPMADDUBSW), Q6_K on float
+    if ftype == "Q4_K_M":  # the q8 path: Q4_K, Q5_0 and Q6_K on int8 activations (VPMADDUBSW)
         q8 = model_kernels.kernel_plan(model, "q8", int8_dot=targets.get("x86").int8_dot)
         assert q8.layers[0]["down"].opt("act") == "q8_1" and q8.layers[0]["gate_up"].opt("act") == "q8_0"
-        assert q8.float_only_types == ("Q6_K",)
+        assert q8.layers[1]["down"].opt("act") == "q8_0" and q8.float_only_types == ()
         _matches_references(model, tokenizer, tmp_path, "q8")
 
 
 @pytest.mark.emulated
 def test_a_k_quant_file_on_arms_q8_path_under_qemu(smollm, tokenizer, tmp_path):
     """SmolLM2's first two layers as llama.cpp's Q4_K_M on ARM's q8 path (SDOT: Q5_0 with its fifth
-    bits, Q4_K; Q6_K on float activations): llama.cpp's greedy tokens, up to its ties."""
+    bits, Q4_K, Q6_K with its two top bits): llama.cpp's greedy tokens, up to its ties."""
     from compiler.llm.llama_cpp import LlamaCppPeer
 
     require_emulator("aarch64")
@@ -362,7 +362,8 @@ def test_a_k_quant_file_on_arms_q8_path_under_qemu(smollm, tokenizer, tmp_path):
     source = write_variant(smollm.path, tmp_path / "q8_0.gguf", layers=2, types=all_q8, untied_head=None)
     model = GGUFModel(llama_cpp_quantized(source, tmp_path / "Q4_K_M.gguf", "Q4_K_M"))
     plan = model_kernels.kernel_plan(model, "q8", "aarch64", int8_dot="sdot")
-    assert plan.layers[0]["gate_up"].opt("act") == "q8_0" and plan.float_only_types == ("Q6_K",)
+    assert plan.layers[0]["gate_up"].opt("act") == "q8_0" and plan.layers[1]["down"].opt("type") == "Q6_K"
+    assert plan.layers[1]["down"].opt("act") == "q8_0" and plan.float_only_types == ()
     with _library(model, "arm", tmp_path / "arm", "q8") as library:
         ours, our_logits = greedy_tokens(Decoder(model, library, max_context=64, activations="q8"),
                                          tokenizer.encode("The capital of France is"), 3)

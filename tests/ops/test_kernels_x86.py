@@ -38,25 +38,28 @@ def test_kernel_matches_numpy(lib, spec, sizes):
     assert_matches(lib[spec.name], sizes, seed=sum(sizes.values()))
 
 
-FIVE_BIT_SPECS = [  # GGUF's 5-bit types on int8 activations: x86's byte products with the fifth bits ORed in
+HIGH_BIT_SPECS = [  # GGUF's 5- and 6-bit types on int8 activations: x86's byte products with the bits
+    # above the nibbles ORed in
     make_spec("qgemm_gguf", n=64, k=128, type="Q5_0", act="q8_0"),
     make_spec("qgemm_gguf", n=32, k=96, type="Q5_1", act="q8_1", residual=True),
     make_spec("qgemm_gguf", n=48, k=256, type="Q5_K", act="q8_1", norm=1e-5, bias=True),
+    make_spec("qgemm_gguf", n=48, k=512, type="Q6_K", act="q8_0", norm=1e-5, residual=True),
     make_spec("qkv_proj", hq=2, hkv=1, d=32, k=64, quant="gguf", type="Q5_0", act="q8_0", group=32, norm=1e-5,
               v=False),
+    make_spec("qkv_proj", hq=2, hkv=1, d=32, k=256, quant="gguf", type="Q6_K", act="q8_0", norm=1e-5),
 ]
 
 
 @pytest.mark.native
 @pytest.mark.parametrize("target", ["x86", "x86-avx512", "x86-avx512-skx"])
-def test_5_bit_weights_on_byte_products_match_numpy(build_library, target):
-    """VPMADDUBSW (AVX2, AVX-512) and VPDPBUSD (VNNI) on Q5_0 / Q5_1 / Q5_K (not in the shared
-    coverage list: Hexagon, Vulkan and ARMv8.0 have no 5-bit form)."""
-    directory = build_library(target, FIVE_BIT_SPECS)
+def test_5_and_6_bit_weights_on_byte_products_match_numpy(build_library, target):
+    """VPMADDUBSW (AVX2, AVX-512) and VPDPBUSD (VNNI) on Q5_0 / Q5_1 / Q5_K / Q6_K (not in the shared
+    coverage list: Hexagon, Vulkan and ARMv8.0 have no form for values above a nibble)."""
+    directory = build_library(target, HIGH_BIT_SPECS)
     ok, reason = host.native_ok(runtime.read_manifest(directory)["target"])
     if not ok:
         pytest.skip(f"{target} is compile-only on this machine: {reason}")
     with runtime.load(directory) as library:
-        for spec in FIVE_BIT_SPECS:
+        for spec in HIGH_BIT_SPECS:
             for m in (1, 7, 33):
                 assert_matches(library[spec.name], {"M": m}, seed=m)
