@@ -145,7 +145,7 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
         fused_weights, fused_inputs = fused_act.extra_args(k, n, norm, residual)
         args = [fused_act.x_arg(k, swiglu), *fused_inputs]
     args += [w, *(block_scales if block_scales is not None else [w_scale])]
-    if bits > 4:
+    if bits in (5, 6):
         tiles = ({"op": "reshape", "shape": [n // nt, nt, k // kt, kt]}, {"op": "transpose", "axes": [0, 2, 1, 3]})
         high = (Arg("w_high", (n // nt, k // kt, nt), "int8", "weight", (n, k), "uint8",
                     (*tiles, {"op": "pack_bits", "shift": 4, "width": 1}), source="w",
