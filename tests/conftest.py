@@ -126,6 +126,10 @@ def coverage_specs() -> list:
         # Q4_K on int8 activations: W4A8's dot products on Q8_1 blocks, the type's own scales. (Not with
         # a fused SwiGLU here: a GPU's expf a last bit off flips a rounding to int8 now and then.)
         make_spec("qgemm_gguf", n=64, k=256, type="Q4_K", act="q8_1", norm=1e-5, residual=True),
+        # ... and the 5- and 6-bit types: x86 and ARM SDOT intrinsics with the high bits ORed in, the
+        # portable loop (Hexagon) or dot4 (Vulkan) on values made signed from a plain high-bit plane
+        make_spec("qgemm_gguf", n=64, k=256, type="Q6_K", act="q8_0", residual=True),
+        make_spec("qgemm_gguf", n=32, k=128, type="Q5_1", act="q8_1", norm=1e-5),
         # activations quantised inside the GEMM to llama.cpp's blocks (GGUF Q4_1 / Q8_0 / Q4_0, the q8 path)
         make_spec("qgemm_w4a8", n=64, k=128, group=32, act="q8_1", min=True, norm=1e-5),
         make_spec("qgemm_w8a8", n=64, k=128, group=32, act="q8_0", swiglu=True, residual=True),

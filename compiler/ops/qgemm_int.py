@@ -94,22 +94,19 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
     act: "int8" takes x int8 + x_scale per token; "q8_0"/"q8_1" take float x (with the fused
     norm/swiglu/residual) and quantise it in the kernel (q8_act.py).
     unsigned: int4 weights given as unsigned nibbles in [0, 15] (GGUF's), their value minus 8 taken.
-    bits=5: unsigned values in [0, 31] (GGUF's Q5 types), minus 16: their nibbles in halves as int4's,
-    the fifth bits of each channel's k tile of 8 in one byte (w_high); offset-binary layouts only.
-    bits=6: values in [0, 63] (GGUF's Q6_K), minus 32: the two top bits of each channel's k tile in
-    two bytes (w_high, packing.py high_bit_pairs). group: 16 (Q6_K's sub-blocks) or a multiple of
-    the activation blocks of 32.
+    bits=5: unsigned values in [0, 31] (GGUF's Q5 types), minus 16: their nibbles as int4's; in
+    offset-binary halves of 8 k (the dot-product intrinsics' form) the fifth bits of each channel's k
+    tile in one byte (w_high), else a plain plane of them, 8 values a byte (then the kernel makes each
+    value signed before its dot product: GPUs' dot4, and the untensorized loop elsewhere).
+    bits=6: values in [0, 63] (GGUF's Q6_K), minus 32: in offset-binary halves the two top bits of
+    each channel's k tile in two bytes (w_high, packing.py high_bit_pairs), else a plane of 4 values
+    a byte. group: 16 (Q6_K's sub-blocks) or a multiple of the activation blocks of 32.
     block_scales: Args replacing w_scale and w_min (a GGUF type's own scales, ops/qgemm_gguf.py)."""
     group_scales = bits == 4 if group_scales is None else group_scales
     nt, kt = layout.n_tile, layout.k_tile
     check_divisible("int gemm", "n", n, nt)
     check_divisible("int gemm", "k", k, kt)
     tile = [{"op": "reshape", "shape": [n // nt, nt, k // kt, kt]}, {"op": "transpose", "axes": [0, 2, 1, 3]}]
-    if bits in (5, 6) and not (layout.int4_unsigned and kt == 8):
-        which = (f"none fits N={n}, K={k} on this target" if layout.int8_dot == "none"
-                 else f"{layout.int8_dot} has none")
-        raise ValueError(f"{bits}-bit weights on int8 activations need a dot product on offset-binary nibble halves of "
-                         f"8 k (ARM SDOT, x86 byte products); {which}: use float32 activations")
     if bits == 8:
         # the sign trick of byte products (x86's VPSIGNB) negates weights: -128 would wrap
         steps = ({"op": "check_range", "min": -127, "max": 127}, *tile) if layout.int8_dot == "avx2_sign_maddubs" else tile
@@ -145,7 +142,14 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
         fused_weights, fused_inputs = fused_act.extra_args(k, n, norm, residual)
         args = [fused_act.x_arg(k, swiglu), *fused_inputs]
     args += [w, *(block_scales if block_scales is not None else [w_scale])]
-    if bits in (5, 6):
+    if bits in (5, 6) and not (layout.int4_unsigned and kt == 8):  # a plane of the bits above the nibbles
+        per_byte = 8 // (bits - 4)
+        args.insert(args.index(w) + 1, Arg(
+            "w_high", (n // nt, k // per_byte, nt), "int8", "weight", (n, k), "uint8",
+            ({"op": "reshape", "shape": [n // nt, nt, k // per_byte, per_byte]}, {"op": "transpose", "axes": [0, 2, 1, 3]},
+             {"op": "pack_bits", "shift": 4, "width": bits - 4}), source="w",
+            doc=f"derived from w by pack: the bits above each value's nibble, {per_byte} values a byte"))
+    elif bits in (5, 6):  # offset-binary nibble halves of 8 k: the high bits by the tile's lanes
         tiles = ({"op": "reshape", "shape": [n // nt, nt, k // kt, kt]}, {"op": "transpose", "axes": [0, 2, 1, 3]})
         high = (Arg("w_high", (n // nt, k // kt, nt), "int8", "weight", (n, k), "uint8",
                     (*tiles, {"op": "pack_bits", "shift": 4, "width": 1}), source="w",
@@ -211,8 +215,17 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
                 return nibble | (((top >> (kg % 4 // 2 * 4 + kg % kt // 4 * 2)) & 3) << 4)
             return nibble
         if layout.int4_halves:  # low nibbles: the tile's first kt/2 k, high: the rest
-            return int4_nibble(w[j // nt, kg // kt, j % nt, kg % kt % (kt // 2)], kg % kt // (kt // 2))
-        return int4_nibble(w[j // nt, kg // kt, j % nt, (kg % kt) // 2], kg % 2)
+            byte, half_index = w[j // nt, kg // kt, j % nt, kg % kt % (kt // 2)], kg % kt // (kt // 2)
+        else:
+            byte, half_index = w[j // nt, kg // kt, j % nt, (kg % kt) // 2], kg % 2
+        if bits in (5, 6):  # other layouts: the unsigned value from its nibble and the plain high-bit plane,
+            # made signed here (no block sums needed); the dot product multiplies it as an int8
+            width = bits - 4
+            per_byte = 8 // width
+            top = ph["w_high"][j // nt, kg // per_byte, j % nt].astype("int32")
+            nibble = (byte.astype("int32") >> (half_index * 4)) & 15
+            return (nibble | (((top >> (kg % per_byte * width)) & (2 ** width - 1)) << 4)) - 2 ** (bits - 1)
+        return int4_nibble(byte, half_index)
 
     rows, row = padded_rows(m, layout.m_tile)
     offset = layout.act_offset

@@ -51,7 +51,7 @@ def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int
         sch.unroll(rows)
         sch.unroll(ct)
         sch.decompose_reduction(acc, ko)
-        if has_dot_intrinsic(layout.int8_dot):
+        if has_dot_intrinsic(layout.int8_dot, weight_bits):
             sch.tensorize(cl, dot_intrinsic(layout.int8_dot, weight_bits, halves=layout.int4_halves))
         else:
             sch.unroll(kl)

@@ -303,7 +303,10 @@ def dot_intrinsic(kind: str, bits: int, halves: bool = False) -> str:
     return _REGISTERED[(kind, bits)]
 
 
-def has_dot_intrinsic(kind: str) -> bool:
+def has_dot_intrinsic(kind: str, bits: int = 8) -> bool:
+    """Whether `kind` has an intrinsic for weights of `bits` (else the schedule's portable loop)."""
+    if bits in (5, 6):
+        return kind in _HIGH_BIT_FORMS
     return kind in _KINDS or kind in _HALVES
 
 

@@ -109,8 +109,8 @@ def test_sampler():
 
 def test_5_and_6_bit_types_take_int8_activations_only_where_the_dot_product_has_their_form(tmp_path):
     """The q8 path: Q4_K on every target's int4 dot product, Q5_0 and Q6_K where the dot product has
-    a form for values above a nibble (ARM SDOT, x86 byte products; not ARMv8.0's SMULL, Hexagon or
-    Vulkan)."""
+    an intrinsic for values above a nibble (ARM SDOT, x86 byte products; not ARMv8.0's SMULL,
+    Hexagon or Vulkan, where the int8 forms exist but the model path keeps the f32 ones)."""
     from compiler import build
     import targets
     from compiler import backends
@@ -128,11 +128,8 @@ def test_5_and_6_bit_types_take_int8_activations_only_where_the_dot_product_has_
     assert model_kernels.weight_form("Q6_K", "q8", "aarch64", "neon") == ("gguf", {"type": "Q6_K"})
     assert model_kernels.weight_form("Q6_K", "q8", "vulkan", "spirv_dot4") == ("gguf", {"type": "Q6_K"})
     assert model_kernels.has_int8_form("Q5_1", "sdot") and not model_kernels.has_int8_form("Q5_1", "neon")
-    # built anyway for a target without the form: a clear error, not a wrong kernel
+    # built anyway for a target without the intrinsic: the portable loop (tests/backends check it
+    # against numpy), which the model path does not choose there (README: slower than the f32 form)
     target = targets.get("arm-a53")
-    for kind, act in (("Q5_0", "q8_0"), ("Q6_K", "q8_0")):
-        spec = make_spec("qgemm_gguf", n=64, k=256, type=kind, act=act)
-        bits = {"Q5_0": 5, "Q6_K": 6}[kind]
-        with pytest.raises(ValueError, match=f"{bits}-bit weights on int8 activations need .*neon has none: use float32"):
-            build.build([spec], target, tmp_path / kind, toolchain=backends.toolchain_for(target),
-                        progress=lambda _: None)
+    spec = make_spec("qgemm_gguf", n=64, k=256, type="Q6_K", act="q8_0")
+    build.build([spec], target, tmp_path, toolchain=backends.toolchain_for(target), progress=lambda _: None)

@@ -44,6 +44,7 @@ HIGH_BIT_SPECS = [  # GGUF's 5- and 6-bit types on int8 activations: x86's byte 
     make_spec("qgemm_gguf", n=32, k=96, type="Q5_1", act="q8_1", residual=True),
     make_spec("qgemm_gguf", n=48, k=256, type="Q5_K", act="q8_1", norm=1e-5, bias=True),
     make_spec("qgemm_gguf", n=48, k=512, type="Q6_K", act="q8_0", norm=1e-5, residual=True),
+    make_spec("qgemm_gguf", n=36, k=256, type="Q6_K", act="q8_0", bias=True),  # no tile fits: the portable loop
     make_spec("qkv_proj", hq=2, hkv=1, d=32, k=64, quant="gguf", type="Q5_0", act="q8_0", group=32, norm=1e-5,
               v=False),
     make_spec("qkv_proj", hq=2, hkv=1, d=32, k=256, quant="gguf", type="Q6_K", act="q8_0", norm=1e-5),
