@@ -146,8 +146,8 @@ def load_decoder(model: GGUFModel, target, out_dir: Path, *, toolchain, tuning_d
                       kv_cache=kv_cache)
     cache = kv_cache_bytes(model.shape, max_context, kv_cache)
     float_only = decoder.plan.float_only_types
-    fallback = f"; {', '.join(float_only)} weights on float32 activations: no int8-activation kernel for them yet" \
-        if float_only else ""
+    fallback = (f"; {', '.join(float_only)} weights on float32 activations: this target's dot product has no "
+                "intrinsic for values above a nibble (see README)") if float_only else ""
     progress(f"loaded {model.shape.layers} layers in {time.perf_counter() - start:.1f} s ({library.mode}, "
              f"{ACTIVATION_NAMES[activations]}{fallback}); "
              f"resident weights {decoder.resident_weight_bytes / 1e6:.1f} MB vs the GGUF's "
