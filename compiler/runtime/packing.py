@@ -56,7 +56,6 @@ def apply_step(name: str, array: np.ndarray, step: dict[str, Any], logical: dict
     raise LoaderError(f"manifest names an unknown packing step {op!r}")
 
 
-
 def _high_bit_pairs(array: np.ndarray) -> np.ndarray:
     """[..., c, 8] 6-bit values of a tile's channels and 8 k -> [..., c, 2] bytes. In the tile's nibble
     halves, lane i of channel c holds k i (low nibble) and k 4 + i (high nibble); that lane's four top
