@@ -150,13 +150,12 @@ def int_gemm_arguments(n, k, bits, group, bias, layout, out, group_scales=None, 
              {"op": "pack_bits", "shift": 4, "width": bits - 4}), source="w",
             doc=f"derived from w by pack: the bits above each value's nibble, {per_byte} values a byte"))
     elif bits in (5, 6):  # offset-binary nibble halves of 8 k: the high bits by the tile's lanes
-        tiles = ({"op": "reshape", "shape": [n // nt, nt, k // kt, kt]}, {"op": "transpose", "axes": [0, 2, 1, 3]})
         high = (Arg("w_high", (n // nt, k // kt, nt), "int8", "weight", (n, k), "uint8",
-                    (*tiles, {"op": "pack_bits", "shift": 4, "width": 1}), source="w",
+                    (*tile, {"op": "pack_bits", "shift": 4, "width": 1}), source="w",
                     doc="derived from w by pack: the fifth bits of each channel's k tile, bit i for its k i")
                 if bits == 5 else
                 Arg("w_high", (n // nt, k // kt, nt, 2), "int8", "weight", (n, k), "uint8",
-                    (*tiles, {"op": "high_bit_pairs"}), source="w",
+                    (*tile, {"op": "high_bit_pairs"}), source="w",
                     doc="derived from w by pack: the top 2 bits of each channel's k tile, by nibble-halves lane"))
         args.insert(args.index(w) + 1, high)
     if minimum and block_scales is None:
