@@ -175,6 +175,7 @@ class Placeholders:
         # Only exact buckets fix a dim; a range bucket ({"L": [1, 512]}) leaves it dynamic.
         self.vars: dict[str, Any] = {d: v for d, v in (layout.bucket if layout is not None else {}).items() if isinstance(v, int)}
         self.tensors: dict[str, Any] = {}
+        self.reduction_starts: list[tuple[str, str]] = []  # (block, start buffer): reduction_start.with_start
         for a in args:
             if a.role == "output":
                 continue
@@ -194,8 +195,13 @@ class Placeholders:
     def prim_func(self, args: list[Arg], outputs: dict[str, Any]):
         from tvm import te
 
+        from compiler.ops.reduction_start import with_start
+
         order = [self.tensors[a.name] if a.role != "output" else outputs[a.name] for a in args]
-        return te.create_prim_func(order)
+        func = te.create_prim_func(order)
+        for start in self.reduction_starts:
+            func = with_start(func, *start)
+        return func
 
 
 def int4_nibble(byte, high):

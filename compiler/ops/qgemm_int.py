@@ -186,7 +186,7 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
     which is llama.cpp's d_w d_x sum(q_w q_x) + m_w s_x with its unsigned Q4_1 nibbles.
     block_scales(ngroups, n) -> (scale, minimum) stages [K/group, N] in float32 replace the widened
     w_scale / w_min (a GGUF type whose scales are computed from its own fields)."""
-    from tvm import te
+    from tvm import te, tirx
 
     group_scales = bits == 4 if group_scales is None else group_scales
     nt, kt = layout.n_tile, layout.k_tile
@@ -227,6 +227,18 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
         return int4_nibble(byte, half_index)
 
     rows, row = padded_rows(m, layout.m_tile)
+    half = 2 ** (bits - 1)  # an offset-binary weight's offset: 8 (int4), 16 (5 bits), 32 (6 bits)
+
+    # Offset-binary weights' groups start at -half sum(x), so their sum is the signed one (with a
+    # block minimum at 0: the unsigned sum is the one it needs). The accumulators are set per group
+    # anyway, so this is free; a subtraction after the dot products cost one per register.
+    start = None
+    if layout.int4_unsigned and not minimum:
+        start = te.compute((rows, ngroups), lambda i, g: -half * blocks.isum[row(i), g], name="acc_start")
+        ph.reduction_starts.append(("acc", "acc_start"))  # TE lowers the init as 0 (ops/reduction_start.py)
+
+    def acc_init(i, g):
+        return start[i, g] if start is not None else tirx.const(0, "int32")
     offset = layout.act_offset
     if blocks is not None:  # the float16 block scales (and minimums), widened once per column tile by
         # the schedule (CPU: per column block, for every row tile) rather than at every row's use
@@ -240,30 +252,24 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
     if layout.int8_dot == "spirv_dot4" and group % 4 == 0:
         # GPUs with SPV_KHR_integer_dot_product: 4 products per instruction on packed int8
         # (compiler/backends/vulkan/glsl.py prints the extern as OpSDotKHR).
-        from tvm import tirx
-
         kq = te.reduce_axis((0, group // 4), name="kq")
 
         def dot(i, g, j):
             base = g * group + kq * 4
             xs4 = [x[row(i), base + u] for u in range(4)]
             ws4 = [weight(j, base + u).astype("int8") for u in range(4)]
-            return te.sum(tirx.call_pure_extern("int32", "ekc_sdot4", *xs4, *ws4), axis=kq)
+            return te.sum(tirx.call_pure_extern("int32", "ekc_sdot4", *xs4, *ws4), axis=kq, init=acc_init(i, g))
     else:
         kk = te.reduce_axis((0, group), name="kk")
 
         def dot(i, g, j):  # with an activation offset o (unsigned-activation instructions): sum((x + o) w)
             xv = x[row(i), g * group + kk].astype("int32")
-            return te.sum(((xv + offset) if offset else xv) * weight(j, g * group + kk), axis=kk)
+            return te.sum(((xv + offset) if offset else xv) * weight(j, g * group + kk), axis=kk, init=acc_init(i, g))
 
     # group before column: a dot-product instruction writes adjacent columns
     acc = te.compute((rows, ngroups, n), dot, name="acc")
 
-    half = 2 ** (bits - 1)  # an offset-binary weight's offset: 8 (int4), 16 (5 bits)
-
-    def group_sum(i, g, j):  # the exact int32 x . w of one group: minus o sum(w), precomputed by pack,
-        if layout.int4_unsigned:  # or minus 8 (16) sum(x) for offset-binary weights
-            return acc[i, g, j] - half * blocks.isum[row(i), g]
+    def group_sum(i, g, j):  # the exact int32 x . w of one group: minus o sum(w), precomputed by pack
         return acc[i, g, j] + ph["w_offset_sums"][g, j] if offset else acc[i, g, j]
     bias = ph.tensors.get("bias")
 
@@ -286,7 +292,8 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
             return group_sum(i, g, j).astype("float32") * scale(j, g)
         if not minimum:
             return group_sum(i, g, j).astype("float32") * (scale(j, g) * block_d(i, g))
-        unsigned = group_sum(i, g, j) + half * blocks.isum[row(i), g]  # sum of llama.cpp's unsigned values times q_x
+        # sum of llama.cpp's unsigned values times q_x (the signed sum plus half sum(x) otherwise)
+        unsigned = acc[i, g, j] if layout.int4_unsigned else group_sum(i, g, j) + half * blocks.isum[row(i), g]
         block_min = w_min[g, j]  # GGUF's m: packed as w_min - 8 w_scale
         return unsigned.astype("float32") * (scale(j, g) * blocks.d[row(i), g]) + block_min * blocks.s[row(i), g]
 

@@ -18,7 +18,7 @@ from schedules.gemm_facts import int_weight_bits
 
 # Per-token stages before the tiles when the kernel quantises its float input (the q8 path):
 # the fused RMSNorm / SwiGLU, then the blocks' amax, scale, rounding and sums (ops/q8_act.py).
-ACTIVATION_STAGES = ("rms_ss", "xact", "q8_amax", "q8_inv", "q8_d", "xq", "q8_isum", "q8_s")
+ACTIVATION_STAGES = ("rms_ss", "xact", "q8_amax", "q8_inv", "q8_d", "xq", "q8_isum", "q8_s", "acc_start")
 
 
 def schedule_gemm(sch, spec, target, layout) -> None:
@@ -62,5 +62,12 @@ def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int
     # A q8-path GEMV streams its weights from DRAM (every layer's are new): one weight tile per
     # task keeps each core on one contiguous stream, as for W4A16 (schedules/cpu/gemm_float.py).
     stream = layout.m_tile == 1 and has_block(sch, "q8_d")
+    # On the q8 path up to a quarter of the register file holds a tile's int32 sums, another its
+    # float32 ones (schedules/cpu/gemm_tiles.py), in columns that divide the weight tile: NEON 4 rows
+    # x 8 columns, AVX2 4 x 8, AVX-512 4 x 16.
+    acc_cols = min(nt, max(channels, target.vector_registers // 4 * (target.vector_bits // 32) // layout.m_tile))
+    while nt % acc_cols:
+        acc_cols -= channels
     tile_gemm(sch, n=n, out=out, m_tile=layout.m_tile, n_multiple=nt, n_preferred=preferred,
-              n_limit=max(64, 4 * nt), micro_kernel=micro_kernel, n_fixed=nt if stream else None)
+              n_limit=max(64, 4 * nt), micro_kernel=micro_kernel, n_fixed=nt if stream else None,
+              lanes=target.float_lanes, acc_cols=acc_cols)

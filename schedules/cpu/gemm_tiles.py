@@ -13,10 +13,12 @@ WIDENED_SCALES = ("w_scale_f32", "w_min_f32")  # ops/qgemm_int.py's float32 copi
 
 
 def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferred: int, n_limit: int,
-              micro_kernel, n_fixed: int | None = None) -> None:
+              micro_kernel, n_fixed: int | None = None, lanes: int = 1, acc_cols: int | None = None) -> None:
     """n_fixed: a column block that is not tuned. micro_kernel(sch, acc, k_loop, row_loop, col_loop, inner_loops) splits, orders and
     vectorises/tensorises the block `acc` below its group loop; it receives the loops of one K
-    group (inner_loops: further reduction loops of acc after k, e.g. the nibble of a byte)."""
+    group (inner_loops: further reduction loops of acc after k, e.g. the nibble of a byte).
+    lanes: float32 SIMD lanes, for the group scaling. acc_cols: on the q8 path, the columns of one
+    accumulator tile, walked through every group before the next (a divisor of n_multiple)."""
     acc = sch.get_sblock("acc")
     if n_fixed is None:
         n_block = sample_divisor(sch, "n_block", acc, n, multiple_of=n_multiple, preferred=n_preferred, limit=n_limit)
@@ -32,8 +34,18 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
         i, g, j, k, *inner = sch.get_loops(acc)
     io, ii = sch.split(i, [None, m_tile])
     jo, jb = sch.split(j, [None, n_block])
+    # On the q8 path each group's int32 sums are scaled into float32 ones: both live in registers
+    # through the group loop, so an accumulator tile (m_tile x acc_cols) is walked through every
+    # group on its own. The 3072 x 576 Q4_0 prefill GEMM (M=128), MODELLED: m_tile 4 with 16 columns
+    # through the groups spilled both (7.5 ms on the A76, 34.5 ms on the A55); 8 columns at a time
+    # (and the scaling vectorised, below) 6.0 / 24.2 ms.
+    # acc_cols divides n_multiple, so the split fits every column block the tuner may sample.
+    outer = []
+    if on_scaling and acc_cols:
+        jbo, jb = sch.split(jb, [None, acc_cols])
+        outer = [jbo]
     if on_scaling:
-        sch.reorder(jo, io, g, ii, jb)
+        sch.reorder(jo, io, *outer, g, ii, jb)
     else:
         sch.reorder(jo, io, g, k, *inner, ii, jb)
     sch.parallel(jo)
@@ -54,7 +66,7 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
     sch.annotate(jo, "pragma_unroll_explicit", 1)
     if on_scaling:
         sch.compute_at(acc, g, preserve_unit_loops=True)
-        ii, _, jb, k, *inner = sch.get_loops(acc)[3:]  # the group's rows, (unit) group, columns, k
+        ii, _, jb, k, *inner = sch.get_loops(acc)[3 + len(outer):]  # the group's rows, (unit) group, columns, k
         sch.reorder(k, *inner, ii, jb)
     elif has_block(sch, "ysum"):  # group scales: fp32 sum over groups, one SIMD pass per group
         sch.reverse_compute_at(sch.get_sblock("ysum"), g)
@@ -77,8 +89,16 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
         sch.reverse_compute_at(store, io)
         sch.vectorize(sch.get_loops(store)[-1])
     if has_block(sch, "ysum"):
-        # Its column loop is left to LLVM's loop vectoriser: TVM refuses to vectorise a reduction
-        # update split from its init.
-        sch.decompose_reduction(sch.get_sblock("ysum"), g)
+        ysum = sch.get_sblock("ysum")
+        if on_scaling and m_tile > 1 and acc_cols and acc_cols % lanes == 0:
+            # SIMD over columns, rows and vectors unrolled (TVM vectorises a reduction update only
+            # before its init is split off). LLVM's own vectoriser had built the scale vectors
+            # lane by lane, with shuffles.
+            rows_loop, cols_loop = sch.get_loops(ysum)[-2:]
+            vectors, simd = sch.split(cols_loop, [None, lanes])
+            sch.vectorize(simd)
+            sch.unroll(rows_loop)
+            sch.unroll(vectors)
+        sch.decompose_reduction(ysum, g)
     micro_kernel(sch, acc, k, ii, jb, inner)
 
