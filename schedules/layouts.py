@@ -33,6 +33,9 @@ class Layout:
     # products (AND/USHR-unpacked for SDOT), activations the signed one; the kernel subtracts
     # 8 x (the block's sum of x)
     int4_unsigned: bool = False
+    # ... and, in a GEMM of several token rows, unpacked once per column block into a scratch of one
+    # int8 byte per value (the int8 dot form's tiles), which every row tile reads: no unpack per tile
+    weights_unpacked: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"family": self.family, **asdict(self)}

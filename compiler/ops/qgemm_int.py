@@ -261,10 +261,19 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
             return te.sum(tirx.call_pure_extern("int32", "ekc_sdot4", *xs4, *ws4), axis=kq, init=acc_init(i, g))
     else:
         kk = te.reduce_axis((0, group), name="kk")
+        operand = weight
+        if layout.weights_unpacked and bits != 8:
+            # one int8 byte per value, in the int8 dot form's tiles (4 k per channel), made once per
+            # column block by the schedule and read by every row tile
+            unpacked = te.compute((n // nt, k // 4, nt, 4), lambda t, q, c, e: weight(t * nt + c, q * 4 + e).astype("int8"),
+                                  name="w_unpacked")
+
+            def operand(j, kg):
+                return unpacked[j // nt, kg // 4, j % nt, kg % 4].astype("int32")
 
         def dot(i, g, j):  # with an activation offset o (unsigned-activation instructions): sum((x + o) w)
             xv = x[row(i), g * group + kk].astype("int32")
-            return te.sum(((xv + offset) if offset else xv) * weight(j, g * group + kk), axis=kk, init=acc_init(i, g))
+            return te.sum(((xv + offset) if offset else xv) * operand(j, g * group + kk), axis=kk, init=acc_init(i, g))
 
     # group before column: a dot-product instruction writes adjacent columns
     acc = te.compute((rows, ngroups, n), dot, name="acc")

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from schedules.cpu import attention, gemm_float, gemm_int, pointwise
 from schedules.cpu.gemm_float import w4a16_tile
-from schedules.cpu.intrinsics import activation_offset, dot_tile, has_high_bit_form, int4_halves_tile
+from schedules.cpu.intrinsics import UNPACKED_FORMS, activation_offset, dot_tile, has_high_bit_form, int4_halves_tile
 from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n, int4_weights
 from schedules.layouts import CpuLayout
 
@@ -62,6 +62,7 @@ def layout(spec, target, bucket: dict) -> CpuLayout:
         k_tile=halves[0] if halves else dot_tile(dot)[1],
         int4_halves=halves is not None,
         int4_unsigned=bool(halves and halves[1]),
+        weights_unpacked=bucket.get("M") != 1 and dot in UNPACKED_FORMS and spec.op in GEMM_OPS and not float_weights(spec),
         act_offset=activation_offset(dot) if spec.op in GEMM_OPS and not float_weights(spec) else 0,
         m_tile=1 if bucket.get("M") == 1 else GEMM_ROW_TILE,
         kv_tile=32,
@@ -136,7 +137,8 @@ def _attention_lanes(spec, target) -> int:
 
 def layout_choices(spec, target, bucket: dict) -> list[CpuLayout]:
     """The default layout, then the structural alternatives worth a tuner's trials, none of which
-    changes the kernel's arguments: the any-length GEMM's token rows per accumulator tile; the
+    changes the kernel's arguments: the any-length GEMM's token rows per accumulator tile, and its
+    weights unpacked per row tile instead of once (the A55 model prefers that on an A76 build); the
     attention prefill's keys per online-softmax step and query rows per block; the attention
     decode's keys per split (a multiple of its key tile); on an int8 cache, the other form of its
     scores (integer dot products per key, or the target's float tile)."""
@@ -147,7 +149,7 @@ def layout_choices(spec, target, bucket: dict) -> list[CpuLayout]:
         other_scores = [{"query_dot": "", "keys_in_lanes": target.attention_keys_in_lanes} if default.query_dot else
                         {"query_dot": query_dot, "keys_in_lanes": False}]
     if spec.op in GEMM_OPS and default.m_tile > 1:
-        changes = [{"m_tile": m} for m in (2, 8)]
+        changes = [{"m_tile": m} for m in (2, 8)] + ([{"weights_unpacked": False}] if default.weights_unpacked else [])
     elif spec.op == "attention_prefill":  # a key tile is whole vectors of the head-dim lanes
         changes = [{"kv_tile": t} for t in (16, 64) if t % default.lanes == 0] + [{"q_rows": 2}, {"q_rows": 8}]
     elif spec.op == "attention_decode":

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from schedules.cpu.blocks import has_block
 from schedules.cpu.gemm_tiles import tile_gemm
-from schedules.cpu.intrinsics import dot_intrinsic, dot_tile, has_dot_intrinsic
+from schedules.cpu.intrinsics import dot_intrinsic, dot_tile, has_dot_intrinsic, unpacked_intrinsic
 from schedules.gemm_facts import int_weight_bits
 
 # Per-token stages before the tiles when the kernel quantises its float input (the q8 path):
@@ -42,6 +42,11 @@ def schedule_activation_stages(sch, target, layout) -> None:
 def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int) -> None:
     nt, kt = layout.n_tile, layout.k_tile
     channels = dot_tile(layout.int8_dot)[0]  # the instruction's (a weight tile may hold several side by side)
+    intrinsic = None
+    if layout.weights_unpacked:  # the tiles read the scratch of bytes, several k steps per call
+        intrinsic, channels, kt = unpacked_intrinsic(layout.int8_dot)
+    elif has_dot_intrinsic(layout.int8_dot, weight_bits):
+        intrinsic = dot_intrinsic(layout.int8_dot, weight_bits, halves=layout.int4_halves)
     schedule_activation_stages(sch, target, layout)
 
     def micro_kernel(sch, acc, k, rows, cols, inner):
@@ -51,8 +56,8 @@ def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int
         sch.unroll(rows)
         sch.unroll(ct)
         sch.decompose_reduction(acc, ko)
-        if has_dot_intrinsic(layout.int8_dot, weight_bits):
-            sch.tensorize(cl, dot_intrinsic(layout.int8_dot, weight_bits, halves=layout.int4_halves))
+        if intrinsic:
+            sch.tensorize(cl, intrinsic)
         else:
             sch.unroll(kl)
 

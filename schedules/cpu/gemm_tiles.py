@@ -68,6 +68,11 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
         sch.compute_at(acc, g, preserve_unit_loops=True)
         ii, _, jb, k, *inner = sch.get_loops(acc)[3 + len(outer):]  # the group's rows, (unit) group, columns, k
         sch.reorder(k, *inner, ii, jb)
+        if has_block(sch, "w_unpacked"):  # Layout.weights_unpacked: once per column block, SIMD over a k step's bytes
+            unpacked = sch.get_sblock("w_unpacked")
+            sch.compute_at(unpacked, jo)
+            channels, values = sch.get_loops(unpacked)[-2:]
+            sch.vectorize(sch.fuse(channels, values))
     elif has_block(sch, "ysum"):  # group scales: fp32 sum over groups, one SIMD pass per group
         sch.reverse_compute_at(sch.get_sblock("ysum"), g)
     store = sch.get_sblock(out)

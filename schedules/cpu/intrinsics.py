@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from schedules.cpu.intrinsic_parts import activations_x4, high_bits, high_plane_shape, impl_high_of, impl_of, \
     int16_weights, int8_weights
-from schedules.cpu.intrinsics_arm import neon_form, sdot_form, sdot_halves, sdot_halves_high
+from schedules.cpu.intrinsics_arm import neon_form, sdot_form, sdot_halves, sdot_halves_high, sdot_steps
 
 _REGISTERED: dict[tuple[str, int], str] = {}
 
@@ -237,6 +237,51 @@ _HALVES = {
 }
 
 
+# Byte forms whose weights a GEMM of several token rows unpacks once per column block into one int8
+# byte per value (Layout.weights_unpacked), and the form its tiles then run on the scratch (5- and
+# 6-bit values too: they are bytes by then): (kind, k steps of its tile per intrinsic call).
+# MODELLED at M=128 on the A76, SmolLM2's GEMMs unpacked per row tile -> once: 3072 x 576 Q4_0 5.95
+# -> 5.28 ms, Q5_0 8.96 -> 7.22, 576 x 1536 Q6_K 6.61 -> 4.88, Q4_K 4.37 -> 3.71. On the A55 the
+# arm-a55 build's Q4_0 18.3 -> 16.4 ms (the A76-scheduled build 24.2 -> 26.0: its loads bunch up).
+UNPACKED_FORMS = {"sdot_unsigned": ("sdot", 2)}
+
+
+def _desc_steps(nt: int, step_k: int, steps: int):
+    """C[c] += sum_k A[k] * B[k // step_k, c, k % step_k]: int8 weights of `steps` consecutive k
+    tiles of nt channels x step_k k, written as the ops' tensor expression reads the scratch."""
+    from tvm.script import tirx as T
+
+    kt = step_k * steps
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle):
+        A = T.match_buffer(a, (kt,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (steps, nt, step_k), "int8", offset_factor=1, strides=[T.int32(), step_k, 1])
+        C = T.match_buffer(c, (nt,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:nt], A[0:kt], B[0:steps, 0:nt, 0:step_k])
+            T.writes(C[0:nt])
+            for i, k in T.grid(nt, kt):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vk // step_k, vi, vk % step_k])
+
+    return desc
+
+
+def unpacked_intrinsic(kind: str) -> tuple[str, int, int]:
+    """(registered name, channels, k) of the intrinsic a weights_unpacked GEMM with byte form `kind` runs."""
+    form, steps = UNPACKED_FORMS[kind]
+    nt, step_k = dot_tile(form)
+    if (kind, "unpacked") not in _REGISTERED:
+        from tvm.s_tir import TensorIntrin
+
+        name = f"ekc_dot_{nt}x{step_k * steps}_w8s_{form}"
+        TensorIntrin.register(name, _desc_steps(nt, step_k, steps), sdot_steps(steps))
+        _REGISTERED[(kind, "unpacked")] = name
+    return _REGISTERED[(kind, "unpacked")], nt, step_k * steps
+
+
 def int4_halves_tile(kind: str) -> tuple[int, bool] | None:
     """(k per tile, offset-binary) when this instruction takes int4 weights packed in halves (None: pairs)."""
     return (_HALVES[kind][1], _HALVES[kind][3]) if kind in _HALVES else None
@@ -320,3 +365,5 @@ def register_all() -> None:
     for kind in _HIGH_BIT_FORMS:
         for bits in (5, 6):
             dot_intrinsic(kind, bits)
+    for kind in UNPACKED_FORMS:
+        unpacked_intrinsic(kind)

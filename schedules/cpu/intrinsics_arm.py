@@ -51,6 +51,37 @@ def sdot_halves(unsigned: bool):
     return impl_of(4, 8, 4, update)
 
 
+def sdot_steps(steps: int):
+    """SDOTs on int8 weights of `steps` consecutive 4-channel x 4-k tiles (a strided [steps, 4, 4]
+    view: Layout.weights_unpacked's scratch, 16 channels per k step), the activations of all the
+    steps from one load, each step's 32-bit lane taken by element (sdot v.4s, w.16b, x.4b[i])."""
+    from tvm.script import tirx as T
+
+    def sdot(acc, a, b):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), acc, a, b,
+                                       dtype="int32x4")
+
+    def update(A, B, C):
+        words = T.reinterpret(A.vload([0], f"int8x{4 * steps}"), dtype=f"int32x{steps}")
+        value = C.vload([0], "int32x4")
+        for step in range(steps):
+            lane = T.reinterpret(T.Shuffle([words, words], [step] * 4), dtype="int8x16")
+            value = sdot(value, B.vload([step, 0, 0], "int8x16"), lane)
+        return value
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle):
+        A = T.match_buffer(a, (4 * steps,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (steps, 4, 4), "int8", offset_factor=1, strides=[T.int32(), 4, 1])
+        C = T.match_buffer(c, (4,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:4], A[0:4 * steps], B[0:steps, 0:4, 0:4])
+            T.writes(C[0:4])
+            C[T.ramp(T.int32(0), 1, 4)] = update(A, B, C)
+
+    return impl
+
+
 def sdot_halves_high(bits: int):
     """sdot_halves' unsigned form with the bits above each value's nibble (intrinsic_parts.high_bits):
     5 bits TBL, CMTST, AND, ORR into the nibbles, about 7 more instructions per 2 SDOT; 6 bits TBL,
