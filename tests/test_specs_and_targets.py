@@ -98,6 +98,19 @@ def test_sdot_weight_tiles_interleave_four_dot_tiles():
     assert schedules.layout(make_spec("qgemm_w8a8", n=64, k=128), targets.get("x86")).n_tile == 8  # VPMADDWD's own
 
 
+def test_q8_prefill_unpacks_weights_once_on_sdot_only():
+    """The any-length q8 GEMM on SDOT reads a scratch of unpacked bytes (Layout.weights_unpacked), the
+    one-token GEMV and the other forms keep unpacking in registers; the packed form stays a choice."""
+    spec = make_spec("qgemm_gguf", n=64, k=256, type="Q6_K", act="q8_0")
+    arm, x86 = targets.get("arm"), targets.get("x86")
+    assert schedules.layout(spec, arm, {}).weights_unpacked
+    assert not schedules.layout(spec, arm, {"M": 1}).weights_unpacked
+    assert not schedules.layout(spec, x86, {}).weights_unpacked
+    assert not schedules.layout(make_spec("qgemm_w4a8", n=64, k=128), arm, {}).weights_unpacked  # int8 activations
+    assert not schedules.layout(make_spec("qgemm_w8a8", n=64, k=128, group=32, act="q8_0"), arm, {}).weights_unpacked
+    assert [c.weights_unpacked for c in schedules.layout_choices(spec, arm, {})] == [True, True, True, False]
+
+
 def test_attention_tile_form_is_a_target_fact():
     """Keys in lanes where the target file says so (ARM, by the cycle model); x86 keeps the per-key
     tile (measured); never on a non-attention op's layout."""
