@@ -241,7 +241,7 @@ _HALVES = {
 # byte per value (Layout.weights_unpacked), and the form its tiles then run on the scratch (5- and
 # 6-bit values too: they are bytes by then): (kind, k steps of its tile per intrinsic call).
 # MODELLED at M=128 on the A76, SmolLM2's GEMMs unpacked per row tile -> once: 3072 x 576 Q4_0 5.95
-# -> 5.28 ms, Q5_0 8.96 -> 7.22, 576 x 1536 Q6_K 6.61 -> 4.88, Q4_K 4.37 -> 3.71. On the A55 the
+# -> 5.31 ms, Q5_0 8.96 -> 7.22, 576 x 1536 Q6_K 6.61 -> 4.88, Q4_K 4.37 -> 3.71. On the A55 the
 # arm-a55 build's Q4_0 18.3 -> 16.4 ms (the A76-scheduled build 24.2 -> 26.0: its loads bunch up).
 UNPACKED_FORMS = {"sdot_unsigned": ("sdot", 2)}
 

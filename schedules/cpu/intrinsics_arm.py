@@ -6,6 +6,24 @@ from __future__ import annotations
 from schedules.cpu.intrinsic_parts import activations_x4, high_bits, impl_high_of, impl_of, int8_weights
 
 
+def _sdot(acc, a, b):
+    """SDOT: acc.4s += a.16b . b.16b per 32-bit lane (LLVM folds a lane broadcast b into the by-element form)."""
+    from tvm.script import tirx as T
+
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), acc, a, b,
+                                   dtype="int32x4")
+
+
+def _activation_lanes(A, steps: int) -> list:
+    """The activations of `steps` 4-k steps from one load, each step's 32-bit lane broadcast: LLVM
+    folds it into SDOT's by-element form (sdot v.4s, w.16b, x.4b[i]), one load per `steps` SDOTs
+    instead of a broadcast load (LD1R) each."""
+    from tvm.script import tirx as T
+
+    words = T.reinterpret(A.vload([0], f"int8x{4 * steps}"), dtype=f"int32x{steps}")
+    return [T.reinterpret(T.Shuffle([words, words], [step] * 4), dtype="int8x16") for step in range(steps)]
+
+
 def sdot_form(bits: int):
     from tvm.script import tirx as T
 
@@ -24,10 +42,6 @@ def sdot_halves(unsigned: bool):
     block sums pay the +8 back as on x86) take AND and USHR: 2."""
     from tvm.script import tirx as T
 
-    def sdot(acc, a, b):
-        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), acc, a, b,
-                                       dtype="int32x4")
-
     def update(A, B, C):
         if unsigned:
             packed = T.reinterpret(B.vload([0, 0], "int8x16"), dtype="uint8x16")
@@ -37,16 +51,10 @@ def sdot_halves(unsigned: bool):
             packed = B.vload([0, 0], "int8x16")
             four = T.Broadcast(T.int8(4), 16)
             low, high = T.shift_right(T.shift_left(packed, four), four), T.shift_right(packed, four)
-        # The activations of k 0-3 and 4-7 as the two 32-bit lanes of one 8-byte load, each lane
-        # broadcast in the third operand, where LLVM folds it into SDOT's by-element form
-        # (sdot v.4s, w.16b, x.4b[i]): one load per 2 SDOT instead of a broadcast load (LD1R) each.
-        # MODELLED: SmolLM2's 3072 x 576 q8 prefill GEMM 1.17x (A76) / 1.20x (A55) fewer cycles.
-        words = T.reinterpret(A.vload([0], "int8x8"), dtype="int32x2")
-
-        def lane(index):
-            return T.reinterpret(T.Shuffle([words, words], [index] * 4), dtype="int8x16")
-
-        return sdot(sdot(C.vload([0], "int32x4"), low, lane(0)), high, lane(1))
+        # The activations of k 0-3 and 4-7 by element, from one 8-byte load. MODELLED against an
+        # LD1R per SDOT: SmolLM2's 3072 x 576 q8 prefill GEMM 1.17x (A76) / 1.20x (A55) fewer cycles.
+        first, second = _activation_lanes(A, 2)
+        return _sdot(_sdot(C.vload([0], "int32x4"), low, first), high, second)
 
     return impl_of(4, 8, 4, update)
 
@@ -57,16 +65,10 @@ def sdot_steps(steps: int):
     steps from one load, each step's 32-bit lane taken by element (sdot v.4s, w.16b, x.4b[i])."""
     from tvm.script import tirx as T
 
-    def sdot(acc, a, b):
-        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), acc, a, b,
-                                       dtype="int32x4")
-
     def update(A, B, C):
-        words = T.reinterpret(A.vload([0], f"int8x{4 * steps}"), dtype=f"int32x{steps}")
         value = C.vload([0], "int32x4")
-        for step in range(steps):
-            lane = T.reinterpret(T.Shuffle([words, words], [step] * 4), dtype="int8x16")
-            value = sdot(value, B.vload([step, 0, 0], "int8x16"), lane)
+        for step, lane in enumerate(_activation_lanes(A, steps)):
+            value = _sdot(value, B.vload([step, 0, 0], "int8x16"), lane)
         return value
 
     @T.prim_func(s_tir=True)
@@ -88,10 +90,6 @@ def sdot_halves_high(bits: int):
     USHL, two ANDs, a shift and two ORRs."""
     from tvm.script import tirx as T
 
-    def sdot(acc, a, b):
-        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), acc, a, b,
-                                       dtype="int32x4")
-
     def update(A, B, H, C):
         packed = T.reinterpret(B.vload([0, 0], "int8x16"), dtype="uint8x16")
         top_low, top_high = high_bits(H, 4, bits)
@@ -99,12 +97,8 @@ def sdot_halves_high(bits: int):
                            top_low)
         high = T.bitwise_or(T.reinterpret(T.shift_right(packed, T.Broadcast(T.uint8(4), 16)), dtype="int8x16"),
                             top_high)
-        words = T.reinterpret(A.vload([0], "int8x8"), dtype="int32x2")
-
-        def lane(index):
-            return T.reinterpret(T.Shuffle([words, words], [index] * 4), dtype="int8x16")
-
-        return sdot(sdot(C.vload([0], "int32x4"), low, lane(0)), high, lane(1))
+        first, second = _activation_lanes(A, 2)
+        return _sdot(_sdot(C.vload([0], "int32x4"), low, first), high, second)
 
     return impl_high_of(4, bits, update)
 
