@@ -99,13 +99,16 @@ def test_sdot_weight_tiles_interleave_four_dot_tiles():
 
 
 def test_q8_prefill_unpacks_weights_once_on_sdot_only():
-    """The any-length q8 GEMM on SDOT reads a scratch of unpacked bytes (Layout.weights_unpacked), the
-    one-token GEMV and the other forms keep unpacking in registers; the packed form stays a choice."""
+    """The any-length q8 GEMM on SDOT reads a scratch of unpacked bytes (Layout.weights_unpacked); the
+    one-token GEMV, x86, int8 weights and targets without SDOT keep unpacking in registers; the
+    packed form stays a choice."""
     spec = make_spec("qgemm_gguf", n=64, k=256, type="Q6_K", act="q8_0")
-    arm, x86 = targets.get("arm"), targets.get("x86")
+    arm = targets.get("arm")
     assert schedules.layout(spec, arm, {}).weights_unpacked
     assert not schedules.layout(spec, arm, {"M": 1}).weights_unpacked
-    assert not schedules.layout(spec, x86, {}).weights_unpacked
+    assert not schedules.layout(spec, targets.get("x86-avx512"), {}).weights_unpacked
+    assert not schedules.layout(make_spec("qgemm_w4a8", n=64, k=128, group=32, act="q8_0"), targets.get("arm-a53"),
+                                {}).weights_unpacked
     assert not schedules.layout(make_spec("qgemm_w4a8", n=64, k=128), arm, {}).weights_unpacked  # int8 activations
     assert not schedules.layout(make_spec("qgemm_w8a8", n=64, k=128, group=32, act="q8_0"), arm, {}).weights_unpacked
     assert [c.weights_unpacked for c in schedules.layout_choices(spec, arm, {})] == [True, True, True, False]

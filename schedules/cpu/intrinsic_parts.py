@@ -130,3 +130,22 @@ def impl_high_of(nt: int, bits: int, update):
             C[T.ramp(T.int32(0), 1, nt)] = update(A, B, H, C)
 
     return impl
+
+
+def impl_steps_of(nt: int, steps: int, update):
+    """The implementation of an intrinsic on int8 weights of `steps` consecutive k tiles of nt
+    channels x 4 k, a strided [steps, nt, 4] view (Layout.weights_unpacked's scratch):
+    C[0:nt] = update(A, B, C)."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle):
+        A = T.match_buffer(a, (4 * steps,), "int8", offset_factor=1)
+        B = T.match_buffer(b, (steps, nt, 4), "int8", offset_factor=1, strides=[T.int32(), 4, 1])
+        C = T.match_buffer(c, (nt,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:nt], A[0:4 * steps], B[0:steps, 0:nt, 0:4])
+            T.writes(C[0:nt])
+            C[T.ramp(T.int32(0), 1, nt)] = update(A, B, C)
+
+    return impl

@@ -243,7 +243,10 @@ _HALVES = {
 # MODELLED at M=128 on the A76, SmolLM2's GEMMs unpacked per row tile -> once: 3072 x 576 Q4_0 5.95
 # -> 5.31 ms, Q5_0 8.96 -> 7.22, 576 x 1536 Q6_K 6.61 -> 4.88, Q4_K 4.37 -> 3.71. On the A55 the
 # arm-a55 build's Q4_0 18.3 -> 16.4 ms (the A76-scheduled build 24.2 -> 26.0: its loads bunch up).
-UNPACKED_FORMS = {"sdot_unsigned": ("sdot", 2)}
+# x86's byte forms gained nothing from it: MEASURED at M=128 (AVX2, TVM_NUM_THREADS=1, a test run
+# on the other core), five of SmolLM2's GEMMs 0.98-1.03x with VPMADDUBSW / VPDPBUSD on an unpacked
+# scratch (session 15), so they keep unpacking in registers.
+UNPACKED_FORMS = {"sdot_unsigned": (4, 2, sdot_steps)}
 
 
 def _desc_steps(nt: int, step_k: int, steps: int):
@@ -271,15 +274,14 @@ def _desc_steps(nt: int, step_k: int, steps: int):
 
 def unpacked_intrinsic(kind: str) -> tuple[str, int, int]:
     """(registered name, channels, k) of the intrinsic a weights_unpacked GEMM with byte form `kind` runs."""
-    form, steps = UNPACKED_FORMS[kind]
-    nt, step_k = dot_tile(form)
+    nt, steps, impl = UNPACKED_FORMS[kind]
     if (kind, "unpacked") not in _REGISTERED:
         from tvm.s_tir import TensorIntrin
 
-        name = f"ekc_dot_{nt}x{step_k * steps}_w8s_{form}"
-        TensorIntrin.register(name, _desc_steps(nt, step_k, steps), sdot_steps(steps))
+        name = f"ekc_dot_{nt}x{4 * steps}_w8s_{kind}"
+        TensorIntrin.register(name, _desc_steps(nt, 4, steps), impl(steps))
         _REGISTERED[(kind, "unpacked")] = name
-    return _REGISTERED[(kind, "unpacked")], nt, step_k * steps
+    return _REGISTERED[(kind, "unpacked")], nt, 4 * steps
 
 
 def int4_halves_tile(kind: str) -> tuple[int, bool] | None:

@@ -3,7 +3,7 @@ SDOT on ARMv8.2+ (int8, int4 in halves, offset-binary int4, 5- and 6-bit values)
 
 from __future__ import annotations
 
-from schedules.cpu.intrinsic_parts import activations_x4, high_bits, impl_high_of, impl_of, int8_weights
+from schedules.cpu.intrinsic_parts import activations_x4, high_bits, impl_high_of, impl_of, impl_steps_of, int8_weights
 
 
 def _sdot(acc, a, b):
@@ -71,17 +71,7 @@ def sdot_steps(steps: int):
             value = _sdot(value, B.vload([step, 0, 0], "int8x16"), lane)
         return value
 
-    @T.prim_func(s_tir=True)
-    def impl(a: T.handle, b: T.handle, c: T.handle):
-        A = T.match_buffer(a, (4 * steps,), "int8", offset_factor=1)
-        B = T.match_buffer(b, (steps, 4, 4), "int8", offset_factor=1, strides=[T.int32(), 4, 1])
-        C = T.match_buffer(c, (4,), "int32", offset_factor=1)
-        with T.sblock("root"):
-            T.reads(C[0:4], A[0:4 * steps], B[0:steps, 0:4, 0:4])
-            T.writes(C[0:4])
-            C[T.ramp(T.int32(0), 1, 4)] = update(A, B, C)
-
-    return impl
+    return impl_steps_of(4, steps, update)
 
 
 def sdot_halves_high(bits: int):
