@@ -86,8 +86,10 @@ def test_every_layout_choice_matches_numpy_on_x86(tmp_path):
 
 @pytest.mark.emulated
 def test_every_layout_choice_matches_numpy_on_arm(tmp_path):
+    """The kernels whose ARM choices differ from x86's (SDOT row tiles, the q8 path's unpacked or
+    packed weights, keys-in-lanes attention); the float GEMMs' row tiles are the x86 test's."""
     require_emulator("aarch64")
-    _check_every_choice(targets.get("arm"), tmp_path)
+    _check_every_choice(targets.get("arm"), tmp_path, [SPECS[0], SPECS[1], SPECS[4], SPECS[5], SPECS[7]])
 
 
 @pytest.mark.emulated
