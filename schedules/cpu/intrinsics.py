@@ -239,7 +239,8 @@ _HALVES = {
 
 # Byte forms whose weights a GEMM of several token rows unpacks once per column block into one int8
 # byte per value (Layout.weights_unpacked), and the form its tiles then run on the scratch (5- and
-# 6-bit values too: they are bytes by then): (kind, k steps of its tile per intrinsic call).
+# 6-bit values too: they are bytes by then): kind -> (channels, 4-k steps per intrinsic call,
+# implementation factory taking the steps).
 # MODELLED at M=128 on the A76, SmolLM2's GEMMs unpacked per row tile -> once: 3072 x 576 Q4_0 5.95
 # -> 5.31 ms, Q5_0 8.96 -> 7.22, 576 x 1536 Q6_K 6.61 -> 4.88, Q4_K 4.37 -> 3.71. On the A55 the
 # arm-a55 build's Q4_0 18.3 -> 16.4 ms (the A76-scheduled build 24.2 -> 26.0: its loads bunch up).
@@ -249,25 +250,25 @@ _HALVES = {
 UNPACKED_FORMS = {"sdot_unsigned": (4, 2, sdot_steps)}
 
 
-def _desc_steps(nt: int, step_k: int, steps: int):
-    """C[c] += sum_k A[k] * B[k // step_k, c, k % step_k]: int8 weights of `steps` consecutive k
-    tiles of nt channels x step_k k, written as the ops' tensor expression reads the scratch."""
+def _desc_steps(nt: int, steps: int):
+    """C[c] += sum_k A[k] * B[k // 4, c, k % 4]: int8 weights of `steps` consecutive k tiles of nt
+    channels x 4 k (intrinsic_parts.impl_steps_of's view), as the ops' tensor expression reads the scratch."""
     from tvm.script import tirx as T
 
-    kt = step_k * steps
+    kt = 4 * steps
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle):
         A = T.match_buffer(a, (kt,), "int8", offset_factor=1)
-        B = T.match_buffer(b, (steps, nt, step_k), "int8", offset_factor=1, strides=[T.int32(), step_k, 1])
+        B = T.match_buffer(b, (steps, nt, 4), "int8", offset_factor=1, strides=[T.int32(), 4, 1])
         C = T.match_buffer(c, (nt,), "int32", offset_factor=1)
         with T.sblock("root"):
-            T.reads(C[0:nt], A[0:kt], B[0:steps, 0:nt, 0:step_k])
+            T.reads(C[0:nt], A[0:kt], B[0:steps, 0:nt, 0:4])
             T.writes(C[0:nt])
             for i, k in T.grid(nt, kt):
                 with T.sblock("update"):
                     vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vk // step_k, vi, vk % step_k])
+                    C[vi] = C[vi] + T.Cast("int32", A[vk]) * T.Cast("int32", B[vk // 4, vi, vk % 4])
 
     return desc
 
@@ -279,7 +280,7 @@ def unpacked_intrinsic(kind: str) -> tuple[str, int, int]:
         from tvm.s_tir import TensorIntrin
 
         name = f"ekc_dot_{nt}x{4 * steps}_w8s_{kind}"
-        TensorIntrin.register(name, _desc_steps(nt, 4, steps), impl(steps))
+        TensorIntrin.register(name, _desc_steps(nt, steps), impl(steps))
         _REGISTERED[(kind, "unpacked")] = name
     return _REGISTERED[(kind, "unpacked")], nt, 4 * steps
 
