@@ -7,6 +7,7 @@ pipeline asks `compiler.backends.get(target)` and never branches on the kind of 
 
 from __future__ import annotations
 
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -16,6 +17,14 @@ from pathlib import Path
 def device_slug(name: str) -> str:
     """A device's name as a tuning-log folder name ("llvmpipe (LLVM 15.0.6)" -> "llvmpipe-llvm-15-0-6")."""
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def build_workers() -> int:
+    """How many threads a build spreads its code generation over: the cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 class Backend(ABC):

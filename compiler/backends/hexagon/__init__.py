@@ -18,10 +18,11 @@ class HexagonBackend(NativeBackend, RemoteMeasurement):
     name = "hexagon"
     measure_func = tuning.MEASURE_FUNC
 
-    def extra_artifacts(self, exe, symbols, target, out_dir: Path, tmp: Path, toolchain, progress) -> list[str]:
+    def extra_artifacts(self, objects: list[Path], symbols, out_dir: Path, tmp: Path, toolchain,
+                        progress) -> list[str]:
         progress("linking the Hexagon runner (the library's kernels served over a pipe, e.g. under qemu-hexagon)")
         runner = tmp / RUNNER_NAME
-        link_runner(exe, symbols, runner, toolchain)
+        link_runner(objects, symbols, runner, toolchain)
         os.replace(runner, out_dir / RUNNER_NAME)
         return [RUNNER_NAME]
 

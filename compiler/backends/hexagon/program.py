@@ -8,11 +8,15 @@ from pathlib import Path
 _SOURCE = Path(__file__).with_name("runner.c")
 
 
-def link_runner(exe, symbols: list[str], output: Path, toolchain) -> None:
-    """A static program serving `symbols` of TVM's executable `exe`."""
+def write_object(exe, path: Path) -> Path:
+    """TVM's executable `exe` as one object file (LLVM emits its machine code here)."""
+    exe.mod.write_to_file(str(path))
+    return path
+
+
+def link_runner(objects: list[Path], symbols: list[str], output: Path, toolchain) -> None:
+    """A static program serving `symbols` of the TVM kernels in the object files `objects`."""
     work = output.parent
-    obj = work / "kernels.o"
-    exe.mod.write_to_file(str(obj))
     entries = "\n".join(f'    {{"{s}", __tvm_ffi_{s}}},' for s in symbols)
     externs = "\n".join(f"extern int __tvm_ffi_{s}(void *, const TVMFFIAny *, int32_t, TVMFFIAny *);" for s in symbols)
     table = work / "kernel_table.c"
@@ -26,4 +30,4 @@ const KernelEntry ekc_kernels[] = {{
 }};
 const int ekc_num_kernels = {len(symbols)};
 """)
-    toolchain.link_static_program(str(output), [str(_SOURCE), str(table), str(obj)])
+    toolchain.link_static_program(str(output), [str(_SOURCE), str(table), *map(str, objects)])

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from compiler.backends.hexagon.program import link_runner
+from compiler.backends.hexagon.program import link_runner, write_object
 from compiler.manifest import RUNNER_NAME
 from compiler.runtime.drivers.runner import RunnerDriver
 from compiler.runtime.host import missing_emulator
@@ -30,7 +30,7 @@ def runner_candidate(target, toolchain, work_dir: str):
     def compile_one(build_input) -> str:
         out = Path(tempfile.mkdtemp(dir=work_dir))
         exe = tvm.compile(build_input.mod, build_input.target)
-        link_runner(exe, ["main"], out / RUNNER_NAME, toolchain)
+        link_runner([write_object(exe, out / "kernels.o")], ["main"], out / RUNNER_NAME, toolchain)
         (out / _TARGET_FILE).write_text(json.dumps(target.to_json()))
         return str(out / RUNNER_NAME)
 

@@ -10,7 +10,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from compiler.backends.base import Backend
+from compiler.backends.base import Backend, build_workers
+from compiler.backends.native.objects import emit_objects
 from compiler.manifest import LIBRARY_NAME
 from compiler.toolchain import for_target
 
@@ -21,25 +22,22 @@ class NativeBackend(Backend):
     def toolchain(self, target, *, cc=None, ndk=None, android_api=28):
         return for_target(target, cc=cc, ndk=ndk, android_api=android_api)
 
-    def compile(self, funcs: dict, target):
-        """TVM's executable of the scheduled PrimFuncs (one object for all kernels)."""
-        import tvm
-
-        return tvm.compile(tvm.IRModule(funcs), target.tvm_target())
-
     def build(self, funcs, kernels, target, out_dir, toolchain, progress) -> list[str]:
-        progress(f"compiling {len(funcs)} functions for {target.name} ({target.llvm.get('mtriple', 'host')})")
-        exe = self.compile(funcs, target)
-        progress(f"linking with {toolchain.describe()}")
+        progress(f"compiling {len(funcs)} functions for {target.name} ({target.llvm.get('mtriple', 'host')}) "
+                 f"on {build_workers()} threads")
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            objects = emit_objects(funcs, target, Path(tmp))
+            progress(f"linking with {toolchain.describe()}")
             staged = Path(tmp) / LIBRARY_NAME
-            exe.export_library(str(staged), fcompile=toolchain.fcompile())
+            toolchain.link_shared(str(staged), [str(o) for o in objects])
             os.replace(staged, out_dir / LIBRARY_NAME)
-            return [LIBRARY_NAME, *self.extra_artifacts(exe, sorted(funcs), target, out_dir, Path(tmp), toolchain,
+            return [LIBRARY_NAME, *self.extra_artifacts(objects, sorted(funcs), out_dir, Path(tmp), toolchain,
                                                         progress)]
 
-    def extra_artifacts(self, exe, symbols, target, out_dir: Path, tmp: Path, toolchain, progress) -> list[str]:
-        """Artifacts besides the library (none here; the Hexagon backend adds its runner)."""
+    def extra_artifacts(self, objects: list[Path], symbols, out_dir: Path, tmp: Path, toolchain,
+                        progress) -> list[str]:
+        """Artifacts besides the library, from the library's object files (none here; the Hexagon
+        backend adds its runner)."""
         return []
 
     def describe_tools(self, target, toolchain) -> str:

@@ -14,12 +14,14 @@ import os
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import tvm
 import tvm.sym
 from tvm import tirx
 
+from compiler.backends.base import build_workers
 from compiler.backends.vulkan.glsl import CodegenError, Shader, emit_shader
 from compiler.runtime.launch import CALL_OPS, EXPR_OPS
 
@@ -203,13 +205,14 @@ def build(funcs: dict, tvm_target, vulkan_version: str, out_dir: Path,
     require_tools()
     hosts, devices = lower(funcs, tvm_target)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shaders: dict[str, Shader] = {}
     with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory(dir=out_dir, prefix=".shaders-") as staged:
-        for index, (name, func) in enumerate(sorted(devices.items()), 1):
-            shader = emit_shader(name, func)
-            (Path(staged) / f"{name}.spv").write_bytes(compile_glsl(shader, vulkan_version, Path(tmp)))
-            (Path(staged) / f"{name}.comp").write_text(shader.source)
-            shaders[name] = shader
+        shaders = {name: emit_shader(name, func) for name, func in sorted(devices.items())}
+        # glslang and spirv-val run as processes, so threads keep every core busy with them
+        with ThreadPoolExecutor(build_workers()) as pool:
+            binaries = pool.map(lambda shader: compile_glsl(shader, vulkan_version, Path(tmp)), shaders.values())
+            for (name, shader), binary in zip(shaders.items(), binaries):
+                (Path(staged) / f"{name}.spv").write_bytes(binary)
+                (Path(staged) / f"{name}.comp").write_text(shader.source)
         progress(f"      {len(shaders)} shaders passed spirv-val (vulkan{vulkan_version})")
         plans = {}
         for symbol, func in hosts.items():
