@@ -17,12 +17,15 @@ from compiler.backends.base import build_workers
 
 def emit_objects(funcs: dict, target, folder: Path, jobs: int | None = None) -> list[Path]:
     """Compile `funcs` ({symbol: scheduled PrimFunc}) for `target` and write them as object files
-    in `folder`; returns their paths. Two parts per worker even out functions of unequal size."""
+    in `folder`; returns their paths. Two parts per worker even out functions of unequal size. No part
+    holds a single function: TVM gives a module of one function a `main` alias, which the library
+    as a whole does not have."""
     import tvm
 
     jobs = jobs or build_workers()
     names = sorted(funcs)
-    parts = [names[i::2 * jobs] for i in range(min(len(names), 2 * jobs))]
+    count = max(1, min(2 * jobs, len(names) // 2))
+    parts = [names[i::count] for i in range(count)]
     executables = [tvm.compile(tvm.IRModule({name: funcs[name] for name in part}), target.tvm_target())
                    for part in parts]
     for exe in executables:
