@@ -70,7 +70,9 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
         sch.reorder(k, *inner, ii, jb)
         if has_block(sch, "w_unpacked"):  # Layout.weights_unpacked: once per column block, SIMD over a k step's bytes
             unpacked = sch.get_sblock("w_unpacked")
-            sch.compute_at(unpacked, jo)
+            # unit loops kept: a column block of one weight tile would drop one, and a trace must
+            # replay with the same loops whatever n_block the tuner samples
+            sch.compute_at(unpacked, jo, preserve_unit_loops=True)
             channels, values = sch.get_loops(unpacked)[-2:]
             sch.vectorize(sch.fuse(channels, values))
     elif has_block(sch, "ysum"):  # group scales: fp32 sum over groups, one SIMD pass per group
