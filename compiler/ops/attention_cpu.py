@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 
 from compiler.ops.attention_signature import cache_signatures
-from compiler.ops.attention_simd import INT8_QUERY_DOTS, fast_exp, int8_query_dot, row_sums
+from compiler.ops.attention_simd import INT8_QUERY_DOTS, int8_query_dot, row_sums
+from compiler.ops.fast_math import fast_exp
 from compiler.ops.base import NEG_INF
 
 # Scope of each block's scratch buffers (running max, sums, accumulators, scores): TVM puts a

@@ -1,26 +1,7 @@
-"""SIMD building blocks of the CPU attention tiles (attention_cpu.py): exp as plain arithmetic,
-lane reductions as trees, and the integer dot products that score an int8 cache against a query
-rounded to int8."""
+"""SIMD building blocks of the CPU attention tiles (attention_cpu.py): lane reductions as trees,
+and the integer dot products that score an int8 cache against a query rounded to int8."""
 
 from __future__ import annotations
-
-
-def fast_exp(x):
-    """exp(x) for float32 x as plain arithmetic (range reduction by ln 2, degree-6 polynomial,
-    exponent bits), so it vectorises where libm's expf would be one call per lane. Relative error
-    ~2e-7; exactly 0 below -87 (masked scores). NaN stays NaN (as in numpy's softmax): the clamp
-    below would make it -87, since TVM lowers max/min to compares, which a NaN fails."""
-    from tvm.script import tirx as T
-
-    xc = T.min(T.max(x, T.float32(-87.0)), T.float32(88.0))
-    n = T.floor(xc * T.float32(1.4426950408889634) + T.float32(0.5))
-    r = xc - n * T.float32(0.693359375) - n * T.float32(-2.12194440e-4)
-    poly = T.float32(1.0 / 720)
-    for coef in (1.0 / 120, 1.0 / 24, 1.0 / 6, 0.5, 1.0, 1.0):
-        poly = poly * r + T.float32(coef)
-    two_n = T.reinterpret(T.shift_left(T.Cast("int32", n) + 127, 23), dtype="float32")
-    return T.Select(x < T.float32(-87.0), T.float32(0), T.Select(T.isnan(x), x, poly * two_n))
-
 
 # Integer dot products for the scores of an int8 cache, by the target's int8_dot kind: the int32
 # lanes of one instruction (each the sum of 4 byte products), and whether its key operand is

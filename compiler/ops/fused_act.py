@@ -38,14 +38,19 @@ def extra_args(k: int, n: int, norm: float, residual: bool) -> tuple[list[Arg], 
     return weights, inputs
 
 
-def activation(ph, k: int, norm: float, swiglu: bool, float64_sum: bool = True):
+def activation(ph, k: int, norm: float, swiglu: bool, cpu: bool = True):
     """The activation the GEMM multiplies, as a te tensor [M, K]: x itself without fusions.
 
-    The RMSNorm's sum of squares adds float32 squares in float64 (float64_sum; GPUs have no
+    On a CPU (`cpu`), the RMSNorm's sum of squares adds float32 squares in float64 (GPUs have no
     float64: float32 there), then rounds the mean to float32, as ggml's CPU backend does: a last-
     bit difference in the norm's scale flips int8 roundings of the q8 path downstream, which 30
-    layers amplify to ~0.2 in the logits."""
+    layers amplify to ~0.2 in the logits. SiLU's exp is plain arithmetic there (fast_math), one
+    SIMD pass where libm's expf was a call per value (a prefill's down GEMM: M x K calls)."""
     from tvm import te, tirx
+
+    from compiler.ops.fast_math import fast_exp
+
+    exp = fast_exp if cpu else te.exp
 
     x = ph["x"]
     m = x.shape[0]
@@ -56,12 +61,12 @@ def activation(ph, k: int, norm: float, swiglu: bool, float64_sum: bool = True):
         if not swiglu:
             return x[i, kk].astype("float32")
         gate, up = x[i, kk].astype("float32"), x[i, k + kk].astype("float32")
-        return gate / (tirx.const(1.0, "float32") + te.exp(-gate)) * up
+        return gate / (tirx.const(1.0, "float32") + exp(-gate)) * up
 
     if not norm:
         return te.compute((m, k), raw, name="xact")
     r = te.reduce_axis((0, k), name="rk")
-    wide = "float64" if float64_sum else "float32"
+    wide = "float64" if cpu else "float32"
     squares = te.compute((m,), lambda i: te.sum((raw(i, r) * raw(i, r)).astype(wide), axis=r), name="rms_ss")
     scale = te.compute((m,), lambda i: tirx.const(1.0, "float32") / te.sqrt(
         (squares[i] / tirx.const(float(k), wide)).astype("float32") + tirx.const(norm, "float32")), name="rms_inv")

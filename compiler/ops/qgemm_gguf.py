@@ -135,7 +135,7 @@ def gguf_te(ph: Placeholders, kind: str, n, k, layout, name, act="float32", reci
         return int8_te(ph, form, n, k, layout, name, act, recip, norm, swiglu, residual)
 
     nt = layout.n_tile
-    x = fused_act.activation(ph, k, norm, swiglu, float64_sum=not layout.threaded)
+    x = fused_act.activation(ph, k, norm, swiglu, cpu=not layout.threaded)
     w, high, bias = ph["w"], ph.tensors.get("w_high"), ph.tensors.get("bias")
     m = x.shape[0]
     sub = form.sub

@@ -194,7 +194,7 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
     if act == "int8":
         x, xs, blocks = ph["x"], ph["x_scale"], None
     else:
-        blocks = q8_act.Quantised(fused_act.activation(ph, k, norm, swiglu, float64_sum=not layout.threaded), k, act, recip,
+        blocks = q8_act.Quantised(fused_act.activation(ph, k, norm, swiglu, cpu=not layout.threaded), k, act, recip,
                                   block_sums=minimum or layout.int4_unsigned, sum_span=min(group, q8_act.BLOCK))
         x, xs = blocks.q, None
     m = ph["x"].shape[0]

@@ -118,7 +118,7 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False
     from tvm import te, tirx
 
     nt = layout.n_tile
-    x, w, ws = fused_act.activation(ph, k, norm, swiglu, float64_sum=not layout.threaded), ph["w"], ph["w_scale"]
+    x, w, ws = fused_act.activation(ph, k, norm, swiglu, cpu=not layout.threaded), ph["w"], ph["w_scale"]
     wz, wmin, bias = ph.tensors.get("w_zero"), ph.tensors.get("w_min"), ph.tensors.get("bias")
     m = x.shape[0]
     ngroups, pairs = k // group, group // 2

@@ -78,7 +78,7 @@ def w8a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False
     from tvm import te
 
     nt = layout.n_tile
-    x = fused_act.activation(ph, k, norm, swiglu, float64_sum=not layout.threaded)
+    x = fused_act.activation(ph, k, norm, swiglu, cpu=not layout.threaded)
     w, ws, bias = ph["w"], ph["w_scale"], ph.tensors.get("bias")
     m = x.shape[0]
     rows, row = padded_rows(m, layout.m_tile)
