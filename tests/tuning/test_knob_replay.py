@@ -13,7 +13,7 @@ from compiler.tuning.tasks import make_tasks
 
 
 def unreplayable(task, target) -> list[str]:
-    """The (knob, value) pairs whose trace fails to replay on the task's module."""
+    """One line per knob value whose trace fails to replay on the task's module (task, value, the check)."""
     from tvm import s_tir
 
     import schedules
