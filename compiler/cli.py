@@ -87,7 +87,7 @@ def cmd_tune(args) -> int:
 
     target = targets.get(args.target)
     tracker, device, core = selection.tune_route(args, target)
-    specs = selection.gguf_specs(Path(args.gguf), selection.split_list(args.ops), target) if args.gguf else selection.specs(args)
+    specs = selection.command_specs(args, target)
     run = search.tune(specs, target, device=device, logs_root=Path(args.tuning_logs), trials=trials,
                     minutes=minutes, tracker=tracker, rpc_timeout=args.rpc_timeout,
                     replay=Path(args.replay) if args.replay else None,
@@ -113,7 +113,7 @@ def cmd_knobs(args) -> int:
         print(f"tuning records: {directory}")
     else:
         print("no tuning records: defaults only" if directory is None else f"no tuning records at {directory}")
-    specs = selection.gguf_specs(Path(args.gguf), selection.split_list(args.ops), target) if args.gguf else selection.specs(args)
+    specs = selection.command_specs(args, target)
     print_rows(knob_rows(specs, target, records))
     return 0
 
@@ -152,7 +152,8 @@ def cmd_tune_matrix(args) -> int:
     if not names:
         raise ValueError(f"no tuning databases for {target.name} under {root}: tune first (tune --target "
                          f"{target.name} [--core CORE])")
-    result = matrix.matrix(selection.specs(args), target, matrix.devices_for(target, root, names), rounds=args.rounds,
+    devices = matrix.devices_for(target, root, names)
+    result = matrix.matrix(selection.command_specs(args, target), target, devices, rounds=args.rounds,
                            progress=lambda line: print(line, flush=True))
     print(matrix.format_matrix(result))
     if args.json:

@@ -111,6 +111,7 @@ def parser() -> argparse.ArgumentParser:
     tm.add_argument("--devices", help="tuning databases to compare (comma-separated folder names under "
                                       "tuning_logs/<target>/: model-<core> ones, MODELLED, or this machine's; default: "
                                       "every modelled one for a cross target, else this machine's)")
+    tm.add_argument("--gguf", help="the kernels `run` builds for this GGUF instead of a preset's")
     tm.add_argument("--rounds", type=int, default=9, help="alternating timing rounds on this machine (default 9)")
     tm.add_argument("--json", help="write the matrix to this file")
 

@@ -103,6 +103,12 @@ def specs(args):
     return models.kernel_specs(model(args), ops=wanted_ops, quants=quants, kv_cache=getattr(args, "kv_cache", "f32"))
 
 
+def command_specs(args, target):
+    """The kernels a command works on: those `run` builds for --gguf on `target`, else the preset's
+    or config's (`specs`)."""
+    return gguf_specs(Path(args.gguf), split_list(args.ops), target) if args.gguf else specs(args)
+
+
 def gguf_specs(path: Path, wanted_ops: list[str] | None, target=None):
     """The kernels `run` builds for a GGUF (fusions included) on `target` (its default activations;
     without a target, f32), so tuning records match them."""
