@@ -4,6 +4,8 @@ count)."""
 
 from __future__ import annotations
 
+import math
+
 
 def fast_exp(x):
     """exp(x) for float32 x as plain arithmetic (range reduction by ln 2, degree-6 polynomial,
@@ -20,3 +22,25 @@ def fast_exp(x):
         poly = poly * r + T.float32(coef)
     two_n = T.reinterpret(T.shift_left(T.Cast("int32", n) + 127, 23), dtype="float32")
     return T.Select(x < T.float32(-87.0), T.float32(0), T.Select(T.isnan(x), x, poly * two_n))
+
+
+def fast_sin_turns(r, quadrant):
+    """sin(2 pi (r + quadrant / 4)) for float32 r in [-1/8, 1/8] turns and an integer quadrant, as
+    plain arithmetic (Taylor polynomials to x^11 / x^12 on |x| <= pi/4: truncation below 2e-9, so
+    float32 rounding (~6e-8) is the error); cos(2 pi t) is fast_sin_turns(r, quadrant + 1). quadrant: int64."""
+    from tvm import tirx
+    from tvm.script import tirx as T
+
+    x = tirx.Var("sin_x", "float32")
+    x2 = tirx.Var("sin_x2", "float32")
+    q = tirx.Var("sin_q", "int64")
+    sin = T.float32(1.0 / 362880)
+    for coef in (-1.0 / 5040, 1.0 / 120, -1.0 / 6, 1.0):
+        sin = sin * x2 + T.float32(coef)
+    sin = sin * x
+    cos = T.float32(-1.0 / 3628800)
+    for coef in (1.0 / 40320, -1.0 / 720, 1.0 / 24, -0.5, 1.0):
+        cos = cos * x2 + T.float32(coef)
+    turn = T.bitwise_and(q, T.int64(3))
+    value = T.Select(turn == 0, sin, T.Select(turn == 1, cos, T.Select(turn == 2, -sin, -cos)))
+    return tirx.Let(x, r * T.float32(2 * math.pi), tirx.Let(x2, x * x, tirx.Let(q, quadrant, value)))

@@ -6,8 +6,9 @@ and v copied, all written in the [heads, tokens, D] layout attention reads. With
 projection has no V rows (a GGUF whose V weights are of another type than Q's and K's computes V
 with a GEMM of its own).
 The rotation angles are computed once per token (cos/sin table), so long positions lose no
-precision: in float64 on CPUs; on GPUs (layout `rope_dtype` float32: mobile GPUs have no float64)
-as exact float32 turn counts, see `_turns_float32`. Every head reuses the table.
+precision: in float64 turns on CPUs (then cos and sin by float32 polynomials, no libm calls); on
+GPUs (layout `rope_dtype` float32: mobile GPUs have no float64) as exact float32 turn counts, see
+`_turns_float32`. Every head reuses the table.
 """
 
 from __future__ import annotations
@@ -173,14 +174,14 @@ class QKVProj(OpDef):
             pos = ph["positions"]
             log_theta = math.log(spec.opt("rope_theta"))
 
-            def angle(i, f):
-                if layout.rope_dtype == "float32":
+            if layout.rope_dtype == "float32":
+                def angle(i, f):
                     return tirx.const(2 * math.pi, "float32") * _turns_float32(pos[i], f, half, log_theta, d)
-                inv_freq = te.exp(tirx.const(-2.0 * log_theta / d, "float64") * f.astype("float64"))
-                return pos[i].astype("float64") * inv_freq
 
-            cos = te.compute((m, half), lambda i, f: te.cos(angle(i, f)).astype("float32"), name="rope_cos")
-            sin = te.compute((m, half), lambda i, f: te.sin(angle(i, f)).astype("float32"), name="rope_sin")
+                cos = te.compute((m, half), lambda i, f: te.cos(angle(i, f)).astype("float32"), name="rope_cos")
+                sin = te.compute((m, half), lambda i, f: te.sin(angle(i, f)).astype("float32"), name="rope_sin")
+            else:
+                cos, sin = _cos_sin_float64_turns(pos, m, half, log_theta, d)
 
             def rotated(base):
                 def f(h, i, c):
@@ -297,6 +298,31 @@ def _turns_float32(position, f, half: int, log_theta: float, d: int):
 
     hi, mid, lo = (table(part) for part in parts)
     return fract(fract(p * hi) + fract(p * mid) + p * lo)
+
+
+def _cos_sin_float64_turns(pos, m: int, half: int, log_theta: float, d: int):
+    """The CPU table: each angle in float64 turns (position x frequency / 2 pi, one exp per
+    frequency per call), reduced to a quarter turn and a quadrant there (exact), then cos and sin by
+    float32 polynomials (fast_math): within ~2e-7 rad at any position below 2**31. libm's float64
+    cos / sin / exp were four calls per (token, frequency)."""
+    from tvm import te, tirx
+
+    from compiler.ops.fast_math import fast_sin_turns
+
+    turns_per_position = te.compute((half,), lambda f: te.exp(
+        tirx.const(-2.0 * log_theta / d, "float64") * f.astype("float64")) * tirx.const(0.5 / math.pi, "float64"),
+        name="rope_freq")
+
+    def reduced(i, f, quarter):
+        """(r, q): t = r + q / 4 with r in [-1/8, 1/8], quarter turns added to q."""
+        t = pos[i].astype("float64") * turns_per_position[f]
+        q = te.floor(t * tirx.const(4.0, "float64") + tirx.const(0.5, "float64"))
+        r = (t - q * tirx.const(0.25, "float64")).astype("float32")
+        return r, q.astype("int64") + quarter
+
+    cos = te.compute((m, half), lambda i, f: fast_sin_turns(*reduced(i, f, 1)), name="rope_cos")
+    sin = te.compute((m, half), lambda i, f: fast_sin_turns(*reduced(i, f, 0)), name="rope_sin")
+    return cos, sin
 
 
 def rope_reference(t: np.ndarray, positions: np.ndarray, theta: float) -> np.ndarray:
