@@ -67,6 +67,12 @@ class Backend(ABC):
         of timing them, for a core no device of which is at hand."""
         raise ValueError(f"there is no cycle model for {target.name}'s kernels (it models aarch64 builds)")
 
+    def race(self, modules: dict, task, target, rounds: int) -> dict:
+        """Time scheduled IRModules of one task side by side on this machine (alternating rounds,
+        medians), each output checked against the first module's: {name: {"median_s", "min_s",
+        "max_s", "rate", "matches_default"}}."""
+        raise ValueError(f"{target.name}'s kernels cannot be timed side by side on this machine")
+
     def host_device(self, target) -> str:
         """A stable name for the device this machine runs the target's kernels on: the CPU's model
         and core count ("amd-epyc-2c")."""

@@ -108,7 +108,7 @@ def matrix(specs, target, devices: list[Device], *, rounds: int = 9,
            progress: Callable[[str], None] = print) -> dict:
     """The portability matrix of `specs`' variants on `devices` (all modelled, or this machine)."""
     import schedules
-    from compiler.tuning.compare import time_side_by_side
+    from compiler import backends
 
     databases = {}
     for device in devices:
@@ -123,7 +123,7 @@ def matrix(specs, target, devices: list[Device], *, rounds: int = 9,
                 seconds = _modelled(modules, target, [d.core for d in devices])
                 by_device = {d.name: {config: seconds[config][d.core.name] for config in modules} for d in devices}
             else:
-                timed = time_side_by_side(modules, task, target, rounds)
+                timed = backends.get(target).race(modules, task, target, rounds)
                 mismatched = [name for name, t in timed.items() if not t["matches_default"]]
                 if mismatched:
                     raise ValueError(f"{task.name}: {mismatched} compute other results than the default schedule")

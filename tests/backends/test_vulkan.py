@@ -175,17 +175,19 @@ def test_a_llama_gguf_runs_on_the_vulkan_build(tmp_path):
 @pytest.mark.emulated
 def test_tuning_measures_through_the_dispatcher_and_builds_replay_it(tmp_path):
     """MetaSchedule tunes the GEMV's and the GEMM's knobs with candidates compiled to SPIR-V and timed
-    on the Vulkan device; the build replays the best records and still matches numpy."""
+    on the Vulkan device; the build replays the best records and still matches numpy; tune-matrix
+    races the default schedule against them on the device."""
     require_emulator("spirv")
     import targets
     from compiler import build
-    from compiler.tuning import search
+    from compiler.tuning import database, matrix, search
     from compiler.specs import make_spec
 
     target = targets.get("vulkan-mali")
     spec = make_spec("qgemm_w4a16", n=64, k=256, group=64)
-    run = search.tune([spec], target, device="lavapipe-test", logs_root=tmp_path / "logs", trials=8,
-                    progress=lambda _: None)
+    device = database.host_device(target)
+    run = search.tune([spec], target, device=device, logs_root=tmp_path / "logs", trials=8,
+                      progress=lambda _: None)
     assert sorted(str(task.bucket) for task in run.tasks) == ["{'M': 1}", "{}"]  # the GEMV and the GEMM
     assert all(task.trials > task.failures and task.best_secs > 0 for task in run.tasks)
     out = tmp_path / "lib"
@@ -198,6 +200,12 @@ def test_tuning_measures_through_the_dispatcher_and_builds_replay_it(tmp_path):
     with runtime.load(out) as library:
         for m in (1, 7):
             assert_matches(library[spec.name], {"M": m}, seed=m)
+    # (matrix() itself refuses a tuned schedule whose output differs from the default's)
+    result = matrix.matrix([spec], target, matrix.devices_for(target, tmp_path / "logs", [device]), rounds=2,
+                           progress=lambda _: None)
+    assert result["kind"] == "measured" and len(result["rows"]) == 2
+    assert all(set(row["seconds"][device]) == {"default", device} for row in result["rows"])
+    assert result["summary"][device]["variants"] == 2 and result["summary"][device][device] > 0
 
 
 @pytest.mark.compile

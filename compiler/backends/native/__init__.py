@@ -61,6 +61,11 @@ class NativeBackend(Backend):
             return "local"
         return tracker.runner(timeout_sec=rpc_timeout)
 
+    def race(self, modules, task, target, rounds):
+        from compiler.tuning.compare import time_side_by_side
+
+        return time_side_by_side(modules, task, target, rounds)
+
     def model_runner(self, target, core, progress):
         from compiler.backends.native.cycle_model.runner import model_runner
 

@@ -51,6 +51,9 @@ class VulkanBackend(Backend, RemoteMeasurement):
         progress(tracker.describe(self.measure_func, rpc_timeout))
         return tracker.measuring_runner(timeout_sec=rpc_timeout, functions=self.measure_func)
 
+    def race(self, modules, task, target, rounds):
+        return tuning.race(modules, task, target, rounds)
+
     def host_device(self, target) -> str:
         """The Vulkan device's name ("llvmpipe-llvm-15-0-6-256-bits")."""
         from compiler.runtime.drivers.vulkan_device import Device, VulkanError

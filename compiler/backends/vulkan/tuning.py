@@ -46,15 +46,20 @@ def describe_local() -> str:
         device.close()
 
 
-def time_candidate(folder: Path, args_info: list, device) -> list[float]:
-    """Seconds per launch of the candidate in `folder` (its plan.json and shaders): one warm-up call
-    that also creates its pipelines, then RUN_REPEATS timed calls with every argument resident (as
-    weights are in use). `args_info` holds MetaSchedule's ["TENSOR", dtype, shape] per argument."""
+def _candidate_driver(folder: Path, device):
+    """The loader's Vulkan driver over one candidate's folder (plan.json and shaders), as "main"."""
     from compiler.runtime.drivers.vulkan import VulkanDriver
 
     plan = json.loads((folder / "plan.json").read_text())
     manifest = {"kernels": {"main": {"args": [], "variants": [{"symbol": "main", "vulkan": plan}]}}}
-    backend = VulkanDriver(folder, manifest, device=device)
+    return VulkanDriver(folder, manifest, device=device)
+
+
+def time_candidate(folder: Path, args_info: list, device) -> list[float]:
+    """Seconds per launch of the candidate in `folder` (its plan.json and shaders): one warm-up call
+    that also creates its pipelines, then RUN_REPEATS timed calls with every argument resident (as
+    weights are in use). `args_info` holds MetaSchedule's ["TENSOR", dtype, shape] per argument."""
+    backend = _candidate_driver(folder, device)
     try:
         arrays = random_arguments(args_info)
         kept = backend.keep(len(arrays), dict(enumerate(arrays)))
@@ -97,3 +102,59 @@ def runner():
             return futures
 
     return DispatcherRunner()
+
+
+def race(modules: dict, task, target, rounds: int) -> dict:
+    """Backend.race on this machine's Vulkan device: each module compiled by our codegen, all
+    arguments resident (the same random ones for all), the last argument (the output) read back
+    after one call and compared with the first module's, then `rounds` alternating rounds of a
+    ~50 ms batch of launches per module."""
+    import numpy as np
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    from compiler.runtime.drivers.vulkan_device import Device
+
+    first = next(iter(modules.values()))
+    arrays = random_arguments([info.as_json() for info in ArgInfo.from_prim_func(first["main"])])
+    output = len(arrays) - 1
+    device = Device()
+    drivers, kept, checks = {}, {}, {}
+    with tempfile.TemporaryDirectory() as work:
+        try:
+            compile_one = spirv_candidate(target, work)
+            reference = None
+            for name, mod in modules.items():
+                drivers[name] = _candidate_driver(Path(compile_one(_Candidate(mod, target.tvm_target()))).parent, device)
+                kept[name] = drivers[name].keep(len(arrays), dict(enumerate(arrays)))
+                drivers[name].call_kept("main", kept[name], [], [], [])
+                buffer, shape, _, dtype = kept[name][output]
+                out = buffer.read(shape, dtype).astype(np.float64)
+                reference = out if reference is None else reference
+                checks[name] = bool(np.allclose(out, reference, rtol=1e-3, atol=1e-3))
+            batch = {}
+            for name, driver in drivers.items():
+                start = time.perf_counter()
+                driver.call_kept("main", kept[name], [], [], [])
+                batch[name] = max(1, int(0.05 / max(time.perf_counter() - start, 1e-6)))
+            samples = {name: [] for name in drivers}
+            for _ in range(rounds):
+                for name, driver in drivers.items():
+                    start = time.perf_counter()
+                    for _ in range(batch[name]):
+                        driver.call_kept("main", kept[name], [], [], [])
+                    samples[name].append((time.perf_counter() - start) / batch[name])
+        finally:
+            for driver in drivers.values():
+                driver.close()
+            device.close()
+    return {name: {"median_s": float(np.median(s)), "min_s": float(np.min(s)), "max_s": float(np.max(s)),
+                   "rate": task.work / float(np.median(s)) / 1e9, "matches_default": checks[name]}
+            for name, s in samples.items()}
+
+
+class _Candidate:
+    """What spirv_candidate's compile_one reads of MetaSchedule's BuilderInput."""
+
+    def __init__(self, mod, target):
+        self.mod = mod
+        self.target = target
