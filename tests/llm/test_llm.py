@@ -249,15 +249,20 @@ def test_arm_build_under_qemu_gives_the_x86_tokens(smollm, tokenizer, decoder, a
     np.testing.assert_allclose(logits, x86_logits, atol=1e-3, rtol=0)
 
 
-@pytest.mark.emulated
-def test_arm_q8_build_under_qemu_gives_the_x86_tokens(smollm, tokenizer, q8_decoder, tmp_path_factory):
-    """The q8 path on SDOT under qemu: ARM rounds activations as llama.cpp's NEON code does (1/d, not
-    x86's 127/amax), so logits may differ by an int8 rounding here and there, tokens not."""
+@pytest.fixture(scope="module")
+def arm_q8_library(smollm, tmp_path_factory):
     require_emulator("aarch64")
     with _library(smollm, "arm", tmp_path_factory.mktemp("smollm-arm-q8"), "q8") as library:
-        arm = Decoder(smollm, library, max_context=64, activations="q8")
-        ids = tokenizer.encode("The capital of France is")
-        tokens, logits = greedy_tokens(arm, ids, 3)
+        yield library
+
+
+@pytest.mark.emulated
+def test_arm_q8_build_under_qemu_gives_the_x86_tokens(smollm, tokenizer, q8_decoder, arm_q8_library):
+    """The q8 path on SDOT under qemu: ARM rounds activations as llama.cpp's NEON code does (1/d, not
+    x86's 127/amax), so logits may differ by an int8 rounding here and there, tokens not."""
+    arm = Decoder(smollm, arm_q8_library, max_context=64, activations="q8")
+    ids = tokenizer.encode("The capital of France is")
+    tokens, logits = greedy_tokens(arm, ids, 3)
     x86_tokens, x86_logits = greedy_tokens(q8_decoder, ids, 3)
     assert tokens == x86_tokens
     # One int8 rounding that flips moves logits by up to ~1: x86's own q8 logits moved by 1.02 when
@@ -266,17 +271,18 @@ def test_arm_q8_build_under_qemu_gives_the_x86_tokens(smollm, tokenizer, q8_deco
 
 
 @pytest.mark.emulated
-def test_the_modelled_model_row_costs_every_kernel_call_of_a_step(smollm, arm_library):
+def test_the_modelled_model_row_costs_every_kernel_call_of_a_step(smollm, arm_q8_library):
     """bench --core's model row: the decoder's real calls, recorded, each distinct one counted
-    under qemu once and costed as often as the step makes it."""
+    under qemu once and costed as often as the step makes it. On the q8 path (ARM's default, and
+    a sixth of the f32 path's instructions to count)."""
     from compiler.benchmarks.modelled_model import decoder_steps, model_steps
 
     # a one-token prompt: its GEMMs are the decode step's variants, so they are counted once for both
-    steps = decoder_steps(smollm.path, arm_library.directory, prompt_tokens=1)
+    steps = decoder_steps(smollm.path, arm_q8_library.directory, prompt_tokens=1, activations="q8")
     layers = smollm.shape.layers
     assert {phase: len(calls) for phase, calls in steps.items()} == {"prefill": 5 * layers + 1, "decode": 5 * layers + 1}
     core = targets.core("cortex-a76")
-    rows = {r.phase: r for r in model_steps(arm_library.directory, steps, 1, [core], progress=lambda _: None)}
+    rows = {r.phase: r for r in model_steps(arm_q8_library.directory, steps, 1, [core], progress=lambda _: None)}
     decode, prefill = rows["decode"], rows["prefill"]
     assert decode.tokens == 1 and prefill.tokens == 1
     assert "attention_prefill" in str(prefill.kernel_share) and "attention_decode" in str(decode.kernel_share)
