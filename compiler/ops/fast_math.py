@@ -25,15 +25,15 @@ def fast_exp(x):
 
 
 def fast_sin_turns(r, quadrant):
-    """sin(2 pi (r + quadrant / 4)) for float32 r in [-1/8, 1/8] turns and an integer quadrant, as
+    """sin(2 pi (r + quadrant / 4)) for float32 r in [-1/8, 1/8] turns and an int32 quadrant, as
     plain arithmetic (Taylor polynomials to x^11 / x^12 on |x| <= pi/4: truncation below 2e-9, so
-    float32 rounding (~6e-8) is the error); cos(2 pi t) is fast_sin_turns(r, quadrant + 1). quadrant: int64."""
-    from tvm import tirx
+    float32 rounding (~6e-8) is the error); cos(2 pi t) is fast_sin_turns(r, quadrant + 1). Give r
+    and quadrant as buffer reads: each is used several times (no Let: MetaSchedule's FLOP
+    estimate has no rule for it, so a kernel with one cannot be tuned)."""
     from tvm.script import tirx as T
 
-    x = tirx.Var("sin_x", "float32")
-    x2 = tirx.Var("sin_x2", "float32")
-    q = tirx.Var("sin_q", "int64")
+    x = r * T.float32(2 * math.pi)
+    x2 = x * x
     sin = T.float32(1.0 / 362880)
     for coef in (-1.0 / 5040, 1.0 / 120, -1.0 / 6, 1.0):
         sin = sin * x2 + T.float32(coef)
@@ -41,6 +41,5 @@ def fast_sin_turns(r, quadrant):
     cos = T.float32(-1.0 / 3628800)
     for coef in (1.0 / 40320, -1.0 / 720, 1.0 / 24, -0.5, 1.0):
         cos = cos * x2 + T.float32(coef)
-    turn = T.bitwise_and(q, T.int64(3))
-    value = T.Select(turn == 0, sin, T.Select(turn == 1, cos, T.Select(turn == 2, -sin, -cos)))
-    return tirx.Let(x, r * T.float32(2 * math.pi), tirx.Let(x2, x * x, tirx.Let(q, quadrant, value)))
+    turn = T.bitwise_and(quadrant, T.int32(3))
+    return T.Select(turn == 0, sin, T.Select(turn == 1, cos, T.Select(turn == 2, -sin, -cos)))

@@ -313,15 +313,16 @@ def _cos_sin_float64_turns(pos, m: int, half: int, log_theta: float, d: int):
         tirx.const(-2.0 * log_theta / d, "float64") * f.astype("float64")) * tirx.const(0.5 / math.pi, "float64"),
         name="rope_freq")
 
-    def reduced(i, f, quarter):
-        """(r, q): t = r + q / 4 with r in [-1/8, 1/8], quarter turns added to q."""
-        t = pos[i].astype("float64") * turns_per_position[f]
-        q = te.floor(t * tirx.const(4.0, "float64") + tirx.const(0.5, "float64"))
-        r = (t - q * tirx.const(0.25, "float64")).astype("float32")
-        return r, q.astype("int64") + quarter
+    def turns(i, f):
+        return pos[i].astype("float64") * turns_per_position[f]
 
-    cos = te.compute((m, half), lambda i, f: fast_sin_turns(*reduced(i, f, 1)), name="rope_cos")
-    sin = te.compute((m, half), lambda i, f: fast_sin_turns(*reduced(i, f, 0)), name="rope_sin")
+    # t = r + q / 4 with r in [-1/8, 1/8] (exact in float64), as a table of r and one of q
+    quadrant = te.compute((m, half), lambda i, f: te.floor(
+        turns(i, f) * tirx.const(4.0, "float64") + tirx.const(0.5, "float64")).astype("int32"), name="rope_quadrant")
+    turn = te.compute((m, half), lambda i, f: (turns(i, f) - quadrant[i, f].astype("float64") * tirx.const(
+        0.25, "float64")).astype("float32"), name="rope_turn")
+    cos = te.compute((m, half), lambda i, f: fast_sin_turns(turn[i, f], quadrant[i, f] + 1), name="rope_cos")
+    sin = te.compute((m, half), lambda i, f: fast_sin_turns(turn[i, f], quadrant[i, f]), name="rope_sin")
     return cos, sin
 
 
