@@ -26,7 +26,7 @@ def fast_exp(x):
 
 def fast_sin_turns(r, quadrant):
     """sin(2 pi (r + quadrant / 4)) for float32 r in [-1/8, 1/8] turns and an int32 quadrant, as
-    plain arithmetic (Taylor polynomials to x^11 / x^12 on |x| <= pi/4: truncation below 2e-9, so
+    plain arithmetic (Taylor polynomials to x^9 / x^10 on |x| <= pi/4: truncation below 2e-9, so
     float32 rounding (~6e-8) is the error); cos(2 pi t) is fast_sin_turns(r, quadrant + 1). Give r
     and quadrant as buffer reads: each is used several times (no Let: MetaSchedule's FLOP
     estimate has no rule for it, so a kernel with one cannot be tuned)."""
