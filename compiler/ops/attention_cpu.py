@@ -48,8 +48,9 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
     Two forms of the tile, a layout choice (the target's `attention_keys_in_lanes`):
     - per key: each key's dot product accumulates VL-wide and ends in a tree (horizontal) sum;
       value rows are added to all G accumulators key by key.
-    - keys in lanes: VL keys' dot products accumulate as VL rows of a local tile, reduced together
-      by `row_sums` into one vector of VL scores, so masking and scaling are SIMD over keys;
+    - keys in lanes: VL keys' dot products accumulate as VL rows of a local tile (SV query vectors'
+      tiles at once, `score_vectors`), reduced together by `row_sums` into one vector of VL scores
+      per query vector, so masking and scaling are SIMD over keys;
       the values run per column chunk, G x CP accumulators held over the tile's keys (independent
       FMA chains, few loads). Keys past `kv_end` are read clamped to the last row and masked (no
       branch, no stray read). 1.7-2.2x fewer cycles on the ARM cycle model (decode); slower on x86 with cold

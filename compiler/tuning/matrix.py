@@ -2,7 +2,8 @@
 kernel_tuner's portability tables): for each device of a target, every kernel variant at its
 tuning shape with the default schedule, with its own tuned records, and with each other device's,
 run on that device: ARM cores by the cycle model (MODELLED: qemu block counts x llvm-mca), this
-machine by timing (MEASURED, alternating rounds, medians). The two kinds are never in one table.
+machine by timing (MEASURED, alternating rounds, medians: its CPU, or its Vulkan device; the
+backend's `race`). The two kinds are never in one table.
 
 A device is a tuning database folder: `model-<core>` is modelled on that core, this machine's own
 folder is timed here. Also from each database: the trials each task took to reach 95% of its
