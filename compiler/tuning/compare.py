@@ -120,37 +120,46 @@ def _inputs(mod, rng):
     return arrays
 
 
+def alternate(contestants: dict, outputs: dict, work: float, rounds: int) -> dict:
+    """The side-by-side race every measuring backend runs: contestants {name: (call(), batch(n) ->
+    seconds per call)}, outputs {name: its output after one call}, checked against the first's; each
+    batch sized to ~50 ms by one timed call, then `rounds` alternating rounds; medians."""
+    names = list(contestants)
+    reference = outputs[names[0]].astype(np.float64)
+    checks = {name: bool(np.allclose(outputs[name].astype(np.float64), reference, rtol=1e-3, atol=1e-3))
+              for name in names}
+    sizes = {}
+    for name, (call, _) in contestants.items():
+        start = time.perf_counter()
+        call()
+        sizes[name] = max(1, int(0.05 / max(time.perf_counter() - start, 1e-6)))
+    samples = {name: [] for name in names}
+    for _ in range(rounds):
+        for name, (_, batch) in contestants.items():
+            samples[name].append(batch(sizes[name]))
+    return {name: {"median_s": float(np.median(s)), "min_s": float(np.min(s)), "max_s": float(np.max(s)),
+                   "rate": work / float(np.median(s)) / 1e9, "matches_default": checks[name]}
+            for name, s in samples.items()}
+
+
 def time_side_by_side(contestants: dict, task: Task, target, rounds: int) -> dict:
     """Compile each contestant's module, check its output against the first's, and time them
-    alternately (`rounds` rounds, each a ~50 ms batch per contestant)."""
+    alternately (`alternate`), each batch by TVM's time evaluator."""
     import tvm
 
-    rng = np.random.default_rng(0)
-    funcs, checks = {}, {}
-    reference_out = None
-    args = _inputs(next(iter(contestants.values())), rng)
+    args = _inputs(next(iter(contestants.values())), np.random.default_rng(0))
+    dev = tvm.cpu()
+    timed, outputs = {}, {}
     for name, mod in contestants.items():
         exe = tvm.compile(mod, target.tvm_target()).mod
-        funcs[name] = exe
         exe["main"](*args)
-        out = args[-1].numpy().copy()
-        if reference_out is None:
-            reference_out = out
-        checks[name] = bool(np.allclose(out.astype(np.float64), reference_out.astype(np.float64), rtol=1e-3, atol=1e-3))
-    dev = tvm.cpu()
-    evaluators = {}
-    for name, exe in funcs.items():
-        start = time.perf_counter()
-        exe["main"](*args)
-        once = max(time.perf_counter() - start, 1e-6)
-        evaluators[name] = exe.time_evaluator("main", dev, number=max(1, int(0.05 / once)), repeat=1)
-    samples = {name: [] for name in funcs}
-    for _ in range(rounds):
-        for name, evaluate in evaluators.items():
-            samples[name].append(evaluate(*args).mean)
-    return {name: {"median_s": float(np.median(s)), "min_s": float(np.min(s)), "max_s": float(np.max(s)),
-                   "rate": task.work / float(np.median(s)) / 1e9, "matches_default": checks[name]}
-            for name, s in samples.items()}
+        outputs[name] = args[-1].numpy().copy()
+
+        def batch(n, exe=exe):
+            return exe.time_evaluator("main", dev, number=n, repeat=1)(*args).mean
+
+        timed[name] = (lambda exe=exe: exe["main"](*args), batch)
+    return alternate(timed, outputs, task.work, rounds)
 
 
 def run(target, *, budgets: list[int], rounds: int = 15, json_path: Path | None = None,

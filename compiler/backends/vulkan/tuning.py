@@ -107,49 +107,42 @@ def runner():
 def race(modules: dict, task, target, rounds: int) -> dict:
     """Backend.race on this machine's Vulkan device: each module compiled by our codegen, all
     arguments resident (the same random ones for all), the last argument (the output) read back
-    after one call and compared with the first module's, then `rounds` alternating rounds of a
-    ~50 ms batch of launches per module."""
-    import numpy as np
+    after one call, then compare.alternate's rounds of launch batches."""
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
     from compiler.runtime.drivers.vulkan_device import Device
+    from compiler.tuning.compare import alternate
 
     first = next(iter(modules.values()))
     arrays = random_arguments([info.as_json() for info in ArgInfo.from_prim_func(first["main"])])
-    output = len(arrays) - 1
     device = Device()
-    drivers, kept, checks = {}, {}, {}
+    drivers, contestants, outputs = [], {}, {}
     with tempfile.TemporaryDirectory() as work:
         try:
             compile_one = spirv_candidate(target, work)
-            reference = None
             for name, mod in modules.items():
-                drivers[name] = _candidate_driver(Path(compile_one(_Candidate(mod, target.tvm_target()))).parent, device)
-                kept[name] = drivers[name].keep(len(arrays), dict(enumerate(arrays)))
-                drivers[name].call_kept("main", kept[name], [], [], [])
-                buffer, shape, _, dtype = kept[name][output]
-                out = buffer.read(shape, dtype).astype(np.float64)
-                reference = out if reference is None else reference
-                checks[name] = bool(np.allclose(out, reference, rtol=1e-3, atol=1e-3))
-            batch = {}
-            for name, driver in drivers.items():
-                start = time.perf_counter()
-                driver.call_kept("main", kept[name], [], [], [])
-                batch[name] = max(1, int(0.05 / max(time.perf_counter() - start, 1e-6)))
-            samples = {name: [] for name in drivers}
-            for _ in range(rounds):
-                for name, driver in drivers.items():
+                driver = _candidate_driver(Path(compile_one(_Candidate(mod, target.tvm_target()))).parent, device)
+                drivers.append(driver)
+                kept = driver.keep(len(arrays), dict(enumerate(arrays)))
+
+                def call(driver=driver, kept=kept):
+                    driver.call_kept("main", kept, [], [], [])
+
+                def batch(n, call=call):
                     start = time.perf_counter()
-                    for _ in range(batch[name]):
-                        driver.call_kept("main", kept[name], [], [], [])
-                    samples[name].append((time.perf_counter() - start) / batch[name])
+                    for _ in range(n):
+                        call()
+                    return (time.perf_counter() - start) / n
+
+                call()
+                buffer, shape, _, dtype = kept[len(arrays) - 1]
+                outputs[name] = buffer.read(shape, dtype)
+                contestants[name] = (call, batch)
+            return alternate(contestants, outputs, task.work, rounds)
         finally:
-            for driver in drivers.values():
+            for driver in drivers:
                 driver.close()
             device.close()
-    return {name: {"median_s": float(np.median(s)), "min_s": float(np.min(s)), "max_s": float(np.max(s)),
-                   "rate": task.work / float(np.median(s)) / 1e9, "matches_default": checks[name]}
-            for name, s in samples.items()}
 
 
 class _Candidate:
