@@ -85,10 +85,11 @@ def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain, model: d
         kernels[spec.name] = entry = manifest.kernel_entry(spec, [(bucket, layout) for bucket, layout, _ in chosen])
         for variant, (bucket, layout, record) in zip(entry["variants"], chosen):
             symbol = variant["symbol"]
-            funcs[symbol], variant["knobs"], variant["tuning"], _ = lower_kernel(spec, target, bucket, database, layout,
+            # the record variant_layouts chose, or the default schedule (no record, or one that lost its race)
+            funcs[symbol], variant["knobs"], variant["tuning"], _ = lower_kernel(spec, target, bucket, None, layout,
                                                                                  record=record)
             if variant["tuning"] == "default" and database is not None:
-                progress(f"      {symbol}: no tuning record, default schedule")
+                progress(f"      {symbol}: default schedule (no tuning record, or none that beat it side by side)")
             elif variant["tuning"] != "default":
                 variant["tuning"]["database"] = str(tuning_dir)
                 # a record of a core's cycle model (tune --core) holds a modelled time, never a measured one

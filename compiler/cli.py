@@ -92,7 +92,8 @@ def cmd_tune(args) -> int:
                     minutes=minutes, tracker=tracker, rpc_timeout=args.rpc_timeout,
                     replay=Path(args.replay) if args.replay else None,
                     record=Path(args.record) if args.record else None,
-                    core=core, progress=lambda line: print(line, flush=True))
+                    core=core, race=not args.no_race, race_only=args.race_only,
+                    progress=lambda line: print(line, flush=True))
     if args.plot:
         from compiler.benchmarks import plots
 

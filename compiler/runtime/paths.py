@@ -6,8 +6,12 @@ names the libtvm_runtime.so to load (the emulated worker points it at the target
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from compiler.runtime.errors import LoaderError
@@ -20,6 +24,22 @@ def cache_dir() -> Path:
     if os.environ.get("EKC_CACHE_DIR"):
         return Path(os.environ["EKC_CACHE_DIR"])
     return Path.home() / ".cache" / "edge-kernel-compiler"
+
+
+@contextmanager
+def cache_lock(entry: str) -> Iterator[None]:
+    """Hold one cache entry's lock while it is checked and made: two processes that need the same
+    missing helper (a `bench` beside `run`, the test suite's parallel workers) make it once, the
+    second waiting and then finding it, instead of both writing into the same folder. Not
+    re-entrant: a holder must not take the same entry again."""
+    locks = cache_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / (re.sub(r"[^A-Za-z0-9.+-]", "_", entry) + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def sysroot_dir(isa: str) -> Path:

@@ -18,12 +18,14 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 import threading
 from pathlib import Path
 
 from compiler.tuning.record_checks import RECORDS, WORKLOADS, partition, read_lines, replay_checks, summary
+from compiler.tuning.verdicts import VERDICTS
 
 REJECTED = "rejected.jsonl"
 
@@ -174,6 +176,8 @@ def _snapshot(directory: Path, copy: Path) -> None:
     workloads = read_lines(directory / WORKLOADS, complete_only=True)
     for path, lines in ((copy / WORKLOADS, workloads), (copy / RECORDS, records)):
         path.write_bytes(b"".join(line + b"\n" for line in lines))
+    if (directory / VERDICTS).is_file():  # written whole (renamed into place): always complete
+        shutil.copyfile(directory / VERDICTS, copy / VERDICTS)
 
 
 def _clean_and_open(directory: Path, warn, shown: Path | None = None):

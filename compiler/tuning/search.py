@@ -1,7 +1,8 @@
 """Autotuning: MetaSchedule's evolutionary search guided by its XGBoost cost model, over the space
 our schedule functions define (their named sample_* knobs), one task per kernel variant, all
 tasks under one trial budget (gradient task scheduler). Records go to the MetaSchedule JSON
-database in tuning_logs/<target>/<device>/, and `build` replays the best one per variant.
+database in tuning_logs/<target>/<device>/, and `build` replays the best one per variant once it
+has beaten the default schedule side by side (tuning.confirm).
 
 Candidates are measured on this
 machine or, through compiler.tuning.rpc, on devices registered with a TVM RPC tracker.
@@ -19,8 +20,10 @@ from pathlib import Path
 
 from compiler import backends
 from compiler.specs import KernelSpec
-from compiler.tuning.database import device_dir, locked, open_database
+from compiler.tuning import confirm
 from compiler.tuning import replay as replay_timings
+from compiler.tuning.database import device_dir, locked, open_database
+from compiler.tuning.record_checks import RECORDS
 from compiler.tuning.fast_import import import_tensor_intrinsics
 from compiler.tuning.progress import measured, paced_runner, progress_callback
 from compiler.tuning.tasks import Task, make_tasks
@@ -176,12 +179,18 @@ def measure_defaults(tasks: list[Task], target, builder, runner, database, obser
 
 def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trials: int | None,
          minutes: float | None = None, tracker=None, rpc_timeout: int = 60, replay: Path | None = None,
-         record: Path | None = None, core=None, progress: Callable[[str], None] = print) -> TuningRun:
+         record: Path | None = None, core=None, race: bool = True, race_only: bool = False,
+         progress: Callable[[str], None] = print) -> TuningRun:
     """Tune every tunable variant of `specs` within `trials` measurements and/or `minutes` of wall
     time (at least one given): on this machine, on the devices under `tracker`'s key (a
     compiler.tuning.rpc.Tracker), by the backend's model of `core` (a targets.Core: the ARM cycle
     model), or with `replay`, against a recording of an earlier search (compiler.tuning.replay);
-    `record` writes one. Each task stops early once its search space is exhausted."""
+    `record` writes one. Each task stops early once its search space is exhausted. Measured on this
+    machine, each variant's best record is then raced against its default schedule (`race`;
+    tuning.confirm); `race_only` races the records already there and searches nothing."""
+    if race_only and (tracker is not None or core is not None or replay is not None or not race):
+        raise ValueError("--race-only times records on this machine: not with an RPC device, a core model, "
+                         "a replay or --no-race")
     if replay is not None and (tracker is not None or record is not None or core is not None):
         raise ValueError("a replayed search measures nothing: it cannot use an RPC device, a core model or make a "
                          "recording")
@@ -199,6 +208,8 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
         runner, compile_with = backends.get(target).model_runner(target, core, progress), None
     else:
         runner, compile_with = backends.get(target).tuning_runner(target, tracker, rpc_timeout, progress), None
+    if race_only:
+        return _race_only(specs, target, directory, progress)
     tasks = make_tasks(specs, target, progress)
     if not tasks:
         raise ValueError("none of the selected kernels has tunable knobs")
@@ -213,6 +224,8 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
         seconds = search(tasks, [our_space(task, target) for task in tasks], target, database=database,
                          trials=trials, minutes=minutes, runner=runner, compile_with=compile_with,
                          observers=tuple(observers), progress=progress)
+        if race and tracker is None and core is None and replay is None:
+            confirm.race_records(specs, target, directory, database, progress=progress)
     for task in tasks:
         failed = f", {task.failures} failed" if task.failures else ""
         progress(f"{task.name}: best {task.best_secs * 1e3:.3f} ms ({task.rate:.1f} {task.unit}) "
@@ -222,3 +235,12 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
              f"records in {directory}")
     return TuningRun(directory, tasks, seconds)
 
+
+def _race_only(specs, target, directory: Path, progress) -> TuningRun:
+    """`tune --race-only`: race the records a folder holds against their defaults; no search."""
+    if not (directory / RECORDS).is_file():
+        raise ValueError(f"no tuning records at {directory} to race")
+    start = time.time()
+    with locked(directory):
+        confirm.race_records(specs, target, directory, open_database(directory, warn=progress), progress=progress)
+    return TuningRun(directory, [], time.time() - start)

@@ -160,11 +160,13 @@ def tagged_layouts(database) -> set[tuple[str, str]]:
     return found
 
 
-def layout_record(database, spec: KernelSpec, target, bucket: dict, tagged: set | None = None):
+def layout_record(database, spec: KernelSpec, target, bucket: dict, tagged: set | None = None, *, raced: bool = True):
     """(layout, record) of a variant: of its layout choices with a record in `database`, the one whose
-    record ran fastest; the default layout and None where none has one. `tagged`: the database's
+    record ran fastest; the default layout and None where none has one, or (`raced`) where that
+    record lost its race against the default schedule (tuning.confirm, tuning.verdicts). `tagged`: the database's
     tagged_layouts(), when the caller has it already."""
     import schedules
+    from compiler.tuning import verdicts
 
     choices = schedules.layout_choices(spec, target, bucket)
     default = choices[0]
@@ -177,6 +179,8 @@ def layout_record(database, spec: KernelSpec, target, bucket: dict, tagged: set 
         record = best_record(database, spec, target, bucket, layout=layout)
         if record is not None and median_seconds(record) < best_secs:
             best, best_secs = (layout, record), median_seconds(record)
+    if raced and best[1] is not None and verdicts.lost(verdicts.verdicts_of(database), variant, best[1]):
+        return default, None
     return best
 
 

@@ -15,7 +15,7 @@ import targets
 from compiler import backends, build, runtime
 from compiler.specs import make_spec
 from compiler.tuning import database as tuning_db
-from compiler.tuning import search, tasks
+from compiler.tuning import search, tasks, verdicts
 from compiler.tuning.replay import Recording
 
 RECORDINGS = Path(__file__).with_name("recordings")
@@ -59,7 +59,7 @@ def test_tune_then_build_replays_the_records(tmp_path):
     target = targets.get("x86")
     spec = make_spec("qgemm_w8a8", n=64, k=128)
     lines = []
-    run = search.tune([spec], target, device="test-host", logs_root=tmp_path / "logs", trials=8,
+    run = search.tune([spec], target, device="test-host", logs_root=tmp_path / "logs", trials=8, race=False,
                       record=tmp_path / "timings.json", progress=lines.append)  # 2 per task: variant x row tile
     directory = run.directory
     assert any("trials" in line and "best" in line and "ETA" in line for line in lines)  # live progress
@@ -216,4 +216,40 @@ def test_build_takes_the_layout_whose_record_ran_fastest(tmp_path):
     assert general["tuning"]["run_ms"] == pytest.approx(fastest.best_secs * 1e3, rel=1e-5)
     with runtime.load(out) as lib:
         for m in (1, 3, 9):
+            assert_matches(lib[spec.name], {"M": m}, seed=m)
+
+
+@pytest.mark.native
+def test_a_record_that_loses_its_race_with_the_default_is_not_built(tmp_path):
+    """Each variant's best record is raced against the default schedule side by side (records
+    replayed from a recording, raced for real on this CPU); `build` uses a record only where it won,
+    and a record raced once is not raced again."""
+    target, spec = targets.get("x86"), make_spec("qgemm_w8a8", n=64, k=128)
+    run = search.tune([spec], target, device="replayed", logs_root=tmp_path, trials=64,
+                      replay=RECORDINGS / "x86-qgemm_w8a8.json", progress=lambda _: None)
+    lines = []
+    search.tune([spec], target, device="replayed", logs_root=tmp_path, trials=None, race_only=True,
+                progress=lines.append)
+    found = verdicts.load(run.directory)
+    assert set(found) == {"qgemm_w8a8_n64_k128__m1", "qgemm_w8a8_n64_k128"}
+    assert sum(line.startswith("  race ") for line in lines) == 2, lines
+    for verdict in found.values():  # raced (timed), or its best record is the default schedule itself
+        assert verdict["kept"] == (verdict["speedup"] >= 1.0) if "speedup" in verdict else verdict["kept"]
+    # a verdict against the GEMV's record, for the GEMM's: the build follows them
+    database = tuning_db.open_database(run.directory)
+    for variant, bucket in (("qgemm_w8a8_n64_k128__m1", {"M": 1}), ("qgemm_w8a8_n64_k128", {})):
+        record = tasks.layout_record(database, spec, target, bucket, raced=False)[1]
+        found[variant] = {"record": verdicts.record_key(record), "kept": bucket == {}}
+    verdicts.write(run.directory, found)
+    out = tmp_path / "lib"
+    build.build([spec], target, out, toolchain=backends.toolchain_for(target), tuning_dir=run.directory,
+                progress=lambda _: None)
+    gemv, gemm = json.loads((out / "manifest.json").read_text())["kernels"][spec.name]["variants"]
+    assert gemv["tuning"] == "default" and gemm["tuning"] != "default"
+    lines.clear()
+    search.tune([spec], target, device="replayed", logs_root=tmp_path, trials=None, race_only=True,
+                progress=lines.append)
+    assert not any(line.startswith("  race ") for line in lines)
+    with runtime.load(out) as lib:
+        for m in (1, 6):
             assert_matches(lib[spec.name], {"M": m}, seed=m)

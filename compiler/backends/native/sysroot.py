@@ -23,7 +23,7 @@ from pathlib import Path
 
 import targets
 from compiler.runtime.host import missing_emulator
-from compiler.runtime.paths import cache_dir, sysroot_dir
+from compiler.runtime.paths import cache_dir, cache_lock, sysroot_dir
 
 DEBIAN_ARCH = {"aarch64": "arm64"}
 PIP_PLATFORM = {"aarch64": "manylinux_2_28_aarch64"}
@@ -112,10 +112,15 @@ def setup_sysroot(isa: str = "aarch64", *, progress: Callable[[str], None] = pri
         raise EmulatorSetupError(missing_emulator(emulator))
     dest = sysroot_dir(isa)
     versions = _wanted_versions()
-    stamp = dest / "READY.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == versions:
-        progress(f"{isa} userland ready at {dest}")
-        return dest
+    with cache_lock(f"sysroot-{isa}"):  # one process makes it; another waits, then finds it ready
+        stamp = dest / "READY.json"
+        if not (stamp.is_file() and json.loads(stamp.read_text()) == versions):
+            _make_sysroot(isa, emulator, dest, versions, progress)
+    progress(f"{isa} userland ready at {dest}")
+    return dest
+
+
+def _make_sysroot(isa: str, emulator: str, dest: Path, versions: dict[str, str], progress) -> None:
     downloads = cache_dir() / "downloads" / isa
     _ensure_foreign_arch(DEBIAN_ARCH[isa], progress)
     debs = _download_debs(DEBIAN_ARCH[isa], downloads / "debs", progress)
@@ -135,8 +140,6 @@ def setup_sysroot(isa: str = "aarch64", *, progress: Callable[[str], None] = pri
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(staging, dest)
-    progress(f"{isa} userland ready at {dest}")
-    return dest
 
 
 def _smoke_test(emulator: str, root: Path) -> None:

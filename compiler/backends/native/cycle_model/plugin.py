@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from compiler.backends.native.cycle_model.mca import ModelError
-from compiler.runtime.paths import cache_dir
+from compiler.runtime.paths import cache_dir, cache_lock
 
 SOURCE = Path(__file__).with_name("block_counts.c")
 
@@ -33,11 +33,18 @@ def plugin_path(emulator: str) -> Path:
     version = qemu_version(emulator)
     folder = cache_dir() / "qemu-plugin" / re.sub(r"[^A-Za-z0-9.+-]", "_", version)
     plugin = folder / "libekc_block_counts.so"
-    if not plugin.is_file() or plugin.stat().st_mtime < SOURCE.stat().st_mtime:
-        folder.mkdir(parents=True, exist_ok=True)
-        header = _plugin_header(folder)
-        _compile(header.parent, plugin)
+    if _fresh(plugin):
+        return plugin
+    with cache_lock(f"qemu-plugin-{folder.name}"):
+        if not _fresh(plugin):  # or another process built it while this one waited
+            folder.mkdir(parents=True, exist_ok=True)
+            header = _plugin_header(folder)
+            _compile(header.parent, plugin)
     return plugin
+
+
+def _fresh(plugin: Path) -> bool:
+    return plugin.is_file() and plugin.stat().st_mtime >= SOURCE.stat().st_mtime
 
 
 def _plugin_header(folder: Path) -> Path:

@@ -1,0 +1,66 @@
+"""A tuned record replaces the default schedule only after beating it side by side.
+
+The search times each candidate for a few calls, on a machine that may be busy, so a record can win
+there by noise: in session 17 lavapipe candidates looked 1.5-2.5x faster than their defaults during
+the search and were 1.0-1.3x side by side, and four committed records ran at 0.90-0.95x their
+default. After a measured search, `race_records` times each variant's chosen record against the
+default schedule in one process (the backend's `race`: alternating rounds, medians, outputs
+checked) and writes the verdict beside the records (VERDICTS). `tasks.layout_record` then keeps the
+default where the record lost. A later search that finds another best record makes the verdict
+stale; that record is raced in turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from compiler.tuning.verdicts import VERDICTS, load, record_key, write
+
+
+def race_records(specs, target, directory: Path, database, *, rounds: int = 7,
+                 progress: Callable[[str], None] = print) -> dict:
+    """Race each variant's best record (of any layout) against its default schedule on this machine;
+    store and return the verdicts. Variants whose best record was raced before are not raced again."""
+    import tvm_ffi
+    from tvm import s_tir
+
+    import schedules
+    from compiler import backends
+    from compiler.specs import variant_symbol
+    from compiler.tuning.tasks import layout_record, make_task, tagged_layouts
+
+    backend = backends.get(target)
+    verdicts = load(directory)
+    tagged = tagged_layouts(database)
+    raced = 0
+    for spec in specs:
+        for bucket in schedules.buckets(spec, target):
+            variant = variant_symbol(spec, bucket)
+            layout, record = layout_record(database, spec, target, bucket, tagged, raced=False)
+            if record is None or verdicts.get(variant, {}).get("record") == record_key(record):
+                continue
+            default = make_task(spec, target, bucket)
+            sch = s_tir.Schedule(default.mod)
+            schedules.schedule(sch, spec, target, bucket, default.layout)
+            tuned = s_tir.Schedule(make_task(spec, target, bucket, layout).mod)
+            record.trace.apply_to_schedule(tuned, remove_postproc=True)
+            verdict = {"record": record_key(record), "layout": schedules.layout_tag(layout, default.layout)}
+            if tvm_ffi.structural_equal(sch.mod, tuned.mod):  # the search's best is the default itself
+                verdict["kept"] = True
+                progress(f"  race {variant}: its best record is the default schedule")
+            else:
+                timed = backend.race({"default": sch.mod, "tuned": tuned.mod}, default, target, rounds)
+                speedup = timed["default"]["median_s"] / timed["tuned"]["median_s"]
+                matches = timed["tuned"]["matches_default"]
+                verdict.update(default_ms=round(timed["default"]["median_s"] * 1e3, 6),
+                               tuned_ms=round(timed["tuned"]["median_s"] * 1e3, 6), speedup=round(speedup, 4),
+                               rounds=rounds, kept=matches and speedup >= 1.0)
+                raced += 1
+                outcome = ("kept" if verdict["kept"] else "the default schedule stays" if matches
+                           else "its output differs from the default's: the default schedule stays")
+                progress(f"  race {variant}: tuned {speedup:.3f}x the default side by side ({outcome})")
+            verdicts[variant] = verdict
+            write(directory, verdicts)
+    progress(f"raced {raced} records against their defaults; verdicts in {directory / VERDICTS}")
+    return verdicts
