@@ -123,7 +123,8 @@ def _inputs(mod, rng):
 def alternate(contestants: dict, outputs: dict, work: float, rounds: int) -> dict:
     """The side-by-side race every measuring backend runs: contestants {name: (call(), batch(n) ->
     seconds per call)}, outputs {name: its output after one call}, checked against the first's; each
-    batch sized to ~50 ms by one timed call, then `rounds` alternating rounds; medians."""
+    batch sized to ~50 ms by one timed call, then `rounds` rounds, each starting with the next
+    contestant in turn (a fixed order favours whichever runs in the other's wake); medians."""
     names = list(contestants)
     reference = outputs[names[0]].astype(np.float64)
     checks = {name: bool(np.allclose(outputs[name].astype(np.float64), reference, rtol=1e-3, atol=1e-3))
@@ -134,9 +135,9 @@ def alternate(contestants: dict, outputs: dict, work: float, rounds: int) -> dic
         call()
         sizes[name] = max(1, int(0.05 / max(time.perf_counter() - start, 1e-6)))
     samples = {name: [] for name in names}
-    for _ in range(rounds):
-        for name, (_, batch) in contestants.items():
-            samples[name].append(batch(sizes[name]))
+    for round_ in range(rounds):  # each round starts with the next contestant: none always runs first or after another
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            samples[name].append(contestants[name][1](sizes[name]))
     return {name: {"median_s": float(np.median(s)), "min_s": float(np.min(s)), "max_s": float(np.max(s)),
                    "rate": work / float(np.median(s)) / 1e9, "matches_default": checks[name]}
             for name, s in samples.items()}

@@ -18,7 +18,7 @@ from pathlib import Path
 from compiler.tuning.verdicts import VERDICTS, load, record_key, write
 
 
-def race_records(specs, target, directory: Path, database, *, rounds: int = 7,
+def race_records(specs, target, directory: Path, database, *, rounds: int = 9,
                  progress: Callable[[str], None] = print) -> dict:
     """Race each variant's best record (of any layout) against its default schedule on this machine;
     store and return the verdicts. Variants whose best record was raced before are not raced again."""
