@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 
 from compiler.ops.attention_signature import cache_signatures
-from compiler.ops.attention_simd import INT8_QUERY_DOTS, int8_query_dot, row_sums
+from compiler.ops.attention_simd import (ACCUMULATORS, FOLD_SLOTS, INT8_QUERY_DOTS, KEY_FOLDS, fold_lanes_macro,
+                                         fold_pair, int8_query_dot, key_slot, row_sums, score_vectors)
 from compiler.ops.fast_math import fast_exp
 from compiler.ops.base import NEG_INF
 
@@ -20,21 +21,6 @@ from compiler.ops.base import NEG_INF
 # (tirx LowerTVMBuiltin). Decode at L=8192 on x86-avx512, hot caches: 0.34 -> 0.28 ms from this
 # alone, 0.17 ms with `fold_lanes` (measured side by side).
 BLOCK_SCOPE = "global"
-
-# Vector accumulators the keys-in-lanes value loop keeps live: 4-cycle FMA latency x 2 pipes needs
-# about 8; 12 leave room for the operands in a 32-register file.
-ACCUMULATORS = 12
-
-
-def score_vectors(G: int, VL: int) -> int:
-    """Query vectors whose keys-in-lanes scores accumulate together (a divisor of G, SV x VL
-    accumulators up to ACCUMULATORS). One vector's VL x VL partial sums are VL dependency chains,
-    too few for 4-cycle FMAs on 2 pipes. SmolLM2's attention (9 / 3 heads, D 64), MODELLED, one
-    vector -> three: prefill S=128 A76 1530 -> 1113 us, A55 7864 -> 7233 us; decode L=2048 A76 229
-    -> 221 us, A55 1143 -> 1221 us (the key loop stays rolled: unrolled by hand it is 1.17x
-    faster on the in-order A55 and 1.11x slower on the A76; the tuner's unroll knob can choose)."""
-    return max(sv for sv in range(1, G + 1) if G % sv == 0 and (sv == 1 or sv * VL <= ACCUMULATORS))
-
 
 def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False, keys_in_lanes: bool = False,
                     query_dot: str | None = None):
@@ -65,41 +51,25 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
     KV = BK // VL
     IL, UNSIGNED_KEYS = INT8_QUERY_DOTS.get(query_dot, (4, False))  # int32 lanes of the query dot product
 
-    def int8_dot(acc, K, vh, row, q8, g, d0):
-        return int8_query_dot(query_dot, acc, K, vh, row, q8, g, d0)
+    def int8_dot(acc, K, vh, row, q8, g, d0, at=0):
+        return int8_query_dot(query_dot, acc, K, vh, row, q8, g, d0, at)
+
+    def fold(buf, a, b, h):
+        return fold_pair(query_dot, buf, a, b, h)
+    KEY_FOLD = query_dot in KEY_FOLDS and BK % IL == 0  # IL keys' scores folded together
     # Value column chunks per pass over a tile's keys: enough independent accumulators (G x CP, up
     # to ACCUMULATORS) to hide the FMA latency, few enough to stay in registers.
     CP = max(cp for cp in range(1, DV + 1) if DV % cp == 0 and (cp == 1 or G * cp <= ACCUMULATORS))
     SV = score_vectors(G, VL)
     scale = 1.0 / math.sqrt(D)
 
+    fold_lanes = fold_lanes_macro()
+
     def add(a, b):
         return a + b
 
     def maximum(a, b):
         return T.max(a, b)
-
-    @T.macro
-    def fold_lanes(op, part, lanes):
-        """part[0] = op-reduction of part[0:lanes], by halving vector steps (log2 lanes of them,
-        where a tree of lane reads costs lanes - 1 scalar steps and as many lane extractions)."""
-        if lanes >= 64:
-            for u in T.vectorized(32):
-                part[u] = op(part[u], part[u + 32])
-        if lanes >= 32:
-            for u in T.vectorized(16):
-                part[u] = op(part[u], part[u + 16])
-        if lanes >= 16:
-            for u in T.vectorized(8):
-                part[u] = op(part[u], part[u + 8])
-        if lanes >= 8:
-            for u in T.vectorized(4):
-                part[u] = op(part[u], part[u + 4])
-        if lanes >= 4:
-            for u in T.vectorized(2):
-                part[u] = op(part[u], part[u + 2])
-        if lanes >= 2:
-            part[0] = op(part[0], part[1])
 
     @T.macro
     def quantize_queries(q, q8, qs, qo, part, ipart, mt):
@@ -166,8 +136,32 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
             acc[g, d] = acc[g, d] * mt[1]
 
     @T.macro
-    def tile_per_key(q, K, V, Ks, Vs, vh, base, kv_end, limit, m, lsum, acc, sc, keys, part, rs, mt, q8, qs, qo,
-                     ipart):
+    def folded_int8_scores(K, Ks, vh, base, kv_end, limit, sc, q8, qs, qo, ipart):
+        """The int8 scores of IL keys at a time: two keys' dot products (slots IL/2, IL/2 + 1), folded
+        into slot i at once, then three halving levels in place (attention_simd.fold_pair)."""
+        for c0 in range(BK // IL):
+            for g in range(G):
+                for i in T.unroll(IL // 2):
+                    for j in T.unroll(2):
+                        for u in T.vectorized(IL):
+                            ipart[(IL // 2 + j) * IL + u] = 0
+                        for d0 in range(D // (4 * IL)):
+                            ipart[(IL // 2 + j) * IL:(IL // 2 + j + 1) * IL] = int8_dot(
+                                ipart, K, vh, T.min(base + c0 * IL + key_slot(2 * i + j), kv_end - 1), q8, g, d0,
+                                (IL // 2 + j) * IL)
+                    ipart[i * IL:i * IL + IL] = fold(ipart, IL // 2, IL // 2 + 1, IL // 2)
+                for i in T.unroll(IL // 4):
+                    ipart[i * IL:i * IL + IL] = fold(ipart, 2 * i, 2 * i + 1, IL // 4)
+                for i in T.unroll(IL // 8):
+                    ipart[i * IL:i * IL + IL] = fold(ipart, 2 * i, 2 * i + 1, IL // 8)
+                ipart[0:IL] = fold(ipart, 0, 1, IL // 16)
+                for c in T.vectorized(IL):
+                    sc[g, c0 * IL + c] = T.Select(base + c0 * IL + c < limit + g // GH, T.Cast(
+                        "float32", ipart[c] - qo[g]) * (qs[g] * Ks[vh, T.min(base + c0 * IL + c, kv_end - 1)]),
+                        T.float32(NEG_INF))
+
+    @T.macro
+    def scores_per_key(q, K, Ks, vh, base, kv_end, limit, sc, part, q8, qs, qo, ipart):
         for c in range(BK):  # scores: each key row is read once for all G query vectors
             for g in range(G):
                 # Keys past the end read a valid row (clamped) and are masked: no branch, no stray read.
@@ -192,6 +186,14 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
                             T.float32(scale) * Ks[vh, T.min(base + c, kv_end - 1)]), T.float32(NEG_INF))
                     else:
                         sc[g, c] = T.Select(base + c < limit + g // GH, part[0] * T.float32(scale), T.float32(NEG_INF))
+
+    @T.macro
+    def tile_per_key(q, K, V, Ks, Vs, vh, base, kv_end, limit, m, lsum, acc, sc, keys, part, rs, mt, q8, qs, qo,
+                     ipart):
+        if KEY_FOLD:
+            folded_int8_scores(K, Ks, vh, base, kv_end, limit, sc, q8, qs, qo, ipart)
+        else:
+            scores_per_key(q, K, Ks, vh, base, kv_end, limit, sc, part, q8, qs, qo, ipart)
         for g in range(G):
             rescale(g, m, lsum, acc, sc, part, mt)
             if KV8:  # each value row's scale, on its probability (SIMD over the tile's keys)
@@ -285,7 +287,7 @@ def prefill_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, R: int, KV8: bool =
                     q8 = T.sblock_alloc_buffer((NV, D), "int8", scope=BLOCK_SCOPE)
                     qs = T.sblock_alloc_buffer((NV,), "float32", scope=BLOCK_SCOPE)
                     qo = T.sblock_alloc_buffer((NV,), "int32", scope=BLOCK_SCOPE)
-                    ipart = T.sblock_alloc_buffer((INT8_QUERY_DOTS[QDOT][0],), "int32", scope=BLOCK_SCOPE)
+                    ipart = T.sblock_alloc_buffer((INT8_QUERY_DOTS[QDOT][0] * FOLD_SLOTS,), "int32", scope=BLOCK_SCOPE)
                 else:
                     q8, qs, qo, ipart = q, part, m, m
                 for g in range(NQ):  # vector g: head g % G at position vt * R + g // G (clamped to S)
@@ -351,7 +353,7 @@ def decode_tir(HQ: int, HKV: int, D: int, BK: int, VL: int, SPLIT: int, KV8: boo
                     q8 = T.sblock_alloc_buffer((NV, D), "int8", scope=BLOCK_SCOPE)
                     qs = T.sblock_alloc_buffer((NV,), "float32", scope=BLOCK_SCOPE)
                     qo = T.sblock_alloc_buffer((NV,), "int32", scope=BLOCK_SCOPE)
-                    ipart = T.sblock_alloc_buffer((INT8_QUERY_DOTS[QDOT][0],), "int32", scope=BLOCK_SCOPE)
+                    ipart = T.sblock_alloc_buffer((INT8_QUERY_DOTS[QDOT][0] * FOLD_SLOTS,), "int32", scope=BLOCK_SCOPE)
                 else:
                     q8, qs, qo, ipart = q, part, m, m
                 for g in range(G):

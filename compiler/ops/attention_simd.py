@@ -1,5 +1,6 @@
-"""SIMD building blocks of the CPU attention tiles (attention_cpu.py): lane reductions as trees,
-and the integer dot products that score an int8 cache against a query rounded to int8."""
+"""SIMD building blocks of the CPU attention tiles (attention_cpu.py): lane reductions (halving
+folds, trees), the integer dot products that score an int8 cache against a query rounded to int8,
+and the fold of 16 keys' such products at once."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ def query_dot_form(int8_dot: str, d: int, kv8: bool) -> str | None:
     return None
 
 
-def int8_query_dot(kind: str, acc, K, vh, row, q8, g, d0):
-    """acc + one dot-product instruction over key row bytes [d0 * B, d0 * B + B) and the int8
-    query's (B = 4 x lanes)."""
+def int8_query_dot(kind: str, acc, K, vh, row, q8, g, d0, at=0):
+    """acc[at:at + lanes] + one dot-product instruction over key row bytes [d0 * B, d0 * B + B) and
+    the int8 query's (B = 4 x lanes)."""
     from tvm.script import tirx as T
 
     lanes, unsigned_keys = INT8_QUERY_DOTS[kind]
@@ -30,8 +31,83 @@ def int8_query_dot(kind: str, acc, K, vh, row, q8, g, d0):
         key = T.reinterpret(T.bitwise_xor(T.reinterpret(key, dtype=f"int32x{lanes}"),
                                           T.broadcast(T.int32(-2139062144), lanes)), dtype=f"int8x{width}")
     name = {"avx512_vnni": "llvm.x86.avx512.vpdpbusd.512", "sdot": "llvm.aarch64.neon.sdot.v4i32.v16i8"}[kind]
-    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(name), acc.vload([0], f"int32x{lanes}"), key,
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(name), acc.vload([at], f"int32x{lanes}"), key,
                                    q8.vload([g, d0 * width], f"int8x{width}"), dtype=f"int32x{lanes}")
+
+
+# Where the target has a two-source lane permute, the int8 scores' partial sums (one vector of
+# lanes per key) are folded 16 keys at a time (attention_cpu's folded_int8_scores): four halving
+# levels of two permutes and an add each, 45 instructions for 16 keys, where a fold per key costs 8
+# (log2 16 shuffles and adds). The scratch holds the 8 first-level results and 2 keys' products
+# (FOLD_SLOTS vectors: 640 bytes on AVX-512, under the 1 KiB TVM keeps on the stack).
+KEY_FOLDS = {"avx512_vnni": "llvm.x86.avx512.vpermi2var.d.512"}
+FOLD_SLOTS = 10
+
+
+def key_slot(s):
+    """Which key of a 16-key group the fold's vector s must hold for its sum to come out in lane s:
+    the halving levels deliver vector s's sum in lane bit_reverse4(s), an involution."""
+    return ((s & 1) << 3) | ((s & 2) << 1) | ((s & 4) >> 1) | ((s & 8) >> 3)
+
+
+def fold_pair(kind: str, buf, a, b, h: int):
+    """One halving level of the key fold on vectors a and b of buf (16 int32 lanes each): in each
+    group of 2h lanes, h partial sums of a's key then h of b's (the halves of each added)."""
+    from tvm.script import tirx as T
+
+    lane = T.Ramp(0, 1, 16)
+    within = lane % (2 * h)
+    low = lane // (2 * h) * (2 * h) + within % h + within // h * 16  # lanes of concat(a, b)
+    x, y = buf.vload([a * 16], "int32x16"), buf.vload([b * 16], "int32x16")
+
+    def permute(index):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(KEY_FOLDS[kind]), x, index, y, dtype="int32x16")
+
+    return permute(low) + permute(low + h)
+
+
+# Vector accumulators the keys-in-lanes value loop keeps live: 4-cycle FMA latency x 2 pipes needs
+# about 8; 12 leave room for the operands in a 32-register file.
+ACCUMULATORS = 12
+
+
+def score_vectors(G: int, VL: int) -> int:
+    """Query vectors whose keys-in-lanes scores accumulate together (a divisor of G, SV x VL
+    accumulators up to ACCUMULATORS). One vector's VL x VL partial sums are VL dependency chains,
+    too few for 4-cycle FMAs on 2 pipes. SmolLM2's attention (9 / 3 heads, D 64), MODELLED, one
+    vector -> three: prefill S=128 A76 1530 -> 1113 us, A55 7864 -> 7233 us; decode L=2048 A76 229
+    -> 221 us, A55 1143 -> 1221 us (the key loop stays rolled: unrolled by hand it is 1.17x
+    faster on the in-order A55 and 1.11x slower on the A76; the tuner's unroll knob can choose)."""
+    return max(sv for sv in range(1, G + 1) if G % sv == 0 and (sv == 1 or sv * VL <= ACCUMULATORS))
+
+
+def fold_lanes_macro():
+    """A TVMScript macro: fold_lanes(op, part, lanes) reduces part[0:lanes] into part[0]."""
+    from tvm.script import tirx as T
+
+    @T.macro
+    def fold_lanes(op, part, lanes):
+        """part[0] = op-reduction of part[0:lanes], by halving vector steps (log2 lanes of them,
+        where a tree of lane reads costs lanes - 1 scalar steps and as many lane extractions)."""
+        if lanes >= 64:
+            for u in T.vectorized(32):
+                part[u] = op(part[u], part[u + 32])
+        if lanes >= 32:
+            for u in T.vectorized(16):
+                part[u] = op(part[u], part[u + 16])
+        if lanes >= 16:
+            for u in T.vectorized(8):
+                part[u] = op(part[u], part[u + 8])
+        if lanes >= 8:
+            for u in T.vectorized(4):
+                part[u] = op(part[u], part[u + 4])
+        if lanes >= 4:
+            for u in T.vectorized(2):
+                part[u] = op(part[u], part[u + 2])
+        if lanes >= 2:
+            part[0] = op(part[0], part[1])
+
+    return fold_lanes
 
 
 def _tree(op, buf, lanes: int, row=None):
