@@ -23,9 +23,9 @@ from compiler.specs import KernelSpec
 from compiler.tuning import confirm
 from compiler.tuning import replay as replay_timings
 from compiler.tuning.database import device_dir, locked, open_database
-from compiler.tuning.record_checks import RECORDS
 from compiler.tuning.fast_import import import_tensor_intrinsics
 from compiler.tuning.progress import measured, paced_runner, progress_callback
+from compiler.tuning.record_checks import RECORDS
 from compiler.tuning.tasks import Task, make_tasks
 
 
@@ -201,6 +201,8 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
              f"over RPC ({tracker.key} at {tracker.address})" if tracker else
              f"by the cycle model of {core.name} (MODELLED)" if core else "on this machine")
     progress(f"tuning for {target.name} {where}, device {device}, into {directory}")
+    if race_only:
+        return _race_only(specs, target, directory, progress)
     if replay is not None:
         recording = replay_timings.Recording.load(replay)
         runner, compile_with = replay_timings.runner(recording), replay_timings.compile_knobs
@@ -208,8 +210,6 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
         runner, compile_with = backends.get(target).model_runner(target, core, progress), None
     else:
         runner, compile_with = backends.get(target).tuning_runner(target, tracker, rpc_timeout, progress), None
-    if race_only:
-        return _race_only(specs, target, directory, progress)
     tasks = make_tasks(specs, target, progress)
     if not tasks:
         raise ValueError("none of the selected kernels has tunable knobs")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from compiler import ops
 from compiler.specs import KernelSpec, variant_symbol
+from compiler.tuning import verdicts
 
 # Lengths at which the any-length variants are measured (a prefill chunk, a long KV cache).
 TUNING_SHAPES = {"M": 128, "S": 512, "L": 2048}
@@ -163,10 +164,9 @@ def tagged_layouts(database) -> set[tuple[str, str]]:
 def layout_record(database, spec: KernelSpec, target, bucket: dict, tagged: set | None = None, *, raced: bool = True):
     """(layout, record) of a variant: of its layout choices with a record in `database`, the one whose
     record ran fastest; the default layout and None where none has one, or (`raced`) where that
-    record lost its race against the default schedule (tuning.confirm, tuning.verdicts). `tagged`: the database's
+    record lost its race against the default schedule (tuning.confirm). `tagged`: the database's
     tagged_layouts(), when the caller has it already."""
     import schedules
-    from compiler.tuning import verdicts
 
     choices = schedules.layout_choices(spec, target, bucket)
     default = choices[0]
