@@ -22,8 +22,9 @@ def lower_kernel(spec: KernelSpec, target, bucket: dict | None = None, database=
                  record=None):
     """One length variant of a spec: (its scheduled PrimFunc, the knob values it used, its tuning:
     the replayed record's measured time, else "default", its layout). Without `layout`, the variant's
-    layout and record are the tuned choice of `database` (tuning.tasks.layout_record); with one, its
-    `record` or else the database's best for that layout."""
+    layout and record are the tuned choice of `database` (tuning.tasks.layout_record: the default
+    schedule where the best record lost its race with it); with one, its `record` or else the
+    database's best for that layout."""
     import tvm
     from tvm import s_tir
 
@@ -31,11 +32,12 @@ def lower_kernel(spec: KernelSpec, target, bucket: dict | None = None, database=
     from compiler.tuning.tasks import best_record, layout_record, median_seconds
 
     bucket = bucket or {}
-    if layout is None:
+    chosen = layout is None  # then no record means the default schedule (none, or one that lost its race)
+    if chosen:
         layout, record = layout_record(database, spec, target, bucket) if database is not None else \
             (schedules.layout(spec, target, bucket), None)
     func = ops.get(spec.op).build(spec, layout)
-    if record is None and database is not None:
+    if record is None and database is not None and not chosen:
         record = best_record(database, spec, target, bucket, layout=layout, func=func)
     sch = s_tir.Schedule(tvm.IRModule({"main": func}))  # traces name the function "main"
     if record is not None:

@@ -246,6 +246,9 @@ def test_a_record_that_loses_its_race_with_the_default_is_not_built(tmp_path):
                 progress=lambda _: None)
     gemv, gemm = json.loads((out / "manifest.json").read_text())["kernels"][spec.name]["variants"]
     assert gemv["tuning"] == "default" and gemm["tuning"] != "default"
+    database = tuning_db.open_database(run.directory)
+    assert [build.lower_kernel(spec, target, bucket, database)[2] == "default" for bucket in ({"M": 1}, {})] == [
+        True, False]
     lines.clear()
     search.tune([spec], target, device="replayed", logs_root=tmp_path, trials=None, race_only=True,
                 progress=lines.append)
