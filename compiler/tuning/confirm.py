@@ -38,7 +38,8 @@ def race_records(specs, target, directory: Path, database, *, rounds: int = 9,
         for bucket in schedules.buckets(spec, target):
             variant = variant_symbol(spec, bucket)
             layout, record = layout_record(database, spec, target, bucket, tagged, raced=False)
-            if record is None or verdicts.get(variant, {}).get("record") == record_key(record):
+            previous = verdicts.get(variant)
+            if record is None or (isinstance(previous, dict) and previous.get("record") == record_key(record)):
                 continue
             default = make_task(spec, target, bucket)
             sch = s_tir.Schedule(default.mod)
