@@ -42,9 +42,9 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
       branch, no stray read). 1.7-2.2x fewer cycles on the ARM cycle model (decode); slower on x86 with cold
       caches (measured), hence not everywhere.
 
-    query_dot (int8 caches, always the per-key form): the scores are integer dot products of the key
-    rows with the query rounded to int8 (one scale per query vector, as llama.cpp rounds the query
-    for a q8_0 cache), on the target's instruction (INT8_QUERY_DOTS): key rows are never widened."""
+    query_dot (int8 caches, the per-key form): the scores are integer dot products of the key rows
+    with the query rounded to int8 (one scale per query vector, as llama.cpp's q8_0 cache), on the
+    target's instruction (INT8_QUERY_DOTS), key rows never widened; KEY_FOLDS: 16 keys at once."""
     from tvm.script import tirx as T
 
     DV = D // VL
@@ -56,13 +56,13 @@ def _online_softmax(G: int, GH: int, D: int, BK: int, VL: int, KV8: bool = False
 
     def fold(buf, a, b, h):
         return fold_pair(query_dot, buf, a, b, h)
-    KEY_FOLD = query_dot in KEY_FOLDS and BK % IL == 0  # IL keys' scores folded together
+
+    KEY_FOLD = query_dot in KEY_FOLDS and BK % IL == 0  # IL keys' scores folded together (x86-avx512)
     # Value column chunks per pass over a tile's keys: enough independent accumulators (G x CP, up
     # to ACCUMULATORS) to hide the FMA latency, few enough to stay in registers.
     CP = max(cp for cp in range(1, DV + 1) if DV % cp == 0 and (cp == 1 or G * cp <= ACCUMULATORS))
     SV = score_vectors(G, VL)
     scale = 1.0 / math.sqrt(D)
-
     fold_lanes = fold_lanes_macro()
 
     def add(a, b):
