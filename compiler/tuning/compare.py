@@ -22,7 +22,7 @@ import numpy as np
 from compiler.specs import make_spec
 from compiler.tuning.fast_import import import_tensor_intrinsics
 from compiler.tuning.search import our_space, search
-from compiler.tuning.tasks import Task, make_task
+from compiler.tuning.tasks import Task, default_module, make_task
 
 
 def cases() -> list[tuple[str, object, dict]]:
@@ -92,16 +92,6 @@ def _search_space(task: Task, context, target, budgets: list[int], progress) -> 
         if reached:
             result.seconds_at[budget] = reached[-1]
     return result
-
-
-def _default_module(task: Task, target):
-    from tvm import s_tir
-
-    import schedules
-
-    sch = s_tir.Schedule(task.mod)
-    schedules.schedule(sch, task.spec, target, task.bucket, task.layout)
-    return sch.mod
 
 
 def _inputs(mod, rng):
@@ -175,7 +165,7 @@ def run(target, *, budgets: list[int], rounds: int = 15, json_path: Path | None 
         ours = _search_space(task, our_space(task, target), target, budgets, progress)
         task = make_task(spec, target, bucket)
         generic = _search_space(task, _metaschedule_space(task, target), target, budgets, progress)
-        contestants, same_as = {"default": _default_module(task, target)}, {}
+        contestants, same_as = {"default": default_module(task, target)}, {}
         for budget in budgets:
             for name, result in (("ours", ours), ("metaschedule", generic)):
                 best = result.best_at.get(budget)

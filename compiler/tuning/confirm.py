@@ -23,12 +23,11 @@ def race_records(specs, target, directory: Path, database, *, rounds: int = 9,
     """Race each variant's best record (of any layout) against its default schedule on this machine;
     store and return the verdicts. Variants whose best record was raced before are not raced again."""
     import tvm_ffi
-    from tvm import s_tir
 
     import schedules
     from compiler import backends
     from compiler.specs import variant_symbol
-    from compiler.tuning.tasks import layout_record, make_task, tagged_layouts
+    from compiler.tuning.tasks import default_module, layout_record, make_task, record_module, tagged_layouts
 
     backend = backends.get(target)
     verdicts = load(directory)
@@ -38,20 +37,20 @@ def race_records(specs, target, directory: Path, database, *, rounds: int = 9,
         for bucket in schedules.buckets(spec, target):
             variant = variant_symbol(spec, bucket)
             layout, record = layout_record(database, spec, target, bucket, tagged, raced=False)
-            previous = verdicts.get(variant)
-            if record is None or (isinstance(previous, dict) and previous.get("record") == record_key(record)):
+            if record is None:
+                continue
+            key, previous = record_key(record), verdicts.get(variant)
+            if isinstance(previous, dict) and previous.get("record") == key:
                 continue
             default = make_task(spec, target, bucket)
-            sch = s_tir.Schedule(default.mod)
-            schedules.schedule(sch, spec, target, bucket, default.layout)
-            tuned = s_tir.Schedule(make_task(spec, target, bucket, layout).mod)
-            record.trace.apply_to_schedule(tuned, remove_postproc=True)
-            verdict = {"record": record_key(record), "layout": schedules.layout_tag(layout, default.layout)}
-            if tvm_ffi.structural_equal(sch.mod, tuned.mod):  # the search's best is the default itself
+            modules = {"default": default_module(default, target),
+                       "tuned": record_module(spec, target, bucket, layout, record)}
+            verdict = {"record": key, "layout": schedules.layout_tag(layout, default.layout)}
+            if tvm_ffi.structural_equal(modules["default"], modules["tuned"]):  # the best is the default itself
                 verdict["kept"] = True
                 progress(f"  race {variant}: its best record is the default schedule")
             else:
-                timed = backend.race({"default": sch.mod, "tuned": tuned.mod}, default, target, rounds)
+                timed = backend.race(modules, default, target, rounds)
                 speedup = timed["default"]["median_s"] / timed["tuned"]["median_s"]
                 matches = timed["tuned"]["matches_default"]
                 verdict.update(default_ms=round(timed["default"]["median_s"] * 1e3, 6),

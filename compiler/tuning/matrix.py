@@ -23,7 +23,7 @@ import numpy as np
 from compiler.tuning import database as tuning_db
 from compiler.tuning import verdicts
 from compiler.tuning.record_checks import RECORDS
-from compiler.tuning.tasks import Task, layout_record, make_task, tagged_layouts
+from compiler.tuning.tasks import Task, default_module, layout_record, make_task, record_module, tagged_layouts
 
 
 @dataclass(frozen=True)
@@ -65,25 +65,18 @@ def configurations(spec, target, bucket: dict, databases: dict) -> tuple[Task, d
     each device with a record of the variant, what a build with that device's records uses: its
     tuned (layout, schedule), or the default schedule where that record lost its race with it
     (tuning.confirm), so a variant tuning bought nothing for still counts."""
-    from tvm import s_tir
-
-    import schedules
     from compiler.specs import variant_symbol
 
     task = make_task(spec, target, bucket)
-    sch = s_tir.Schedule(task.mod)
-    schedules.schedule(sch, spec, target, bucket, task.layout)
-    modules = {"default": sch.mod}
+    modules = {"default": default_module(task, target)}
     for name, (database, tagged) in databases.items():
         layout, record = layout_record(database, spec, target, bucket, tagged, raced=False)
         if record is None:
             continue
         if verdicts.lost(verdicts.verdicts_of(database), variant_symbol(spec, bucket), record):
-            modules[name] = sch.mod
+            modules[name] = modules["default"]
             continue
-        tuned = s_tir.Schedule(make_task(spec, target, bucket, layout).mod)
-        record.trace.apply_to_schedule(tuned, remove_postproc=True)
-        modules[name] = tuned.mod
+        modules[name] = record_module(spec, target, bucket, layout, record)
     return task, modules
 
 

@@ -126,6 +126,26 @@ def make_task(spec: KernelSpec, target, bucket: dict, layout=None) -> Task:
     return Task(spec, bucket, shape, mod, work, unit, layout, schedules.layout_tag(layout, default))
 
 
+def default_module(task: Task, target):
+    """The task's kernel scheduled by the default schedule of its layout."""
+    from tvm import s_tir
+
+    import schedules
+
+    sch = s_tir.Schedule(task.mod)
+    schedules.schedule(sch, task.spec, target, task.bucket, task.layout)
+    return sch.mod
+
+
+def record_module(spec: KernelSpec, target, bucket: dict, layout, record):
+    """The variant's kernel in `layout` at its tuning shape, scheduled by replaying `record`."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(make_task(spec, target, bucket, layout).mod)
+    record.trace.apply_to_schedule(sch, remove_postproc=True)
+    return sch.mod
+
+
 def make_tasks(specs: list[KernelSpec], target, progress: Callable[[str], None] = print) -> list[Task]:
     """Every variant's tasks, one per layout choice; a variant with one layout and no knobs has none."""
     import schedules
