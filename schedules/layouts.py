@@ -49,8 +49,9 @@ class CpuLayout(Layout):
     q_rows: int = 4  # attention prefill: query positions per block (K/V rows loaded once for them)
     lanes: int = 1  # attention: SIMD lanes over the head dim
     split_len: int = 256  # attention decode: keys per split
-    keys_in_lanes: bool = False  # attention: scores of VL keys at once, reduced together (ops/attention_cpu.py)
+    keys_in_lanes: bool = False  # attention: scores of VL keys at once, reduced together (ops/attention_tiles.py)
     query_dot: str = ""  # attention on an int8 cache: the int8_dot kind its scores use (query rounded to int8)
+    key_fold: bool = False  # attention, per-key tile: 16 keys' partial sums folded at once (ops/attention_simd.py)
 
 
 @dataclass(frozen=True)

@@ -59,7 +59,7 @@ class Target:
     emulator: str | None = None  # qemu-user binary that runs this ISA elsewhere
     link_flags: tuple[str, ...] = ()  # extra flags for the default (zig) cross linker
     # CPU attention: dot products of several keys reduced together, keys in SIMD lanes (see
-    # ops/attention_cpu.py), where that was shown faster on the target; else a horizontal sum per key
+    # ops/attention_tiles.py), where that was shown faster on the target; else a horizontal sum per key
     attention_keys_in_lanes: bool = False
     # the core (targets/cores.toml) a cross build's tuning records are for when none is named: its
     # measured records (tune over RPC with --core) or else its modelled ones (tune --core)

@@ -99,7 +99,7 @@ class AttentionPrefill(OpDef):
         from compiler.ops.attention_cpu import prefill_tir
 
         return prefill_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.kv_tile, layout.lanes,
-                           layout.q_rows, kv8, layout.keys_in_lanes, query_dot(spec, layout))
+                           layout.q_rows, kv8, layout.keys_in_lanes, query_dot(spec, layout), layout.key_fold)
 
     def flops(self, spec, sizes):
         s = sizes["S"]  # all of the prefix, and about half of the S x S causal scores
@@ -142,7 +142,7 @@ class AttentionDecode(OpDef):
         from compiler.ops.attention_cpu import decode_tir
 
         return decode_tir(spec.dim("hq"), spec.dim("hkv"), spec.dim("d"), layout.kv_tile, layout.lanes,
-                          layout.split_len, kv8, layout.keys_in_lanes, query_dot(spec, layout))
+                          layout.split_len, kv8, layout.keys_in_lanes, query_dot(spec, layout), layout.key_fold)
 
     def flops(self, spec, sizes):
         return 4.0 * spec.dim("hq") * spec.dim("d") * sizes["L"]

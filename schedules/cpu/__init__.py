@@ -74,7 +74,18 @@ def layout(spec, target, bucket: dict) -> CpuLayout:
         # (x86-avx512: 1.18x at L=8192, measured); keys-in-lanes targets keep float scores (the A76
         # model: 1.16x slower with SDOT per key, the A55 1.25x faster: a tuning choice there).
         query_dot="" if target.attention_keys_in_lanes else _attention_query_dot(spec, target),
+        key_fold=_attention_key_fold(spec, target),
     )
+
+
+def _attention_key_fold(spec, target) -> bool:
+    """The per-key tile's partial sums folded 16 keys at a time by two-source permutes (AVX-512),
+    where that was measured faster (x86-avx512, SmolLM2's heads, side by side): prefill on a float
+    cache 1.06-1.13x (S=128 after 1024), the int8 cache's integer scores 1.19x (decode L=2048).
+    Float decode is held by memory, not by the sums: 0.95-1.0x hot, 0.79x cold at L=2048."""
+    if not spec.op.startswith("attention") or "avx512f" not in target.cpu_features:
+        return False
+    return spec.op == "attention_prefill" or spec.opt("kv") == "int8"
 
 
 def _attention_query_dot(spec, target) -> str:
