@@ -2,8 +2,9 @@
 contenders.py), in one process, on the same logical inputs, alternating so that drift hits all.
 
 Per kernel and length: median / min / max time of each contestant, GFLOP/s, GB/s of the bytes that
-must move (and that as a fraction of the memory bandwidth measured at start-up), and our speed
-over the best alternative. Not a test: timings on a shared machine are noisy, hence medians.
+must move (and that as a fraction of the memory bandwidth: for a cold row, a copy timed among its
+contestants in the same rounds; for a hot row, one measured at start-up), and our speed over the
+best alternative. Not a test: timings on a shared machine are noisy, hence medians.
 """
 
 from __future__ import annotations
@@ -32,31 +33,61 @@ from schedules import layouts
 # prefill chunk for GEMMs, a chat-turn prompt and longer ones for prefill attention, a 2K and an
 # 8K KV cache for decode attention.
 LENGTHS = {"M": (1, 128), "S": (128, 512, 2048), "L": (2048, 8192)}
+# Pause before each contestant's timed calls: the thread pool of the one before (PyTorch's OpenMP
+# workers, TVM's) spins for a while after its last job, and on a machine with few cores takes them
+# from the next. Measured on 2 cores: our attention decode (L=2048) right after torch SDPA calls
+# 79.6 us, 20 ms after them 43.4 us, alone 42.4 us.
+SETTLE_SECONDS = 0.02
+# Timed among a cold row's contestants: a copy on every core, whose fastest round is that row's
+# bandwidth (the kernels' times are medians: the share errs low, as the start-up one does).
+COPY_PROBE = "copy bandwidth probe"
+PROBE_BYTES = 512 << 20  # a 128 MiB copy read 32 GB/s where this one read 44 (same minute, 2 cores)
 # Prefill attention also after a cached prefix: a 128-token chat turn (or prompt chunk) over 1024 tokens.
 PREFIX_SIZES = {"S": 128, "L": 1152}
 
 
-def memory_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
-    """GB/s of a large copy (read + write) split over every core, the roofline of memory-bound
-    kernels (numpy's copy releases the GIL, so threads run in parallel)."""
-    from concurrent.futures import ThreadPoolExecutor
+class CopyProbe:
+    """A large copy (read + write) split over every core, the roofline of memory-bound kernels
+    (numpy's copy releases the GIL, so the threads run in parallel). Callable, so that it can run
+    among a cold row's contestants: that row's bandwidth share is then against the bandwidth of
+    the same moments. This shared VM's copy bandwidth drifted from 27 to 52 GB/s within an hour,
+    so a share against one measurement at start-up said as much about the moment as the kernel."""
 
-    threads = os.cpu_count() or 1
-    src = np.ones(megabytes * (1 << 20) // 4, np.float32)
-    dst = np.empty_like(src)
-    bounds = np.linspace(0, src.size, threads + 1).astype(int)
-    chunks = [(dst[a:b], src[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    def __init__(self, nbytes: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        threads = os.cpu_count() or 1
+        src = np.ones(nbytes // 4, np.float32)
+        dst = np.empty_like(src)
+        bounds = np.linspace(0, src.size, threads + 1).astype(int)
+        self._chunks = [(dst[a:b], src[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        self._pool = ThreadPoolExecutor(threads)
+        self.nbytes = src.nbytes
+
+    def __call__(self):
+        list(self._pool.map(lambda pair: np.copyto(*pair), self._chunks))
+
+    def gbs(self, seconds: float) -> float:
+        """GB/s of one copy that took `seconds`."""
+        return 2 * self.nbytes / seconds / 1e9
+
+    def close(self):
+        self._pool.shutdown()
+
+
+def memory_bandwidth(probe: CopyProbe, repeats: int = 5) -> float:
+    """GB/s of the fastest of `repeats` of the probe's copies."""
     best = float("inf")
-    with ThreadPoolExecutor(threads) as pool:
-        for _ in range(repeats):
-            start = time.perf_counter()
-            list(pool.map(lambda pair: np.copyto(*pair), chunks))
-            best = min(best, time.perf_counter() - start)
-    return 2 * src.nbytes / best / 1e9
+    for _ in range(repeats):
+        start = time.perf_counter()
+        probe()
+        best = min(best, time.perf_counter() - start)
+    return probe.gbs(best)
 
 
 def time_alternating(contestants: list[tuple[str, Callable]], *, rounds: int, min_seconds: float) -> dict:
-    """Seconds per call of each contestant per round; each round runs all of them, order rotating."""
+    """Seconds per call of each contestant per round; each round runs all of them, order rotating,
+    each after a pause of SETTLE_SECONDS."""
     calls = {}
     for name, fn in contestants:  # warm-up, and enough calls per round for a readable timer
         start = time.perf_counter()
@@ -66,6 +97,7 @@ def time_alternating(contestants: list[tuple[str, Callable]], *, rounds: int, mi
     for r in range(rounds):
         order = contestants[r % len(contestants):] + contestants[:r % len(contestants)]
         for name, fn in order:
+            time.sleep(SETTLE_SECONDS)
             start = time.perf_counter()
             for _ in range(calls[name]):
                 fn()
@@ -146,6 +178,7 @@ def _contestant_sets(kernel, spec, op, sizes, rng, copies: int, separate_qkv=Non
 
 
 def _rows(name, op_name, sizes, cache, samples, flops, nbytes, bandwidth, peak) -> list[dict]:
+    """One row per contestant; bandwidth: GB/s the row's bandwidth share is against."""
     medians = {n: statistics.median(t) for n, t in samples.items()}
     # Alternatives are what users would run instead: not our own default schedule or unfused form.
     best_other = min((t for n, t in medians.items() if not n.startswith("ours")), default=None)
@@ -153,7 +186,7 @@ def _rows(name, op_name, sizes, cache, samples, flops, nbytes, bandwidth, peak) 
         "kernel": name, "op": op_name, "sizes": sizes, "cache": cache, "contestant": contestant,
         "median_ms": medians[contestant] * 1e3, "min_ms": min(times) * 1e3, "max_ms": max(times) * 1e3,
         "gflops": flops / medians[contestant] / 1e9, "gbs": nbytes / medians[contestant] / 1e9,
-        "bandwidth_fraction": nbytes / medians[contestant] / 1e9 / bandwidth,
+        "bandwidth_fraction": nbytes / medians[contestant] / 1e9 / bandwidth, "copy_gbs": bandwidth,
         "compute_fraction": flops / medians[contestant] / 1e9 / peak if peak else None,
         "speedup_vs_best_alternative": best_other / medians[contestant] if contestant == "ours" and best_other else None,
     } for contestant, times in samples.items()]
@@ -182,10 +215,11 @@ def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, 
 
     if lib.mode != "native":
         raise ValueError("bench measures kernels natively; this library runs only under emulation here")
-    bandwidth = memory_bandwidth()
+    probe = CopyProbe(PROBE_BYTES)
+    bandwidth = memory_bandwidth(probe)
     peaks = compute_peaks(lib.target)
-    contenders.set_threads(os.cpu_count() or 1)  # TVM's pool uses every core; so do the contenders
     cold_bytes = 4 * last_level_cache_bytes()
+    contenders.set_threads(os.cpu_count() or 1)  # TVM's pool uses every core; so do the contenders
     progress(f"memory bandwidth (copy on every core): {bandwidth:.1f} GB/s; estimated peak {peaks['fp32']:.0f} "
              f"GFLOP/s fp32, {peaks['int8']:.0f} GOP/s int8; cold working set {cold_bytes >> 20} MiB")
     rng = np.random.default_rng(seed)
@@ -212,14 +246,19 @@ def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, 
                 caches.append(("cold", max(2, -(-cold_bytes // int(nbytes)))))
             for cache, copies in caches:
                 contestants = _contestant_sets(kernel, spec, op, sizes, rng, copies, separate, default)
+                if cache == "cold":  # the copy bandwidth of the same rounds
+                    contestants.append((COPY_PROBE, probe))
                 samples = time_alternating(contestants, rounds=3 if quick else 9, min_seconds=0.02 if quick else 0.1)
-                new = _rows(name, spec.op, sizes, cache, samples, op.flops(spec, sizes), nbytes, bandwidth, peak)
+                row_bandwidth = probe.gbs(min(samples.pop(COPY_PROBE))) if cache == "cold" else bandwidth
+                new = _rows(name, spec.op, sizes, cache, samples, op.flops(spec, sizes), nbytes, row_bandwidth, peak)
                 rows += new
                 ours = new[0]
                 best = ours["speedup_vs_best_alternative"]
                 vs = f", {best:.2f}x the best alternative" if best else ""
                 progress(f"{name} {sizes} {cache}: {ours['median_ms']:.3f} ms, {ours['gflops']:.1f} GFLOP/s, "
-                         f"{ours['gbs']:.1f} GB/s ({100 * ours['bandwidth_fraction']:.0f}% of copy bandwidth){vs}")
+                         f"{ours['gbs']:.1f} GB/s ({100 * ours['bandwidth_fraction']:.0f}% of the copy bandwidth, "
+                         f"{row_bandwidth:.1f} GB/s){vs}")
+    probe.close()
     machine = _machine(bandwidth)
     machine["estimated_peak_gflops"] = {k: round(v, 1) for k, v in peaks.items()}
     return {"machine": machine, "rows": rows}
