@@ -33,11 +33,6 @@ from schedules import layouts
 # prefill chunk for GEMMs, a chat-turn prompt and longer ones for prefill attention, a 2K and an
 # 8K KV cache for decode attention.
 LENGTHS = {"M": (1, 128), "S": (128, 512, 2048), "L": (2048, 8192)}
-# Pause before each contestant's timed calls: the thread pool of the one before (PyTorch's OpenMP
-# workers, TVM's) spins for a while after its last job, and on a machine with few cores takes them
-# from the next. Measured on 2 cores: our attention decode (L=2048) right after torch SDPA calls
-# 79.6 us, 20 ms after them 43.4 us, alone 42.4 us.
-SETTLE_SECONDS = 0.02
 # Timed among a cold row's contestants: a copy on every core, whose fastest round is that row's
 # bandwidth (the kernels' times are medians: the share errs low, as the start-up one does).
 COPY_PROBE = "copy bandwidth probe"
@@ -87,7 +82,7 @@ def memory_bandwidth(probe: CopyProbe, repeats: int = 5) -> float:
 
 def time_alternating(contestants: list[tuple[str, Callable]], *, rounds: int, min_seconds: float) -> dict:
     """Seconds per call of each contestant per round; each round runs all of them, order rotating,
-    each after a pause of SETTLE_SECONDS."""
+    each after a pause of contenders.SETTLE_SECONDS."""
     calls = {}
     for name, fn in contestants:  # warm-up, and enough calls per round for a readable timer
         start = time.perf_counter()
@@ -97,7 +92,7 @@ def time_alternating(contestants: list[tuple[str, Callable]], *, rounds: int, mi
     for r in range(rounds):
         order = contestants[r % len(contestants):] + contestants[:r % len(contestants)]
         for name, fn in order:
-            time.sleep(SETTLE_SECONDS)
+            time.sleep(contenders.SETTLE_SECONDS)
             start = time.perf_counter()
             for _ in range(calls[name]):
                 fn()

@@ -10,6 +10,12 @@ import numpy as np
 
 Contender = tuple[str, Callable[[], object]]
 
+# Pause before each contestant's timed calls (bench's kernel rows, the model row): the thread pool
+# of the one before (PyTorch's or llama.cpp's OpenMP workers, TVM's) spins for a while after its
+# last job, and on a machine with few cores takes them from the next. Measured on 2 cores: our
+# attention decode (L=2048) right after torch SDPA calls 79.6 us, 20 ms after them 43.4 us, alone 42.4 us.
+SETTLE_SECONDS = 0.02
+
 
 def _torch():
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from compiler import runtime
+from compiler.benchmarks import contenders
 from compiler.llm.decoder import Decoder
 from compiler.llm.gguf import GGUFModel
 from compiler.llm.llama_cpp import LlamaCppPeer
@@ -66,6 +67,7 @@ def bench_model(gguf: Path, libraries: dict[str, Path], *, threads: int, quick: 
             runner = runners[name]
             if name in profiles:
                 runner.profile.clear()
+            time.sleep(contenders.SETTLE_SECONDS)
             samples[name].append(_run_once(runner, prompt, continuation))
             for role, seconds in getattr(runner, "profile", {}).items():
                 profiles[name][role] = profiles[name].get(role, 0.0) + seconds
