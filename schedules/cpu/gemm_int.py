@@ -42,16 +42,39 @@ def schedule_activation_stages(sch, target, layout) -> None:
 def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int) -> None:
     nt, kt = layout.n_tile, layout.k_tile
     channels = dot_tile(layout.int8_dot)[0]  # the instruction's (a weight tile may hold several side by side)
-    intrinsic = None
-    if layout.weights_unpacked:  # the tiles read the scratch of bytes, several k steps per call
-        intrinsic, channels, kt = unpacked_intrinsic(layout.int8_dot)
+    intrinsic, tile_rows = None, 1
+    unpacked = layout.weights_unpacked and weight_bits != 8
+    if unpacked:  # the tiles read the scratch of bytes, several k steps (or rows, SMMLA) per call
+        intrinsic, form = unpacked_intrinsic(layout.unpacked_form or layout.int8_dot)
+        channels, kt, tile_rows = form.channels, form.k, form.rows
     elif has_dot_intrinsic(layout.int8_dot, weight_bits):
         intrinsic = dot_intrinsic(layout.int8_dot, weight_bits, halves=layout.int4_halves)
     schedule_activation_stages(sch, target, layout)
+    if tile_rows > 1:
+        # the activations' copy in row tiles: rows in parallel, a SIMD copy of each row's k run
+        tiles = sch.get_sblock("x_tiles")
+        tile, _, row, values = sch.get_loops(tiles)
+        sch.parallel(tile)
+        sch.unroll(row)
+        sch.vectorize(values)
 
     def micro_kernel(sch, acc, k, rows, cols, inner):
         ko, kl = sch.split(k, [None, kt])
         ct, cl = sch.split(cols, [None, channels])
+        if tile_rows > 1:
+            # Intrinsics on tiles of several rows (SMMLA: 2 x 2) write their accumulators as one
+            # vector: the accumulator laid out in such tiles (after the loops are placed: its
+            # region is then a whole row tile), so each stays one register; the group scaling
+            # reads its rows back from two tiles.
+            sch.transform_layout(acc, ("write", 0), lambda i, g, j: (
+                i // tile_rows, g, j // channels, i % tile_rows, j % channels))
+            ro, ri = sch.split(rows, [None, tile_rows])
+            sch.reorder(ko, ro, ct, ri, cl, kl)
+            sch.unroll(ro)
+            sch.unroll(ct)
+            sch.decompose_reduction(acc, ko)
+            sch.tensorize(ri, intrinsic)
+            return
         sch.reorder(ko, rows, ct, cl, kl)
         sch.unroll(rows)
         sch.unroll(ct)

@@ -16,15 +16,20 @@ B of nt channels x kt k (int8, contiguous), A the kt activations of one token, C
   instruction per tile remains.
 - "hvx_vrmpy" (32 x 4): Hexagon HVX VRMPY (signed bytes x signed bytes, accumulating): the 128-byte
   weight tile against the 4 activation bytes splatted to every lane, one instruction per tile.
+- "smmla" (2 rows x 2 x 8, i8mm): on the unpacked scratch only (UNPACKED_FORMS), the prefill GEMMs
+  of the q8 model path on targets with i8mm.
 The ARM implementations live in intrinsics_arm.py. Registered here rather than imported from tvm.s_tir.tensor_intrin, whose package import also
 builds every CUDA intrinsic (~20 s), and which has no AVX2 int8 intrinsic.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 from schedules.cpu.intrinsic_parts import activations_x4, high_bits, high_plane_shape, impl_high_of, impl_of, \
     int16_weights, int8_weights
-from schedules.cpu.intrinsics_arm import neon_form, sdot_form, sdot_halves, sdot_halves_high, sdot_steps
+from schedules.cpu.intrinsics_arm import neon_form, sdot_form, sdot_halves, sdot_halves_high, sdot_steps, smmla_tile
 
 _REGISTERED: dict[tuple[str, int], str] = {}
 
@@ -237,17 +242,44 @@ _HALVES = {
 }
 
 
-# Byte forms whose weights a GEMM of several token rows unpacks once per column block into one int8
-# byte per value (Layout.weights_unpacked), and the form its tiles then run on the scratch (5- and
-# 6-bit values too: they are bytes by then): kind -> (channels, 4-k steps per intrinsic call,
-# implementation factory taking the steps).
+@dataclass(frozen=True)
+class UnpackedForm:
+    """An intrinsic on the scratch of int8 bytes that a GEMM of several token rows unpacks its
+    weights into once per column block (Layout.weights_unpacked; 5- and 6-bit values too: they are
+    bytes by then). The scratch is [N/nt, K/k_run, nt, k_run]: each channel's k_run values
+    contiguous; with rows 2 the activations are copied in the same tiles, two token rows a tile
+    (ops/qgemm_int.py), and the accumulators are laid out in 2 x 2 tiles (schedules/cpu/gemm_int.py)."""
+
+    byte_form: str  # the layout's int8_dot whose weights it reads
+    feature: str  # the CPU feature it needs ("": any target with the byte form)
+    channels: int  # output channels per call
+    rows: int  # token rows per call
+    k: int  # k per call
+    k_run: int  # k values of one channel contiguous in the scratch
+    impl: Callable[[], object]
+
+
+# Byte forms whose weights a GEMM of several token rows unpacks once per column block, and the
+# intrinsics that then run on the scratch, the preferred first where the target has its feature.
 # MODELLED at M=128 on the A76, SmolLM2's GEMMs unpacked per row tile -> once: 3072 x 576 Q4_0 5.95
 # -> 5.31 ms, Q5_0 8.96 -> 7.22, 576 x 1536 Q6_K 6.61 -> 4.88, Q4_K 4.37 -> 3.71. On the A55 the
 # arm-a55 build's Q4_0 18.3 -> 16.4 ms (the A76-scheduled build 24.2 -> 26.0: its loads bunch up).
 # x86's byte forms gained nothing from it: MEASURED at M=128 (AVX2, TVM_NUM_THREADS=1, a test run
 # on the other core), five of SmolLM2's GEMMs 0.98-1.03x with VPMADDUBSW / VPDPBUSD on an unpacked
 # scratch (session 15), so they keep unpacking in registers.
-UNPACKED_FORMS = {"sdot_unsigned": (4, 2, sdot_steps)}
+# SDOT's form: 4 channels x 8 k per call (two 4-k steps, the activations of both from one load).
+# SMMLA's (i8mm): 2 rows x 2 channels x 8 k, 32 products per instruction.
+UNPACKED_FORMS = {
+    "smmla": UnpackedForm("sdot_unsigned", "i8mm", channels=2, rows=2, k=8, k_run=8, impl=smmla_tile),
+    "sdot_unsigned": UnpackedForm("sdot_unsigned", "", channels=4, rows=1, k=8, k_run=4,
+                                  impl=lambda: sdot_steps(2)),
+}
+
+
+def unpacked_forms(int8_dot: str, cpu_features) -> list[str]:
+    """The unpacked forms a GEMM with byte form `int8_dot` may run on a CPU with these features, preferred first."""
+    return [name for name, form in UNPACKED_FORMS.items()
+            if form.byte_form == int8_dot and (not form.feature or form.feature in cpu_features)]
 
 
 def _desc_steps(nt: int, steps: int):
@@ -273,16 +305,42 @@ def _desc_steps(nt: int, steps: int):
     return desc
 
 
-def unpacked_intrinsic(kind: str) -> tuple[str, int, int]:
-    """(registered name, channels, k) of the intrinsic a weights_unpacked GEMM with byte form `kind` runs."""
-    nt, steps, impl = UNPACKED_FORMS[kind]
+def _desc_tile(rows: int, nt: int, kt: int):
+    """C[i, c] += sum_k A[i, k] * B[c, k]: a tile of `rows` token rows x nt channels x kt k, each
+    operand contiguous (the paired activations, the scratch, the accumulators' tiles)."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle):
+        A = T.match_buffer(a, (rows, kt), "int8", offset_factor=1)
+        B = T.match_buffer(b, (nt, kt), "int8", offset_factor=1)
+        C = T.match_buffer(c, (rows, nt), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:rows, 0:nt], A[0:rows, 0:kt], B[0:nt, 0:kt])
+            T.writes(C[0:rows, 0:nt])
+            for i, j, k in T.grid(rows, nt, kt):
+                with T.sblock("update"):
+                    vi, vj, vk = T.axis.remap("SSR", [i, j, k])
+                    C[vi, vj] = C[vi, vj] + T.Cast("int32", A[vi, vk]) * T.Cast("int32", B[vj, vk])
+
+    return desc
+
+
+def unpacked_intrinsic(kind: str) -> tuple[str, UnpackedForm]:
+    """(registered name, form) of the intrinsic a weights_unpacked GEMM runs on unpacked form `kind`."""
+    form = UNPACKED_FORMS[kind]
     if (kind, "unpacked") not in _REGISTERED:
         from tvm.s_tir import TensorIntrin
 
-        name = f"ekc_dot_{nt}x{4 * steps}_w8s_{kind}"
-        TensorIntrin.register(name, _desc_steps(nt, steps), impl(steps))
+        if form.rows == 1:
+            name = f"ekc_dot_{form.channels}x{form.k}_w8s_{kind}"
+            desc = _desc_steps(form.channels, form.k // form.k_run)
+        else:
+            name = f"ekc_dot_{form.rows}x{form.channels}x{form.k}_w8t_{kind}"
+            desc = _desc_tile(form.rows, form.channels, form.k)
+        TensorIntrin.register(name, desc, form.impl())
         _REGISTERED[(kind, "unpacked")] = name
-    return _REGISTERED[(kind, "unpacked")], nt, 4 * steps
+    return _REGISTERED[(kind, "unpacked")], form
 
 
 def int4_halves_tile(kind: str) -> tuple[int, bool] | None:

@@ -1,5 +1,6 @@
 """ARM implementations of the dot-product intrinsics (schedules/cpu/intrinsics.py registers them):
-SDOT on ARMv8.2+ (int8, int4 in halves, offset-binary int4, 5- and 6-bit values), SMULL on ARMv8.0."""
+SDOT on ARMv8.2+ (int8, int4 in halves, offset-binary int4, 5- and 6-bit values), SMMLA with i8mm
+(on the unpacked scratch), SMULL on ARMv8.0."""
 
 from __future__ import annotations
 
@@ -72,6 +73,28 @@ def sdot_steps(steps: int):
         return value
 
     return impl_steps_of(4, steps, update)
+
+
+def smmla_tile():
+    """SMMLA (i8mm) on a 2-row x 2-channel x 8-k tile: C (2 x 2 int32, contiguous: the accumulator
+    laid out in such tiles) += A (2 rows x 8 k, contiguous: the activations copied in row pairs)
+    times B (2 channels x 8 k, contiguous: the unpacked scratch), one instruction for 32 products
+    where SDOT does 16."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle):
+        A = T.match_buffer(a, (2, 8), "int8", offset_factor=1)
+        B = T.match_buffer(b, (2, 8), "int8", offset_factor=1)
+        C = T.match_buffer(c, (2, 2), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:2, 0:2], A[0:2, 0:8], B[0:2, 0:8])
+            T.writes(C[0:2, 0:2])
+            C[0, T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.smmla.v4i32.v16i8"), C.vload([0, 0], "int32x4"),
+                A.vload([0, 0], "int8x16"), B.vload([0, 0], "int8x16"), dtype="int32x4")
+
+    return impl
 
 
 def sdot_halves_high(bits: int):
