@@ -7,7 +7,7 @@ from dataclasses import replace
 from schedules.cpu import attention, gemm_float, gemm_int, pointwise
 from schedules.cpu.gemm_float import w4a16_tile
 from schedules.cpu.intrinsics import UNPACKED_FORMS, activation_offset, unpacked_forms, dot_tile, has_high_bit_form, int4_halves_tile
-from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n, int4_weights
+from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n, int4_weights, int_weight_bits
 from schedules.layouts import CpuLayout
 
 _SCHEDULES = {
@@ -85,7 +85,7 @@ def _unpacked_forms(spec, target, bucket: dict, dot: str) -> list[str]:
     first (SMMLA where the target has i8mm, else SDOT's); none for a GEMV or another byte form."""
     if bucket.get("M") == 1 or spec.op not in GEMM_OPS or float_weights(spec):
         return []
-    return unpacked_forms(dot, target.cpu_features)
+    return unpacked_forms(dot, target.cpu_features, int_weight_bits(spec))
 
 
 def _unpacked_fields(form: str) -> dict:

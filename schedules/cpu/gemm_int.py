@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from schedules.cpu.blocks import has_block
 from schedules.cpu.gemm_tiles import tile_gemm
-from schedules.cpu.intrinsics import dot_intrinsic, dot_tile, has_dot_intrinsic, unpacked_intrinsic
+from schedules.cpu.intrinsics import dot_intrinsic, dot_tile, has_dot_intrinsic, unpack_intrinsic, unpacked_intrinsic
 from schedules.gemm_facts import int_weight_bits
 
 # Per-token stages before the tiles when the kernel quantises its float input (the q8 path):
@@ -42,11 +42,12 @@ def schedule_activation_stages(sch, target, layout) -> None:
 def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int) -> None:
     nt, kt = layout.n_tile, layout.k_tile
     channels = dot_tile(layout.int8_dot)[0]  # the instruction's (a weight tile may hold several side by side)
-    intrinsic, tile_rows = None, 1
-    unpacked = layout.weights_unpacked and weight_bits != 8
-    if unpacked:  # the tiles read the scratch of bytes, several k steps (or rows, SMMLA) per call
-        intrinsic, form = unpacked_intrinsic(layout.unpacked_form or layout.int8_dot)
+    intrinsic, tile_rows, unpack = None, 1, None
+    if layout.weights_unpacked and weight_bits != 8:  # the tiles read the scratch of bytes, several k steps (or rows, SMMLA) per call
+        kind = layout.unpacked_form or layout.int8_dot
+        intrinsic, form = unpacked_intrinsic(kind)
         channels, kt, tile_rows = form.channels, form.k, form.rows
+        unpack = unpack_intrinsic(kind)
     elif has_dot_intrinsic(layout.int8_dot, weight_bits):
         intrinsic = dot_intrinsic(layout.int8_dot, weight_bits, halves=layout.int4_halves)
     schedule_activation_stages(sch, target, layout)
@@ -98,4 +99,4 @@ def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int
         acc_cols -= channels
     tile_gemm(sch, n=n, out=out, m_tile=layout.m_tile, n_multiple=nt, n_preferred=preferred,
               n_limit=max(64, 4 * nt), micro_kernel=micro_kernel, n_fixed=nt if stream else None,
-              lanes=target.float_lanes, acc_cols=acc_cols)
+              lanes=target.float_lanes, acc_cols=acc_cols, unpack=unpack)

@@ -29,7 +29,8 @@ from typing import Callable
 
 from schedules.cpu.intrinsic_parts import activations_x4, high_bits, high_plane_shape, impl_high_of, impl_of, \
     int16_weights, int8_weights
-from schedules.cpu.intrinsics_arm import neon_form, sdot_form, sdot_halves, sdot_halves_high, sdot_steps, smmla_tile
+from schedules.cpu.intrinsics_arm import neon_form, sdot_form, sdot_halves, sdot_halves_high, sdot_steps, smmla_tile, \
+    unpack_runs
 
 _REGISTERED: dict[tuple[str, int], str] = {}
 
@@ -257,6 +258,10 @@ class UnpackedForm:
     k: int  # k per call
     k_run: int  # k values of one channel contiguous in the scratch
     impl: Callable[[], object]
+    weight_bits: tuple[int, ...] = (4, 5, 6)  # the weights whose scratch it is made for
+    # an intrinsic making 4 channels' runs of the scratch from int4 halves, where the schedule's SIMD
+    # loop cannot (runs of 8 k from halves of 4: TVM's vectoriser would gather byte by byte)
+    unpack: Callable[[], object] | None = None
 
 
 # Byte forms whose weights a GEMM of several token rows unpacks once per column block, and the
@@ -270,16 +275,57 @@ class UnpackedForm:
 # SDOT's form: 4 channels x 8 k per call (two 4-k steps, the activations of both from one load).
 # SMMLA's (i8mm): 2 rows x 2 channels x 8 k, 32 products per instruction.
 UNPACKED_FORMS = {
-    "smmla": UnpackedForm("sdot_unsigned", "i8mm", channels=2, rows=2, k=8, k_run=8, impl=smmla_tile),
+    # int4 only: 5- and 6-bit values have no unpack intrinsic for its runs yet (they keep SDOT's)
+    "smmla": UnpackedForm("sdot_unsigned", "i8mm", channels=2, rows=2, k=8, k_run=8, impl=smmla_tile,
+                          weight_bits=(4,), unpack=unpack_runs),
     "sdot_unsigned": UnpackedForm("sdot_unsigned", "", channels=4, rows=1, k=8, k_run=4,
                                   impl=lambda: sdot_steps(2)),
 }
 
 
-def unpacked_forms(int8_dot: str, cpu_features) -> list[str]:
-    """The unpacked forms a GEMM with byte form `int8_dot` may run on a CPU with these features, preferred first."""
-    return [name for name, form in UNPACKED_FORMS.items()
-            if form.byte_form == int8_dot and (not form.feature or form.feature in cpu_features)]
+def unpacked_forms(int8_dot: str, cpu_features, bits: int) -> list[str]:
+    """The unpacked forms a GEMM with byte form `int8_dot` and weights of `bits` may run on a CPU
+    with these features, preferred first."""
+    return [name for name, form in UNPACKED_FORMS.items() if form.byte_form == int8_dot and bits in form.weight_bits
+            and (not form.feature or form.feature in cpu_features)]
+
+
+def _desc_unpack(nt: int, kt: int):
+    """Out[c, k] = the offset-binary nibble of W[c, k % (kt/2)] (low for the first half of k, high
+    for the second), as the ops' tensor expression writes the unpacked scratch (kt = its run)."""
+    from tvm.script import tirx as T
+
+    half = kt // 2
+
+    @T.prim_func(s_tir=True)
+    def desc(w: T.handle, out: T.handle):
+        W = T.match_buffer(w, (nt, half), "int8", offset_factor=1)
+        Out = T.match_buffer(out, (nt, kt), "int8", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(W[0:nt, 0:half])
+            T.writes(Out[0:nt, 0:kt])
+            for c, k in T.grid(nt, kt):
+                with T.sblock("unpack"):
+                    vc, vk = T.axis.remap("SS", [c, k])
+                    Out[vc, vk] = T.Cast("int8", T.bitwise_and(
+                        T.shift_right(T.Cast("int32", W[vc, vk % half]), vk // half * 4), 15))
+
+    return desc
+
+
+def unpack_intrinsic(kind: str) -> tuple[str, int] | None:
+    """(registered name, channels) of the intrinsic that makes unpacked form `kind`'s scratch (None:
+    the schedule's SIMD loop does)."""
+    form = UNPACKED_FORMS[kind]
+    if form.unpack is None:
+        return None
+    if (kind, "unpack") not in _REGISTERED:
+        from tvm.s_tir import TensorIntrin
+
+        name = f"ekc_unpack_4x{form.k_run}_{kind}"
+        TensorIntrin.register(name, _desc_unpack(4, form.k_run), form.unpack())
+        _REGISTERED[(kind, "unpack")] = name
+    return _REGISTERED[(kind, "unpack")], 4
 
 
 def _desc_steps(nt: int, steps: int):
@@ -428,3 +474,4 @@ def register_all() -> None:
             dot_intrinsic(kind, bits)
     for kind in UNPACKED_FORMS:
         unpacked_intrinsic(kind)
+        unpack_intrinsic(kind)

@@ -97,6 +97,31 @@ def smmla_tile():
     return impl
 
 
+def unpack_runs():
+    """A packed tile of 4 channels' int4 weights in offset-binary halves (4 bytes a channel: k 0-3
+    in the low nibbles, k 4-7 in the high) as bytes, each channel's 8 k contiguous (SMMLA's
+    operand): AND and USHR give the halves, ZIP1 / ZIP2 of 32-bit words put each channel's two
+    halves side by side. (TVM's vectoriser gathers such a run byte by byte: its k % 4 is no ramp.)"""
+    from tvm.script import tirx as T
+
+    first, second = [0, 4, 1, 5], [2, 6, 3, 7]  # words of [low, high]: channels 0-1, then 2-3
+
+    @T.prim_func(s_tir=True)
+    def impl(w: T.handle, out: T.handle):
+        W = T.match_buffer(w, (4, 4), "int8", offset_factor=1)
+        Out = T.match_buffer(out, (4, 8), "int8", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(W[0:4, 0:4])
+            T.writes(Out[0:4, 0:8])
+            packed = T.reinterpret(W.vload([0, 0], "int8x16"), dtype="uint8x16")
+            low = T.reinterpret(T.bitwise_and(packed, T.Broadcast(T.uint8(15), 16)), dtype="int32x4")
+            high = T.reinterpret(T.shift_right(packed, T.Broadcast(T.uint8(4), 16)), dtype="int32x4")
+            Out[0, T.ramp(T.int32(0), 1, 16)] = T.reinterpret(T.Shuffle([low, high], first), dtype="int8x16")
+            Out[2, T.ramp(T.int32(0), 1, 16)] = T.reinterpret(T.Shuffle([low, high], second), dtype="int8x16")
+
+    return impl
+
+
 def sdot_halves_high(bits: int):
     """sdot_halves' unsigned form with the bits above each value's nibble (intrinsic_parts.high_bits):
     5 bits TBL, CMTST, AND, ORR into the nibbles, about 7 more instructions per 2 SDOT; 6 bits TBL,
