@@ -115,9 +115,9 @@ def test_q8_prefill_unpacks_weights_once_on_sdot_only():
 
 
 def test_q8_prefill_with_i8mm_unpacks_into_smmla_tiles():
-    """With i8mm (arm-i8mm) the any-length q8 GEMM on int4 weights unpacks into SMMLA's tiles (runs of
-    8 k per channel, 2 token rows a tile), SDOT's form a layout choice; its one-token GEMV, 5- and
-    6-bit weights (no unpack intrinsic for their runs) and targets without i8mm keep SDOT's."""
+    """With i8mm (arm-i8mm) the any-length q8 GEMM on 4-, 5- and 6-bit weights unpacks into SMMLA's
+    tiles (runs of 8 k per channel, 2 token rows a tile), SDOT's form a layout choice; its one-token
+    GEMV and targets without i8mm keep SDOT's."""
     i8mm, arm = targets.get("arm-i8mm"), targets.get("arm")
     spec = make_spec("qgemm_w4a8", n=64, k=128, group=32, act="q8_0")
     layout = schedules.layout(spec, i8mm, {})
@@ -125,7 +125,8 @@ def test_q8_prefill_with_i8mm_unpacks_into_smmla_tiles():
     assert not schedules.layout(spec, i8mm, {"M": 1}).weights_unpacked
     assert (schedules.layout(spec, arm, {}).unpacked_form, schedules.layout(spec, arm, {}).unpacked_k) == ("sdot_unsigned", 4)
     q6_k = make_spec("qgemm_gguf", n=64, k=256, type="Q6_K", act="q8_0")
-    assert schedules.layout(q6_k, i8mm, {}).unpacked_form == "sdot_unsigned"
+    assert schedules.layout(q6_k, i8mm, {}).unpacked_form == "smmla"
+    assert schedules.layout(q6_k, arm, {}).unpacked_form == "sdot_unsigned"
     forms = [c.unpacked_form for c in schedules.layout_choices(spec, i8mm, {}) if c.weights_unpacked]
     assert forms == ["smmla", "smmla", "smmla", "sdot_unsigned"]
 

@@ -47,7 +47,7 @@ def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int
         kind = layout.unpacked_form or layout.int8_dot
         intrinsic, form = unpacked_intrinsic(kind)
         channels, kt, tile_rows = form.channels, form.k, form.rows
-        unpack = unpack_intrinsic(kind)
+        unpack = unpack_intrinsic(kind, weight_bits)
     elif has_dot_intrinsic(layout.int8_dot, weight_bits):
         intrinsic = dot_intrinsic(layout.int8_dot, weight_bits, halves=layout.int4_halves)
     schedule_activation_stages(sch, target, layout)

@@ -71,6 +71,19 @@ def _desc(nt: int, kt: int, bits: int, offset: int = 0, halves: bool = False, un
     return desc
 
 
+def _high_value(B, H, c, k, kt: int, bits: int):
+    """The int32 value of channel c's k in a tile of offset-binary nibble halves B with the bits above
+    them in H (5 bits: bit k of H[c]; 6 bits: packing.py high_bit_pairs), as ops/qgemm_int.py reads it."""
+    from tvm.script import tirx as T
+
+    nibble = T.bitwise_and(T.shift_right(T.Cast("int32", B[c, k % (kt // 2)]), k // (kt // 2) * 4), 15)
+    if bits == 5:
+        top = T.bitwise_and(T.shift_right(T.Cast("int32", H[c]), k), 1)
+    else:
+        top = T.bitwise_and(T.shift_right(T.Cast("int32", H[c, k % 2]), k % 4 // 2 * 4 + k % kt // 4 * 2), 3)
+    return T.bitwise_or(nibble, T.shift_left(top, 4))
+
+
 def _desc_high(nt: int, kt: int, bits: int):
     """_desc's offset-binary halves with the bits above each nibble, from the tile's high-bit plane H
     (ops/qgemm_int.py): 5 bits, W[c, k] = nibble | ((H[c] >> k) & 1) << 4, one byte per channel
@@ -82,12 +95,7 @@ def _desc_high(nt: int, kt: int, bits: int):
     region = tuple(slice(0, e) for e in shape)
 
     def weight(B, H, c, k):
-        nibble = T.bitwise_and(T.shift_right(T.Cast("int32", B[c, k % (kt // 2)]), k // (kt // 2) * 4), 15)
-        if bits == 5:
-            top = T.bitwise_and(T.shift_right(T.Cast("int32", H[c]), k), 1)
-        else:
-            top = T.bitwise_and(T.shift_right(T.Cast("int32", H[c, k % 2]), k % 4 // 2 * 4 + k % kt // 4 * 2), 3)
-        return T.bitwise_or(nibble, T.shift_left(top, 4))
+        return _high_value(B, H, c, k, kt, bits)
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, h: T.handle, c: T.handle):
@@ -259,9 +267,10 @@ class UnpackedForm:
     k_run: int  # k values of one channel contiguous in the scratch
     impl: Callable[[], object]
     weight_bits: tuple[int, ...] = (4, 5, 6)  # the weights whose scratch it is made for
-    # an intrinsic making 4 channels' runs of the scratch from int4 halves, where the schedule's SIMD
-    # loop cannot (runs of 8 k from halves of 4: TVM's vectoriser would gather byte by byte)
-    unpack: Callable[[], object] | None = None
+    # an intrinsic (factory taking the weight bits) making 4 channels' runs of the scratch from
+    # nibble halves, where the schedule's SIMD loop cannot (runs of 8 k from halves of 4: TVM's
+    # vectoriser would gather byte by byte)
+    unpack: Callable[[int], object] | None = None
 
 
 # Byte forms whose weights a GEMM of several token rows unpacks once per column block, and the
@@ -275,9 +284,8 @@ class UnpackedForm:
 # SDOT's form: 4 channels x 8 k per call (two 4-k steps, the activations of both from one load).
 # SMMLA's (i8mm): 2 rows x 2 channels x 8 k, 32 products per instruction.
 UNPACKED_FORMS = {
-    # int4 only: 5- and 6-bit values have no unpack intrinsic for its runs yet (they keep SDOT's)
     "smmla": UnpackedForm("sdot_unsigned", "i8mm", channels=2, rows=2, k=8, k_run=8, impl=smmla_tile,
-                          weight_bits=(4,), unpack=unpack_runs),
+                          unpack=unpack_runs),
     "sdot_unsigned": UnpackedForm("sdot_unsigned", "", channels=4, rows=1, k=8, k_run=4,
                                   impl=lambda: sdot_steps(2)),
 }
@@ -290,42 +298,61 @@ def unpacked_forms(int8_dot: str, cpu_features, bits: int) -> list[str]:
             and (not form.feature or form.feature in cpu_features)]
 
 
-def _desc_unpack(nt: int, kt: int):
-    """Out[c, k] = the offset-binary nibble of W[c, k % (kt/2)] (low for the first half of k, high
-    for the second), as the ops' tensor expression writes the unpacked scratch (kt = its run)."""
+def _desc_unpack(nt: int, kt: int, bits: int):
+    """Out[c, k] = channel c's value k of a tile in offset-binary nibble halves W (the low nibble of
+    W[c, k % (kt/2)] for the first half of k, the high for the second; 5 or 6 bits: with the bits
+    above from the high-bit plane H), as the ops' tensor expression writes the unpacked scratch (kt:
+    its run)."""
     from tvm.script import tirx as T
 
     half = kt // 2
+    if bits == 4:
+        @T.prim_func(s_tir=True)
+        def desc(w: T.handle, out: T.handle):
+            W = T.match_buffer(w, (nt, half), "int8", offset_factor=1)
+            Out = T.match_buffer(out, (nt, kt), "int8", offset_factor=1)
+            with T.sblock("root"):
+                T.reads(W[0:nt, 0:half])
+                T.writes(Out[0:nt, 0:kt])
+                for c, k in T.grid(nt, kt):
+                    with T.sblock("unpack"):
+                        vc, vk = T.axis.remap("SS", [c, k])
+                        Out[vc, vk] = T.Cast("int8", T.bitwise_and(
+                            T.shift_right(T.Cast("int32", W[vc, vk % half]), vk // half * 4), 15))
+
+        return desc
+    shape = high_plane_shape(nt, bits)
+    region = tuple(slice(0, e) for e in shape)
 
     @T.prim_func(s_tir=True)
-    def desc(w: T.handle, out: T.handle):
+    def desc_high(w: T.handle, h: T.handle, out: T.handle):
         W = T.match_buffer(w, (nt, half), "int8", offset_factor=1)
+        H = T.match_buffer(h, shape, "int8", offset_factor=1)
         Out = T.match_buffer(out, (nt, kt), "int8", offset_factor=1)
         with T.sblock("root"):
-            T.reads(W[0:nt, 0:half])
+            T.reads(W[0:nt, 0:half], H[region])
             T.writes(Out[0:nt, 0:kt])
             for c, k in T.grid(nt, kt):
                 with T.sblock("unpack"):
                     vc, vk = T.axis.remap("SS", [c, k])
-                    Out[vc, vk] = T.Cast("int8", T.bitwise_and(
-                        T.shift_right(T.Cast("int32", W[vc, vk % half]), vk // half * 4), 15))
+                    Out[vc, vk] = T.Cast("int8", _high_value(W, H, vc, vk, kt, bits))
 
-    return desc
+    return desc_high
 
 
-def unpack_intrinsic(kind: str) -> tuple[str, int] | None:
-    """(registered name, channels) of the intrinsic that makes unpacked form `kind`'s scratch (None:
-    the schedule's SIMD loop does)."""
+def unpack_intrinsic(kind: str, bits: int) -> tuple[str, int] | None:
+    """(registered name, channels) of the intrinsic that makes unpacked form `kind`'s scratch from
+    weights of `bits` (None: the schedule's SIMD loop does)."""
     form = UNPACKED_FORMS[kind]
     if form.unpack is None:
         return None
-    if (kind, "unpack") not in _REGISTERED:
+    if (kind, "unpack", bits) not in _REGISTERED:
         from tvm.s_tir import TensorIntrin
 
-        name = f"ekc_unpack_4x{form.k_run}_{kind}"
-        TensorIntrin.register(name, _desc_unpack(4, form.k_run), form.unpack())
-        _REGISTERED[(kind, "unpack")] = name
-    return _REGISTERED[(kind, "unpack")], 4
+        name = f"ekc_unpack_4x{form.k_run}_w{bits}_{kind}"
+        TensorIntrin.register(name, _desc_unpack(4, form.k_run, bits), form.unpack(bits))
+        _REGISTERED[(kind, "unpack", bits)] = name
+    return _REGISTERED[(kind, "unpack", bits)], 4
 
 
 def _desc_steps(nt: int, steps: int):
@@ -474,4 +501,5 @@ def register_all() -> None:
             dot_intrinsic(kind, bits)
     for kind in UNPACKED_FORMS:
         unpacked_intrinsic(kind)
-        unpack_intrinsic(kind)
+        for bits in UNPACKED_FORMS[kind].weight_bits:
+            unpack_intrinsic(kind, bits)
