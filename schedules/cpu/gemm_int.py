@@ -47,7 +47,8 @@ def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int
     nt, kt = layout.n_tile, layout.k_tile
     channels = dot_tile(layout.int8_dot)[0]  # the instruction's (a weight tile may hold several side by side)
     intrinsic, tile_rows, unpack = None, 1, None
-    if layout.weights_unpacked and weight_bits != 8:  # the tiles read the scratch of bytes, several k steps (or rows, SMMLA) per call
+    # the tiles read the scratch of bytes, several k steps (or rows: SMMLA) per call
+    if layout.weights_unpacked and weight_bits != 8:
         kind = layout.unpacked_form or layout.int8_dot
         intrinsic, form = unpacked_intrinsic(kind)
         channels, kt, tile_rows = form.channels, form.k, form.rows

@@ -4,8 +4,8 @@ SDOT on ARMv8.2+ (int8, int4 in halves, offset-binary int4, 5- and 6-bit values)
 
 from __future__ import annotations
 
-from schedules.cpu.intrinsic_parts import activations_x4, high_bits, high_plane_shape, impl_high_of, impl_of, impl_steps_of, \
-    int8_weights
+from schedules.cpu.intrinsic_parts import activations_x4, high_bits, high_plane_shape, impl_high_of, impl_of, \
+    impl_steps_of, int8_weights
 
 
 def _sdot(acc, a, b):
