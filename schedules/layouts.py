@@ -36,6 +36,13 @@ class Layout:
     # ... and, in a GEMM of several token rows, unpacked once per column block into a scratch of one
     # int8 byte per value (the int8 dot form's tiles), which every row tile reads: no unpack per tile
     weights_unpacked: bool = False
+    # ... and the intrinsic form whose tiles the scratch holds (schedules/cpu/intrinsics.py
+    # UNPACKED_FORMS: SDOT's, or SMMLA's with i8mm), its tile's k per channel run in the scratch
+    # ([N/nt, K/unpacked_k, nt, unpacked_k]), and its token rows: with 2 (SMMLA) the activations are
+    # copied in tiles of 2 rows x unpacked_k too
+    unpacked_form: str = ""
+    unpacked_k: int = 4
+    unpacked_rows: int = 1
 
     def to_json(self) -> dict[str, Any]:
         return {"family": self.family, **asdict(self)}

@@ -114,6 +114,23 @@ def test_q8_prefill_unpacks_weights_once_on_sdot_only():
     assert [c.weights_unpacked for c in schedules.layout_choices(spec, arm, {})] == [True, True, True, False]
 
 
+def test_q8_prefill_with_i8mm_unpacks_into_smmla_tiles():
+    """With i8mm (arm-i8mm) the any-length q8 GEMM on 4-, 5- and 6-bit weights unpacks into SMMLA's
+    tiles (runs of 8 k per channel, 2 token rows a tile), SDOT's form a layout choice; its one-token
+    GEMV and targets without i8mm keep SDOT's."""
+    i8mm, arm = targets.get("arm-i8mm"), targets.get("arm")
+    spec = make_spec("qgemm_w4a8", n=64, k=128, group=32, act="q8_0")
+    layout = schedules.layout(spec, i8mm, {})
+    assert (layout.weights_unpacked, layout.unpacked_form, layout.unpacked_k, layout.unpacked_rows) == (True, "smmla", 8, 2)
+    assert not schedules.layout(spec, i8mm, {"M": 1}).weights_unpacked
+    assert (schedules.layout(spec, arm, {}).unpacked_form, schedules.layout(spec, arm, {}).unpacked_k) == ("sdot_unsigned", 4)
+    q6_k = make_spec("qgemm_gguf", n=64, k=256, type="Q6_K", act="q8_0")
+    assert schedules.layout(q6_k, i8mm, {}).unpacked_form == "smmla"
+    assert schedules.layout(q6_k, arm, {}).unpacked_form == "sdot_unsigned"
+    forms = [c.unpacked_form for c in schedules.layout_choices(spec, i8mm, {}) if c.weights_unpacked]
+    assert forms == ["smmla", "smmla", "smmla", "sdot_unsigned"]
+
+
 def test_attention_tile_form_is_a_target_fact():
     """Keys in lanes where the target file says so (ARM, by the cycle model); x86 keeps the per-key
     tile (measured); never on a non-attention op's layout."""

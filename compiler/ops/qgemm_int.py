@@ -262,17 +262,30 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
     else:
         kk = te.reduce_axis((0, group), name="kk")
         operand = weight
+
+        def activation(i, kg):
+            return x[row(i), kg]
         if layout.weights_unpacked and bits != 8:
-            # one int8 byte per value, in the int8 dot form's tiles (4 k per channel), made once per
-            # column block by the schedule and read by every row tile
-            unpacked = te.compute((n // nt, k // 4, nt, 4), lambda t, q, c, e: weight(t * nt + c, q * 4 + e).astype("int8"),
-                                  name="w_unpacked")
+            # one int8 byte per value, in the unpacked form's tiles (unpacked_k k per channel), made
+            # once per column block by the schedule and read by every row tile
+            run = layout.unpacked_k
+            unpacked = te.compute((n // nt, k // run, nt, run),
+                                  lambda t, q, c, e: weight(t * nt + c, q * run + e).astype("int8"), name="w_unpacked")
 
             def operand(j, kg):
-                return unpacked[j // nt, kg // 4, j % nt, kg % 4].astype("int32")
+                return unpacked[j // nt, kg // run, j % nt, kg % run].astype("int32")
+            if layout.unpacked_rows > 1:
+                # the activations in the same tiles, unpacked_rows token rows each (SMMLA's operand:
+                # 2 rows x 8 k, contiguous), padded rows re-reading row m-1
+                pairs = layout.unpacked_rows
+                tiled = te.compute((rows // pairs, k // run, pairs, run),
+                                   lambda p, q, r, e: x[row(p * pairs + r), q * run + e], name="x_tiles")
+
+                def activation(i, kg):
+                    return tiled[i // pairs, kg // run, i % pairs, kg % run]
 
         def dot(i, g, j):  # with an activation offset o (unsigned-activation instructions): sum((x + o) w)
-            xv = x[row(i), g * group + kk].astype("int32")
+            xv = activation(i, g * group + kk).astype("int32")
             return te.sum(((xv + offset) if offset else xv) * operand(j, g * group + kk), axis=kk, init=acc_init(i, g))
 
     # group before column: a dot-product instruction writes adjacent columns

@@ -6,8 +6,9 @@ from dataclasses import replace
 
 from schedules.cpu import attention, gemm_float, gemm_int, pointwise
 from schedules.cpu.gemm_float import w4a16_tile
-from schedules.cpu.intrinsics import UNPACKED_FORMS, activation_offset, dot_tile, has_high_bit_form, int4_halves_tile
-from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n, int4_weights
+from schedules.cpu.intrinsics import UNPACKED_FORMS, activation_offset, dot_tile, has_high_bit_form, int4_halves_tile, \
+    unpacked_forms
+from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n, int4_weights, int_weight_bits
 from schedules.layouts import CpuLayout
 
 _SCHEDULES = {
@@ -52,6 +53,7 @@ def buckets(spec, target) -> list[dict]:
 def layout(spec, target, bucket: dict) -> CpuLayout:
     dot = _int8_dot(spec, target)
     halves = int4_halves_tile(dot) if spec.op in GEMM_OPS and not float_weights(spec) and int4_weights(spec) else None
+    unpacked = _unpacked_forms(spec, target, bucket, dot)
     return CpuLayout(
         bucket=dict(bucket),
         # int8 weights tiled as the dot-product intrinsic consumes them (SDOT: 4 channels x 4 k, four
@@ -62,7 +64,8 @@ def layout(spec, target, bucket: dict) -> CpuLayout:
         k_tile=halves[0] if halves else dot_tile(dot)[1],
         int4_halves=halves is not None,
         int4_unsigned=bool(halves and halves[1]),
-        weights_unpacked=bucket.get("M") != 1 and dot in UNPACKED_FORMS and spec.op in GEMM_OPS and not float_weights(spec),
+        weights_unpacked=bool(unpacked),
+        **(_unpacked_fields(unpacked[0]) if unpacked else {}),
         act_offset=activation_offset(dot) if spec.op in GEMM_OPS and not float_weights(spec) else 0,
         m_tile=1 if bucket.get("M") == 1 else GEMM_ROW_TILE,
         kv_tile=32,
@@ -76,6 +79,19 @@ def layout(spec, target, bucket: dict) -> CpuLayout:
         query_dot="" if target.attention_keys_in_lanes else _attention_query_dot(spec, target),
         key_fold=_attention_key_fold(spec, target),
     )
+
+
+def _unpacked_forms(spec, target, bucket: dict, dot: str) -> list[str]:
+    """The forms a multi-row int GEMM may run on weights unpacked once per column block, preferred
+    first (SMMLA where the target has i8mm, else SDOT's); none for a GEMV or another byte form."""
+    if bucket.get("M") == 1 or spec.op not in GEMM_OPS or float_weights(spec):
+        return []
+    return unpacked_forms(dot, target.cpu_features, int_weight_bits(spec))
+
+
+def _unpacked_fields(form: str) -> dict:
+    """The Layout fields of unpacked form `form` (its scratch's and activations' tiles)."""
+    return {"unpacked_form": form, "unpacked_k": UNPACKED_FORMS[form].k_run, "unpacked_rows": UNPACKED_FORMS[form].rows}
 
 
 def _attention_key_fold(spec, target) -> bool:
@@ -161,6 +177,8 @@ def layout_choices(spec, target, bucket: dict) -> list[CpuLayout]:
                         {"query_dot": query_dot, "keys_in_lanes": False}]
     if spec.op in GEMM_OPS and default.m_tile > 1:
         changes = [{"m_tile": m} for m in (2, 8)] + ([{"weights_unpacked": False}] if default.weights_unpacked else [])
+        # the other unpacked forms of the target (SDOT's where SMMLA is the default)
+        changes += [_unpacked_fields(form) for form in _unpacked_forms(spec, target, bucket, default.int8_dot)[1:]]
     elif spec.op == "attention_prefill":  # a key tile is whole vectors of the head-dim lanes
         changes = [{"kv_tile": t} for t in (16, 64) if t % default.lanes == 0] + [{"q_rows": 2}, {"q_rows": 8}]
     elif spec.op == "attention_decode":

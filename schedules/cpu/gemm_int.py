@@ -6,14 +6,18 @@ activation bytes meet each weight tile on the target's dot-product instruction (
 SMULL + pairwise adds on ARMv8.0, VPMADDWD / VPMADDUBSW / VPDPBUSD on x86, VRMPY on Hexagon:
 schedules/cpu/intrinsics.py), so a weight tile loaded once serves every row. int4 weights are
 unpacked in registers inside the intrinsic (nibble halves where the layout says so: an AND or a
-shift per half), so no unpacked copy of the weight exists in memory.
+shift per half), except in a q8-path GEMM of several rows (Layout.weights_unpacked): there each
+column block's weights are unpacked once into a scratch of bytes that every row tile reads, in the
+tiles of the layout's unpacked form: SDOT's (4 channels x 4 k), or with i8mm SMMLA's (each
+channel's 8 k contiguous; the activations copied in tiles of 2 rows x 8 k and the int32
+accumulators laid out in 2 x 2 tiles, so one SMMLA reads and writes whole registers).
 """
 
 from __future__ import annotations
 
 from schedules.cpu.blocks import has_block
 from schedules.cpu.gemm_tiles import tile_gemm
-from schedules.cpu.intrinsics import dot_intrinsic, dot_tile, has_dot_intrinsic, unpacked_intrinsic
+from schedules.cpu.intrinsics import dot_intrinsic, dot_tile, has_dot_intrinsic, unpack_intrinsic, unpacked_intrinsic
 from schedules.gemm_facts import int_weight_bits
 
 # Per-token stages before the tiles when the kernel quantises its float input (the q8 path):
@@ -42,16 +46,41 @@ def schedule_activation_stages(sch, target, layout) -> None:
 def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int) -> None:
     nt, kt = layout.n_tile, layout.k_tile
     channels = dot_tile(layout.int8_dot)[0]  # the instruction's (a weight tile may hold several side by side)
-    intrinsic = None
-    if layout.weights_unpacked:  # the tiles read the scratch of bytes, several k steps per call
-        intrinsic, channels, kt = unpacked_intrinsic(layout.int8_dot)
+    intrinsic, tile_rows, unpack = None, 1, None
+    # the tiles read the scratch of bytes, several k steps (or rows: SMMLA) per call
+    if layout.weights_unpacked and weight_bits != 8:
+        kind = layout.unpacked_form or layout.int8_dot
+        intrinsic, form = unpacked_intrinsic(kind)
+        channels, kt, tile_rows = form.channels, form.k, form.rows
+        unpack = unpack_intrinsic(kind, weight_bits)
     elif has_dot_intrinsic(layout.int8_dot, weight_bits):
         intrinsic = dot_intrinsic(layout.int8_dot, weight_bits, halves=layout.int4_halves)
     schedule_activation_stages(sch, target, layout)
+    if tile_rows > 1:
+        # the activations' copy in row tiles: rows in parallel, a SIMD copy of each row's k run
+        tiles = sch.get_sblock("x_tiles")
+        tile, _, row, values = sch.get_loops(tiles)
+        sch.parallel(tile)
+        sch.unroll(row)
+        sch.vectorize(values)
 
     def micro_kernel(sch, acc, k, rows, cols, inner):
         ko, kl = sch.split(k, [None, kt])
         ct, cl = sch.split(cols, [None, channels])
+        if tile_rows > 1:
+            # Intrinsics on tiles of several rows (SMMLA: 2 x 2) write their accumulators as one
+            # vector: the accumulator laid out in such tiles (after the loops are placed: its
+            # region is then a whole row tile), so each stays one register; the group scaling
+            # reads its rows back from two tiles.
+            sch.transform_layout(acc, ("write", 0), lambda i, g, j: (
+                i // tile_rows, g, j // channels, i % tile_rows, j % channels))
+            ro, ri = sch.split(rows, [None, tile_rows])
+            sch.reorder(ko, ro, ct, ri, cl, kl)
+            sch.unroll(ro)
+            sch.unroll(ct)
+            sch.decompose_reduction(acc, ko)
+            sch.tensorize(ri, intrinsic)
+            return
         sch.reorder(ko, rows, ct, cl, kl)
         sch.unroll(rows)
         sch.unroll(ct)
@@ -75,4 +104,4 @@ def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int
         acc_cols -= channels
     tile_gemm(sch, n=n, out=out, m_tile=layout.m_tile, n_multiple=nt, n_preferred=preferred,
               n_limit=max(64, 4 * nt), micro_kernel=micro_kernel, n_fixed=nt if stream else None,
-              lanes=target.float_lanes, acc_cols=acc_cols)
+              lanes=target.float_lanes, acc_cols=acc_cols, unpack=unpack)

@@ -13,12 +13,14 @@ WIDENED_SCALES = ("w_scale_f32", "w_min_f32")  # ops/qgemm_int.py's float32 copi
 
 
 def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferred: int, n_limit: int,
-              micro_kernel, n_fixed: int | None = None, lanes: int = 1, acc_cols: int | None = None) -> None:
+              micro_kernel, n_fixed: int | None = None, lanes: int = 1, acc_cols: int | None = None,
+              unpack: tuple[str, int] | None = None) -> None:
     """n_fixed: a column block that is not tuned. micro_kernel(sch, acc, k_loop, row_loop, col_loop, inner_loops) splits, orders and
     vectorises/tensorises the block `acc` below its group loop; it receives the loops of one K
     group (inner_loops: further reduction loops of acc after k, e.g. the nibble of a byte).
     lanes: float32 SIMD lanes, for the group scaling. acc_cols: on the q8 path, the columns of one
-    accumulator tile, walked through every group before the next (a divisor of n_multiple)."""
+    accumulator tile, walked through every group before the next (a divisor of n_multiple).
+    unpack: (intrinsic, channels) making the unpacked weight scratch, where a SIMD loop cannot."""
     acc = sch.get_sblock("acc")
     if n_fixed is None:
         n_block = sample_divisor(sch, "n_block", acc, n, multiple_of=n_multiple, preferred=n_preferred, limit=n_limit)
@@ -74,7 +76,11 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
             # replay with the same loops whatever n_block the tuner samples
             sch.compute_at(unpacked, jo, preserve_unit_loops=True)
             channels, values = sch.get_loops(unpacked)[-2:]
-            sch.vectorize(sch.fuse(channels, values))
+            if unpack:
+                _, channel_tile = sch.split(channels, [None, unpack[1]])
+                sch.tensorize(channel_tile, unpack[0])
+            else:
+                sch.vectorize(sch.fuse(channels, values))
     elif has_block(sch, "ysum"):  # group scales: fp32 sum over groups, one SIMD pass per group
         sch.reverse_compute_at(sch.get_sblock("ysum"), g)
     store = sch.get_sblock(out)

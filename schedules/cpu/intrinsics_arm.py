@@ -1,9 +1,11 @@
 """ARM implementations of the dot-product intrinsics (schedules/cpu/intrinsics.py registers them):
-SDOT on ARMv8.2+ (int8, int4 in halves, offset-binary int4, 5- and 6-bit values), SMULL on ARMv8.0."""
+SDOT on ARMv8.2+ (int8, int4 in halves, offset-binary int4, 5- and 6-bit values), SMMLA with i8mm
+(on the unpacked scratch), SMULL on ARMv8.0."""
 
 from __future__ import annotations
 
-from schedules.cpu.intrinsic_parts import activations_x4, high_bits, impl_high_of, impl_of, impl_steps_of, int8_weights
+from schedules.cpu.intrinsic_parts import activations_x4, high_bits, high_plane_shape, impl_high_of, impl_of, \
+    impl_steps_of, int8_weights
 
 
 def _sdot(acc, a, b):
@@ -72,6 +74,79 @@ def sdot_steps(steps: int):
         return value
 
     return impl_steps_of(4, steps, update)
+
+
+def smmla_tile():
+    """SMMLA (i8mm) on a 2-row x 2-channel x 8-k tile: C (2 x 2 int32, contiguous: the accumulator
+    laid out in such tiles) += A (2 rows x 8 k, contiguous: the activations copied in row pairs)
+    times B (2 channels x 8 k, contiguous: the unpacked scratch), one instruction for 32 products
+    where SDOT does 16."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle):
+        A = T.match_buffer(a, (2, 8), "int8", offset_factor=1)
+        B = T.match_buffer(b, (2, 8), "int8", offset_factor=1)
+        C = T.match_buffer(c, (2, 2), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:2, 0:2], A[0:2, 0:8], B[0:2, 0:8])
+            T.writes(C[0:2, 0:2])
+            C[0, T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.smmla.v4i32.v16i8"), C.vload([0, 0], "int32x4"),
+                A.vload([0, 0], "int8x16"), B.vload([0, 0], "int8x16"), dtype="int32x4")
+
+    return impl
+
+
+def unpack_runs(bits: int = 4):
+    """A packed tile of 4 channels' weights in offset-binary nibble halves (4 bytes a channel: k 0-3
+    in the low nibbles, k 4-7 in the high; 5 or 6 bits: the bits above them ORed in from the tile's
+    high-bit plane, as sdot_halves_high does) as bytes, each channel's 8 k contiguous (SMMLA's
+    operand): AND and USHR give the halves, ZIP1 / ZIP2 of 32-bit words put each channel's two
+    halves side by side. (TVM's vectoriser gathers such a run byte by byte: its k % 4 is no ramp.)"""
+    from tvm.script import tirx as T
+
+    first, second = [0, 4, 1, 5], [2, 6, 3, 7]  # words of [low, high]: channels 0-1, then 2-3
+
+    def halves(W, H=None):
+        packed = T.reinterpret(W.vload([0, 0], "int8x16"), dtype="uint8x16")
+        low = T.reinterpret(T.bitwise_and(packed, T.Broadcast(T.uint8(15), 16)), dtype="int8x16")
+        high = T.reinterpret(T.shift_right(packed, T.Broadcast(T.uint8(4), 16)), dtype="int8x16")
+        if H is not None:
+            top_low, top_high = high_bits(H, 4, bits)
+            low, high = T.bitwise_or(low, top_low), T.bitwise_or(high, top_high)
+        return T.reinterpret(low, dtype="int32x4"), T.reinterpret(high, dtype="int32x4")
+
+    if bits == 4:
+        @T.prim_func(s_tir=True)
+        def impl(w: T.handle, out: T.handle):
+            W = T.match_buffer(w, (4, 4), "int8", offset_factor=1)
+            Out = T.match_buffer(out, (4, 8), "int8", offset_factor=1)
+            with T.sblock("root"):
+                T.reads(W[0:4, 0:4])
+                T.writes(Out[0:4, 0:8])
+                low, high = halves(W)
+                Out[0, T.ramp(T.int32(0), 1, 16)] = T.reinterpret(T.Shuffle([low, high], first), dtype="int8x16")
+                Out[2, T.ramp(T.int32(0), 1, 16)] = T.reinterpret(T.Shuffle([low, high], second), dtype="int8x16")
+
+        return impl
+
+    shape = high_plane_shape(4, bits)
+    region = tuple(slice(0, e) for e in shape)
+
+    @T.prim_func(s_tir=True)
+    def impl_high(w: T.handle, h: T.handle, out: T.handle):
+        W = T.match_buffer(w, (4, 4), "int8", offset_factor=1)
+        H = T.match_buffer(h, shape, "int8", offset_factor=1)
+        Out = T.match_buffer(out, (4, 8), "int8", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(W[0:4, 0:4], H[region])
+            T.writes(Out[0:4, 0:8])
+            low, high = halves(W, H)
+            Out[0, T.ramp(T.int32(0), 1, 16)] = T.reinterpret(T.Shuffle([low, high], first), dtype="int8x16")
+            Out[2, T.ramp(T.int32(0), 1, 16)] = T.reinterpret(T.Shuffle([low, high], second), dtype="int8x16")
+
+    return impl_high
 
 
 def sdot_halves_high(bits: int):

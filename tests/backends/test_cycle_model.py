@@ -97,6 +97,17 @@ def test_objdump_lines_become_llvm_mca_assembly():
     assert mca.assembly("bl", "15970 <__extendhfsf2>") == "b\ttarget"  # a call costs as a branch
 
 
+@pytest.mark.emulated
+def test_a_block_ending_in_movprfx_is_modelled():
+    """An SVE MOVPRFX that qemu's translated block ends on (a page boundary splits the pair) must not
+    prefix the next region's first instruction: llvm-mca refuses that ("unpredictable"); arm-i8mm's
+    cortex-a710 builds use SVE."""
+    require_cycle_model()
+    cycles = mca.cycles_per_run({"a": ["add\tx0, x0, #1", "movprfx\tz0, z1"],
+                                 "b": ["add\tx22, sp, #0x440", "add\tx1, x1, #1"]}, "neoverse-n2")
+    assert set(cycles) == {"a", "b"} and all(c > 0 for c in cycles.values())
+
+
 @pytest.mark.unit
 def test_the_modelled_chart_draws_kernels_and_the_model_row(tmp_path):
     """bench --core --plot: one bar per kernel variant and core, one per contestant and step."""

@@ -10,6 +10,7 @@ import pytest
 from conftest import coverage_specs
 from disassembly import functions, in_loop
 
+import schedules
 import targets
 from schedules.cpu import has_high_bit_dot
 from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n, int4_weights, int_weight_bits
@@ -36,11 +37,34 @@ def test_int8_kernels_use_dot_instructions_in_loops(build_library, target, instr
     for spec in int8_kernels(target):
         for symbol in (spec.name, f"{spec.name}__m1"):  # the any-length GEMM and the decode GEMV
             body = funcs[f"{symbol}_compute_"]
+            wanted = "smmla" if _on_smmla(spec, target, symbol) else instruction
             # a tiny GEMV may be unrolled whole by LLVM: then every one of its dot products is there
             macs = gemm_n(spec) * spec.dim("k")
-            unrolled = symbol.endswith("__m1") and sum(m == instruction for _, m, _ in body) * 16 >= macs
-            assert in_loop(body, "aarch64", lambda m, _: m == instruction) or unrolled, \
-                f"{symbol} on {target}: no {instruction} inside a loop"
+            unrolled = symbol.endswith("__m1") and sum(m == wanted for _, m, _ in body) * 16 >= macs
+            assert in_loop(body, "aarch64", lambda m, _: m == wanted) or unrolled, \
+                f"{symbol} on {target}: no {wanted} inside a loop"
+
+
+def _on_smmla(spec, target: str, symbol: str) -> bool:
+    """Whether this variant's layout runs its tiles on SMMLA (the any-length q8 GEMMs with i8mm)."""
+    layout = schedules.layout(spec, targets.get(target), {"M": 1} if symbol.endswith("__m1") else {})
+    return layout.weights_unpacked and layout.unpacked_form == "smmla"
+
+
+@pytest.mark.skipif(OBJDUMP is None, reason="needs aarch64-linux-gnu-objdump (binutils-aarch64-linux-gnu)")
+def test_i8mm_prefill_gemms_run_smmla_and_gemvs_sdot(build_library):
+    """arm-i8mm: the q8 path's int4 GEMMs of several rows multiply on SMMLA (32 products where SDOT
+    does 16) inside loops, their one-token GEMVs on SDOT with no SMMLA; a build for a core without
+    i8mm (arm) has no SMMLA at all (an illegal instruction there)."""
+    funcs = functions(OBJDUMP, build_library("arm-i8mm", coverage_specs()) / "kernels.so")
+    prefill = [s for s in int8_kernels("arm-i8mm") if _on_smmla(s, "arm-i8mm", s.name)]
+    assert len(prefill) >= 4  # W4A8 q8_0 / q8_1, Q4_K, the fused QKV
+    for spec in prefill:
+        assert in_loop(funcs[f"{spec.name}_compute_"], "aarch64", lambda m, _: m == "smmla"), spec.name
+        gemv = funcs[f"{spec.name}__m1_compute_"]
+        assert not any(m == "smmla" for _, m, _ in gemv) and any(m == "sdot" for _, m, _ in gemv), spec.name
+    arm = functions(OBJDUMP, build_library("arm", coverage_specs()) / "kernels.so")
+    assert not any(m == "smmla" for body in arm.values() for _, m, _ in body)
 
 
 @pytest.mark.skipif(OBJDUMP is None, reason="needs aarch64-linux-gnu-objdump (binutils-aarch64-linux-gnu)")

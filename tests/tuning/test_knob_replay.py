@@ -38,7 +38,7 @@ def unreplayable(task, target) -> list[str]:
 
 
 @pytest.mark.compile  # schedules every coverage kernel for each target (~85 s in all), builds nothing
-@pytest.mark.parametrize("target_name", ["arm", "x86-avx512", "hexagon", "vulkan"])
+@pytest.mark.parametrize("target_name", ["arm", "arm-i8mm", "x86-avx512", "hexagon", "vulkan"])
 def test_every_knob_value_replays(target_name):
     from compiler.tuning.search import import_tensor_intrinsics
 
