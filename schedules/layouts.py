@@ -36,7 +36,7 @@ class Layout:
     # ... and, in a GEMM of several token rows, unpacked once per column block into a scratch of one
     # int8 byte per value (the int8 dot form's tiles), which every row tile reads: no unpack per tile
     weights_unpacked: bool = False
-    # ... and the intrinsic form whose tiles the scratch holds (schedules/cpu/intrinsics.py
+    # ... and the intrinsic form whose tiles the scratch holds (schedules/cpu/unpacked.py
     # UNPACKED_FORMS: SDOT's, or SMMLA's with i8mm), its tile's k per channel run in the scratch
     # ([N/nt, K/unpacked_k, nt, unpacked_k]), and its token rows: with 2 (SMMLA) the activations are
     # copied in tiles of 2 rows x unpacked_k too

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 from schedules.cpu import attention, gemm_float, gemm_int, pointwise
 from schedules.cpu.gemm_float import w4a16_tile
-from schedules.cpu.intrinsics import UNPACKED_FORMS, activation_offset, dot_tile, has_high_bit_form, int4_halves_tile, \
-    unpacked_forms
+from schedules.cpu.intrinsics import activation_offset, dot_tile, has_high_bit_form, int4_halves_tile
+from schedules.cpu.unpacked import UNPACKED_FORMS, unpacked_forms
 from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n, int4_weights, int_weight_bits
 from schedules.layouts import CpuLayout
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from schedules.cpu.blocks import has_block
 from schedules.cpu.gemm_tiles import tile_gemm
-from schedules.cpu.intrinsics import dot_intrinsic, dot_tile, has_dot_intrinsic, unpack_intrinsic, unpacked_intrinsic
+from schedules.cpu.intrinsics import dot_intrinsic, dot_tile, has_dot_intrinsic
+from schedules.cpu.unpacked import unpack_intrinsic, unpacked_intrinsic
 from schedules.gemm_facts import int_weight_bits
 
 # Per-token stages before the tiles when the kernel quantises its float input (the q8 path):

@@ -149,3 +149,16 @@ def impl_steps_of(nt: int, steps: int, update):
             C[T.ramp(T.int32(0), 1, nt)] = update(A, B, C)
 
     return impl
+
+
+def high_value(B, H, c, k, kt: int, bits: int):
+    """The int32 value of channel c's k in a tile of offset-binary nibble halves B with the bits above
+    them in H (5 bits: bit k of H[c]; 6 bits: packing.py high_bit_pairs), as ops/qgemm_int.py reads it."""
+    from tvm.script import tirx as T
+
+    nibble = T.bitwise_and(T.shift_right(T.Cast("int32", B[c, k % (kt // 2)]), k // (kt // 2) * 4), 15)
+    if bits == 5:
+        top = T.bitwise_and(T.shift_right(T.Cast("int32", H[c]), k), 1)
+    else:
+        top = T.bitwise_and(T.shift_right(T.Cast("int32", H[c, k % 2]), k % 4 // 2 * 4 + k % kt // 4 * 2), 3)
+    return T.bitwise_or(nibble, T.shift_left(top, 4))
