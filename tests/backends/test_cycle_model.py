@@ -59,6 +59,22 @@ def test_one_call_of_a_program_is_the_difference_of_two_runs(tmp_path):
 
 
 @pytest.mark.emulated
+def test_counted_runs_have_the_modelled_cores_sve_vectors(tmp_path):
+    """A counted run sees 16-byte SVE vectors (cortex-a710's), not qemu-user's default 64: a
+    vector-length-agnostic loop would otherwise run a quarter of its iterations. The program loops
+    the vector length in bytes (prctl PR_SVE_GET_VL) times per call."""
+    require_cycle_model()
+    source, program = tmp_path / "vl.c", tmp_path / "vl"
+    source.write_text("#include <sys/prctl.h>\nint main(int argc, char **argv) { volatile long s = 0; "
+                      "long calls = argv[1][0] - '0', vl = prctl(51) & 0xffff; "
+                      "for (long i = 0; i < calls * vl; i++) s += i; return (int)(s & 1); }\n")
+    subprocess.run([sys.executable, "-m", "ziglang", "cc", "-target", "aarch64-linux-musl", "-O1", "-static",
+                    str(source), "-o", str(program)], check=True, timeout=300)
+    blocks = program_blocks(program, lambda calls: [str(calls)])
+    assert max(b.executions for b in blocks) == 16
+
+
+@pytest.mark.emulated
 def test_the_model_of_a_library_is_deterministic(tmp_path):
     require_cycle_model()
     target = targets.get("arm")

@@ -94,6 +94,13 @@ class Call:
     out_specs: list  # (shape, dtype) of the outputs the driver allocates after the inputs
 
 
+# The emulated CPU of counted runs: SVE vectors of 16 bytes, as on every core the model costs that
+# has SVE (cortex-a710 / neoverse-n2: 128 bits). qemu-user's default is 64 bytes, with which a
+# vector-length-agnostic SVE loop (LLVM's for arm-i8mm, llama.cpp's built for the A710) runs a
+# quarter of the iterations it runs on the core: counts too low by up to 4x on such loops.
+CPU = ("-cpu", "max,sve-default-vector-length=16")
+
+
 def count_calls(calls: list[Call], *, emulator: str = "qemu-aarch64") -> list[list[Block]]:
     """For each call, the blocks of its library it runs, with their execution counts (one thread):
     all calls in one counted run of the emulator (its start-up, ~10 s, paid once). Each library is
@@ -113,7 +120,7 @@ def count_calls(calls: list[Call], *, emulator: str = "qemu-aarch64") -> list[li
             pickle.dump([{"library": str(library), "symbol": call.symbol, "inputs": call.inputs,
                           "out_specs": call.out_specs} for library, call in zip(libraries, calls)], f)
         env = {**emulated_environment("aarch64"), "TVM_NUM_THREADS": "1"}  # the model is of one core
-        proc = subprocess.run([shutil.which(emulator), "-plugin", f"{plugin_path(emulator)},out={counts}",
+        proc = subprocess.run([shutil.which(emulator), *CPU, "-plugin", f"{plugin_path(emulator)},out={counts}",
                                str(python), str(PROBE), str(request), str(result)],
                               capture_output=True, text=True, env=env, timeout=3600)
         if proc.returncode != 0 or not counts.is_file():
@@ -173,7 +180,7 @@ def program_blocks(program: Path, args_for_calls, *, qemu: str = "qemu-aarch64")
     with tempfile.TemporaryDirectory() as tmp:
         for calls in (1, 2):
             out = Path(tmp) / f"{calls}.txt"
-            proc = subprocess.run([shutil.which(qemu) or qemu, "-plugin", f"{plugin_path(qemu)},out={out}", str(program),
+            proc = subprocess.run([shutil.which(qemu) or qemu, *CPU, "-plugin", f"{plugin_path(qemu)},out={out}", str(program),
                                    *args_for_calls(calls)], capture_output=True, text=True, timeout=3600,
                                   env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "QEMU_LD_PREFIX": str(root)})
             if proc.returncode != 0 or not out.is_file():
