@@ -97,7 +97,7 @@ def _unpacked_fields(form: str) -> dict:
 def _attention_key_fold(spec, target) -> bool:
     """The per-key tile's partial sums folded 16 keys at a time by two-source permutes (AVX-512),
     where that was measured faster (x86-avx512, SmolLM2's heads, side by side): prefill on a float
-    cache 1.06-1.13x (S=128 after 1024), the int8 cache's integer scores 1.19x (decode L=2048).
+    cache 1.05-1.13x (S=128 after 1024, several runs), the int8 cache's integer scores 1.19x (decode L=2048).
     Float decode is held by memory, not by the sums: 0.95-1.0x hot, 0.79x cold at L=2048."""
     if not spec.op.startswith("attention") or "avx512f" not in target.cpu_features:
         return False
