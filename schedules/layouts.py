@@ -43,6 +43,16 @@ class Layout:
     unpacked_form: str = ""
     unpacked_k: int = 4
     unpacked_rows: int = 1
+    # int GEMMs on q8 blocks: each group's int32 sum starts at the bits of 2^23 + 2^22 (12582912.0f), so
+    # the sum's float value is those bits read as a float minus 12582912 (one FSUB; exact while |sum| <
+    # 2^22), not a conversion (Target.slow_int_to_float)
+    biased_sums: bool = False
+    # ... and each group's accumulators set and scaled with the fewest SIMD ops and registers (NEON,
+    # where a broadcast load and a register copy take a SIMD pipe): the starts stored once per column
+    # of a weight tile, so each register is set by a vector load of its own (LLVM otherwise loads one
+    # broadcast and copies it), and the sums scaled in place by the row's scale, then the channels'
+    # (no product of the two held per register: 4 rows x 8 columns spilled without this)
+    lean_group_scaling: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"family": self.family, **asdict(self)}

@@ -61,6 +61,10 @@ class Target:
     # CPU attention: dot products of several keys reduced together, keys in SIMD lanes (see
     # ops/attention_tiles.py), where that was shown faster on the target; else a horizontal sum per key
     attention_keys_in_lanes: bool = False
+    # int32 -> float32 on SIMD lanes is dear on this target's cores (SCVTF on 4 lanes: two uops on one
+    # of the two NEON pipes of Neoverse N1/N2-class cores, e.g. the A76 and A710): the q8 GEMMs make
+    # each group's float sum by one subtraction instead (Layout.biased_sums)
+    slow_int_to_float: bool = False
     # the core (targets/cores.toml) a cross build's tuning records are for when none is named: its
     # measured records (tune over RPC with --core) or else its modelled ones (tune --core)
     default_core: str | None = None
@@ -124,6 +128,7 @@ def _load(path: Path) -> Target:
                 l2_kib=int(raw["l2_kib"]),
                 cpu_features=tuple(raw.get("cpu_features", ())),
                 attention_keys_in_lanes=bool(raw.get("attention_keys_in_lanes", False)),
+                slow_int_to_float=bool(raw.get("slow_int_to_float", False)),
                 default_core=raw.get("default_core"),
             )
     except KeyError as missing:

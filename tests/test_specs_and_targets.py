@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import schedules
@@ -111,7 +112,7 @@ def test_q8_prefill_unpacks_weights_once_on_sdot_only():
                                 {}).weights_unpacked
     assert not schedules.layout(make_spec("qgemm_w4a8", n=64, k=128), arm, {}).weights_unpacked  # int8 activations
     assert not schedules.layout(make_spec("qgemm_w8a8", n=64, k=128, group=32, act="q8_0"), arm, {}).weights_unpacked
-    assert [c.weights_unpacked for c in schedules.layout_choices(spec, arm, {})] == [True, True, True, False]
+    assert [c.weights_unpacked for c in schedules.layout_choices(spec, arm, {})] == [True, True, True, False, True]
 
 
 def test_q8_prefill_with_i8mm_unpacks_into_smmla_tiles():
@@ -128,7 +129,40 @@ def test_q8_prefill_with_i8mm_unpacks_into_smmla_tiles():
     assert schedules.layout(q6_k, i8mm, {}).unpacked_form == "smmla"
     assert schedules.layout(q6_k, arm, {}).unpacked_form == "sdot_unsigned"
     forms = [c.unpacked_form for c in schedules.layout_choices(spec, i8mm, {}) if c.weights_unpacked]
-    assert forms == ["smmla", "smmla", "smmla", "sdot_unsigned"]
+    assert forms == ["smmla", "smmla", "smmla", "sdot_unsigned", "smmla"]
+
+
+def test_q8_group_sums_are_biased_where_the_target_converts_slowly():
+    """arm and arm-i8mm (SCVTF on 4 lanes: two uops on one pipe of their cores' models) make the q8
+    GEMMs' float group sums by one subtraction from biased int32 sums, in both length variants, with
+    the conversion a layout choice; arm-a55 and x86 convert; GEMMs on int8 or float activations never
+    carry the flag. The starts are repeated per column on aarch64 only."""
+    q8 = make_spec("qgemm_w4a8", n=64, k=128, group=32, act="q8_0")
+    for name in ("arm", "arm-i8mm"):
+        for bucket in ({}, {"M": 1}):
+            layout = schedules.layout(q8, targets.get(name), bucket)
+            assert layout.biased_sums and layout.lean_group_scaling, (name, bucket)
+        assert not schedules.layout_choices(q8, targets.get(name), {})[-1].biased_sums
+    a55 = schedules.layout(q8, targets.get("arm-a55"), {})
+    assert not a55.biased_sums and a55.lean_group_scaling
+    x86 = schedules.layout(q8, targets.get("x86-avx512"), {})
+    assert not x86.biased_sums and not x86.lean_group_scaling
+    arm = targets.get("arm")
+    for other in (make_spec("qgemm_w4a8", n=64, k=128, group=32), make_spec("qgemm_w4a16", n=64, k=128, group=32)):
+        assert not schedules.layout(other, arm, {}).biased_sums, other.name
+
+
+def test_biased_sums_are_exact_over_their_range():
+    """The bias's bits plus an int32 sum read as a float are exactly the bias plus the sum for every
+    sum in (-2^22, 2^22), and a group whose sums could leave that range is refused."""
+    from compiler.ops.group_sums import SUM_BIAS, SUM_BIAS_BITS, biased_sums_exact
+
+    sums = np.array([-(2 ** 22) + 1, -32512, -1, 0, 1, 32512, 2 ** 22 - 1], np.int64)
+    as_float = (SUM_BIAS_BITS + sums).astype(np.int32).view(np.float32)
+    np.testing.assert_array_equal(as_float - np.float32(SUM_BIAS), sums.astype(np.float32))
+    assert np.float32(SUM_BIAS).view(np.int32) == SUM_BIAS_BITS
+    assert biased_sums_exact(32, 8) and biased_sums_exact(32, 6) and biased_sums_exact(256, 4)
+    assert not biased_sums_exact(256, 8) and not biased_sums_exact(4864, 4)
 
 
 def test_attention_tile_form_is_a_target_fact():

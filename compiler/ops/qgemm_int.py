@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compiler.ops import fused_act, q8_act
+from compiler.ops import fused_act, group_sums, q8_act
 from compiler.ops.base import (
     Arg,
     OpDef,
@@ -230,16 +230,18 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
     half = 2 ** (bits - 1)  # an offset-binary weight's offset: 8 (int4), 16 (5 bits), 32 (6 bits)
 
     # Offset-binary weights' groups start at -half sum(x), so their sum is the signed one (with a
-    # block minimum at 0: the unsigned sum is the one it needs). The accumulators are set per group
-    # anyway, so this is free; a subtraction after the dot products cost one per register.
-    start = None
-    if layout.int4_unsigned and not minimum:
-        start = te.compute((rows, ngroups), lambda i, g: -half * blocks.isum[row(i), g], name="acc_start")
-        ph.reduction_starts.append(("acc", "acc_start"))  # TE lowers the init as 0 (ops/reduction_start.py)
-
-    def acc_init(i, g):
-        return start[i, g] if start is not None else tirx.const(0, "int32")
+    # block minimum at 0: the unsigned sum is the one it needs); biased sums start at the bias (plus
+    # that). The accumulators are set per group anyway, so this is free; a subtraction after the dot
+    # products cost one per register.
     offset = layout.act_offset
+    biased = layout.biased_sums and blocks is not None and not offset and group_sums.biased_sums_exact(group, bits)
+    signed = layout.int4_unsigned and not minimum
+    start = group_sums.starts(ph, rows, ngroups, nt if layout.lean_group_scaling else 1,
+                              (lambda i, g: -half * blocks.isum[row(i), g]) if signed else None, biased)
+
+    def acc_init(i, g, j):
+        return start[i, g, j % start.shape[2]] if start is not None else tirx.const(0, "int32")
+
     if blocks is not None:  # the float16 block scales (and minimums), widened once per column tile by
         # the schedule (CPU: per column block, for every row tile) rather than at every row's use
         if block_scales is not None:
@@ -258,7 +260,7 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
             base = g * group + kq * 4
             xs4 = [x[row(i), base + u] for u in range(4)]
             ws4 = [weight(j, base + u).astype("int8") for u in range(4)]
-            return te.sum(tirx.call_pure_extern("int32", "ekc_sdot4", *xs4, *ws4), axis=kq, init=acc_init(i, g))
+            return te.sum(tirx.call_pure_extern("int32", "ekc_sdot4", *xs4, *ws4), axis=kq, init=acc_init(i, g, j))
     else:
         kk = te.reduce_axis((0, group), name="kk")
         operand = weight
@@ -286,7 +288,7 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
 
         def dot(i, g, j):  # with an activation offset o (unsigned-activation instructions): sum((x + o) w)
             xv = activation(i, g * group + kk).astype("int32")
-            return te.sum(((xv + offset) if offset else xv) * operand(j, g * group + kk), axis=kk, init=acc_init(i, g))
+            return te.sum(((xv + offset) if offset else xv) * operand(j, g * group + kk), axis=kk, init=acc_init(i, g, j))
 
     # group before column: a dot-product instruction writes adjacent columns
     acc = te.compute((rows, ngroups, n), dot, name="acc")
@@ -313,11 +315,13 @@ def int_gemm_te(ph: Placeholders, n, k, bits, group, layout, name, group_scales=
         if blocks is None:
             return group_sum(i, g, j).astype("float32") * scale(j, g)
         if not minimum:
-            return group_sum(i, g, j).astype("float32") * (scale(j, g) * block_d(i, g))
+            return group_sums.scaled(group_sums.as_float(group_sum(i, g, j), biased), block_d(i, g), scale(j, g),
+                                      layout.lean_group_scaling)
         # sum of llama.cpp's unsigned values times q_x (the signed sum plus half sum(x) otherwise)
         unsigned = acc[i, g, j] if layout.int4_unsigned else group_sum(i, g, j) + half * blocks.isum[row(i), g]
         block_min = w_min[g, j]  # GGUF's m: packed as w_min - 8 w_scale
-        return unsigned.astype("float32") * (scale(j, g) * blocks.d[row(i), g]) + block_min * blocks.s[row(i), g]
+        return group_sums.scaled(group_sums.as_float(unsigned, biased), blocks.d[row(i), g], scale(j, g),
+                                 layout.lean_group_scaling) + block_min * blocks.s[row(i), g]
 
     if ngroups == 1 and blocks is None:
         return te.compute((m, n), lambda i, j: epilogue(i, j, scaled(i, 0, j)), name=name)

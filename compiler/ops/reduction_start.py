@@ -12,7 +12,8 @@ from __future__ import annotations
 
 def with_start(func, block: str, start: str):
     """`func` with block `block`'s init set to `start[v0, v1, ...]`: `start` names a buffer the
-    function allocates, indexed by the block's leading iteration variables (one per dimension)."""
+    function allocates, indexed by the block's leading iteration variables (one per dimension), the
+    last of them modulo that dimension's extent (a start repeated across a row of columns)."""
     from tvm import s_tir, tirx
 
     buffer = next((b for b in func.body.block.alloc_buffers if b.name == start), None)
@@ -36,6 +37,7 @@ def with_start(func, block: str, start: str):
         if not isinstance(stmt.init, tirx.BufferStore):
             raise ValueError(f"block {block!r} is not a reduction with a one-store init")
         index = [v.var for v in stmt.iter_vars[:len(buffer.shape)]]
+        index[-1] = tirx.floormod(index[-1], buffer.shape[-1])
         init = tirx.BufferStore(stmt.init.buffer, tirx.BufferLoad(buffer, index), stmt.init.indices)
         found.append(block)
         return s_tir.SBlock(stmt.iter_vars, stmt.reads, stmt.writes, stmt.name_hint, stmt.body, init,

@@ -68,6 +68,8 @@ def layout(spec, target, bucket: dict) -> CpuLayout:
         **(_unpacked_fields(unpacked[0]) if unpacked else {}),
         act_offset=activation_offset(dot) if spec.op in GEMM_OPS and not float_weights(spec) else 0,
         m_tile=1 if bucket.get("M") == 1 else GEMM_ROW_TILE,
+        biased_sums=target.slow_int_to_float and _q8_blocks(spec),
+        lean_group_scaling=target.isa == "aarch64" and _q8_blocks(spec),
         kv_tile=32,
         q_rows=4,
         lanes=_attention_lanes(spec, target),
@@ -79,6 +81,11 @@ def layout(spec, target, bucket: dict) -> CpuLayout:
         query_dot="" if target.attention_keys_in_lanes else _attention_query_dot(spec, target),
         key_fold=_attention_key_fold(spec, target),
     )
+
+
+def _q8_blocks(spec) -> bool:
+    """Whether the spec is an int GEMM on activations quantised to q8 blocks in the kernel."""
+    return spec.op in GEMM_OPS and not float_weights(spec) and spec.opt("act", "int8") != "int8"
 
 
 def _unpacked_forms(spec, target, bucket: dict, dot: str) -> list[str]:
@@ -179,6 +186,7 @@ def layout_choices(spec, target, bucket: dict) -> list[CpuLayout]:
         changes = [{"m_tile": m} for m in (2, 8)] + ([{"weights_unpacked": False}] if default.weights_unpacked else [])
         # the other unpacked forms of the target (SDOT's where SMMLA is the default)
         changes += [_unpacked_fields(form) for form in _unpacked_forms(spec, target, bucket, default.int8_dot)[1:]]
+        changes += [{"biased_sums": False}] if default.biased_sums else []
     elif spec.op == "attention_prefill":  # a key tile is whole vectors of the head-dim lanes
         changes = [{"kv_tile": t} for t in (16, 64) if t % default.lanes == 0] + [{"q_rows": 2}, {"q_rows": 8}]
     elif spec.op == "attention_decode":

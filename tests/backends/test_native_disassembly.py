@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 from conftest import coverage_specs
-from disassembly import functions, in_loop
+from disassembly import functions, in_loop, innermost_loops_with
 
 import schedules
 import targets
@@ -65,6 +65,23 @@ def test_i8mm_prefill_gemms_run_smmla_and_gemvs_sdot(build_library):
         assert not any(m == "smmla" for _, m, _ in gemv) and any(m == "sdot" for _, m, _ in gemv), spec.name
     arm = functions(OBJDUMP, build_library("arm", coverage_specs()) / "kernels.so")
     assert not any(m == "smmla" for body in arm.values() for _, m, _ in body)
+
+
+@pytest.mark.skipif(OBJDUMP is None, reason="needs aarch64-linux-gnu-objdump (binutils-aarch64-linux-gnu)")
+def test_q8_gemms_make_float_sums_by_subtraction_where_conversion_is_dear(build_library):
+    """arm (Layout.biased_sums): the q8 path's GEMMs of several rows turn their int32 group sums into
+    floats in their dot-product loops with no vector SCVTF (two uops on one NEON pipe of the A76), by
+    an FSUB; arm-a55 converts with SCVTF there. (K-quants' sub-block scales convert with a fixed
+    point, "#24"; the one-token GEMVs of these small shapes are unrolled whole.)"""
+    q8 = [s for s in int8_kernels("arm") if s.opt("act", "int8") != "int8"]
+    assert len(q8) >= 5
+    for target, converts in (("arm", False), ("arm-a55", True)):
+        funcs = functions(OBJDUMP, build_library(target, coverage_specs()) / "kernels.so")
+        for spec in q8:
+            hot = innermost_loops_with(funcs[f"{spec.name}_compute_"], "aarch64", lambda m, _: m == "sdot")
+            assert hot, (target, spec.name)
+            sums = [ops for loop in hot for _, m, ops in loop if m == "scvtf" and ".4s" in ops and "#" not in ops]
+            assert bool(sums) == converts, (target, spec.name, sums)
 
 
 @pytest.mark.skipif(OBJDUMP is None, reason="needs aarch64-linux-gnu-objdump (binutils-aarch64-linux-gnu)")
