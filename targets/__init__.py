@@ -65,6 +65,9 @@ class Target:
     # of the two NEON pipes of Neoverse N1/N2-class cores, e.g. the A76 and A710): the q8 GEMMs make
     # each group's float sum by one subtraction instead (Layout.biased_sums)
     slow_int_to_float: bool = False
+    # SIMD vectors of the q8 GEMMs' fused activation (SiLU) interleaved per loop step, where the core
+    # issues in order and would wait out each vector's chain of dependent ops (1: LLVM's vectoriser)
+    activation_vectors: int = 1
     # the core (targets/cores.toml) a cross build's tuning records are for when none is named: its
     # measured records (tune over RPC with --core) or else its modelled ones (tune --core)
     default_core: str | None = None
@@ -129,6 +132,7 @@ def _load(path: Path) -> Target:
                 cpu_features=tuple(raw.get("cpu_features", ())),
                 attention_keys_in_lanes=bool(raw.get("attention_keys_in_lanes", False)),
                 slow_int_to_float=bool(raw.get("slow_int_to_float", False)),
+                activation_vectors=int(raw.get("activation_vectors", 1)),
                 default_core=raw.get("default_core"),
             )
     except KeyError as missing:

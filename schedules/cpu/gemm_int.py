@@ -42,6 +42,23 @@ def schedule_activation_stages(sch, target, layout) -> None:
         row = sch.get_loops(sch.get_sblock("xq"))[-1]
         _, lanes = sch.split(row, [None, target.float_lanes])
         sch.vectorize(lanes)
+    if has_block(sch, "xact") and target.activation_vectors > 1:
+        _interleave_vectors(sch, sch.get_sblock("xact"), target.float_lanes, target.activation_vectors)
+
+
+def _interleave_vectors(sch, block, lanes: int, most: int) -> None:
+    """The fused activation's row loop (SiLU's exp: a chain of ~20 dependent SIMD ops and a
+    division per vector) as steps of up to `most` independent SIMD vectors, unrolled, so an in-order
+    core issues one's ops while another's wait (the most that divides the row; a row that is no
+    whole vector is left to LLVM's vectoriser, as on targets without the fact)."""
+    row = sch.get_loops(block)[-1]
+    extent = int(sch.get(row).extent)
+    vectors = next((v for v in range(most, 0, -1) if extent % (v * lanes) == 0), 0)
+    if not vectors:
+        return
+    _, unrolled, vector = sch.split(row, [None, vectors, lanes])
+    sch.unroll(unrolled)
+    sch.vectorize(vector)
 
 
 def schedule_int_gemm(sch, target, layout, *, n: int, out: str, weight_bits: int) -> None:
