@@ -139,6 +139,8 @@ def _load(path: Path) -> Target:
         raise ValueError(f"target file {path} lacks the field {missing}") from None
     if target.default_core is not None and target.default_core not in cores():
         raise ValueError(f"target file {path}: default_core {target.default_core!r} is not in {_CORES.name}")
+    if target.activation_vectors < 1:
+        raise ValueError(f"target file {path}: activation_vectors must be 1 or more, got {target.activation_vectors}")
     if target.int8_dot not in INT8_DOT_KINDS:
         raise ValueError(f"target file {path}: int8_dot must be one of {', '.join(INT8_DOT_KINDS)}")
     return target

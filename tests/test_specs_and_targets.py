@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -174,3 +176,24 @@ def test_attention_tile_form_is_a_target_fact():
     assert not schedules.layout(decode, targets.get("x86")).keys_in_lanes
     assert not schedules.layout(decode, targets.get("hexagon")).keys_in_lanes
     assert not schedules.layout(make_spec("qgemm_w8a8", n=64, k=128), targets.get("arm")).keys_in_lanes
+
+
+def test_an_in_order_target_interleaves_the_fused_activation(tmp_path):
+    """arm-a55 (activation_vectors = 2): the q8 GEMM's fused SwiGLU runs 2 independent SIMD vectors
+    per unrolled step; arm leaves the loop to LLVM's vectoriser; a target file asking for fewer than
+    one vector is refused by name."""
+    from tvm import s_tir
+
+    from compiler.build import lower_kernel
+
+    spec = make_spec("qgemm_w4a8", n=64, k=128, group=32, act="q8_0", swiglu=True)
+    for name, inner in (("arm-a55", [16, 2, 4]), ("arm", [128])):
+        func, *_ = lower_kernel(spec, targets.get(name), {})
+        sch = s_tir.Schedule(func)
+        loops = [sch.get(loop) for loop in sch.get_loops(sch.get_sblock("xact"))][1:]
+        assert [int(loop.extent) for loop in loops] == inner, name
+    bad = tmp_path / "arm-a55.toml"
+    bad.write_text(Path(targets.__file__).with_name("arm-a55.toml").read_text().replace(
+        "activation_vectors = 2", "activation_vectors = 0"))
+    with pytest.raises(ValueError, match="activation_vectors must be 1 or more"):
+        targets._load(bad)
