@@ -138,7 +138,7 @@ def _int8_dot(spec, target) -> str:
     if spec.op not in GEMM_OPS or float_weights(spec):
         return target.int8_dot
     dot = target.int8_dot
-    if spec.opt("act", "int8") != "int8":
+    if _q8_blocks(spec):
         dot = _BYTE_FORMS.get((dot, int4_weights(spec) and 4 or 8), dot)
     nt, kt = dot_tile(dot)
     return dot if gemm_n(spec) % nt == 0 and spec.dim("k") % kt == 0 else "none"
