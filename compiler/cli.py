@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -86,12 +87,13 @@ def cmd_tune(args) -> int:
     from compiler.tuning import search
 
     target = targets.get(args.target)
+    selection.output_file(args.record, "--record")
     tracker, device, core = selection.tune_route(args, target)
     specs = selection.command_specs(args, target)
     run = search.tune(specs, target, device=device, logs_root=Path(args.tuning_logs), trials=trials,
                     minutes=minutes, tracker=tracker, rpc_timeout=args.rpc_timeout,
                     replay=Path(args.replay) if args.replay else None,
-                    record=Path(args.record) if args.record else None,
+                    record=selection.output_file(args.record, "--record"),
                     core=core, race=not args.no_race, race_only=args.race_only,
                     progress=lambda line: print(line, flush=True))
     if args.plot:
@@ -133,7 +135,7 @@ def cmd_tune_compare(args) -> int:
     except ValueError:
         raise ValueError(f"--budgets must be comma-separated trial counts, got {args.budgets!r}") from None
     compare.run(target, budgets=budgets, rounds=args.rounds,
-                     json_path=Path(args.json) if args.json else None, progress=lambda line: print(line, flush=True))
+                     json_path=selection.output_file(args.json, "--json"), progress=lambda line: print(line, flush=True))
     return 0
 
 
@@ -154,11 +156,12 @@ def cmd_tune_matrix(args) -> int:
         raise ValueError(f"no tuning databases for {target.name} under {root}: tune first (tune --target "
                          f"{target.name} [--core CORE])")
     devices = matrix.devices_for(target, root, names)
+    json_path = selection.output_file(args.json, "--json")
     result = matrix.matrix(selection.command_specs(args, target), target, devices, rounds=args.rounds,
                            progress=lambda line: print(line, flush=True))
     print(matrix.format_matrix(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    if json_path:
+        json_path.write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 
@@ -177,8 +180,12 @@ def cmd_bench(args) -> int:
     gguf = Path(args.gguf) if args.gguf else None
     if gguf is None and not args.config and args.model in model_files.GGUF_PACKAGES and not args.no_model_row:
         gguf = model_files.gguf_path(args.model)  # a preset with a published GGUF gets its model row
+    if gguf is not None:  # a bad file is refused before the kernel rows, not after them
+        from compiler.llm.gguf import GGUFModel
+
+        GGUFModel(gguf)
     bench.run(selection.specs(args), target, toolchain=backends.toolchain_for(target), tuning_dir=tuning, quick=args.quick,
-              json_path=Path(args.json) if args.json else None, plot_path=Path(args.plot) if args.plot else None,
+              json_path=selection.output_file(args.json, "--json"), plot_path=Path(args.plot) if args.plot else None,
               model=selection.model(args), gguf=gguf, progress=lambda line: print(line, flush=True))
     return 0
 
@@ -202,7 +209,7 @@ def _bench_modelled(args, target) -> int:
     specs = selection.gguf_specs(gguf, selection.split_list(args.ops), target) if args.gguf else selection.specs(args)
     tuning_dirs = {name: selection.records_dir(args, target, core=name) for name in cores}
     modelled.run(specs, target, toolchain=backends.toolchain_for(target), tuning_dirs=tuning_dirs, cores=cores,
-                 quick=args.quick, json_path=Path(args.json) if args.json else None,
+                 quick=args.quick, json_path=selection.output_file(args.json, "--json"),
                  plot_path=Path(args.plot) if args.plot else None, peer=not args.no_model_row, gguf=gguf,
                  progress=lambda line: print(line, flush=True))
     return 0
@@ -286,3 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout went away (`run ... | head`): stop quietly, as a shell tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141

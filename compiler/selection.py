@@ -121,6 +121,22 @@ def gguf_specs(path: Path, wanted_ops: list[str] | None, target=None):
     return [s for s in specs if not wanted_ops or s.op in wanted_ops]
 
 
+def output_file(value: str | None, flag: str) -> Path | None:
+    """The path of a file a command writes when it ends (--json, --record), checked before the work:
+    not a folder, its folder made where missing (as --plot's is), so hours of results are not lost
+    to a typo at the end."""
+    if not value:
+        return None
+    path = Path(value)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path} is a folder; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{flag} {path}: cannot create its folder: {err.strerror or err}") from None
+    return path
+
+
 def tune_budget(args) -> tuple[int | None, float | None]:
     """(trials, minutes) of `tune`, refused before anything is prepared (making the tasks takes
     minutes). 0 trials is an error, not the default: the default (64) is for no budget given."""

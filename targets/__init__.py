@@ -68,6 +68,9 @@ class Target:
     # SIMD vectors of the q8 GEMMs' fused activation (SiLU) interleaved per loop step, where the core
     # issues in order and would wait out each vector's chain of dependent ops (1: LLVM's vectoriser)
     activation_vectors: int = 1
+    # SIMD arithmetic on float16 lanes (ARMv8.2's FP16: FMLA on 8 half lanes, twice float32's rate):
+    # the W4A16 GEMMs multiply and sum each k chunk in float16, float32 across chunks (Layout.float_math)
+    float16_arith: bool = False
     # the core (targets/cores.toml) a cross build's tuning records are for when none is named: its
     # measured records (tune over RPC with --core) or else its modelled ones (tune --core)
     default_core: str | None = None
@@ -133,6 +136,7 @@ def _load(path: Path) -> Target:
                 attention_keys_in_lanes=bool(raw.get("attention_keys_in_lanes", False)),
                 slow_int_to_float=bool(raw.get("slow_int_to_float", False)),
                 activation_vectors=int(raw.get("activation_vectors", 1)),
+                float16_arith=bool(raw.get("float16_arith", False)),
                 default_core=raw.get("default_core"),
             )
     except KeyError as missing:

@@ -46,6 +46,41 @@ def test_bad_input_is_a_clear_error(args, message):
 
 
 @pytest.mark.unit
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`python -m compiler ... | head`: the closed pipe ends the command (141, as a shell tool's
+    SIGPIPE), with no traceback."""
+    proc = subprocess.run(f"{sys.executable} -m compiler list | head -c 5", shell=True, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.stdout == "targe" and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.unit
+def test_output_files_are_checked_before_the_work(tmp_path):
+    """--json / --record: a folder is refused at once; missing folders above the file are made."""
+    from compiler import selection
+
+    with pytest.raises(ValueError, match="--json .* is a folder"):
+        selection.output_file(str(tmp_path), "--json")
+    made = selection.output_file(str(tmp_path / "new" / "deeper" / "rows.json"), "--json")
+    assert made.parent.is_dir() and not made.exists()
+    proc = run("tune", "--target", "x86", "--ops", "attention_decode", "--trials", "2", "--record", str(tmp_path),
+               "--tuning-logs", str(tmp_path / "logs"))
+    assert proc.returncode == 2 and "is a folder" in proc.stderr, proc.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.unit
+def test_text_that_is_not_unicode_reaches_the_tokenizer_replaced():
+    """Bytes that were not UTF-8 come from argv or a pipe as lone surrogates (surrogateescape); the
+    tokenizer library refuses those, so they become U+FFFD instead of ending a chat."""
+    from compiler.llm.tokenizer import valid_unicode
+
+    assert valid_unicode(b"abc\xff\xfe d\xc3\xa9f".decode("utf-8", "surrogateescape")) == "abc\ufffd\ufffd d\u00e9f"
+    assert valid_unicode("lone \ud800 surrogate") == "lone ? surrogate"
+    assert valid_unicode("plain \u00e9") == "plain \u00e9"
+
+
+@pytest.mark.unit
 def test_bad_config_files(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text("{ hidden: ")

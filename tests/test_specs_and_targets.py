@@ -86,7 +86,11 @@ def test_targets_are_data():
 def test_layout_follows_target_facts():
     spec = make_spec("qgemm_w4a16", n=64, k=128)
     assert schedules.layout(spec, targets.get("x86")).n_tile == 16  # 2 x 8 fp32 lanes (AVX2)
-    assert schedules.layout(spec, targets.get("arm")).n_tile == 8  # 2 x 4 fp32 lanes (NEON)
+    # NEON with ARMv8.2 FP16: products on half lanes, 2 x 8 of them; ARMv8.0: 2 x 4 fp32 lanes
+    arm, a53 = schedules.layout(spec, targets.get("arm")), schedules.layout(spec, targets.get("arm-a53"))
+    assert (arm.n_tile, arm.float_math) == (16, "float16") and (a53.n_tile, a53.float_math) == (8, "float32")
+    assert schedules.layout(spec, targets.get("x86")).float_math == "float32"
+    assert schedules.layout(make_spec("qgemm_w8a16", n=64, k=128), targets.get("arm")).float_math == "float32"
 
 
 def test_sdot_weight_tiles_interleave_four_dot_tiles():

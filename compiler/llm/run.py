@@ -19,8 +19,11 @@ from compiler.llm.sampling import Sampler
 def model_library(model: GGUFModel, target, out_dir: Path, *, toolchain, tuning_dir: Path | None,
                   activations: str = "f32", kv_cache: str = "f32", progress: Callable[[str], None] = print) -> Path:
     """out_dir holding every kernel this model needs for `target` (with these activations and KV
-    cache): reused when its manifest already lists them all for the same target and TVM, else (re)built."""
+    cache): reused when its manifest already lists them all for the same target, TVM and tuning
+    records folder (none with --no-tuning), else (re)built. (Records a later `tune` adds to the same
+    folder are not noticed: --out to a new folder rebuilds.)"""
     specs = model_kernels.kernel_specs(model, activations, target.isa, kv_cache, target.int8_dot)
+    records = str(tuning_dir) if tuning_dir is not None else None
     manifest_path = out_dir / "manifest.json"
     if manifest_path.is_file():
         try:
@@ -33,12 +36,16 @@ def model_library(model: GGUFModel, target, out_dir: Path, *, toolchain, tuning_
             # the same kernels with the same arguments (an older build of this project may differ)
             same_kernels = all(s.name in kernels and kernels[s.name]["args"] == build.manifest_entry(s, target)["args"]
                                for s in specs)
-            if existing["target"] == target.to_json() and same_tools and same_kernels:
+            same_records = (existing.get("model") or {}).get("tuning_records") == records
+            if existing["target"] == target.to_json() and same_tools and same_kernels and same_records:
                 progress(f"reusing the kernels in {out_dir}")
                 return manifest_path
+            if not same_records:
+                progress(f"rebuilding {out_dir}: it was built with other tuning records "
+                         f"({(existing.get('model') or {}).get('tuning_records') or 'none'}; now {records or 'none'})")
     progress(f"building {len(specs)} kernels for {model.path.name} ({target.name}) into {out_dir}")
     return build.build(specs, target, out_dir, toolchain=toolchain, tuning_dir=tuning_dir,
-                       model={"gguf": model.path.name, **models.describe(model.shape)},
+                       model={"gguf": model.path.name, **models.describe(model.shape), "tuning_records": records},
                        progress=progress)
 
 

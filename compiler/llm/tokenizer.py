@@ -60,7 +60,7 @@ class GGUFTokenizer:
         self._tokens = tokens
 
     def encode(self, text: str) -> list[int]:
-        ids = self._tok.encode(text, add_special_tokens=False).ids
+        ids = self._tok.encode(valid_unicode(text), add_special_tokens=False).ids
         return [self.bos_id, *ids] if self.add_bos and self.bos_id >= 0 else ids
 
     def decode(self, ids: list[int]) -> str:
@@ -122,3 +122,14 @@ def render_chat_template(template: str, messages: list[dict], **variables) -> st
 def _one_line(err: Exception) -> str:
     """An error's message on one line (a template's own message may span several)."""
     return " ".join(str(err).split())
+
+
+def valid_unicode(text: str) -> str:
+    """`text` with what is not Unicode replaced by U+FFFD, as a UTF-8 decoder's "replace" does: bytes
+    that were not UTF-8 reach Python from argv or a pipe as lone surrogates (surrogateescape), which
+    the tokenizer refuses."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # surrogates of another origin
+        raw = text.encode("utf-8", "replace")
+    return raw.decode("utf-8", "replace")

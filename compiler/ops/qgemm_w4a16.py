@@ -79,11 +79,13 @@ def w4a16_arguments(n, k, group, zero, act, bias, layout, out, minimum=False, no
                     residual=False) -> list[Arg]:
     nt = layout.n_tile
     check_divisible("qgemm_w4a16", "n", n, nt)
+    # both nibbles offset binary for the SIMD float16 form (_acc_fp16_lanes), else the high one signed
+    offsets = {"low_offset": 8, "high_offset": 8} if _fp16_lanes(layout) else {"low_offset": 8}
     steps = (
         {"op": "check_range", "min": -8, "max": 7},
         {"op": "reshape", "shape": [n // nt, nt, k // 2, 2]},
         {"op": "transpose", "axes": [0, 2, 1, 3]},
-        {"op": "nibbles", "low_offset": 8},
+        {"op": "nibbles", **offsets},
         {"op": "reshape", "shape": [n // nt, k // 2, nt]},
     )
     # Scales (and zeros) tiled like the weight, [N/nt, K/g, nt]: one vector load per group.
@@ -134,29 +136,42 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False
         h == 1, xf(i, g * group + rs),
         te.if_then_else(rs % 2 == 0, xf(i, g * group + rs) * tirx.const(-8.0, "float32"), tirx.const(0.0, "float32"))),
         axis=rs), name="xgroup")
-    if layout.float_math == "float16":
+    lanes16 = _fp16_lanes(layout)
+    if lanes16:
+        acc, row_scale = _acc_fp16_lanes(xf, w, rows, n, k, group, nt)
+    elif layout.float_math == "float16":
         acc = _acc_fp16(xf, w, wz, rows, n, ngroups, pairs, nt)
     else:
         acc = _acc_fp32(xf, w, wz, rows, n, ngroups, pairs, nt)
-    # The group terms: scale x the -8 x_k terms, and with block minimums sum_k x w_min =
-    # sum_g w_min[g] * (sum of x over group g).
+    # The group terms: scale x the -8 x_k terms (not in the float16 SIMD form: its weights are signed),
+    # minus a zero point's scale x z x the group's sum of x (there: the fp32 form folds it into the
+    # bytes' factors), and with block minimums sum_k x w_min = sum_g w_min[g] * (sum of x over group g).
     def group_terms(i, j, g):
-        value = ws[j // nt, g, j % nt] * xgroup[i, g, 0]
-        return value + wmin[j // nt, g, j % nt] * xgroup[i, g, 1] if wmin is not None else value
+        t, c = j // nt, j % nt
+        if lanes16:
+            value = -ws[t, g, c] * wz[t, g, c] * xgroup[i, g, 1] if wz is not None else tirx.const(0.0, "float32")
+        else:
+            value = ws[t, g, c] * xgroup[i, g, 0]
+        return value + wmin[t, g, c] * xgroup[i, g, 1] if wmin is not None else value
 
-    rg = te.reduce_axis((0, ngroups), name="rg")
+    chunks = acc.shape[1]  # partial sums per group: one, or (float16 SIMD form) one per chunk of k
+    rg = te.reduce_axis((0, chunks), name="rg")
+
+    def scaled_sum(i, j, c):
+        return acc[i, c, j].astype("float32") * ws[j // nt, c * ngroups // chunks, j % nt]
     if layout.group_terms_in_sum:  # GPUs: added where each group's sum is scaled, one pass
-        ysum = te.compute((rows, n), lambda i, j: te.sum(
-            acc[i, rg, j] * ws[j // nt, rg, j % nt] + group_terms(i, j, rg), axis=rg), name="ysum")
+        ysum = te.compute((rows, n), lambda i, j: te.sum(scaled_sum(i, j, rg) + group_terms(i, j, rg), axis=rg),
+                          name="ysum")
         corr = None
     else:  # CPUs: a small GEMM over group sums of its own, scheduled apart (schedules/cpu/gemm_tiles)
-        ysum = te.compute((rows, n), lambda i, j: te.sum(acc[i, rg, j] * ws[j // nt, rg, j % nt], axis=rg),
-                          name="ysum")
+        ysum = te.compute((rows, n), lambda i, j: te.sum(scaled_sum(i, j, rg), axis=rg), name="ysum")
         rm = te.reduce_axis((0, ngroups), name="rm")
-        corr = te.compute((m, n), lambda i, j: te.sum(group_terms(i, j, rm), axis=rm), name="corr")
+        has_terms = wmin is not None or not lanes16 or wz is not None
+        corr = te.compute((m, n), lambda i, j: te.sum(group_terms(i, j, rm), axis=rm), name="corr") if has_terms else None
 
     def output(i, j):
-        value = ysum[i, j] + corr[i, j] if corr is not None else ysum[i, j]
+        value = ysum[i, j] * row_scale[i] if lanes16 else ysum[i, j]
+        value = value + corr[i, j] if corr is not None else value
         if residual:
             value = value + ph["residual"][i, j]
         return value + bias[j] if bias is not None else value
@@ -216,6 +231,44 @@ def _acc_fp16(xf, w, wz, rows, n, ngroups, pairs, nt):
     r = te.reduce_axis((0, pairs), name="r")
     return te.compute((rows, ngroups, n), lambda i, g, j: te.sum(
         byte_sum(i, g, j, g * pairs + r), axis=r), name="acc")
+
+
+# k per float16 partial sum of the SIMD float16 form: its rounding error grows with the chain (32
+# products of |w| <= 8 and |x| <= 1: ~1e-3 of the largest output, within fp16_tolerance)
+FP16_CHUNK = 32
+
+
+def _fp16_lanes(layout) -> bool:
+    """The float16 form of SIMD lanes (CPUs with float16 arithmetic), not the GPUs' per-thread one."""
+    return layout.float_math == "float16" and not layout.threaded
+
+
+def _acc_fp16_lanes(xf, w, rows, n, k, group, nt):
+    """(acc[m, k/chunk, n], row_scale[m]): float16 partial sums of x / max|x| times the signed weights
+    over chunks of FP16_CHUNK k (NEON FMLA on 8 half lanes, twice the float32 rate), and the rows'
+    max|x|, by which the scaled sums are multiplied back. Dividing by the row's max keeps every
+    product within +-8 and a chunk's sum within float16's range, whatever the activations' size.
+    Both nibbles are offset binary (u = w + 8): the bits 0x6400 | u are the float16 1024 + u, so a
+    weight is an OR and a subtraction, not a conversion (UCVTF on 8 half lanes: 4 uops on one pipe of
+    the A76 model)."""
+    from tvm import te, tirx
+
+    rk = te.reduce_axis((0, k), name="rk")
+    amax = te.compute((rows,), lambda i: te.max(te.abs(xf(i, rk)), axis=rk), name="x_amax")
+    inv = te.compute((rows,), lambda i: tirx.Select(amax[i] > 0, 1.0 / amax[i], tirx.const(0.0, "float32")), name="x_inv")
+    xh = te.compute((rows, k), lambda i, kk: (xf(i, kk) * inv[i]).astype("float16"), name="x_f16")
+    chunk = min(group, FP16_CHUNK)
+
+    def weight(j, kk):
+        byte = w[j // nt, kk // 2, j % nt].astype("int32")
+        bits = ((byte >> (kk % 2 * 4)) & 15) | 0x6400
+        return tirx.reinterpret("float16", bits.astype("uint16")) - tirx.const(1032.0, "float16")
+
+    r = te.reduce_axis((0, chunk // 2), name="r")
+    h = te.reduce_axis((0, 2), name="h")
+    acc = te.compute((rows, k // chunk, n), lambda i, c, j: te.sum(
+        weight(j, c * chunk + 2 * r + h) * xh[i, c * chunk + 2 * r + h], axis=[r, h]), name="acc")
+    return acc, amax
 
 
 def w4a16_reference(x, w, w_scale, w_zero, group, bias=None, w_min=None) -> np.ndarray:

@@ -8,7 +8,7 @@ from schedules.cpu import attention, gemm_float, gemm_int, pointwise
 from schedules.cpu.gemm_float import w4a16_tile
 from schedules.cpu.intrinsics import activation_offset, dot_tile, has_high_bit_form, int4_halves_tile
 from schedules.cpu.unpacked import UNPACKED_FORMS, unpacked_forms
-from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n, int4_weights, int_weight_bits
+from schedules.gemm_facts import GEMM_OPS, float_weights, gemm_n, int4_float_weights, int4_weights, int_weight_bits
 from schedules.layouts import CpuLayout
 
 _SCHEDULES = {
@@ -60,7 +60,8 @@ def layout(spec, target, bucket: dict) -> CpuLayout:
         # such tiles side by side: DOT_TILES_PER_WEIGHT_TILE);
         # int4 weights of W4A16 tiled to two SIMD registers of output columns.
         int8_dot=dot,
-        n_tile=w4a16_tile(gemm_n(spec), target) if float_weights(spec) else _int_weight_tile(spec, dot),
+        n_tile=w4a16_tile(gemm_n(spec), target, _float16_math(spec, target)) if float_weights(spec) else
+        _int_weight_tile(spec, dot),
         k_tile=halves[0] if halves else dot_tile(dot)[1],
         int4_halves=halves is not None,
         int4_unsigned=bool(halves and halves[1]),
@@ -70,6 +71,8 @@ def layout(spec, target, bucket: dict) -> CpuLayout:
         m_tile=1 if bucket.get("M") == 1 else GEMM_ROW_TILE,
         biased_sums=target.slow_int_to_float and _q8_blocks(spec),
         lean_group_scaling=target.isa == "aarch64" and _q8_blocks(spec),
+        # W4A16 on float16 lanes where the target has the arithmetic (ops/qgemm_w4a16._acc_fp16_lanes)
+        float_math="float16" if _float16_math(spec, target) else "float32",
         kv_tile=32,
         q_rows=4,
         lanes=_attention_lanes(spec, target),
@@ -81,6 +84,10 @@ def layout(spec, target, bucket: dict) -> CpuLayout:
         query_dot="" if target.attention_keys_in_lanes else _attention_query_dot(spec, target),
         key_fold=_attention_key_fold(spec, target),
     )
+
+
+def _float16_math(spec, target) -> bool:
+    return target.float16_arith and int4_float_weights(spec)
 
 
 def _q8_blocks(spec) -> bool:

@@ -12,10 +12,15 @@ from schedules.cpu.blocks import has_block
 from schedules.cpu.gemm_tiles import tile_gemm
 
 
-def w4a16_tile(n: int, target) -> int:
-    """Output columns per weight tile: two SIMD registers' worth when n allows, else the largest even divisor."""
-    lanes = target.float_lanes
+def w4a16_tile(n: int, target, float16: bool = False) -> int:
+    """Output columns per weight tile: two SIMD registers' worth (of float16 lanes where the products
+    are float16) when n allows, else the largest even divisor."""
+    lanes = simd_lanes(target, float16)
     return next(t for t in (2 * lanes, lanes, lanes // 2, 4, 2) if t >= 2 and n % t == 0)
+
+
+def simd_lanes(target, float16: bool) -> int:
+    return target.float_lanes * 2 if float16 else target.float_lanes
 
 
 def schedule_gemm(sch, spec, target, layout) -> None:
@@ -24,7 +29,7 @@ def schedule_gemm(sch, spec, target, layout) -> None:
 
 def schedule_w4a16(sch, target, layout, *, n: int, out: str) -> None:
     n_tile = layout.n_tile
-    lanes = min(n_tile, target.float_lanes)
+    lanes = min(n_tile, simd_lanes(target, layout.float_math == "float16"))
 
     def micro_kernel(sch, acc, k, rows, cols, inner):
         # int4: `inner` is which factor of a weight byte (the low nibble, the byte)
@@ -41,9 +46,11 @@ def schedule_w4a16(sch, target, layout, *, n: int, out: str) -> None:
     # group sums): parallel over tokens, except for one token (a fork/join costs more than the pass).
     if has_block(sch, "rms_inv"):
         sch.compute_inline(sch.get_sblock("rms_inv"))
-    for name in ("rms_ss", "xact", "xpair", "xgroup"):
+    for name in ("rms_ss", "xact", "xpair", "xgroup", "x_amax", "x_inv", "x_f16"):
         if has_block(sch, name) and layout.m_tile > 1:
             sch.parallel(sch.get_loops(sch.get_sblock(name))[0])
+    if has_block(sch, "x_f16"):  # the float16 form's activations, divided by their row's max|x|
+        sch.vectorize(sch.split(sch.get_loops(sch.get_sblock("x_f16"))[-1], [None, lanes])[1])
 
     # Half the register file holds the accumulators of m_tile rows; the rest unpacked weights. A
     # one-token GEMV streams its weights from DRAM: one weight tile per task keeps each core on one

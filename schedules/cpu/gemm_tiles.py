@@ -84,20 +84,21 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
     elif has_block(sch, "ysum"):  # group scales: fp32 sum over groups, one SIMD pass per group
         sch.reverse_compute_at(sch.get_sblock("ysum"), g)
     store = sch.get_sblock(out)
-    if has_block(sch, "corr"):
-        # A term outside the tiles (W4A16's block minimum: group sums of x times w_min) feeds the
-        # output, so the output is its own pass after them, over rows x column vectors, each vector's
-        # term computed in place.
+    if has_block(sch, "corr") or has_block(sch, "x_amax"):
+        # A term outside the tiles (W4A16's block minimum: group sums of x times w_min; the float16
+        # form's row scale) feeds the output, so the output is its own pass after them, over rows x
+        # column vectors, each vector's term computed in place.
         rows_out, cols_out = sch.get_loops(store)
         vectors, lanes = sch.split(cols_out, [None, n_multiple])
-        corr = sch.get_sblock("corr")
         tiles = sch.fuse(rows_out, vectors)
         sch.parallel(tiles)
-        sch.compute_at(corr, tiles)
         sch.vectorize(lanes)
-        own = sch.get_loops(corr)[1:]  # columns, groups (a one-group loop is dropped by compute_at)
-        if len(own) == 2:
-            sch.reorder(own[1], own[0])  # FMAs over a column vector per group (LLVM vectorises the columns)
+        if has_block(sch, "corr"):
+            corr = sch.get_sblock("corr")
+            sch.compute_at(corr, tiles)
+            own = sch.get_loops(corr)[1:]  # columns, groups (a one-group loop is dropped by compute_at)
+            if len(own) == 2:
+                sch.reorder(own[1], own[0])  # FMAs over a column vector per group (LLVM vectorises the columns)
     else:
         sch.reverse_compute_at(store, io)
         sch.vectorize(sch.get_loops(store)[-1])

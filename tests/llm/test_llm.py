@@ -241,12 +241,16 @@ def arm_library(smollm, tmp_path_factory):
 
 @pytest.mark.emulated
 def test_arm_build_under_qemu_gives_the_x86_tokens(smollm, tokenizer, decoder, arm_library):
+    """The f32 path under qemu. `arm` has ARMv8.2 FP16, so its W4A16 GEMMs multiply and sum 32 k at a
+    time in float16 (activations divided by their row's max|x|; ops/qgemm_w4a16._acc_fp16_lanes): its
+    logits differ from x86's float32 ones by 0.10 at most here (1e-3 with float32 products), tokens
+    not. (llama.cpp rounds these activations to int8 blocks.)"""
     arm = Decoder(smollm, arm_library, max_context=64)
     ids = tokenizer.encode("The capital of France is")
     tokens, logits = greedy_tokens(arm, ids, 3)
     x86_tokens, x86_logits = greedy_tokens(decoder, ids, 3)
     assert tokens == x86_tokens
-    np.testing.assert_allclose(logits, x86_logits, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(logits, x86_logits, atol=0.25, rtol=0)
 
 
 @pytest.fixture(scope="module")

@@ -196,6 +196,29 @@ def test_a_knob_setting_the_recording_lacks_is_a_failed_candidate(tmp_path):
     assert all(task.trials - task.failures in (3, 4) and task.best_secs < float("inf") for task in run.tasks)
 
 
+@pytest.mark.unit
+def test_another_layout_must_beat_the_default_by_a_margin(tmp_path, monkeypatch):
+    """A layout other than the default is built only where its record beat the default layout's by
+    LAYOUT_MARGIN: a tie at the tuning shape says nothing about the other lengths a variant serves."""
+    target, spec = targets.get("x86"), make_spec("qgemm_w8a8", n=64, k=128)
+    run = search.tune([spec], target, device="replayed", logs_root=tmp_path, trials=64,
+                      replay=RECORDINGS / "x86-qgemm_w8a8.json", progress=lambda _: None)
+    general = [t for t in run.tasks if t.bucket == {}]
+    default, fastest = general[0], min(general[1:], key=lambda t: t.best_secs)
+    win = default.best_secs / fastest.best_secs
+    assert win > 1.0, "the recording should hold a layout faster than the default's"
+    database = tuning_db.open_database(run.directory)
+
+    def chosen(margin):
+        monkeypatch.setattr(tasks, "LAYOUT_MARGIN", margin)
+        layout, record = tasks.layout_record(database, spec, target, {}, raced=False)
+        assert record is not None
+        return layout
+
+    assert chosen(win * 0.99) == fastest.layout
+    assert chosen(win * 1.01) == default.layout
+
+
 @pytest.mark.native
 def test_build_takes_the_layout_whose_record_ran_fastest(tmp_path):
     """The outer space: each layout choice of a variant is a task of its own; `build` compares
@@ -206,7 +229,8 @@ def test_build_takes_the_layout_whose_record_ran_fastest(tmp_path):
     run = search.tune([spec], target, device="replayed", logs_root=tmp_path / "logs", trials=64, replay=path,
                       progress=lambda _: None)
     assert [t.layout_tag for t in run.tasks] == ["", "", "m_tile=2", "m_tile=8"]
-    fastest = min((t for t in run.tasks if t.bucket == {}), key=lambda t: t.best_secs)
+    fastest = min((t for t in run.tasks if t.bucket == {}),
+                  key=lambda t: t.best_secs * (tasks.LAYOUT_MARGIN if t.layout_tag else 1.0))
     out = tmp_path / "lib"
     build.build([spec], target, out, toolchain=backends.toolchain_for(target), tuning_dir=run.directory,
                 progress=lambda _: None)
