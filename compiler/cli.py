@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,9 @@ def cmd_run(args) -> int:
 
     conversation = run.check_flags(args.prompt, args.chat, args.interactive, args.max_tokens, args.prefill_chunk)
     target, sampler = targets.get(args.target), Sampler(args.temperature, args.top_p, args.seed)
+    if target.compile_only and target.emulator is None and platform.machine() != target.isa:  # before minutes of building
+        raise ValueError(f"{target.name} builds are compile-only here ({target.compile_only}); run needs a target "
+                         "this machine runs or emulates")
     activations = args.activations or target.model_activations
     gguf = Path(args.gguf) if args.gguf else model_files.gguf_path(args.model)
     kv_suffix = "-kv8" if args.kv_cache == "int8" else ""
@@ -220,6 +224,8 @@ def cmd_verify(args) -> int:
 
     from compiler import verify
 
+    if args.size < 1:
+        raise ValueError(f"--size must be a length of at least 1, got {args.size}")
     lib = runtime.load(args.dir, emulate=True if args.emulate else None)
     print(f"verifying {len(lib.kernels)} kernels of {args.dir} ({lib.target['name']}, {lib.mode})")
     rng = np.random.default_rng(args.seed)
@@ -293,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except MemoryError as err:  # numpy's names the array it could not allocate
+        print(f"error: out of memory: {err} (a smaller size, e.g. --size, may fit)", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # the reader of stdout went away (`run ... | head`): stop quietly, as a shell tool does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 141

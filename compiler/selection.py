@@ -14,9 +14,14 @@ from compiler.tuning import database as tuning_db
 
 
 def split_list(values: list[str] | None) -> list[str] | None:
+    """Comma-separated names (None: none given, meaning all); a list that names nothing (",") is an
+    error, not "all"."""
     if not values:
         return None
-    return [v for value in values for v in value.split(",") if v]
+    names = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    if not names:
+        raise ValueError(f"{','.join(values)!r} names nothing: give comma-separated names, or leave the option out")
+    return names
 
 
 def model(args):

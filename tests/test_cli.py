@@ -37,6 +37,9 @@ def test_list_names_targets_presets_and_ops():
     (["build", "--target", "arm", "--config", "/nonexistent.json"], "does not exist"),
     (["verify", "/nonexistent/dir"], "no manifest.json"),
     (["setup-emulator", "--isa", "mips"], "no emulated userland recipe"),
+    (["verify", "/nonexistent/dir", "--size", "0"], "--size must be a length of at least 1"),
+    (["run", "--target", "hexagon-v68", "--prompt", "hi"], "hexagon-v68 builds are compile-only here"),
+    (["build", "--target", "x86", "--ops", ","], "names nothing"),
 ])
 def test_bad_input_is_a_clear_error(args, message):
     proc = run(*args)
