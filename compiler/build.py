@@ -68,10 +68,10 @@ def manifest_entry(spec: KernelSpec, target) -> dict:
 
 
 def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain, model: dict | None = None,
-          tuning_dir: Path | None = None, progress: Callable[[str], None] = print) -> Path:
+          tuning_dir: Path | None = None, database=None, progress: Callable[[str], None] = print) -> Path:
     """Schedule (replaying the best tuning record from `tuning_dir` where there is one), compile and
     link every spec with the target's backend; write out_dir/manifest.json beside its artifacts.
-    Returns the manifest path."""
+    `database`: tuning_dir's records already open (the tuner's, under its lock). Returns the manifest path."""
     import schedules
 
     if not specs:
@@ -79,7 +79,7 @@ def build(specs: list[KernelSpec], target, out_dir: Path, *, toolchain, model: d
     backend = backends.get(target)
     previous = prepare_output(out_dir)
     start = time.time()
-    database = _open_records(tuning_dir, progress)
+    database = database if database is not None else _open_records(tuning_dir, progress)
     funcs, kernels = {}, {}
     for index, spec in enumerate(specs, 1):
         progress(f"[{index}/{len(specs)}] scheduling {spec.name}")

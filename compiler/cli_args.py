@@ -90,7 +90,8 @@ def parser() -> argparse.ArgumentParser:
                                   "measured records go to tuning_logs/<target>/<core>/")
     t.add_argument("--no-race", action="store_true",
                    help="keep the search's best records without racing each against its default schedule "
-                        "(by default a record measured here is used only if it wins that race)")
+                        "(by default a record is used only if it wins that race: timed here, or with --core "
+                        "modelled as `build` makes the kernel)")
     t.add_argument("--race-only", action="store_true",
                    help="search nothing: race the records already in the folder against their defaults")
     measured = t.add_mutually_exclusive_group()

@@ -186,11 +186,11 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
     compiler.tuning.rpc.Tracker), by the backend's model of `core` (a targets.Core: the ARM cycle
     model), or with `replay`, against a recording of an earlier search (compiler.tuning.replay);
     `record` writes one. Each task stops early once its search space is exhausted. Measured on this
-    machine, each variant's best record is then raced against its default schedule (`race`;
-    tuning.confirm); `race_only` races the records already there and searches nothing."""
-    if race_only and (tracker is not None or core is not None or replay is not None or not race):
-        raise ValueError("--race-only times records on this machine: not with an RPC device, a core model, "
-                         "a replay or --no-race")
+    machine or modelled on a core, each variant's best record is then raced against its default
+    schedule (`race`; tuning.confirm); `race_only` races the records already there and searches nothing."""
+    if race_only and (tracker is not None or replay is not None or not race):
+        raise ValueError("--race-only times records on this machine or models them on a core: not with an RPC "
+                         "device, a replay or --no-race")
     if replay is not None and (tracker is not None or record is not None or core is not None):
         raise ValueError("a replayed search measures nothing: it cannot use an RPC device, a core model or make a "
                          "recording")
@@ -202,7 +202,7 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
              f"by the cycle model of {core.name} (MODELLED)" if core else "on this machine")
     progress(f"tuning for {target.name} {where}, device {device}, into {directory}")
     if race_only:
-        return _race_only(specs, target, directory, progress)
+        return _race_only(specs, target, directory, core, progress)
     if replay is not None:
         recording = replay_timings.Recording.load(replay)
         runner, compile_with = replay_timings.runner(recording), replay_timings.compile_knobs
@@ -224,8 +224,8 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
         seconds = search(tasks, [our_space(task, target) for task in tasks], target, database=database,
                          trials=trials, minutes=minutes, runner=runner, compile_with=compile_with,
                          observers=tuple(observers), progress=progress)
-        if race and tracker is None and core is None and replay is None:
-            confirm.race_records(specs, target, directory, database, progress=progress)
+        if race and tracker is None and replay is None:
+            _race(specs, target, directory, database, core, progress)
     for task in tasks:
         failed = f", {task.failures} failed" if task.failures else ""
         progress(f"{task.name}: best {task.best_secs * 1e3:.3f} ms ({task.rate:.1f} {task.unit}) "
@@ -236,11 +236,20 @@ def tune(specs: list[KernelSpec], target, *, device: str, logs_root: Path, trial
     return TuningRun(directory, tasks, seconds)
 
 
-def _race_only(specs, target, directory: Path, progress) -> TuningRun:
+def _race_only(specs, target, directory: Path, core, progress) -> TuningRun:
     """`tune --race-only`: race the records a folder holds against their defaults; no search."""
     if not (directory / RECORDS).is_file():
         raise ValueError(f"no tuning records at {directory} to race")
     start = time.time()
     with locked(directory):
-        confirm.race_records(specs, target, directory, open_database(directory, warn=progress), progress=progress)
+        _race(specs, target, directory, open_database(directory, warn=progress), core, progress)
     return TuningRun(directory, [], time.time() - start)
+
+
+def _race(specs, target, directory: Path, database, core, progress) -> None:
+    """Each variant's best record against its default schedule: timed on this machine, or with `core`
+    modelled on it as `build` makes the kernels (tuning.confirm)."""
+    if core is None:
+        confirm.race_records(specs, target, directory, database, progress=progress)
+    else:
+        confirm.race_modelled_records(specs, target, directory, database, core, progress=progress)

@@ -20,7 +20,7 @@ from compiler.backends.native.cycle_model.runner import modelled_seconds
 from compiler.manifest import LIBRARY_NAME
 from compiler.specs import make_spec
 from compiler.tuning import database as tuning_db
-from compiler.tuning import search
+from compiler.tuning import search, verdicts
 from compiler.tuning.tasks import make_tasks
 
 
@@ -98,12 +98,21 @@ def test_tune_by_the_cycle_model_then_build_for_that_core(tmp_path):
     assert any("MODELLED" in line for line in lines)
     assert run.directory == tmp_path / "logs" / "arm" / "model-cortex-a55"
     assert all(task.trials and not task.failures and task.best_secs < float("inf") for task in run.tasks)
+    # each variant's best record raced against its default as `build` makes the kernel, by the model
+    found = verdicts.load(run.directory)
+    assert set(found) == {f"{spec.name}__m1", spec.name}, found
+    for verdict in found.values():
+        assert verdict["modelled"] == "cortex-a55" and verdict["kept"] == (verdict["speedup"] >= 1.0)
+        assert verdict["speedup"] == pytest.approx(verdict["default_mcycles"] / verdict["tuned_mcycles"], rel=1e-3)
+    assert sum(line.startswith("  race ") and "MODELLED" in line for line in lines) == 2, lines
     out = tmp_path / "lib"
     build.build([spec], target, out, toolchain=backends.toolchain_for(target),
                 tuning_dir=selection.records_dir(_args(tmp_path / "logs"), target, core="cortex-a55"),
                 progress=lambda _: None)
     variants = json.loads((out / "manifest.json").read_text())["kernels"][spec.name]["variants"]
-    assert all(v["tuning"] != "default" and v["tuning"]["modelled"] for v in variants)  # labelled as a model
+    for variant in variants:  # a record that lost its race leaves the default; the others are labelled a model
+        kept = found[variant["symbol"]]["kept"]
+        assert (variant["tuning"] != "default" and variant["tuning"]["modelled"]) if kept else variant["tuning"] == "default"
 
 
 @pytest.mark.emulated
