@@ -162,6 +162,8 @@ class GGUFModel:
         import gguf
 
         self.path = Path(path)
+        if self.path.is_dir():
+            raise GGUFError(f"{self.path} is a folder, not a GGUF file")
         if not self.path.is_file():
             raise GGUFError(f"GGUF file {self.path} does not exist")
         try:

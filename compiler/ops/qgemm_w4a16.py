@@ -259,15 +259,15 @@ def _acc_fp16_lanes(xf, w, rows, n, k, group, nt):
     xh = te.compute((rows, k), lambda i, kk: (xf(i, kk) * inv[i]).astype("float16"), name="x_f16")
     chunk = min(group, FP16_CHUNK)
 
-    def weight(j, kk):
-        byte = w[j // nt, kk // 2, j % nt].astype("int32")
-        bits = ((byte >> (kk % 2 * 4)) & 15) | 0x6400
+    def weight(j, p, h):  # the nibble h of byte p (k = 2p + h), as schedules/cpu/intrinsics_half.py reads it
+        byte = w[j // nt, p, j % nt].astype("int32")
+        bits = ((byte >> (h * 4)) & 15) | 0x6400
         return tirx.reinterpret("float16", bits.astype("uint16")) - tirx.const(1032.0, "float16")
 
     r = te.reduce_axis((0, chunk // 2), name="r")
     h = te.reduce_axis((0, 2), name="h")
     acc = te.compute((rows, k // chunk, n), lambda i, c, j: te.sum(
-        weight(j, c * chunk + 2 * r + h) * xh[i, c * chunk + 2 * r + h], axis=[r, h]), name="acc")
+        weight(j, c * (chunk // 2) + r, h) * xh[i, 2 * (c * (chunk // 2) + r) + h], axis=[r, h]), name="acc")
     return acc, amax
 
 

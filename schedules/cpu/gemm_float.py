@@ -9,6 +9,7 @@ zero point) is applied once per group.
 from __future__ import annotations
 
 from schedules.cpu.blocks import has_block
+from schedules.cpu.intrinsics_half import COLUMNS, half_intrinsic
 from schedules.cpu.gemm_tiles import tile_gemm
 
 
@@ -31,7 +32,18 @@ def schedule_w4a16(sch, target, layout, *, n: int, out: str) -> None:
     n_tile = layout.n_tile
     lanes = min(n_tile, simd_lanes(target, layout.float_math == "float16"))
 
+    half_tiles = layout.float_math == "float16" and n_tile == COLUMNS and has_block(sch, "x_f16")
+
     def micro_kernel(sch, acc, k, rows, cols, inner):
+        if half_tiles:  # int4 on float16 lanes: a tile of 16 columns x 2 k (`inner`: the nibble) per call
+            # the accumulator chunk-major, so a tile's region is its trailing (rows, columns) dims
+            sch.transform_layout(acc, ("write", 0), lambda i, c, j: (c, i, j))
+            tiles, tile = sch.split(cols, [None, COLUMNS])
+            sch.reorder(k, tiles, *inner, rows, tile)
+            sch.unroll(tiles)
+            sch.decompose_reduction(acc, k)
+            sch.tensorize(inner[0], half_intrinsic(layout.m_tile))
+            return
         # int4: `inner` is which factor of a weight byte (the low nibble, the byte)
         tiles, vector = sch.split(cols, [None, lanes])
         sch.reorder(k, *inner, rows, tiles, vector)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from schedules.cpu.intrinsic_parts import activations_x4, high_bits, high_plane_shape, high_value, impl_high_of, \
     impl_of, int16_weights, int8_weights
+from schedules.cpu.intrinsics_half import half_intrinsic
 from schedules.cpu.intrinsics_arm import neon_form, sdot_form, sdot_halves, sdot_halves_high
 from schedules.cpu.unpacked import UNPACKED_FORMS, unpack_intrinsic, unpacked_intrinsic
 
@@ -318,6 +319,8 @@ def register_all() -> None:
     for kind in _HIGH_BIT_FORMS:
         for bits in (5, 6):
             dot_intrinsic(kind, bits)
+    for rows in (1, 2, 4, 8):  # every m_tile of the layout choices
+        half_intrinsic(rows)
     for kind in UNPACKED_FORMS:
         unpacked_intrinsic(kind)
         for bits in UNPACKED_FORMS[kind].weight_bits:
