@@ -90,8 +90,11 @@ def cmd_tune(args) -> int:
     import targets
     from compiler.tuning import search
 
+    from compiler.benchmarks import plots
+
     target = targets.get(args.target)
     selection.output_file(args.record, "--record")
+    chart = plots.chart_path(args.plot)
     tracker, device, core = selection.tune_route(args, target)
     specs = selection.command_specs(args, target)
     run = search.tune(specs, target, device=device, logs_root=Path(args.tuning_logs), trials=trials,
@@ -100,11 +103,9 @@ def cmd_tune(args) -> int:
                     record=selection.output_file(args.record, "--record"),
                     core=core, race=not args.no_race, race_only=args.race_only,
                     progress=lambda line: print(line, flush=True))
-    if args.plot:
-        from compiler.benchmarks import plots
-
+    if chart:
         title = f"tuning {target.name} on {device}: {sum(t.trials for t in run.tasks)} trials, {run.seconds:.0f} s"
-        print(f"tuning curves: {plots.tuning_curves(run.tasks, Path(args.plot), title)}")
+        print(f"tuning curves: {plots.tuning_curves(run.tasks, chart, title)}")
     return 0
 
 
@@ -172,7 +173,7 @@ def cmd_tune_matrix(args) -> int:
 def cmd_bench(args) -> int:
     import targets
     from compiler import backends
-    from compiler.benchmarks import bench
+    from compiler.benchmarks import bench, plots
     from compiler.llm import model_files
 
     target = targets.get(args.target)
@@ -189,7 +190,7 @@ def cmd_bench(args) -> int:
 
         GGUFModel(gguf)
     bench.run(selection.specs(args), target, toolchain=backends.toolchain_for(target), tuning_dir=tuning, quick=args.quick,
-              json_path=selection.output_file(args.json, "--json"), plot_path=Path(args.plot) if args.plot else None,
+              json_path=selection.output_file(args.json, "--json"), plot_path=plots.chart_path(args.plot),
               model=selection.model(args), gguf=gguf, progress=lambda line: print(line, flush=True))
     return 0
 
@@ -198,7 +199,7 @@ def _bench_modelled(args, target) -> int:
     """bench --core: the cycle model of ARM cores instead of timing in this process."""
     import targets
     from compiler import backends
-    from compiler.benchmarks import modelled
+    from compiler.benchmarks import modelled, plots
 
     from compiler.llm import model_files
 
@@ -214,7 +215,7 @@ def _bench_modelled(args, target) -> int:
     tuning_dirs = {name: selection.records_dir(args, target, core=name) for name in cores}
     modelled.run(specs, target, toolchain=backends.toolchain_for(target), tuning_dirs=tuning_dirs, cores=cores,
                  quick=args.quick, json_path=selection.output_file(args.json, "--json"),
-                 plot_path=Path(args.plot) if args.plot else None, peer=not args.no_model_row, gguf=gguf,
+                 plot_path=plots.chart_path(args.plot), peer=not args.no_model_row, gguf=gguf,
                  progress=lambda line: print(line, flush=True))
     return 0
 

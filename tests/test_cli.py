@@ -40,6 +40,8 @@ def test_list_names_targets_presets_and_ops():
     (["verify", "/nonexistent/dir", "--size", "0"], "--size must be a length of at least 1"),
     (["run", "--target", "hexagon-v68", "--prompt", "hi"], "hexagon-v68 builds are compile-only here"),
     (["build", "--target", "x86", "--ops", ","], "names nothing"),
+    (["tune", "--target", "x86", "--ops", "attention_decode", "--trials", "2", "--plot", "curves.xyz"],
+     "--plot curves.xyz: give a file name ending in one of"),
 ])
 def test_bad_input_is_a_clear_error(args, message):
     proc = run(*args)

@@ -15,6 +15,19 @@ def _pyplot():
     return plt
 
 
+def chart_path(value: str | None) -> Path | None:
+    """--plot's file, checked before the work: a folder or a format matplotlib cannot write is refused
+    now, not after a tuning run or a benchmark."""
+    if not value:
+        return None
+    path = Path(value)
+    formats = _pyplot().figure().canvas.get_supported_filetypes()
+    _pyplot().close("all")
+    if path.is_dir() or path.suffix.lstrip(".").lower() not in formats:
+        raise ValueError(f"--plot {path}: give a file name ending in one of .{', .'.join(sorted(formats))}")
+    return path
+
+
 def _save(plt, fig, path: Path) -> Path:
     fig.tight_layout()
     path = Path(path)
