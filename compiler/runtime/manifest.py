@@ -61,6 +61,9 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
 def _check_target(path: Path, target: Any) -> None:
     if not isinstance(target, dict) or not all(isinstance(target.get(k), str) for k in ("name", "backend", "isa")):
         raise LoaderError(f"{path}: 'target' must be an object naming the target's name, backend and isa")
+    features = target.get("cpu_features", [])
+    if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+        raise LoaderError(f"{path}: the target's 'cpu_features' must be a list of CPU flag names")
 
 
 _ROLES = ("input", "weight", "output")

@@ -307,6 +307,8 @@ MANIFESTS = [  # (name, builder(folder) -> folder, expectation)
      r"the manifest names backend 'tpu'"),
     ("manifest-target-a-string", lambda f: manifest_folder(f, setting(target="x86")), r"target"),
     ("manifest-target-a-list", lambda f: manifest_folder(f, setting(target=["x86"])), r"target"),
+    ("cpu-features-a-number", lambda f: manifest_folder(f, lambda m: {**m, "target": {**m["target"], "cpu_features": 5}}),
+     r"'cpu_features' must be a list of CPU flag names"),
 ]
 
 
