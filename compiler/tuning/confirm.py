@@ -93,26 +93,26 @@ def race_modelled_records(specs, target, directory: Path, database, core, *,
         pending = []
         for bucket in schedules.buckets(spec, target):
             variant = variant_symbol(spec, bucket)
-            record = layout_record(database, spec, target, bucket, tagged, raced=False)[1]
+            layout, record = layout_record(database, spec, target, bucket, tagged, raced=False)
             previous = verdicts.get(variant)
             if record is not None and not (isinstance(previous, dict) and previous.get("record") == record_key(record)):
-                pending.append((bucket, variant, record))
+                pending.append((bucket, variant, record, schedules.layout_tag(layout, schedules.layout(spec, target, bucket))))
         if not pending:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             built = {}
-            for name, records in (("default", None), ("tuned", database)):
+            for name, records in (("default", None), ("tuned", directory)):
                 out = Path(tmp) / name
-                build.build([spec], target, out, toolchain=backends.toolchain_for(target), tuning_dir=directory,
-                            database=records, progress=lambda _: None)
+                build.build([spec], target, out, toolchain=backends.toolchain_for(target), tuning_dir=records,
+                            database=database if records else None, progress=lambda _: None)
                 built[name] = (out, runtime.read_manifest(out))
-            for bucket, variant, record in pending:
+            for bucket, variant, record, tag in pending:
                 dims = symbolic_dims(built["default"][1]["kernels"][spec.name])
                 sizes = {d: v for d, v in tuning_shape(bucket).items() if d in dims}
                 cycles = {name: model_kernel(out, manifest, spec.name, sizes, core).cycles
                           for name, (out, manifest) in built.items()}
                 speedup = cycles["default"] / cycles["tuned"] if cycles["tuned"] else 1.0
-                verdicts[variant] = {"record": record_key(record), "modelled": core.name,
+                verdicts[variant] = {"record": record_key(record), "layout": tag, "modelled": core.name,
                                      "default_mcycles": round(cycles["default"] / 1e6, 6),
                                      "tuned_mcycles": round(cycles["tuned"] / 1e6, 6), "speedup": round(speedup, 4),
                                      "kept": speedup >= 1.0}  # equal: the default schedule itself

@@ -16,6 +16,7 @@ from conftest import require_cycle_model
 
 import targets
 from compiler import backends, build, cli, selection
+from compiler.backends.native.cycle_model import model_kernel
 from compiler.backends.native.cycle_model.runner import modelled_seconds
 from compiler.manifest import LIBRARY_NAME
 from compiler.specs import make_spec
@@ -105,6 +106,12 @@ def test_tune_by_the_cycle_model_then_build_for_that_core(tmp_path):
         assert verdict["modelled"] == "cortex-a55" and verdict["kept"] == (verdict["speedup"] >= 1.0)
         assert verdict["speedup"] == pytest.approx(verdict["default_mcycles"] / verdict["tuned_mcycles"], rel=1e-3)
     assert sum(line.startswith("  race ") and "MODELLED" in line for line in lines) == 2, lines
+    # the default it raced is the default schedule, as a build without records makes it
+    plain = tmp_path / "plain"
+    build.build([spec], target, plain, toolchain=backends.toolchain_for(target), progress=lambda _: None)
+    default = model_kernel(plain, json.loads((plain / "manifest.json").read_text()), spec.name, {"M": 128},
+                           targets.core("cortex-a55"))
+    assert found[spec.name]["default_mcycles"] == pytest.approx(default.cycles / 1e6, rel=1e-6)
     out = tmp_path / "lib"
     build.build([spec], target, out, toolchain=backends.toolchain_for(target),
                 tuning_dir=selection.records_dir(_args(tmp_path / "logs"), target, core="cortex-a55"),
