@@ -72,4 +72,4 @@ def schedule_w4a16(sch, target, layout, *, n: int, out: str) -> None:
     per_row = max(1, target.vector_registers // 2 // layout.m_tile)
     tile_gemm(sch, n=n, out=out, m_tile=layout.m_tile, n_multiple=n_tile, n_preferred=max(n_tile, per_row * lanes),
               n_limit=8 * n_tile, micro_kernel=micro_kernel, n_fixed=n_tile if layout.m_tile == 1 else None,
-              lanes=target.float_lanes if n_tile % target.float_lanes == 0 else 1)
+              lanes=target.float_lanes if n_tile % target.float_lanes == 0 else 1, simd_scaling=True)

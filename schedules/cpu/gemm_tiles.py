@@ -14,13 +14,14 @@ WIDENED_SCALES = ("w_scale_f32", "w_min_f32")  # ops/qgemm_int.py's float32 copi
 
 def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferred: int, n_limit: int,
               micro_kernel, n_fixed: int | None = None, lanes: int = 1, acc_cols: int | None = None,
-              unpack: tuple[str, int] | None = None) -> None:
+              unpack: tuple[str, int] | None = None, simd_scaling: bool = False) -> None:
     """n_fixed: a column block that is not tuned. micro_kernel(sch, acc, k_loop, row_loop, col_loop, inner_loops) splits, orders and
     vectorises/tensorises the block `acc` below its group loop; it receives the loops of one K
     group (inner_loops: further reduction loops of acc after k, e.g. the nibble of a byte).
     lanes: float32 SIMD lanes, for the group scaling. acc_cols: on the q8 path, the columns of one
     accumulator tile, walked through every group before the next (a divisor of n_multiple).
-    unpack: (intrinsic, channels) making the unpacked weight scratch, where a SIMD loop cannot."""
+    unpack: (intrinsic, channels) making the unpacked weight scratch, where a SIMD loop cannot.
+    simd_scaling: the per-group scaling of a tile's rows on `lanes` SIMD lanes (W4A16), outside the q8 path."""
     acc = sch.get_sblock("acc")
     if n_fixed is None:
         n_block = sample_divisor(sch, "n_block", acc, n, multiple_of=n_multiple, preferred=n_preferred, limit=n_limit)
@@ -104,7 +105,7 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
         sch.vectorize(sch.get_loops(store)[-1])
     if has_block(sch, "ysum"):
         ysum = sch.get_sblock("ysum")
-        if (on_scaling and m_tile > 1 and acc_cols and acc_cols % lanes == 0) or (not on_scaling and lanes > 1):
+        if (on_scaling and m_tile > 1 and acc_cols and acc_cols % lanes == 0) or (simd_scaling and lanes > 1):
             # SIMD over columns, rows and vectors unrolled (TVM vectorises a reduction update only
             # before its init is split off). LLVM's own vectoriser had built the scale vectors
             # lane by lane, with shuffles (the q8 path), or scaled W4A16's float16 sums of several
