@@ -93,14 +93,14 @@ def cmd_tune(args) -> int:
     from compiler.benchmarks import plots
 
     target = targets.get(args.target)
-    selection.output_file(args.record, "--record")
+    record = selection.output_file(args.record, "--record")
     chart = plots.chart_path(args.plot)
     tracker, device, core = selection.tune_route(args, target)
     specs = selection.command_specs(args, target)
     run = search.tune(specs, target, device=device, logs_root=Path(args.tuning_logs), trials=trials,
                     minutes=minutes, tracker=tracker, rpc_timeout=args.rpc_timeout,
                     replay=Path(args.replay) if args.replay else None,
-                    record=selection.output_file(args.record, "--record"),
+                    record=record,
                     core=core, race=not args.no_race, race_only=args.race_only,
                     progress=lambda line: print(line, flush=True))
     if chart:

@@ -21,8 +21,10 @@ def chart_path(value: str | None) -> Path | None:
     if not value:
         return None
     path = Path(value)
-    formats = _pyplot().figure().canvas.get_supported_filetypes()
-    _pyplot().close("all")
+    plt = _pyplot()
+    figure = plt.figure()
+    formats = figure.canvas.get_supported_filetypes()
+    plt.close(figure)
     if path.is_dir() or path.suffix.lstrip(".").lower() not in formats:
         raise ValueError(f"--plot {path}: give a file name ending in one of .{', .'.join(sorted(formats))}")
     return path

@@ -36,13 +36,13 @@ def model_library(model: GGUFModel, target, out_dir: Path, *, toolchain, tuning_
             # the same kernels with the same arguments (an older build of this project may differ)
             same_kernels = all(s.name in kernels and kernels[s.name]["args"] == build.manifest_entry(s, target)["args"]
                                for s in specs)
-            same_records = (existing.get("model") or {}).get("tuning_records") == records
-            if existing["target"] == target.to_json() and same_tools and same_kernels and same_records:
+            built_with = (existing.get("model") or {}).get("tuning_records")
+            if existing["target"] == target.to_json() and same_tools and same_kernels and built_with == records:
                 progress(f"reusing the kernels in {out_dir}")
                 return manifest_path
-            if not same_records:
+            if built_with != records:
                 progress(f"rebuilding {out_dir}: it was built with other tuning records "
-                         f"({(existing.get('model') or {}).get('tuning_records') or 'none'}; now {records or 'none'})")
+                         f"({built_with or 'none'}; now {records or 'none'})")
     progress(f"building {len(specs)} kernels for {model.path.name} ({target.name}) into {out_dir}")
     return build.build(specs, target, out_dir, toolchain=toolchain, tuning_dir=tuning_dir,
                        model={"gguf": model.path.name, **models.describe(model.shape), "tuning_records": records},

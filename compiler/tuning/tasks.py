@@ -209,9 +209,10 @@ def layout_record(database, spec: KernelSpec, target, bucket: dict, tagged: set 
 
 
 # How much faster than the default layout's record another layout's must have run to be built. A
-# record times one shape (the variant's tuning shape); a layout that ties there can lose at the other
-# lengths the variant serves (a 0.05% win of SmolLM2's 3072 x 576 GEMM with 8-row tiles, MODELLED,
-# cost its prefill 10%), and the default, derived from the target's facts, is the safer guess.
+# record times one static shape (the variant's tuning shape); a layout that ties there says nothing
+# of the kernel build makes (SmolLM2's 3072 x 576 GEMM with 8-row tiles won by 0.05% and, as the
+# any-length kernel, was 14% slower, MODELLED: tuning.confirm races such records as built), and the
+# default, derived from the target's facts, is the safer guess.
 LAYOUT_MARGIN = 1.02
 
 
