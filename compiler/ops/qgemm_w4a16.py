@@ -170,7 +170,7 @@ def w4a16_te(ph: Placeholders, n, k, group, layout, name, norm=0.0, swiglu=False
         corr = te.compute((m, n), lambda i, j: te.sum(group_terms(i, j, rm), axis=rm), name="corr") if has_terms else None
 
     def output(i, j):
-        value = ysum[i, j] * row_scale[i] if lanes16 else ysum[i, j]
+        value = ysum[i, j] * row_scale(i) if lanes16 else ysum[i, j]
         value = value + corr[i, j] if corr is not None else value
         if residual:
             value = value + ph["residual"][i, j]
@@ -236,6 +236,8 @@ def _acc_fp16(xf, w, wz, rows, n, ngroups, pairs, nt):
 # k per float16 partial sum of the SIMD float16 form: its rounding error grows with the chain (32
 # products of |w| <= 8 and |x| <= 1: ~1e-3 of the largest output, within fp16_tolerance)
 FP16_CHUNK = 32
+# A row scale of at least this: 1 / max|x| of a row of tiny values (below ~3e-39) would overflow
+SMALLEST_NORMAL = 2.0 ** -126
 
 
 def _fp16_lanes(layout) -> bool:
@@ -244,9 +246,9 @@ def _fp16_lanes(layout) -> bool:
 
 
 def _acc_fp16_lanes(xf, w, rows, n, k, group, nt):
-    """(acc[m, k/chunk, n], row_scale[m]): float16 partial sums of x / max|x| times the signed weights
-    over chunks of FP16_CHUNK k (NEON FMLA on 8 half lanes, twice the float32 rate), and the rows'
-    max|x|, by which the scaled sums are multiplied back. Dividing by the row's max keeps every
+    """(acc[m, k/chunk, n], row_scale(m)): float16 partial sums of x / max|x| times the signed weights
+    over chunks of FP16_CHUNK k (NEON FMLA on 8 half lanes, twice the float32 rate), and each row's
+    max|x| (at least SMALLEST_NORMAL), by which the scaled sums are multiplied back. Dividing by the row's max keeps every
     product within +-8 and a chunk's sum within float16's range, whatever the activations' size.
     Both nibbles are offset binary (u = w + 8): the bits 0x6400 | u are the float16 1024 + u, so a
     weight is an OR and a subtraction, not a conversion (UCVTF on 8 half lanes: 4 uops on one pipe of
@@ -255,7 +257,11 @@ def _acc_fp16_lanes(xf, w, rows, n, k, group, nt):
 
     rk = te.reduce_axis((0, k), name="rk")
     amax = te.compute((rows,), lambda i: te.max(te.abs(xf(i, rk)), axis=rk), name="x_amax")
-    inv = te.compute((rows,), lambda i: tirx.Select(amax[i] > 0, 1.0 / amax[i], tirx.const(0.0, "float32")), name="x_inv")
+
+    def row_scale(i):  # max|x|, at least the smallest normal float32: 1 / max|x| must be finite
+        return tirx.max(amax[i], tirx.const(SMALLEST_NORMAL, "float32"))
+
+    inv = te.compute((rows,), lambda i: 1.0 / row_scale(i), name="x_inv")
     xh = te.compute((rows, k), lambda i, kk: (xf(i, kk) * inv[i]).astype("float16"), name="x_f16")
     chunk = min(group, FP16_CHUNK)
 
@@ -268,7 +274,7 @@ def _acc_fp16_lanes(xf, w, rows, n, k, group, nt):
     h = te.reduce_axis((0, 2), name="h")
     acc = te.compute((rows, k // chunk, n), lambda i, c, j: te.sum(
         weight(j, c * (chunk // 2) + r, h) * xh[i, 2 * (c * (chunk // 2) + r) + h], axis=[r, h]), name="acc")
-    return acc, amax
+    return acc, row_scale
 
 
 def w4a16_reference(x, w, w_scale, w_zero, group, bias=None, w_min=None) -> np.ndarray:
