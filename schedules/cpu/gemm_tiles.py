@@ -14,14 +14,17 @@ WIDENED_SCALES = ("w_scale_f32", "w_min_f32")  # ops/qgemm_int.py's float32 copi
 
 def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferred: int, n_limit: int,
               micro_kernel, n_fixed: int | None = None, lanes: int = 1, acc_cols: int | None = None,
-              unpack: tuple[str, int] | None = None, simd_scaling: bool = False) -> None:
+              unpack: tuple[str, int] | None = None, simd_scaling: bool = False, groups_at_once: int = 1) -> None:
     """n_fixed: a column block that is not tuned. micro_kernel(sch, acc, k_loop, row_loop, col_loop, inner_loops) splits, orders and
     vectorises/tensorises the block `acc` below its group loop; it receives the loops of one K
     group (inner_loops: further reduction loops of acc after k, e.g. the nibble of a byte).
     lanes: float32 SIMD lanes, for the group scaling. acc_cols: on the q8 path, the columns of one
     accumulator tile, walked through every group before the next (a divisor of n_multiple).
     unpack: (intrinsic, channels) making the unpacked weight scratch, where a SIMD loop cannot.
-    simd_scaling: the per-group scaling of a tile's rows on `lanes` SIMD lanes (W4A16), outside the q8 path."""
+    simd_scaling: the per-group scaling of a tile's rows on `lanes` SIMD lanes (W4A16), outside the q8 path.
+    groups_at_once: groups walked together, k step by k step (outside the q8 path; a divisor of
+    the group count): each one's accumulators are a chain of their own, which a one-row tile needs
+    to keep the SIMD pipes busy (the micro-kernel receives the loop over them first in inner_loops)."""
     acc = sch.get_sblock("acc")
     if n_fixed is None:
         n_block = sample_divisor(sch, "n_block", acc, n, multiple_of=n_multiple, preferred=n_preferred, limit=n_limit)
@@ -35,6 +38,10 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
         i, j, g = sch.get_loops(sch.get_sblock("ysum"))
     else:
         i, g, j, k, *inner = sch.get_loops(acc)
+    together = []
+    if groups_at_once > 1:
+        g, together_loop = sch.split(g, [None, groups_at_once])
+        together = [together_loop]
     io, ii = sch.split(i, [None, m_tile])
     jo, jb = sch.split(j, [None, n_block])
     # On the q8 path each group's int32 sums are scaled into float32 ones: both live in registers
@@ -50,7 +57,7 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
     if on_scaling:
         sch.reorder(jo, io, *outer, g, ii, jb)
     else:
-        sch.reorder(jo, io, g, k, *inner, ii, jb)
+        sch.reorder(jo, io, g, k, *together, *inner, ii, jb)
     sch.parallel(jo)
     # Float16 block scales are widened once per column block, for all its rows; in a one-row GEMV on
     # the q8 path (a single row tile) per group instead, where they are used, with no pass over a
@@ -84,6 +91,10 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
                 sch.vectorize(sch.fuse(channels, values))
     elif has_block(sch, "ysum"):  # group scales: fp32 sum over groups, one SIMD pass per group
         sch.reverse_compute_at(sch.get_sblock("ysum"), g)
+        if together:  # the groups outermost, so each is one SIMD pass over the tile's (rows and) columns
+            loops = sch.get_loops(sch.get_sblock("ysum"))
+            below = loops[[sch.get(loop).same_as(sch.get(g)) for loop in loops].index(True) + 1:]
+            sch.reorder(below[-1], *below[:-1])
     store = sch.get_sblock(out)
     if has_block(sch, "corr") or has_block(sch, "x_amax"):
         # A term outside the tiles (W4A16's block minimum: group sums of x times w_min; the float16
@@ -116,5 +127,5 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
             sch.unroll(rows_loop)
             sch.unroll(vectors)
         sch.decompose_reduction(ysum, g)
-    micro_kernel(sch, acc, k, ii, jb, inner)
+    micro_kernel(sch, acc, k, ii, jb, together + inner)
 

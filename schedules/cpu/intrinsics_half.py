@@ -50,17 +50,26 @@ def _desc(rows: int):
     return desc_one_row if rows == 1 else desc
 
 
+# The high bytes of the halves w = u - 8 for u = 0..15 (every integer of [-8, 7] is a half whose
+# low byte is zero: 0xc800 is -8, 0x3c00 is 1)
+HALF_HIGH_BYTES = (0xC8, 0xC7, 0xC6, 0xC5, 0xC4, 0xC2, 0xC0, 0xBC, 0x00, 0x3C, 0x40, 0x42, 0x44, 0x45, 0x46, 0x47)
+
+
 def _weights(B):
     """[nibble h][column half]: the tile's weights as float16x8 vectors."""
     from tvm.script import tirx as T
 
     packed = T.reinterpret(B.vload([0], "int8x16"), dtype="uint8x16")
     nibbles = (T.bitwise_and(packed, T.Broadcast(T.uint8(15), 16)), T.shift_right(packed, T.Broadcast(T.uint8(4), 16)))
-    magic, offset = T.Broadcast(T.uint8(0x64), 16), T.Broadcast(T.float16(1032.0), 8)
+    # the table as a constant vector (LLVM folds the lane picks of splats into one literal)
+    table = T.Shuffle([T.Broadcast(T.uint8(b), 16) for b in HALF_HIGH_BYTES], [16 * i for i in range(16)])
+    zero = T.Broadcast(T.uint8(0), 16)
     halves = []
-    for u in nibbles:  # ZIP1 / ZIP2 with 0x64: the 16-bit lanes 0x64uu, each the half 1024 + u
-        zipped = [T.Shuffle([u, magic], [first + i // 2 + (i % 2) * 16 for i in range(16)]) for first in (0, 8)]
-        halves.append([T.reinterpret(z, dtype="float16x8") - offset for z in zipped])
+    for u in nibbles:  # TBL: each nibble's half's high byte; ZIP1 / ZIP2 under zero bytes: the halves
+        high = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.tbl1"), table, u,
+                                       dtype="uint8x16")
+        zipped = [T.Shuffle([high, zero], [first + i // 2 + (0 if i % 2 else 16) for i in range(16)]) for first in (0, 8)]
+        halves.append([T.reinterpret(z, dtype="float16x8") for z in zipped])
     return halves
 
 
