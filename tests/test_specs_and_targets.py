@@ -105,10 +105,10 @@ def test_sdot_weight_tiles_interleave_four_dot_tiles():
     assert schedules.layout(make_spec("qgemm_w8a8", n=64, k=128), targets.get("x86")).n_tile == 8  # VPMADDWD's own
 
 
-def test_q8_prefill_unpacks_weights_once_on_sdot_only():
-    """The any-length q8 GEMM on SDOT reads a scratch of unpacked bytes (Layout.weights_unpacked); the
-    one-token GEMV, x86, int8 weights and targets without SDOT keep unpacking in registers; the
-    packed form stays a choice."""
+def test_prefill_unpacks_weights_once_on_sdot_only():
+    """The any-length int4 (q8 and per-token int8 activations) GEMMs on SDOT read a scratch of
+    unpacked bytes (Layout.weights_unpacked); the one-token GEMV, x86, int8 weights and targets
+    without SDOT keep unpacking in registers; the packed form stays a choice."""
     spec = make_spec("qgemm_gguf", n=64, k=256, type="Q6_K", act="q8_0")
     arm = targets.get("arm")
     assert schedules.layout(spec, arm, {}).weights_unpacked
@@ -116,7 +116,9 @@ def test_q8_prefill_unpacks_weights_once_on_sdot_only():
     assert not schedules.layout(spec, targets.get("x86-avx512"), {}).weights_unpacked
     assert not schedules.layout(make_spec("qgemm_w4a8", n=64, k=128, group=32, act="q8_0"), targets.get("arm-a53"),
                                 {}).weights_unpacked
-    assert not schedules.layout(make_spec("qgemm_w4a8", n=64, k=128), arm, {}).weights_unpacked  # int8 activations
+    per_token = schedules.layout(make_spec("qgemm_w4a8", n=64, k=128), arm, {})  # int8 activations: signed halves
+    assert (per_token.weights_unpacked, per_token.unpacked_form) == (True, "sdot")
+    assert not schedules.layout(make_spec("qgemm_w4a8", n=64, k=128), targets.get("x86"), {}).weights_unpacked
     assert not schedules.layout(make_spec("qgemm_w8a8", n=64, k=128, group=32, act="q8_0"), arm, {}).weights_unpacked
     assert [c.weights_unpacked for c in schedules.layout_choices(spec, arm, {})] == [True, True, True, False, True]
 

@@ -248,11 +248,12 @@ def _fp16_lanes(layout) -> bool:
 def _acc_fp16_lanes(xf, w, rows, n, k, group, nt):
     """(acc[m, k/chunk, n], row_scale(m)): float16 partial sums of x / max|x| times the signed weights
     over chunks of FP16_CHUNK k (NEON FMLA on 8 half lanes, twice the float32 rate), and each row's
-    max|x| (at least SMALLEST_NORMAL), by which the scaled sums are multiplied back. Dividing by the row's max keeps every
-    product within +-8 and a chunk's sum within float16's range, whatever the activations' size.
-    Both nibbles are offset binary (u = w + 8): the bits 0x6400 | u are the float16 1024 + u, so a
-    weight is an OR and a subtraction, not a conversion (UCVTF on 8 half lanes: 4 uops on one pipe of
-    the A76 model)."""
+    max|x| (at least SMALLEST_NORMAL), by which the scaled sums are multiplied back. Dividing by the
+    row's max keeps every product within +-8 and a chunk's sum within float16's range, whatever the
+    activations' size. Both nibbles are offset binary (u = w + 8): the bits 0x6400 | u are the
+    float16 1024 + u, so a weight is exact without a conversion (UCVTF on 8 half lanes: 4 uops on one
+    pipe of the A76 model); the ARM intrinsic computes the same halves by a table lookup
+    (schedules/cpu/intrinsics_half.py)."""
     from tvm import te, tirx
 
     rk = te.reduce_axis((0, k), name="rk")

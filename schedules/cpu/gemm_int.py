@@ -6,7 +6,7 @@ activation bytes meet each weight tile on the target's dot-product instruction (
 SMULL + pairwise adds on ARMv8.0, VPMADDWD / VPMADDUBSW / VPDPBUSD on x86, VRMPY on Hexagon:
 schedules/cpu/intrinsics.py), so a weight tile loaded once serves every row. int4 weights are
 unpacked in registers inside the intrinsic (nibble halves where the layout says so: an AND or a
-shift per half), except in a q8-path GEMM of several rows (Layout.weights_unpacked): there each
+shift per half), except in an ARM GEMM of several rows (Layout.weights_unpacked): there each
 column block's weights are unpacked once into a scratch of bytes that every row tile reads, in the
 tiles of the layout's unpacked form: SDOT's (4 channels x 4 k), or with i8mm SMMLA's (each
 channel's 8 k contiguous; the activations copied in tiles of 2 rows x 8 k and the int32

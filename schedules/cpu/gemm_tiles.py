@@ -78,23 +78,15 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
         sch.compute_at(acc, g, preserve_unit_loops=True)
         ii, _, jb, k, *inner = sch.get_loops(acc)[3 + len(outer):]  # the group's rows, (unit) group, columns, k
         sch.reorder(k, *inner, ii, jb)
-        if has_block(sch, "w_unpacked"):  # Layout.weights_unpacked: once per column block, SIMD over a k step's bytes
-            unpacked = sch.get_sblock("w_unpacked")
-            # unit loops kept: a column block of one weight tile would drop one, and a trace must
-            # replay with the same loops whatever n_block the tuner samples
-            sch.compute_at(unpacked, jo, preserve_unit_loops=True)
-            channels, values = sch.get_loops(unpacked)[-2:]
-            if unpack:
-                _, channel_tile = sch.split(channels, [None, unpack[1]])
-                sch.tensorize(channel_tile, unpack[0])
-            else:
-                sch.vectorize(sch.fuse(channels, values))
+        _unpack_once(sch, jo, unpack)
     elif has_block(sch, "ysum"):  # group scales: fp32 sum over groups, one SIMD pass per group
         sch.reverse_compute_at(sch.get_sblock("ysum"), g)
         if together:  # the groups outermost, so each is one SIMD pass over the tile's (rows and) columns
             loops = sch.get_loops(sch.get_sblock("ysum"))
             below = loops[[sch.get(loop).same_as(sch.get(g)) for loop in loops].index(True) + 1:]
             sch.reorder(below[-1], *below[:-1])
+    if not on_scaling:
+        _unpack_once(sch, jo, unpack)
     store = sch.get_sblock(out)
     if has_block(sch, "corr") or has_block(sch, "x_amax"):
         # A term outside the tiles (W4A16's block minimum: group sums of x times w_min; the float16
@@ -129,3 +121,20 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
         sch.decompose_reduction(ysum, g)
     micro_kernel(sch, acc, k, ii, jb, together + inner)
 
+
+
+def _unpack_once(sch, column_block, unpack: tuple[str, int] | None) -> None:
+    """Layout.weights_unpacked: the scratch made once per column block, SIMD over a k step's bytes
+    (or by the unpack intrinsic)."""
+    if not has_block(sch, "w_unpacked"):
+        return
+    unpacked = sch.get_sblock("w_unpacked")
+    # unit loops kept: a column block of one weight tile would drop one, and a trace must replay
+    # with the same loops whatever n_block the tuner samples
+    sch.compute_at(unpacked, column_block, preserve_unit_loops=True)
+    channels, values = sch.get_loops(unpacked)[-2:]
+    if unpack:
+        _, channel_tile = sch.split(channels, [None, unpack[1]])
+        sch.tensorize(channel_tile, unpack[0])
+    else:
+        sch.vectorize(sch.fuse(channels, values))

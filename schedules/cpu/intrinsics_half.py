@@ -1,10 +1,11 @@
 """W4A16 on float16 lanes (ops/qgemm_w4a16._acc_fp16_lanes): one tile of 16 columns x 2 k (a byte
 per column, nibble h for k 2p + h, offset binary) times `rows` token rows, accumulated into float16.
 
-The weights become halves with no conversion: byte-wise AND and USHR give the nibbles u; ZIP1 / ZIP2
-of them with a vector of 0x64 bytes make the 16-bit lanes 0x64uu, the half 1024 + u; one FSUB of
-1032 gives w. 3 NEON ops per 8 weights (LLVM made UXTL, ORR and FSUB of the tensor expression: 4),
-shared by every row of the tile."""
+The weights become halves with no conversion or arithmetic: byte-wise AND and USHR give the
+nibbles u, TBL looks up the high byte of the half w = u - 8 (each integer of [-8, 7] is a half
+with a zero low byte), ZIP1 / ZIP2 put zero bytes under them. 2 NEON ops per 8 weights, shared by
+every row of the tile (the tensor expression's own form, an OR of 0x6400 and an FSUB of 1032, is
+exact too; LLVM made it UXTL, ORR and FSUB: 4)."""
 
 from __future__ import annotations
 

@@ -50,6 +50,9 @@ UNPACKED_FORMS = {
                           unpack=unpack_runs),
     "sdot_unsigned": UnpackedForm("sdot_unsigned", "", channels=4, rows=1, k=8, k_run=4,
                                   impl=lambda: sdot_steps(2)),
+    # W4A8 on per-token int8 activations (signed nibble halves, no q8 blocks): the same SDOT steps
+    "sdot": UnpackedForm("sdot", "", channels=4, rows=1, k=8, k_run=4, impl=lambda: sdot_steps(2),
+                         weight_bits=(4,)),
 }
 
 
