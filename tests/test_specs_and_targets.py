@@ -203,3 +203,13 @@ def test_an_in_order_target_interleaves_the_fused_activation(tmp_path):
         "activation_vectors = 2", "activation_vectors = 0"))
     with pytest.raises(ValueError, match="activation_vectors must be 1 or more"):
         targets._load(bad)
+
+
+def test_the_half_table_holds_the_high_bytes_of_every_int4_weight():
+    """schedules/cpu/intrinsics_half.py looks a weight's half up by its offset-binary nibble u and
+    puts a zero byte under it: that is exact only if the half of u - 8 has a zero low byte."""
+    from schedules.cpu.intrinsics_half import HALF_HIGH_BYTES
+
+    bits = np.arange(-8, 8, dtype=np.float16).view(np.uint16)
+    assert (bits & 0xFF == 0).all()
+    assert tuple(int(b) for b in bits >> 8) == HALF_HIGH_BYTES

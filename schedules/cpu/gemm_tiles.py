@@ -122,7 +122,6 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
     micro_kernel(sch, acc, k, ii, jb, together + inner)
 
 
-
 def _unpack_once(sch, column_block, unpack: tuple[str, int] | None) -> None:
     """Layout.weights_unpacked: the scratch made once per column block, SIMD over a k step's bytes
     (or by the unpack intrinsic)."""

@@ -87,8 +87,8 @@ def test_q8_gemms_make_float_sums_by_subtraction_where_conversion_is_dear(build_
 @pytest.mark.skipif(OBJDUMP is None, reason="needs aarch64-linux-gnu-objdump (binutils-aarch64-linux-gnu)")
 def test_w4a16_gemms_multiply_on_half_lanes_where_the_core_has_fp16(build_library):
     """Targets with ARMv8.2 FP16 (Target.float16_arith) run W4A16's products on FMLA over 8 half lanes
-    inside loops, both length variants, with no int-to-half conversion there (UCVTF on 8 half lanes:
-    4 uops on one pipe of the A76 model; the weights are made by OR and subtraction). An ARMv8.0
+    inside loops, both length variants, with no int-to-half conversion or arithmetic there (UCVTF on
+    8 half lanes: 4 uops on one pipe of the A76 model; the weights' halves are looked up by TBL). An ARMv8.0
     build (arm-a53) has no half-precision arithmetic at all: an illegal instruction there."""
     w4a16 = [s for s in coverage_specs() if s.op == "qgemm_w4a16"]
     assert len(w4a16) >= 4
@@ -99,8 +99,10 @@ def test_w4a16_gemms_multiply_on_half_lanes_where_the_core_has_fp16(build_librar
                 hot = innermost_loops_with(funcs[f"{symbol}_compute_"], "aarch64",
                                            lambda m, ops: m == "fmla" and ".8h" in ops)
                 assert hot, (target, symbol)
-                converts = [m for loop in hot for _, m, ops in loop if m in ("ucvtf", "scvtf") and ".8h" in ops]
+                converts = [m for loop in hot for _, m, ops in loop
+                            if m in ("ucvtf", "scvtf", "fsub", "fadd") and ".8h" in ops]
                 assert not converts, (target, symbol, converts)
+                assert any(m == "tbl" for loop in hot for _, m, _ in loop), (target, symbol)
     a53 = functions(OBJDUMP, build_library("arm-a53", coverage_specs()) / "kernels.so")
     assert not any(".8h" in ops and m.startswith("f") for body in a53.values() for _, m, ops in body
                    if not m.startswith("fcvt"))
