@@ -78,15 +78,13 @@ def tile_gemm(sch, *, n: int, out: str, m_tile: int, n_multiple: int, n_preferre
         sch.compute_at(acc, g, preserve_unit_loops=True)
         ii, _, jb, k, *inner = sch.get_loops(acc)[3 + len(outer):]  # the group's rows, (unit) group, columns, k
         sch.reorder(k, *inner, ii, jb)
-        _unpack_once(sch, jo, unpack)
     elif has_block(sch, "ysum"):  # group scales: fp32 sum over groups, one SIMD pass per group
         sch.reverse_compute_at(sch.get_sblock("ysum"), g)
         if together:  # the groups outermost, so each is one SIMD pass over the tile's (rows and) columns
             loops = sch.get_loops(sch.get_sblock("ysum"))
             below = loops[[sch.get(loop).same_as(sch.get(g)) for loop in loops].index(True) + 1:]
             sch.reorder(below[-1], *below[:-1])
-    if not on_scaling:
-        _unpack_once(sch, jo, unpack)
+    _unpack_once(sch, jo, unpack)
     store = sch.get_sblock(out)
     if has_block(sch, "corr") or has_block(sch, "x_amax"):
         # A term outside the tiles (W4A16's block minimum: group sums of x times w_min; the float16
