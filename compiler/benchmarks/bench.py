@@ -25,6 +25,8 @@ import numpy as np
 import targets
 from compiler import models, ops, runtime
 from compiler.benchmarks import contenders
+from compiler.benchmarks.roofline import (COPY_PROBE, PROBE_BYTES, READ_FLOOR, ColdCopies, CopyProbe, ReadFloor,
+                                          last_level_cache_bytes, memory_bandwidth)
 from compiler.benchmarks.summary import memory_bound
 from compiler.runtime import host
 from schedules import layouts
@@ -33,56 +35,13 @@ from schedules import layouts
 # prefill chunk for GEMMs, a chat-turn prompt and longer ones for prefill attention, a 2K and an
 # 8K KV cache for decode attention.
 LENGTHS = {"M": (1, 128), "S": (128, 512, 2048), "L": (2048, 8192)}
-# Timed among a cold row's contestants: a copy on every core, whose fastest round is that row's
-# bandwidth (the kernels' times are medians: the share errs low, as the start-up one does).
-COPY_PROBE = "copy bandwidth probe"
-PROBE_BYTES = 512 << 20  # a 128 MiB copy read 32 GB/s where this one read 44 (same minute, 2 cores)
 # Prefill attention also after a cached prefix: a 128-token chat turn (or prompt chunk) over 1024 tokens.
 PREFIX_SIZES = {"S": 128, "L": 1152}
 
 
-class CopyProbe:
-    """A large copy (read + write) split over every core, the roofline of memory-bound kernels
-    (numpy's copy releases the GIL, so the threads run in parallel). Callable, so that it can run
-    among a cold row's contestants: that row's bandwidth share is then against the bandwidth of
-    the same moments. This shared VM's copy bandwidth drifted from 27 to 52 GB/s within an hour,
-    so a share against one measurement at start-up said as much about the moment as the kernel."""
-
-    def __init__(self, nbytes: int):
-        from concurrent.futures import ThreadPoolExecutor
-
-        threads = os.cpu_count() or 1
-        src = np.ones(nbytes // 4, np.float32)
-        dst = np.empty_like(src)
-        bounds = np.linspace(0, src.size, threads + 1).astype(int)
-        self._chunks = [(dst[a:b], src[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
-        self._pool = ThreadPoolExecutor(threads)
-        self.nbytes = src.nbytes
-
-    def __call__(self):
-        list(self._pool.map(lambda pair: np.copyto(*pair), self._chunks))
-
-    def gbs(self, seconds: float) -> float:
-        """GB/s of one copy that took `seconds`."""
-        return 2 * self.nbytes / seconds / 1e9
-
-    def close(self):
-        self._pool.shutdown()
-
-
-def memory_bandwidth(probe: CopyProbe, repeats: int = 5) -> float:
-    """GB/s of the fastest of `repeats` of the probe's copies."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        probe()
-        best = min(best, time.perf_counter() - start)
-    return probe.gbs(best)
-
-
 def time_alternating(contestants: list[tuple[str, Callable]], *, rounds: int, min_seconds: float) -> dict:
     """Seconds per call of each contestant per round; each round runs all of them, order rotating,
-    each after a pause of contenders.SETTLE_SECONDS."""
+    each once the process is idle (contenders.settle)."""
     calls = {}
     for name, fn in contestants:  # warm-up, and enough calls per round for a readable timer
         start = time.perf_counter()
@@ -92,7 +51,7 @@ def time_alternating(contestants: list[tuple[str, Callable]], *, rounds: int, mi
     for r in range(rounds):
         order = contestants[r % len(contestants):] + contestants[:r % len(contestants)]
         for name, fn in order:
-            time.sleep(contenders.SETTLE_SECONDS)
+            contenders.settle()
             start = time.perf_counter()
             for _ in range(calls[name]):
                 fn()
@@ -129,35 +88,33 @@ def _machine(bandwidth: float) -> dict:
             "memory_bandwidth_gbs": round(bandwidth, 2), "versions": versions}
 
 
-def last_level_cache_bytes() -> int:
-    """The largest CPU cache the OS reports (32 MiB if it reports none)."""
-    sizes = []
-    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
-        text = path.read_text().strip()
-        scale = {"K": 1 << 10, "M": 1 << 20}.get(text[-1:], 1)
-        sizes.append(int(text.rstrip("KM")) * scale)
-    return max(sizes, default=32 << 20)
-
-
-
 def _tuned(kernel) -> bool:
     """Whether any variant of a loaded kernel was built from a tuning record."""
     return any(v["tuning"] != "default" for v in kernel.spec["variants"])
 
 
-def _contestant_sets(kernel, spec, op, sizes, rng, copies: int, separate_qkv=None, default=None):
+def _contestant_sets(kernel, spec, op, sizes, rng, copies: int, separate_qkv=None, default=None, floor=None):
     """`copies` independent input sets, each with our packed call and the contenders' calls; the
     contestants cycle through them, so with enough copies every call streams from DRAM.
     `default`: the same kernel built with its default schedule (when ours is tuned). Ours are
     prepared calls (BoundKernel.prepare), as the model's decoder makes them: a plain call's
     argument checks cost 15-30 us (attention decode at L=2048-8192 on x86, measured), which is the
-    loader's, not the kernel's."""
-    sets = []
-    for _ in range(copies):
-        logical = op.random_inputs(spec, sizes, rng)
+    loader's, not the kernel's. `floor` (a cold row's ReadFloor): our copies then lie in one
+    allocation (ColdCopies) and the floor, reading them, is the last contestant."""
+    logicals = [op.random_inputs(spec, sizes, rng) for _ in range(copies)]
+    arrays = []
+    for logical in logicals:
         weights = kernel.pack(**{n: logical[n] for n in kernel.logical_weights})
         inputs = {a["name"]: runtime.aligned(np.ascontiguousarray(logical[a["name"]]))
                   for a in kernel.spec["args"] if a["role"] == "input"}
+        arrays.append((weights, inputs))
+    placed = None
+    if floor is not None:
+        placed = ColdCopies([{**weights, **inputs} for weights, inputs in arrays], floor.granule)
+        arrays = [({n: copy[n] for n in weights}, {n: copy[n] for n in inputs})
+                  for copy, (weights, inputs) in zip(placed.sets, arrays)]
+    sets = []
+    for logical, (weights, inputs) in zip(logicals, arrays):
         calls = [("ours", kernel.bind(**weights).prepare(**inputs))]
         if default is not None:  # the layouts do not depend on tuning: same packed weights
             calls.append(("ours, default schedule", default.bind(**weights).prepare(**inputs)))
@@ -169,22 +126,51 @@ def _contestant_sets(kernel, spec, op, sizes, rng, copies: int, separate_qkv=Non
     for index, name in enumerate(names):
         position = itertools.cycle(range(copies))
         contestants.append((name, lambda index=index, position=position: sets[next(position)][index][1]()))
+    if floor is not None:
+        contestants.append((READ_FLOOR, floor.over(placed)))
     return contestants
 
 
 def _rows(name, op_name, sizes, cache, samples, flops, nbytes, bandwidth, peak) -> list[dict]:
-    """One row per contestant; bandwidth: GB/s the row's bandwidth share is against."""
+    """One row per contestant. bandwidth: a hot row's GB/s (the start-up copy); a cold row's
+    samples hold the copy's and the read floor's rounds instead, and its shares are the medians of
+    the per-round ratios (each round's kernel time against the same round's yardsticks, seconds
+    apart), as this VM's memory speed moves between rounds."""
+    copy_rounds = [2 * PROBE_BYTES / t / 1e9 for t in samples.pop(COPY_PROBE)] if cache == "cold" else None
+    floor_rounds = samples.pop(READ_FLOOR) if cache == "cold" else None
     medians = {n: statistics.median(t) for n, t in samples.items()}
     # Alternatives are what users would run instead: not our own default schedule or unfused form.
     best_other = min((t for n, t in medians.items() if not n.startswith("ours")), default=None)
-    return [{
-        "kernel": name, "op": op_name, "sizes": sizes, "cache": cache, "contestant": contestant,
-        "median_ms": medians[contestant] * 1e3, "min_ms": min(times) * 1e3, "max_ms": max(times) * 1e3,
-        "gflops": flops / medians[contestant] / 1e9, "gbs": nbytes / medians[contestant] / 1e9,
-        "bandwidth_fraction": nbytes / medians[contestant] / 1e9 / bandwidth, "copy_gbs": bandwidth,
-        "compute_fraction": flops / medians[contestant] / 1e9 / peak if peak else None,
-        "speedup_vs_best_alternative": best_other / medians[contestant] if contestant == "ours" and best_other else None,
-    } for contestant, times in samples.items()]
+    rows = []
+    for contestant, times in samples.items():
+        gbs = nbytes / medians[contestant] / 1e9
+        if copy_rounds is None:
+            copy_gbs, share, floor_share = bandwidth, gbs / bandwidth, None
+        else:
+            copy_gbs = statistics.median(copy_rounds)
+            share = statistics.median(nbytes / t / 1e9 / c for t, c in zip(times, copy_rounds))
+            floor_share = statistics.median(f / t for t, f in zip(times, floor_rounds))
+        rows.append({
+            "kernel": name, "op": op_name, "sizes": sizes, "cache": cache, "contestant": contestant,
+            "median_ms": medians[contestant] * 1e3, "min_ms": min(times) * 1e3, "max_ms": max(times) * 1e3,
+            "round_ms": [t * 1e3 for t in times], "gflops": flops / medians[contestant] / 1e9, "gbs": gbs,
+            "bandwidth_fraction": share, "copy_gbs": copy_gbs,
+            "copy_gbs_rounds": copy_rounds,
+            "read_floor_fraction": floor_share,
+            "read_floor_ms": statistics.median(floor_rounds) * 1e3 if floor_rounds else None,
+            "compute_fraction": flops / medians[contestant] / 1e9 / peak if peak else None,
+            "speedup_vs_best_alternative": best_other / medians[contestant] if contestant == "ours" and best_other else None,
+        })
+    return rows
+
+
+def _progress_line(ours: dict) -> str:
+    best = ours["speedup_vs_best_alternative"]
+    floor = ours["read_floor_fraction"]
+    return (f"{ours['kernel']} {ours['sizes']} {ours['cache']}: {ours['median_ms']:.3f} ms, {ours['gflops']:.1f} "
+            f"GFLOP/s, {ours['gbs']:.1f} GB/s ({100 * ours['bandwidth_fraction']:.0f}% of the copy bandwidth, "
+            f"{ours['copy_gbs']:.1f} GB/s" + (f"; {100 * floor:.0f}% of the read floor's speed" if floor else "") + ")"
+            + (f", {best:.2f}x the best alternative" if best else ""))
 
 
 def separate_qkv_specs(spec) -> list:
@@ -211,6 +197,7 @@ def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, 
     if lib.mode != "native":
         raise ValueError("bench measures kernels natively; this library runs only under emulation here")
     probe = CopyProbe(PROBE_BYTES)
+    floor = None if quick else ReadFloor(lib.target["llvm"], lib.target["vector_bits"])
     bandwidth = memory_bandwidth(probe)
     peaks = compute_peaks(lib.target)
     cold_bytes = 4 * last_level_cache_bytes()
@@ -240,19 +227,14 @@ def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, 
             if memory_bound(sizes) and not quick:
                 caches.append(("cold", max(2, -(-cold_bytes // int(nbytes)))))
             for cache, copies in caches:
-                contestants = _contestant_sets(kernel, spec, op, sizes, rng, copies, separate, default)
+                contestants = _contestant_sets(kernel, spec, op, sizes, rng, copies, separate, default,
+                                               floor if cache == "cold" else None)
                 if cache == "cold":  # the copy bandwidth of the same rounds
                     contestants.append((COPY_PROBE, probe))
                 samples = time_alternating(contestants, rounds=3 if quick else 9, min_seconds=0.02 if quick else 0.1)
-                row_bandwidth = probe.gbs(min(samples.pop(COPY_PROBE))) if cache == "cold" else bandwidth
-                new = _rows(name, spec.op, sizes, cache, samples, op.flops(spec, sizes), nbytes, row_bandwidth, peak)
+                new = _rows(name, spec.op, sizes, cache, samples, op.flops(spec, sizes), nbytes, bandwidth, peak)
                 rows += new
-                ours = new[0]
-                best = ours["speedup_vs_best_alternative"]
-                vs = f", {best:.2f}x the best alternative" if best else ""
-                progress(f"{name} {sizes} {cache}: {ours['median_ms']:.3f} ms, {ours['gflops']:.1f} GFLOP/s, "
-                         f"{ours['gbs']:.1f} GB/s ({100 * ours['bandwidth_fraction']:.0f}% of the copy bandwidth, "
-                         f"{row_bandwidth:.1f} GB/s){vs}")
+                progress(_progress_line(new[0]))
     probe.close()
     machine = _machine(bandwidth)
     machine["estimated_peak_gflops"] = {k: round(v, 1) for k, v in peaks.items()}
@@ -278,13 +260,14 @@ def _model_row(gguf: Path, target, toolchain, tuning_dir, quick: bool, progress)
 
 def format_table(result: dict) -> str:
     lines = [f"{'kernel':58} {'sizes':10} {'cache':5} {'contestant':44} {'median ms':>10} {'GFLOP/s':>8} "
-             f"{'GB/s':>7} {'%BW':>5} {'%peak':>5} {'ours/best':>9}"]
+             f"{'GB/s':>7} {'%BW':>5} {'%floor':>6} {'%peak':>5} {'ours/best':>9}"]
     for row in result["rows"]:
         sizes = ",".join(f"{k}={v}" for k, v in row["sizes"].items())
         ratio = f"{row['speedup_vs_best_alternative']:.2f}x" if row["speedup_vs_best_alternative"] else ""
         peak = f"{100 * row['compute_fraction']:5.0f}" if row["compute_fraction"] is not None else "    -"
+        floor = f"{100 * row['read_floor_fraction']:6.0f}" if row.get("read_floor_fraction") else "     -"
         lines.append(f"{row['kernel'][:58]:58} {sizes:10} {row['cache']:5} {row['contestant'][:44]:44} {row['median_ms']:10.3f} "
-                     f"{row['gflops']:8.1f} {row['gbs']:7.1f} {100 * row['bandwidth_fraction']:5.0f} {peak} {ratio:>9}")
+                     f"{row['gflops']:8.1f} {row['gbs']:7.1f} {100 * row['bandwidth_fraction']:5.0f} {floor} {peak} {ratio:>9}")
     return "\n".join(lines)
 
 

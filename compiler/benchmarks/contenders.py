@@ -4,17 +4,34 @@ outside the timed region (weights packed, inputs converted), so only the math is
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
 
 Contender = tuple[str, Callable[[], object]]
 
-# Pause before each contestant's timed calls (bench's kernel rows, the model row): the thread pool
-# of the one before (PyTorch's or llama.cpp's OpenMP workers, TVM's) spins for a while after its
-# last job, and on a machine with few cores takes them from the next. Measured on 2 cores: our
-# attention decode (L=2048) right after torch SDPA calls 79.6 us, 20 ms after them 43.4 us, alone 42.4 us.
-SETTLE_SECONDS = 0.02
+# settle(): the process counts as idle once its threads used under a tenth of one core over a
+# window; it waits at most SETTLE_LIMIT_SECONDS (a thread that never idles is not ours to wait for).
+SETTLE_WINDOW_SECONDS = 0.005
+SETTLE_LIMIT_SECONDS = 2.0
+
+
+def settle() -> float:
+    """Wait until this process's thread pools have stopped spinning; returns the seconds waited.
+    Run before each contestant's timed calls (bench's kernel rows, the model row): the pool of the
+    one before keeps spinning after its last job and, on a machine with few cores, takes a core
+    from the next. TVM's workers spin 300,000 yields (TVM_THREAD_POOL_SPIN_COUNT), ~100-150 ms on
+    this VM; PyTorch's OpenMP workers ~10-20 ms. The fixed 20 ms pause used before covered only
+    the latter: torch SDPA timed after our attention decode ran 30x slower (48 ms a call at
+    L=2048, 1.4 ms alone), and our decode right after SDPA 79.6 us against 42.4 us alone."""
+    start = time.perf_counter()
+    while True:
+        cpu = time.process_time()  # CPU time of every thread of the process
+        time.sleep(SETTLE_WINDOW_SECONDS)
+        if (time.process_time() - cpu < 0.1 * SETTLE_WINDOW_SECONDS
+                or time.perf_counter() - start > SETTLE_LIMIT_SECONDS):
+            return time.perf_counter() - start
 
 
 def _torch():

@@ -67,7 +67,7 @@ def bench_model(gguf: Path, libraries: dict[str, Path], *, threads: int, quick: 
             runner = runners[name]
             if name in profiles:
                 runner.profile.clear()
-            time.sleep(contenders.SETTLE_SECONDS)
+            contenders.settle()
             samples[name].append(_run_once(runner, prompt, continuation))
             for role, seconds in getattr(runner, "profile", {}).items():
                 profiles[name][role] = profiles[name].get(role, 0.0) + seconds
