@@ -284,9 +284,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from compiler.runtime.host import use_all_cores
+    from compiler.runtime.host import configure_thread_pool
 
-    use_all_cores()  # before anything starts TVM's thread pool (tuning runners, bench, run)
+    configure_thread_pool()  # before anything starts TVM's thread pool (tuning runners, bench, run)
     from compiler.backends.native.sysroot import EmulatorSetupError
     from compiler.runtime import LoaderError
     from compiler.tuning.rpc import RpcError

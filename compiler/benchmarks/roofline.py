@@ -148,7 +148,7 @@ class ReadFloor:
 
         from compiler.runtime import host
 
-        host.use_all_cores()
+        host.configure_thread_pool()
         self.parts = int(os.environ["TVM_NUM_THREADS"])
         self.words = FLOOR_VECTORS * max(1, vector_bits // 32)
         self.granule = self.parts * self.words * 4  # bytes: ColdCopies rounds each copy's span up to it

@@ -21,12 +21,23 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-def use_all_cores() -> None:
-    """Give TVM's thread pool one thread per physical core unless TVM_NUM_THREADS says otherwise.
-    TVM's own default halves the logical CPU count on x86 (it assumes SMT), which on a VM whose
-    vCPUs are separate cores runs every parallel kernel on half of them. Must run before the
-    first kernel call (the pool reads it once)."""
+# Yields an idle TVM worker spins before it sleeps. TVM's default, 300,000, kept a core busy for
+# ~150 ms after every parallel call on this VM; 20,000 is ~12 ms here.
+POOL_SPIN_YIELDS = 20_000
+
+
+def configure_thread_pool() -> None:
+    """TVM's thread pool, unless the environment already says otherwise. Must run before the first
+    kernel call: the pool reads the environment once.
+    - One thread per physical core (TVM_NUM_THREADS): TVM's own default halves the logical CPU count
+      on x86 (it assumes SMT), which on a VM whose vCPUs are separate cores ran every parallel
+      kernel on half of them.
+    - Idle workers spin POOL_SPIN_YIELDS yields, then sleep (TVM_THREAD_POOL_SPIN_COUNT). A decode
+      step's calls come microseconds apart, so the spin still bridges them; TVM's default went on
+      spinning ~150 ms after the last call, a core taken from whatever ran next (the application,
+      a phone's battery; in `bench`, torch SDPA after our attention decode ran 5-10x slower)."""
     os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
+    os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", str(POOL_SPIN_YIELDS))
 
 
 def cpuinfo(keys: tuple[str, ...]) -> list[str]:

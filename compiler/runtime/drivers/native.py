@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from compiler.runtime.errors import LoaderError
-from compiler.runtime.host import native_ok, use_all_cores
+from compiler.runtime.host import configure_thread_pool, native_ok
 from compiler.runtime.manifest import artifact_path
 from compiler.runtime.memory import ALIGNMENT, aligned, empty
 from compiler.runtime.paths import tvm_runtime_path
@@ -24,7 +24,7 @@ def _load_runtime():
     global _RUNTIME_LOADED
     import tvm_ffi
 
-    use_all_cores()
+    configure_thread_pool()
     if not _RUNTIME_LOADED:
         path = tvm_runtime_path()
         if not path.is_file():
