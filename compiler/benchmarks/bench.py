@@ -131,13 +131,12 @@ def _contestant_sets(kernel, spec, op, sizes, rng, copies: int, separate_qkv=Non
     return contestants
 
 
-def _rows(name, op_name, sizes, cache, samples, flops, nbytes, bandwidth, peak) -> list[dict]:
-    """One row per contestant. bandwidth: a hot row's GB/s (the start-up copy); a cold row's
-    samples hold the copy's and the read floor's rounds instead, and its shares are the medians of
-    the per-round ratios (each round's kernel time against the same round's yardsticks, seconds
-    apart), as this VM's memory speed moves between rounds."""
-    copy_rounds = [2 * PROBE_BYTES / t / 1e9 for t in samples.pop(COPY_PROBE)] if cache == "cold" else None
-    floor_rounds = samples.pop(READ_FLOOR) if cache == "cold" else None
+def _rows(name, op_name, sizes, cache, samples, flops, nbytes, bandwidth, peak, yardsticks=None) -> list[dict]:
+    """One row per contestant. bandwidth: the start-up copy's GB/s, a hot row's yardstick. A cold
+    row's `yardsticks` are per round: the copy's GB/s and the read floor's seconds; its shares are
+    the medians of the per-round ratios (each round's kernel time against the same round's
+    yardsticks, seconds apart), as this VM's memory speed moves between rounds."""
+    copy_rounds, floor_rounds = yardsticks or (None, None)
     medians = {n: statistics.median(t) for n, t in samples.items()}
     # Alternatives are what users would run instead: not our own default schedule or unfused form.
     best_other = min((t for n, t in medians.items() if not n.startswith("ours")), default=None)
@@ -232,7 +231,11 @@ def bench_library(lib, *, quick: bool, progress: Callable[[str], None] = print, 
                 if cache == "cold":  # the copy bandwidth of the same rounds
                     contestants.append((COPY_PROBE, probe))
                 samples = time_alternating(contestants, rounds=3 if quick else 9, min_seconds=0.02 if quick else 0.1)
-                new = _rows(name, spec.op, sizes, cache, samples, op.flops(spec, sizes), nbytes, bandwidth, peak)
+                yardsticks = None
+                if cache == "cold":
+                    yardsticks = [probe.gbs(t) for t in samples.pop(COPY_PROBE)], samples.pop(READ_FLOOR)
+                new = _rows(name, spec.op, sizes, cache, samples, op.flops(spec, sizes), nbytes, bandwidth, peak,
+                            yardsticks)
                 rows += new
                 progress(_progress_line(new[0]))
     probe.close()
