@@ -21,9 +21,9 @@ def settle() -> float:
     """Wait until this process's thread pools have stopped spinning; returns the seconds waited.
     Run before each contestant's timed calls (bench's kernel rows, the model row): the pool of the
     one before keeps spinning after its last job and, on a machine with few cores, takes a core
-    from the next. TVM's workers spin 300,000 yields (TVM_THREAD_POOL_SPIN_COUNT), ~100-150 ms on
-    this VM; PyTorch's OpenMP workers ~10-20 ms. The fixed 20 ms pause used before covered only
-    the latter: torch SDPA timed after our attention decode ran 30x slower (48 ms a call at
+    from the next. TVM's workers spin TVM_THREAD_POOL_SPIN_COUNT yields (TVM's default 300,000,
+    ~100-150 ms on this VM; runtime.host sets 20,000, ~12 ms); PyTorch's OpenMP workers ~10-20 ms.
+    The fixed 20 ms pause used before did not cover TVM's default: torch SDPA timed after our attention decode ran 30x slower (48 ms a call at
     L=2048, 1.4 ms alone), and our decode right after SDPA 79.6 us against 42.4 us alone."""
     start = time.perf_counter()
     while True:
