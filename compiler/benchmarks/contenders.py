@@ -23,8 +23,9 @@ def settle() -> float:
     one before keeps spinning after its last job and, on a machine with few cores, takes a core
     from the next. TVM's workers spin TVM_THREAD_POOL_SPIN_COUNT yields (TVM's default 300,000,
     ~100-150 ms on this VM; runtime.host sets 20,000, ~12 ms); PyTorch's OpenMP workers ~10-20 ms.
-    The fixed 20 ms pause used before did not cover TVM's default: torch SDPA timed after our attention decode ran 30x slower (48 ms a call at
-    L=2048, 1.4 ms alone), and our decode right after SDPA 79.6 us against 42.4 us alone."""
+    The fixed 20 ms pause used before did not cover TVM's default: torch SDPA timed after our
+    attention decode ran 30x slower (48 ms a call at L=2048, 1.4 ms alone), and our decode right
+    after SDPA 79.6 us against 42.4 us alone."""
     start = time.perf_counter()
     while True:
         cpu = time.process_time()  # CPU time of every thread of the process
